@@ -1,0 +1,165 @@
+// Package childproc runs test children: the test binary re-run as another
+// process with a role named in its environment.
+//
+// A test package that spawns children calls Main from its TestMain with the
+// roles it offers; the parent calls Start with a role and arguments. The child
+// runs the role's function and exits, never reaching the tests. Children talk
+// to the parent through their standard output, one line per report, and read
+// commands from standard input.
+package childproc
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const (
+	envRole = "SHMEX_TEST_CHILD"
+	envArgs = "SHMEX_TEST_CHILD_ARGS"
+	argSep  = "\x1f"
+)
+
+// Role is the body of a child process. Its return value is the exit status.
+type Role func(args []string) int
+
+// Main dispatches to a role when this process is a child, and otherwise runs
+// the tests. Call it as the whole of TestMain.
+func Main(m *testing.M, roles map[string]Role) {
+	if name := os.Getenv(envRole); name != "" {
+		role, ok := roles[name]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "childproc: unknown role %q\n", name)
+			os.Exit(3)
+		}
+		var args []string
+		if a := os.Getenv(envArgs); a != "" {
+			args = strings.Split(a, argSep)
+		}
+		os.Exit(role(args))
+	}
+	os.Exit(m.Run())
+}
+
+// Child is a running child process.
+type Child struct {
+	Cmd   *exec.Cmd
+	lines chan string
+	in    io.WriteCloser
+	done  chan struct{}
+	err   error
+}
+
+// Start runs the test binary as a child in the given role. The child is
+// killed when the test ends if it is still running.
+func Start(tb testing.TB, role string, args ...string) *Child {
+	tb.Helper()
+	c, err := StartCmd(role, args...)
+	if err != nil {
+		tb.Fatalf("start child %s: %v", role, err)
+	}
+	tb.Cleanup(func() { c.Kill() })
+	return c
+}
+
+// StartCmd is Start without a testing.TB: the caller must Kill or Wait.
+func StartCmd(role string, args ...string) (*Child, error) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), envRole+"="+role, envArgs+"="+strings.Join(args, argSep))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &Child{Cmd: cmd, lines: make(chan string, 1024), in: in, done: make(chan struct{})}
+	go func() {
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			c.lines <- sc.Text()
+		}
+		close(c.lines)
+		c.err = cmd.Wait()
+		close(c.done)
+	}()
+	return c, nil
+}
+
+// ErrNoLine means the child exited or the timeout passed before a line came.
+var ErrNoLine = errors.New("childproc: no line from child")
+
+// Line returns the child's next output line, waiting at most timeout.
+func (c *Child) Line(timeout time.Duration) (string, error) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case l, ok := <-c.lines:
+		if !ok {
+			return "", fmt.Errorf("%w: child exited", ErrNoLine)
+		}
+		return l, nil
+	case <-t.C:
+		return "", fmt.Errorf("%w within %v", ErrNoLine, timeout)
+	}
+}
+
+// Lines returns the channel of the child's output lines; it is closed when
+// the child's output ends.
+func (c *Child) Lines() <-chan string { return c.lines }
+
+// Send writes one line to the child's standard input.
+func (c *Child) Send(line string) error {
+	_, err := io.WriteString(c.in, line+"\n")
+	return err
+}
+
+// CloseStdin closes the child's standard input.
+func (c *Child) CloseStdin() error { return c.in.Close() }
+
+// Kill sends SIGKILL and waits for the child to be reaped.
+func (c *Child) Kill() {
+	if c.Cmd.Process != nil {
+		c.Cmd.Process.Signal(syscall.SIGKILL)
+	}
+	// Drain output so the reader goroutine can finish.
+	go func() {
+		for range c.lines {
+		}
+	}()
+	<-c.done
+}
+
+// Wait waits at most timeout for the child to exit and returns its error
+// (nil on exit status 0). The output must be drained by the caller or it is
+// discarded here.
+func (c *Child) Wait(timeout time.Duration) error {
+	go func() {
+		for range c.lines {
+		}
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-c.done:
+		return c.err
+	case <-t.C:
+		return fmt.Errorf("childproc: child still running after %v", timeout)
+	}
+}
+
+// Done is closed when the child has exited and been reaped.
+func (c *Child) Done() <-chan struct{} { return c.done }

@@ -1,0 +1,130 @@
+package shm
+
+import (
+	"context"
+	"math"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Futex operations, without FUTEX_PRIVATE_FLAG: a private futex is keyed by
+// the address space and would never see a waker in another process.
+const (
+	futexWait = 0
+	futexWake = 1
+)
+
+// Wait sleeps while *addr == val, for at most timeout (forever when
+// timeout < 0). It returns nil when woken, when *addr != val at the call, and
+// on EINTR: in every case the caller must re-check its condition, because
+// wake-ups can be spurious. It returns ErrTimedOut when the timeout passes.
+// addr must point to 4-byte-aligned memory, normally inside a shared mapping.
+func Wait(addr *uint32, val uint32, timeout time.Duration) error {
+	var tsp unsafe.Pointer
+	var ts unix.Timespec
+	if timeout >= 0 {
+		ts = unix.NsecToTimespec(int64(timeout))
+		tsp = unsafe.Pointer(&ts)
+	}
+	_, _, errno := unix.Syscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWait,
+		uintptr(val), uintptr(tsp), 0, 0)
+	switch errno {
+	case 0, unix.EAGAIN, unix.EINTR:
+		return nil
+	case unix.ETIMEDOUT:
+		return ErrTimedOut
+	}
+	return errno
+}
+
+// Wake wakes at most n waiters sleeping on addr, in any process, and returns
+// how many it woke.
+func Wake(addr *uint32, n int) (int, error) {
+	if n > math.MaxInt32 {
+		n = math.MaxInt32
+	}
+	r, _, errno := unix.RawSyscall6(unix.SYS_FUTEX, uintptr(unsafe.Pointer(addr)), futexWake,
+		uintptr(n), 0, 0, 0)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(r), nil
+}
+
+// Doorbell is a 32-bit sequence word in shared memory that waiters sleep on
+// and ringers bump. A waiter reads the sequence (Seq), re-checks its own
+// condition, then calls Wait with the sequence it read: any Ring after the
+// read makes Wait return, so no wake-up is lost between the check and the
+// sleep.
+//
+// Every change of the word means only "look again": cancellation of a
+// waiter's context rings the doorbell too, which may wake other waiters of the
+// same word spuriously. They re-check and sleep again.
+type Doorbell struct {
+	seq *uint32
+}
+
+// NewDoorbell returns a doorbell on the word at addr.
+func NewDoorbell(addr *uint32) Doorbell { return Doorbell{seq: addr} }
+
+// Seq returns the current sequence.
+func (d Doorbell) Seq() uint32 { return atomic.LoadUint32(d.seq) }
+
+// Ring bumps the sequence and wakes at most n waiters.
+func (d Doorbell) Ring(n int) {
+	atomic.AddUint32(d.seq, 1)
+	Wake(d.seq, n)
+}
+
+// Wait sleeps until the sequence differs from seen, ctx is done, or timeout
+// passes (no timeout when timeout <= 0). It returns nil when the sequence
+// moved (the caller re-checks its condition), ctx's error when ctx is done
+// (context.DeadlineExceeded once its deadline has passed), or ErrTimedOut.
+func (d Doorbell) Wait(ctx context.Context, seen uint32, timeout time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var until time.Time
+	if timeout > 0 {
+		until = time.Now().Add(timeout)
+	}
+	dl, hasDeadline := ctx.Deadline()
+	if ctx.Done() != nil {
+		// Cancellation bumps the word, so a cancel that lands between
+		// our check of the word and the sleep still wakes us.
+		stop := context.AfterFunc(ctx, func() { d.Ring(math.MaxInt32) })
+		defer stop()
+	}
+	for {
+		if atomic.LoadUint32(d.seq) != seen {
+			return nil
+		}
+		wait := time.Duration(-1)
+		now := time.Now()
+		if !until.IsZero() {
+			wait = until.Sub(now)
+			if wait <= 0 {
+				return ErrTimedOut
+			}
+		}
+		if hasDeadline {
+			left := dl.Sub(now)
+			if left <= 0 {
+				return context.DeadlineExceeded
+			}
+			if wait < 0 || left < wait {
+				wait = left
+			}
+		}
+		err := Wait(d.seq, seen, wait)
+		if cerr := ctx.Err(); cerr != nil {
+			return cerr
+		}
+		if err != nil && err != ErrTimedOut {
+			return err
+		}
+	}
+}
