@@ -1,0 +1,377 @@
+package ring
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"runtime"
+	"sync/atomic"
+	"time"
+)
+
+// Handler receives one record: its type and its payload. The payload aliases
+// the ring and is valid only until the handler returns; copy what you keep.
+type Handler func(typ int32, payload []byte)
+
+// SpinForever is IdleStrategy.Spins for a receiver that never sleeps.
+const SpinForever = -1
+
+// IdleStrategy says how a blocking receive waits for records.
+type IdleStrategy struct {
+	// Spins is how many times Receive polls an empty ring before it sleeps
+	// on the futex; SpinForever never sleeps (lowest latency, one core
+	// busy), 0 sleeps at once (no CPU while idle, a system call per wake).
+	Spins int
+}
+
+// Idle strategies.
+var (
+	Spin = IdleStrategy{Spins: SpinForever}
+	Park = IdleStrategy{Spins: 0}
+)
+
+// SpinThenPark polls n times before sleeping.
+func SpinThenPark(n int) IdleStrategy { return IdleStrategy{Spins: n} }
+
+// Consumer reads the records of a ring. A ring has at most one consumer at a
+// time (across all processes); it is not safe for concurrent use.
+//
+// Consumer invariants:
+//   - Everything in [head, head+capacity) that no claim covers is zero: the
+//     consumer zeroes what it consumed before it publishes the new head, and
+//     producers write only inside their claims. So a header word at the head
+//     is zero (not yet claimed, or claimed an instant ago), negative (claimed)
+//     or positive (committed), never stale.
+//   - The head only moves over committed records and padding, so nothing
+//     committed is skipped, and a record is delivered at most once.
+//   - A stuck record (head < tail, header not positive) is turned into
+//     padding only when its producer is known dead, or after
+//     UnknownOwnerTimeout when its producer cannot be known.
+type Consumer struct {
+	r     *Ring
+	owner uint64
+	idle  IdleStrategy
+	head  uint64 // == *r.head; only this consumer writes it
+	err   error  // sticky: set when the ring is found corrupt
+
+	stuckPos   uint64
+	stuckSince time.Time
+}
+
+// NewConsumer attaches the ring's consumer for the process whose liveness id
+// is owner (non-zero). It fails with ErrBusy when the ring has a consumer.
+func (r *Ring) NewConsumer(owner uint64, idle IdleStrategy) (*Consumer, error) {
+	if owner == 0 {
+		return nil, ErrBadOwner
+	}
+	if !atomic.CompareAndSwapUint64(r.consumer, 0, owner) {
+		return nil, ErrBusy
+	}
+	return &Consumer{r: r, owner: owner, idle: idle, head: atomic.LoadUint64(r.head)}, nil
+}
+
+// Close detaches the consumer; another may attach afterwards.
+func (c *Consumer) Close() error {
+	if c.r != nil {
+		atomic.CompareAndSwapUint64(c.r.consumer, c.owner, 0)
+		c.r = nil
+	}
+	return nil
+}
+
+// Read hands up to limit committed records (all of them when limit <= 0) to
+// fn, in order, then releases their space. It returns how many it handed
+// over; it never blocks. A ring found corrupt returns ErrCorrupt, now and on
+// every later call.
+func (c *Consumer) Read(fn Handler, limit int) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.r == nil {
+		return 0, ErrClosed
+	}
+	if limit <= 0 {
+		limit = math.MaxInt
+	}
+	r := c.r
+	head := c.head
+	pos := head
+	n := 0
+	// Every claim lies in [head, head+capacity): a batch never goes round
+	// the data area, where it would meet its own not yet zeroed records.
+	for n < limit && pos-head < r.capacity {
+		idx := pos & r.mask
+		h := atomic.LoadUint64(r.header(idx))
+		length := int32(uint32(h))
+		if length <= 0 {
+			break
+		}
+		typ := int32(h >> 32)
+		size := (uint64(length) + RecordAlign - 1) &^ (RecordAlign - 1)
+		if length < HeaderLen || idx+size > r.capacity ||
+			typ != PaddingType && (typ < 0 || int(length) > r.maxRecord) {
+			c.err = fmt.Errorf("%w: record at %d has length %d, type %d", ErrCorrupt, pos, length, typ)
+			break
+		}
+		if typ != PaddingType {
+			fn(typ, r.data[idx+HeaderLen:idx+uint64(length)])
+			n++
+		}
+		pos += size
+	}
+	if pos != head {
+		c.release(head, pos)
+	}
+	if n == 0 && c.err != nil {
+		return 0, c.err
+	}
+	return n, nil
+}
+
+// release zeroes [from, to) and publishes to as the new head. A committed
+// header can only stand below the tail, so a batch that ends past the tail
+// read forged records: the ring is corrupt and the head is not moved.
+func (c *Consumer) release(from, to uint64) {
+	r := c.r
+	if tail := atomic.LoadUint64(r.tail) &^ closedBit; to > tail {
+		c.err = fmt.Errorf("%w: committed records past the tail (%d > %d)", ErrCorrupt, to, tail)
+		return
+	}
+	i, j := from&r.mask, to&r.mask
+	if i < j {
+		clear(r.data[i:j])
+	} else {
+		clear(r.data[i:])
+		clear(r.data[:j])
+	}
+	atomic.StoreUint64(r.head, to)
+	c.head = to
+	if atomic.LoadUint32(r.spaceWaiters) != 0 {
+		r.spaceBell.Ring(1 << 30)
+	}
+}
+
+// Receive is Read that blocks until at least one record was handed to fn,
+// following the consumer's idle strategy. It returns ErrClosed once the ring
+// is closed and everything committed before the close was read, and ctx's
+// error when ctx is done first. A record left stuck by a dead producer is
+// recovered while Receive waits, so Receive never waits on a dead producer
+// for longer than StuckAfter plus the time Alive takes (UnknownOwnerTimeout
+// when the owner cannot be known).
+func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, error) {
+	r := c.r
+	if r == nil {
+		return 0, ErrClosed
+	}
+	for i := 0; ; i++ {
+		n, err := c.Read(fn, limit)
+		if n > 0 || err != nil {
+			return n, err
+		}
+		if c.idle.Spins < 0 || i < c.idle.Spins {
+			if i&255 == 255 {
+				if err := ctx.Err(); err != nil {
+					return 0, err
+				}
+				if closed, drained := c.state(); closed && drained {
+					return 0, ErrClosed
+				}
+				c.recover()
+				runtime.Gosched()
+			}
+			continue
+		}
+		closed, drained := c.state()
+		if drained {
+			if closed {
+				return 0, ErrClosed
+			}
+		} else if c.recover() {
+			continue
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		// Dekker with the producers' wakeConsumer: raise the flag, then
+		// look; a producer commits, then looks at the flag.
+		seq := r.recvBell.Seq()
+		atomic.StoreUint32(r.recvWaiting, 1)
+		if c.readable() || r.Closed() != closed {
+			atomic.StoreUint32(r.recvWaiting, 0)
+			continue
+		}
+		var timeout time.Duration
+		if !drained {
+			// A record is in flight: its producer will ring when it
+			// commits, but a dead one never will, so look again soon.
+			timeout = min(max(time.Since(c.stuckSince)/2, r.opts.StuckAfter), 20*time.Millisecond)
+		}
+		err = r.recvBell.Wait(ctx, seq, timeout)
+		atomic.StoreUint32(r.recvWaiting, 0)
+		if err != nil && ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		i = -1 // spin again after a wake-up
+	}
+}
+
+// readable reports whether a committed record (or padding) is at the head.
+func (c *Consumer) readable() bool {
+	return int32(uint32(atomic.LoadUint64(c.r.header(c.head&c.r.mask)))) > 0
+}
+
+// state reports whether the ring is closed and whether every claim made so
+// far has been consumed.
+func (c *Consumer) state() (closed, drained bool) {
+	t := atomic.LoadUint64(c.r.tail)
+	return t&closedBit != 0, c.head == t&^closedBit
+}
+
+// recover looks at a record stuck at the head and turns it into padding if
+// its producer is dead. It reports whether the head record became readable.
+func (c *Consumer) recover() bool {
+	r := c.r
+	pos := c.head
+	h := atomic.LoadUint64(r.header(pos & r.mask))
+	length := int32(uint32(h))
+	if length > 0 {
+		return true
+	}
+	tail := atomic.LoadUint64(r.tail) &^ closedBit
+	if pos >= tail {
+		c.stuckSince = time.Time{}
+		return false
+	}
+	now := time.Now()
+	if pos != c.stuckPos || c.stuckSince.IsZero() {
+		c.stuckPos, c.stuckSince = pos, now
+		return false
+	}
+	stuck := now.Sub(c.stuckSince)
+	if stuck < r.opts.StuckAfter {
+		return false
+	}
+	timedOut := stuck >= r.opts.UnknownOwnerTimeout
+	var end uint64
+	var byTimeout bool
+	if length < 0 {
+		slot := int(int32(h >> 32))
+		size := (uint64(-int64(length)) + RecordAlign - 1) &^ (RecordAlign - 1)
+		if slot < 0 || slot >= r.slots || -length < HeaderLen || (pos&r.mask)+size > r.capacity || pos+size > tail {
+			c.err = fmt.Errorf("%w: claimed record at %d has length %d, slot %d", ErrCorrupt, pos, length, slot)
+			return true // let Read report it
+		}
+		alive, known := r.aliveKnown(atomic.LoadUint64(r.slotWord(slot, slotOwner)))
+		switch {
+		case known && !alive:
+		case !known && timedOut:
+			byTimeout = true
+		default:
+			return false
+		}
+		end = pos + size
+	} else {
+		var ok bool
+		end, byTimeout, ok = c.attribute(pos, tail, timedOut)
+		if !ok {
+			return false
+		}
+	}
+	c.pad(pos, end)
+	if byTimeout {
+		atomic.AddUint64(r.recoveredTO, 1)
+	} else {
+		atomic.AddUint64(r.recovered, 1)
+	}
+	atomic.AddUint64(r.recoveredB, end-pos)
+	c.stuckSince = time.Time{}
+	return true
+}
+
+// attribute finds the claim covering position pos, whose header is still
+// zero, from the producers' published intents. It returns the end of that
+// claim when every producer whose intent covers pos is dead, or, after the
+// timeout, when no producer can be found at all.
+func (c *Consumer) attribute(pos, tail uint64, timedOut bool) (end uint64, byTimeout, ok bool) {
+	r := c.r
+	var ends [4]uint64
+	nends := 0
+	unknown := false
+	for i := 0; i < r.slots; i++ {
+		owner := atomic.LoadUint64(r.slotWord(i, slotOwner))
+		if owner == 0 {
+			continue
+		}
+		ip := atomic.LoadUint64(r.slotWord(i, slotIntentPos))
+		if ip == noIntent || ip > pos {
+			continue
+		}
+		il := atomic.LoadUint64(r.slotWord(i, slotIntentLen))
+		if pos-ip >= il {
+			continue
+		}
+		alive, known := r.aliveKnown(owner)
+		switch {
+		case !known:
+			unknown = true
+		case alive:
+			return 0, false, false // it may be the claimant, about to write
+		case nends < len(ends):
+			ends[nends] = ip + il
+			nends++
+		}
+	}
+	if nends == 0 || unknown {
+		if !timedOut {
+			return 0, false, false
+		}
+		byTimeout = true
+	}
+	if nends == 0 {
+		// Nobody to attribute it to: pad up to the next header in
+		// sight, the tail, or the end of the data area.
+		limit := min(tail, pos+(r.capacity-pos&r.mask))
+		for q := pos + RecordAlign; q < limit; q += RecordAlign {
+			if atomic.LoadUint64(r.header(q&r.mask)) != 0 {
+				return q, true, true
+			}
+		}
+		return limit, true, true
+	}
+	// Dead claimants that lost their CAS may have left an intent at pos
+	// too. The winner's end is where the next claim starts: the tail, or
+	// a header that is already written. Prefer such an end.
+	best := uint64(0)
+	for _, e := range ends[:nends] {
+		if e <= pos || e > tail {
+			continue
+		}
+		consistent := e == tail || atomic.LoadUint64(r.header(e&r.mask)) != 0
+		if consistent && (best == 0 || e < best) {
+			best = e
+		}
+	}
+	if best == 0 {
+		for _, e := range ends[:nends] {
+			if e > pos && e <= tail && (best == 0 || e < best) {
+				best = e
+			}
+		}
+	}
+	if best == 0 {
+		return 0, false, false
+	}
+	return best, byTimeout, true
+}
+
+// pad turns [pos, end) into padding records, split at the end of the data
+// area.
+func (c *Consumer) pad(pos, end uint64) {
+	r := c.r
+	for pos < end {
+		idx := pos & r.mask
+		chunk := min(end-pos, r.capacity-idx)
+		atomic.StoreUint64(r.header(idx), chunk|paddingBits)
+		pos += chunk
+	}
+}

@@ -1,0 +1,44 @@
+// Package ring is a lock-free many-to-one ring of variable-length records in a
+// byte region that several processes map: the mailbox of shmex.
+//
+// The design follows Agrona's ManyToOneRingBuffer. Producers claim space by
+// CAS on a 64-bit tail, write the record header with a negative length, write
+// the payload in place ([Producer.Claim], [Claim.Bytes]) and commit by storing
+// the positive length. A record that does not fit before the end of the data
+// area is preceded by a padding record. The single [Consumer] reads committed
+// records in batches ([Consumer.Read]), zeroes what it consumed and advances
+// the head. The layout is in descriptor.go; the invariants are written next to
+// the code that keeps them (producer.go, consumer.go).
+//
+// # Waiting
+//
+// [Consumer.Receive] polls a configurable number of times ([IdleStrategy])
+// and then sleeps on a futex doorbell in the ring header after raising a
+// waiter flag; a producer that commits makes a system call only when that
+// flag is raised. A producer that finds the ring full sleeps on a second
+// doorbell until the consumer frees space or its context is done, and then
+// fails with [ErrFull]: a record is never dropped silently.
+//
+// # Crashed producers
+//
+// Each producer owns a slot in the ring header where it publishes its claim
+// intent (position and length) before the CAS, and the record header names
+// the slot while the record is claimed. A record that stays uncommitted is
+// thus always attributable to a producer; when [Options.Alive] says that
+// producer's process is dead, the consumer turns the record into padding and
+// counts it ([Stats]). Nothing committed is lost and nothing torn is
+// delivered. When the owner cannot be known (no Alive function), the record is
+// padded after [Options.UnknownOwnerTimeout].
+//
+// # Validity of slices
+//
+// The payload handed to a [Handler] aliases the ring and is valid only until
+// the handler returns. The slice of a [Claim] is valid until Commit or Abort.
+//
+// # Bad input
+//
+// [Attach] validates the header (magic, version, checksum, geometry) and the
+// positions. The consumer checks every record header before following it: a
+// length or type that is impossible yields [ErrCorrupt], never a read outside
+// the region.
+package ring

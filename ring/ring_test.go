@@ -1,0 +1,454 @@
+package ring_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shmex/shmex/ring"
+)
+
+// newRing lays out a ring in heap memory (so that -race sees every access).
+func newRing(t testing.TB, cfg ring.Config, opts ring.Options) *ring.Ring {
+	t.Helper()
+	if cfg.Slots == 0 {
+		cfg.Slots = 16
+	}
+	region := make([]byte, ring.Size(cfg.Capacity, cfg.Slots))
+	r, err := ring.New(region, cfg, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+type rec struct {
+	typ  int32
+	data []byte
+}
+
+func collect(out *[]rec) ring.Handler {
+	return func(typ int32, p []byte) { *out = append(*out, rec{typ, append([]byte(nil), p...)}) }
+}
+
+func TestWriteReadWrap(t *testing.T) {
+	r := newRing(t, ring.Config{Capacity: 1024, MaxRecord: 256}, ring.Options{})
+	p, err := r.NewProducer(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.NewConsumer(1, ring.Park)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 10*time.Second)
+	next := 0
+	for round := 0; round < 200; round++ {
+		var want []rec
+		for k := 0; k < 1+round%5; k++ {
+			n := (round*37 + k*11) % 150
+			data := bytes.Repeat([]byte{byte(next)}, n)
+			typ := int32(next % 7)
+			next++
+			if err := p.Write(ctx, typ, data); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, rec{typ, data})
+		}
+		var got []rec
+		for len(got) < len(want) {
+			if _, err := c.Receive(ctx, collect(&got), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range want {
+			if got[i].typ != want[i].typ || !bytes.Equal(got[i].data, want[i].data) {
+				t.Fatalf("round %d record %d: got type %d len %d, want type %d len %d",
+					round, i, got[i].typ, len(got[i].data), want[i].typ, len(want[i].data))
+			}
+		}
+	}
+	st := r.Stats()
+	if st.Head != st.Tail || st.Tail < 10*1024 {
+		t.Fatalf("stats %+v: expected many wraps, drained", st)
+	}
+}
+
+func TestClaimErrors(t *testing.T) {
+	r := newRing(t, ring.Config{Capacity: 1024, MaxRecord: 128}, ring.Options{})
+	p, _ := r.NewProducer(7)
+	if r.MaxPayload() != 120 {
+		t.Fatalf("MaxPayload %d", r.MaxPayload())
+	}
+	if _, err := p.TryClaim(0, 121); !errors.Is(err, ring.ErrTooLarge) {
+		t.Fatalf("oversized: %v", err)
+	}
+	if _, err := p.TryClaim(-1, 8); !errors.Is(err, ring.ErrBadType) {
+		t.Fatalf("negative type: %v", err)
+	}
+	// Fill the ring: 1024 / 64 = 16 records of 56 bytes.
+	for i := 0; i < 16; i++ {
+		c, err := p.TryClaim(1, 56)
+		if err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+		c.Commit()
+	}
+	if _, err := p.TryClaim(1, 56); !errors.Is(err, ring.ErrFull) {
+		t.Fatalf("full TryClaim: %v", err)
+	}
+	start := time.Now()
+	err := p.Write(ctxT(t, 30*time.Millisecond), 1, make([]byte, 56))
+	if !errors.Is(err, ring.ErrFull) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("full Write: %v", err)
+	}
+	if time.Since(start) < 20*time.Millisecond {
+		t.Fatal("full Write returned before its deadline")
+	}
+	// A consumer frees space: a blocked writer proceeds.
+	c, _ := r.NewConsumer(7, ring.Park)
+	done := make(chan error, 1)
+	go func() { done <- p.Write(ctxT(t, 10*time.Second), 2, []byte("late")) }()
+	time.Sleep(5 * time.Millisecond)
+	var got []rec
+	for len(got) < 17 {
+		if _, err := c.Receive(ctxT(t, 10*time.Second), collect(&got), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("blocked writer: %v", err)
+	}
+	if string(got[16].data) != "late" {
+		t.Fatalf("last record %q", got[16].data)
+	}
+	if _, err := r.NewConsumer(8, ring.Park); !errors.Is(err, ring.ErrBusy) {
+		t.Fatalf("second consumer: %v", err)
+	}
+	if _, err := r.NewProducer(0); !errors.Is(err, ring.ErrBadOwner) {
+		t.Fatalf("zero owner: %v", err)
+	}
+}
+
+func TestAbortAndEmptyPayload(t *testing.T) {
+	r := newRing(t, ring.Config{Capacity: 1024}, ring.Options{})
+	p, _ := r.NewProducer(1)
+	c, _ := r.NewConsumer(1, ring.Park)
+	a, _ := p.TryClaim(3, 40)
+	copy(a.Bytes(), "aborted")
+	a.Abort()
+	e, _ := p.TryClaim(4, 0)
+	e.Commit()
+	var got []rec
+	n, err := c.Read(collect(&got), 0)
+	if err != nil || n != 1 || got[0].typ != 4 || len(got[0].data) != 0 {
+		t.Fatalf("n=%d err=%v got=%v", n, err, got)
+	}
+}
+
+func TestCloseDrains(t *testing.T) {
+	r := newRing(t, ring.Config{Capacity: 4096}, ring.Options{})
+	p, _ := r.NewProducer(1)
+	c, _ := r.NewConsumer(1, ring.SpinThenPark(100))
+	ctx := ctxT(t, 10*time.Second)
+	open, _ := p.TryClaim(1, 10) // claimed before the close, committed after
+	for i := 0; i < 5; i++ {
+		p.Write(ctx, 1, []byte{byte(i)})
+	}
+	r.Close()
+	r.Close()
+	if !r.Closed() {
+		t.Fatal("not closed")
+	}
+	if err := p.Write(ctx, 1, []byte("x")); !errors.Is(err, ring.ErrClosed) {
+		t.Fatalf("write after close: %v", err)
+	}
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		open.Commit()
+	}()
+	var got []rec
+	for {
+		_, err := c.Receive(ctx, collect(&got), 0)
+		if errors.Is(err, ring.ErrClosed) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(got) != 6 {
+		t.Fatalf("drained %d records, want 6", len(got))
+	}
+	// A receiver blocked before the close is woken by it.
+	r2 := newRing(t, ring.Config{Capacity: 4096}, ring.Options{})
+	c2, _ := r2.NewConsumer(1, ring.Park)
+	errc := make(chan error, 1)
+	go func() { _, err := c2.Receive(ctx, func(int32, []byte) {}, 0); errc <- err }()
+	time.Sleep(5 * time.Millisecond)
+	r2.Close()
+	if err := <-errc; !errors.Is(err, ring.ErrClosed) {
+		t.Fatalf("blocked receiver: %v", err)
+	}
+}
+
+func TestReceiveDeadline(t *testing.T) {
+	for _, idle := range []ring.IdleStrategy{ring.Park, ring.Spin, ring.SpinThenPark(1000)} {
+		r := newRing(t, ring.Config{Capacity: 4096}, ring.Options{})
+		c, _ := r.NewConsumer(1, idle)
+		_, err := c.Receive(ctxT(t, 20*time.Millisecond), func(int32, []byte) {}, 0)
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("idle %+v: %v", idle, err)
+		}
+	}
+}
+
+// payload encodes (producer, seq) with filler and a checksum.
+func payload(buf []byte, producer uint32, seq uint64) {
+	binary.LittleEndian.PutUint32(buf[0:], producer)
+	binary.LittleEndian.PutUint64(buf[4:], seq)
+	for i := 12; i < len(buf)-4; i++ {
+		buf[i] = byte(seq) + byte(i)
+	}
+	binary.LittleEndian.PutUint32(buf[len(buf)-4:], crc32.ChecksumIEEE(buf[:len(buf)-4]))
+}
+
+// checker verifies records made by payload: every record intact, and each
+// producer's sequence numbers consecutive from 1.
+type checker struct {
+	last map[uint32]uint64
+	n    int
+	err  error
+}
+
+func newChecker() *checker { return &checker{last: map[uint32]uint64{}} }
+
+func (k *checker) handle(typ int32, p []byte) {
+	if k.err != nil {
+		return
+	}
+	if len(p) < 16 {
+		k.err = fmt.Errorf("record of %d bytes", len(p))
+		return
+	}
+	if crc32.ChecksumIEEE(p[:len(p)-4]) != binary.LittleEndian.Uint32(p[len(p)-4:]) {
+		k.err = fmt.Errorf("torn record: checksum mismatch (%d bytes)", len(p))
+		return
+	}
+	prod, seq := binary.LittleEndian.Uint32(p), binary.LittleEndian.Uint64(p[4:])
+	if int32(prod) != typ {
+		k.err = fmt.Errorf("type %d carries producer %d", typ, prod)
+		return
+	}
+	if seq != k.last[prod]+1 {
+		k.err = fmt.Errorf("producer %d: seq %d after %d", prod, seq, k.last[prod])
+		return
+	}
+	k.last[prod] = seq
+	k.n++
+}
+
+func TestManyProducersOneConsumer(t *testing.T) {
+	for _, tc := range []struct {
+		capacity, maxRec, producers, each int
+		idle                              ring.IdleStrategy
+	}{
+		{4096, 512, 4, 3000, ring.Park},
+		{1 << 16, 4096, 4, 3000, ring.SpinThenPark(200)},
+		{1 << 12, 1024, 8, 1000, ring.Spin},
+	} {
+		t.Run(fmt.Sprintf("cap%d_p%d", tc.capacity, tc.producers), func(t *testing.T) {
+			r := newRing(t, ring.Config{Capacity: tc.capacity, MaxRecord: tc.maxRec}, ring.Options{})
+			ctx := ctxT(t, 60*time.Second)
+			var wg sync.WaitGroup
+			errs := make(chan error, tc.producers)
+			for i := 1; i <= tc.producers; i++ {
+				wg.Add(1)
+				go func(id uint32) {
+					defer wg.Done()
+					p, err := r.NewProducer(uint64(id))
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer p.Close()
+					rng := rand.New(rand.NewPCG(uint64(id), 1))
+					for seq := uint64(1); seq <= uint64(tc.each); seq++ {
+						n := 16 + rng.IntN(r.MaxPayload()-16+1)
+						c, err := p.Claim(ctx, int32(id), n)
+						if err != nil {
+							errs <- err
+							return
+						}
+						payload(c.Bytes(), id, seq)
+						c.Commit()
+					}
+				}(uint32(i))
+			}
+			c, _ := r.NewConsumer(99, tc.idle)
+			k := newChecker()
+			total := tc.producers * tc.each
+			for k.n < total && k.err == nil {
+				if _, err := c.Receive(ctx, k.handle, 64); err != nil {
+					t.Fatalf("after %d records: %v", k.n, err)
+				}
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			if k.err != nil {
+				t.Fatal(k.err)
+			}
+			if st := r.Stats(); st.Tail < uint64(4*tc.capacity) || st.Recovered != 0 {
+				t.Fatalf("stats %+v", st)
+			}
+		})
+	}
+}
+
+func TestNoSlot(t *testing.T) {
+	dead := map[uint64]bool{}
+	var mu sync.Mutex
+	r := newRing(t, ring.Config{Capacity: 1024, Slots: 2}, ring.Options{Alive: func(o uint64) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return !dead[o]
+	}})
+	a, _ := r.NewProducer(1)
+	b, err := r.NewProducer(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.NewProducer(3); !errors.Is(err, ring.ErrNoSlot) {
+		t.Fatalf("third producer: %v", err)
+	}
+	a.Write(context.Background(), 1, []byte("a"))
+	mu.Lock()
+	dead[1] = true
+	mu.Unlock()
+	// Owner 1 is dead but its last record is not yet consumed.
+	if _, err := r.NewProducer(3); !errors.Is(err, ring.ErrNoSlot) {
+		t.Fatalf("slot reused before the consumer passed it: %v", err)
+	}
+	c, _ := r.NewConsumer(9, ring.Park)
+	c.Read(func(int32, []byte) {}, 0)
+	p3, err := r.NewProducer(3)
+	if err != nil {
+		t.Fatalf("dead producer's slot not reused: %v", err)
+	}
+	b.Close()
+	if _, err := r.NewProducer(4); err != nil {
+		t.Fatalf("closed producer's slot not reused: %v", err)
+	}
+	p3.Close()
+}
+
+func TestGeometry(t *testing.T) {
+	bad := []ring.Config{
+		{Capacity: 1000},
+		{Capacity: 512},
+		{Capacity: 4096, MaxRecord: 4096},
+		{Capacity: 4096, Slots: ring.MaxSlots + 1},
+	}
+	for _, cfg := range bad {
+		if _, err := ring.New(make([]byte, 1<<16), cfg, ring.Options{}); !errors.Is(err, ring.ErrGeometry) {
+			t.Fatalf("%+v: %v", cfg, err)
+		}
+	}
+	if _, err := ring.New(make([]byte, 100), ring.Config{Capacity: 4096}, ring.Options{}); !errors.Is(err, ring.ErrGeometry) {
+		t.Fatalf("short region: %v", err)
+	}
+	if _, err := ring.New(make([]byte, 1<<16)[1:], ring.Config{Capacity: 4096}, ring.Options{}); !errors.Is(err, ring.ErrGeometry) {
+		t.Fatalf("misaligned region: %v", err)
+	}
+}
+
+func TestAttachValidates(t *testing.T) {
+	fresh := func() []byte {
+		b := make([]byte, ring.Size(4096, 4))
+		if _, err := ring.New(b, ring.Config{Capacity: 4096, Slots: 4}, ring.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if _, err := ring.Attach(fresh(), ring.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		f    func([]byte) []byte
+		want error
+	}{
+		{"magic", func(b []byte) []byte { b[0] = 0; return b }, ring.ErrNotRing},
+		{"version", func(b []byte) []byte { b[8] = 9; return b }, ring.ErrVersion},
+		{"checksum", func(b []byte) []byte { b[16] ^= 0x10; return b }, ring.ErrChecksum},
+		{"short", func(b []byte) []byte { return b[:len(b)-8] }, ring.ErrGeometry},
+		{"tiny", func(b []byte) []byte { return b[:64] }, ring.ErrGeometry},
+		{"head>tail", func(b []byte) []byte { b[256] = 8; return b }, ring.ErrCorrupt},
+		{"tail far ahead", func(b []byte) []byte { binary.LittleEndian.PutUint64(b[128:], 1<<20); return b }, ring.ErrCorrupt},
+	}
+	for _, c := range cases {
+		if _, err := ring.Attach(c.f(fresh()), ring.Options{}); !errors.Is(err, c.want) {
+			t.Errorf("%s: got %v, want %v", c.name, err, c.want)
+		}
+	}
+}
+
+func TestCorruptRecords(t *testing.T) {
+	cases := []struct {
+		name string
+		hdr  uint64
+	}{
+		{"length past the end", 5000},
+		{"length below header", 3},
+		{"oversized record", 1000 | 1<<32},
+		{"negative type", 16 | uint64(0xFFFFFFFE)<<32},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			region := make([]byte, ring.Size(4096, 4))
+			r, _ := ring.New(region, ring.Config{Capacity: 4096, MaxRecord: 512, Slots: 4}, ring.Options{})
+			p, _ := r.NewProducer(1)
+			p.Write(context.Background(), 1, []byte("good"))
+			c, _ := r.NewConsumer(2, ring.Park)
+			if n, err := c.Read(func(int32, []byte) {}, 0); n != 1 || err != nil {
+				t.Fatal(n, err)
+			}
+			// Forge a committed header at the head.
+			p.Write(context.Background(), 1, []byte("next"))
+			off := ring.Size(4096, 4) - 4096 + 16
+			binary.LittleEndian.PutUint64(region[off:], tc.hdr)
+			n, err := c.Read(func(int32, []byte) { t.Fatal("forged record delivered") }, 0)
+			if n != 0 || !errors.Is(err, ring.ErrCorrupt) {
+				t.Fatalf("n=%d err=%v", n, err)
+			}
+			if _, err := c.Receive(ctxT(t, time.Second), func(int32, []byte) {}, 0); !errors.Is(err, ring.ErrCorrupt) {
+				t.Fatalf("Receive after corruption: %v", err)
+			}
+		})
+	}
+	// A committed header beyond the tail is forged too.
+	region := make([]byte, ring.Size(4096, 4))
+	r, _ := ring.New(region, ring.Config{Capacity: 4096, Slots: 4}, ring.Options{})
+	c, _ := r.NewConsumer(2, ring.Park)
+	binary.LittleEndian.PutUint64(region[ring.Size(4096, 4)-4096:], 16|1<<32)
+	c.Read(func(int32, []byte) {}, 0)
+	if _, err := c.Read(func(int32, []byte) {}, 0); !errors.Is(err, ring.ErrCorrupt) {
+		t.Fatalf("record past the tail: %v", err)
+	}
+}
