@@ -128,15 +128,9 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 	return n, nil
 }
 
-// release zeroes [from, to) and publishes to as the new head. A committed
-// header can only stand below the tail, so a batch that ends past the tail
-// read forged records: the ring is corrupt and the head is not moved.
+// release zeroes [from, to) and publishes to as the new head.
 func (c *Consumer) release(from, to uint64) {
 	r := c.r
-	if tail := atomic.LoadUint64(r.tail) &^ closedBit; to > tail {
-		c.err = fmt.Errorf("%w: committed records past the tail (%d > %d)", ErrCorrupt, to, tail)
-		return
-	}
 	i, j := from&r.mask, to&r.mask
 	if i < j {
 		clear(r.data[i:j])
@@ -169,6 +163,7 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 			return n, err
 		}
 		if c.idle.Spins < 0 || i < c.idle.Spins {
+			cpuRelax()
 			if i&255 == 255 {
 				if err := ctx.Err(); err != nil {
 					return 0, err
@@ -182,6 +177,9 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 			continue
 		}
 		closed, drained := c.state()
+		if c.err != nil {
+			return 0, c.err
+		}
 		if drained {
 			if closed {
 				return 0, ErrClosed
@@ -221,9 +219,15 @@ func (c *Consumer) readable() bool {
 }
 
 // state reports whether the ring is closed and whether every claim made so
-// far has been consumed.
+// far has been consumed. A committed header can only stand below the tail,
+// so a head past the tail means forged records were read: the ring is
+// corrupt. (The check is here, on the idle path, rather than in release,
+// because loading the tail there costs a cache-line transfer per batch.)
 func (c *Consumer) state() (closed, drained bool) {
 	t := atomic.LoadUint64(c.r.tail)
+	if c.head > t&^closedBit && c.err == nil {
+		c.err = fmt.Errorf("%w: consumed past the tail (%d > %d)", ErrCorrupt, c.head, t&^closedBit)
+	}
 	return t&closedBit != 0, c.head == t&^closedBit
 }
 

@@ -122,7 +122,9 @@ func (c Claim) Bytes() []byte {
 	return c.r.data[c.idx+HeaderLen : c.idx+uint64(c.length)]
 }
 
-// Commit publishes the record to the consumer.
+// Commit publishes the record to the consumer. The header store is a full
+// fence (sync/atomic), which the Dekker handshake with the consumer's waiter
+// flag in wakeConsumer needs: commit, then look at the flag.
 func (c Claim) Commit() {
 	atomic.StoreUint64(c.r.header(c.idx), uint64(uint32(c.length))|uint64(uint32(c.typ))<<32)
 	c.r.wakeConsumer()
@@ -204,20 +206,24 @@ func (p *Producer) claim(ctx context.Context, typ int32, n int, wait bool) (Clai
 		}
 		// Invariant 1: intent before claim. intentLen changes rarely
 		// (records of one size), so it is stored only when it changes.
+		// The CAS below is a full fence, so release stores suffice to
+		// make the intent visible before the claim.
 		if need != p.lastLen {
-			atomic.StoreUint64(p.lenWord, need)
+			storeRelease(p.lenWord, need)
 			p.lastLen = need
 		}
-		atomic.StoreUint64(p.intent, tail)
+		storeRelease(p.intent, tail)
 		if !atomic.CompareAndSwapUint64(r.tail, tail, tail+need) {
-			atomic.StoreUint64(p.intent, noIntent)
+			storeRelease(p.intent, noIntent)
 			continue
 		}
+		// Invariant 3. These headers need no fence of their own: the
+		// consumer reads them only when the record stays stuck.
 		if need != aligned {
-			atomic.StoreUint64(r.header(idx), (r.capacity-idx)|paddingBits)
+			storeRelease(r.header(idx), (r.capacity-idx)|paddingBits)
 			idx = 0
 		}
-		atomic.StoreUint64(r.header(idx), uint64(uint32(-int32(length)))|uint64(uint32(p.slot))<<32)
+		storeRelease(r.header(idx), uint64(uint32(-int32(length)))|uint64(uint32(p.slot))<<32)
 		return Claim{r: r, idx: idx, length: int32(length), typ: typ}, nil
 	}
 }

@@ -448,7 +448,7 @@ func TestCorruptRecords(t *testing.T) {
 	c, _ := r.NewConsumer(2, ring.Park)
 	binary.LittleEndian.PutUint64(region[ring.Size(4096, 4)-4096:], 16|1<<32)
 	c.Read(func(int32, []byte) {}, 0)
-	if _, err := c.Read(func(int32, []byte) {}, 0); !errors.Is(err, ring.ErrCorrupt) {
+	if _, err := c.Receive(ctxT(t, time.Second), func(int32, []byte) {}, 0); !errors.Is(err, ring.ErrCorrupt) {
 		t.Fatalf("record past the tail: %v", err)
 	}
 }
