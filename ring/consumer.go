@@ -59,16 +59,69 @@ type Consumer struct {
 }
 
 // NewConsumer attaches the ring's consumer for the process whose liveness id
-// is owner (non-zero). It fails with ErrBusy when the ring has a consumer.
+// is owner (non-zero). It fails with ErrBusy when the ring has a consumer,
+// unless Options.Alive reports that consumer's process dead: then the new
+// consumer takes over where the dead one published its head. (Records the
+// dead consumer had read but not yet released are delivered again; a batch
+// it was zeroing when it died may leave zeroed records that recovery pads
+// after UnknownOwnerTimeout.)
 func (r *Ring) NewConsumer(owner uint64, idle IdleStrategy) (*Consumer, error) {
 	if owner == 0 {
 		return nil, ErrBadOwner
 	}
-	if !atomic.CompareAndSwapUint64(r.consumer, 0, owner) {
-		return nil, ErrBusy
+	for {
+		old := atomic.LoadUint64(r.consumer)
+		if old != 0 {
+			if alive, known := r.aliveKnown(old); alive || !known {
+				return nil, ErrBusy
+			}
+		}
+		if atomic.CompareAndSwapUint64(r.consumer, old, owner) {
+			break
+		}
 	}
 	return &Consumer{r: r, owner: owner, idle: idle, head: atomic.LoadUint64(r.head)}, nil
 }
+
+// Sweep walks the records committed at the head without consuming them and
+// turns every record for which drop returns true into padding, which Read
+// skips. The others stay, in order, for Read. It stops at the first record
+// not yet committed and returns how many records it dropped. The payload
+// handed to drop is valid only during the call.
+func (c *Consumer) Sweep(drop Predicate) (int, error) {
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.r == nil {
+		return 0, ErrClosed
+	}
+	r := c.r
+	n := 0
+	for pos := c.head; pos-c.head < r.capacity; {
+		idx := pos & r.mask
+		h := atomic.LoadUint64(r.header(idx))
+		length := int32(uint32(h))
+		if length <= 0 {
+			break
+		}
+		typ := int32(h >> 32)
+		size := (uint64(length) + RecordAlign - 1) &^ (RecordAlign - 1)
+		if length < HeaderLen || idx+size > r.capacity ||
+			typ != PaddingType && (typ < 0 || int(length) > r.maxRecord) {
+			c.err = fmt.Errorf("%w: record at %d has length %d, type %d", ErrCorrupt, pos, length, typ)
+			return n, c.err
+		}
+		if typ != PaddingType && drop(typ, r.data[idx+HeaderLen:idx+uint64(length)]) {
+			atomic.StoreUint64(r.header(idx), uint64(uint32(length))|paddingBits)
+			n++
+		}
+		pos += size
+	}
+	return n, nil
+}
+
+// Predicate is a Handler that answers a yes-or-no question about a record.
+type Predicate func(typ int32, payload []byte) bool
 
 // Close detaches the consumer; another may attach afterwards.
 func (c *Consumer) Close() error {

@@ -452,3 +452,45 @@ func TestCorruptRecords(t *testing.T) {
 		t.Fatalf("record past the tail: %v", err)
 	}
 }
+
+func TestSweepAndTakeover(t *testing.T) {
+	dead := map[uint64]bool{}
+	var mu sync.Mutex
+	r := newRing(t, ring.Config{Capacity: 4096}, ring.Options{Alive: func(o uint64) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return !dead[o]
+	}})
+	p, _ := r.NewProducer(1)
+	ctx := ctxT(t, 5*time.Second)
+	for i := 0; i < 10; i++ {
+		p.Write(ctx, int32(i%2), []byte{byte(i)})
+	}
+	c1, _ := r.NewConsumer(5, ring.Park)
+	var first []rec
+	c1.Read(collect(&first), 2)
+	if _, err := r.NewConsumer(6, ring.Park); !errors.Is(err, ring.ErrBusy) {
+		t.Fatalf("live consumer taken over: %v", err)
+	}
+	mu.Lock()
+	dead[5] = true
+	mu.Unlock()
+	c2, err := r.NewConsumer(6, ring.Park)
+	if err != nil {
+		t.Fatalf("dead consumer not taken over: %v", err)
+	}
+	n, err := c2.Sweep(func(typ int32, p []byte) bool { return typ == 1 })
+	if n != 4 || err != nil {
+		t.Fatalf("swept %d: %v", n, err)
+	}
+	var rest []rec
+	c2.Read(collect(&rest), 0)
+	if len(rest) != 4 {
+		t.Fatalf("after sweep read %d records", len(rest))
+	}
+	for i, x := range rest {
+		if x.typ != 0 || x.data[0] != byte(2+2*i) {
+			t.Fatalf("record %d: %+v", i, x)
+		}
+	}
+}
