@@ -56,7 +56,22 @@ type Consumer struct {
 
 	stuckPos   uint64
 	stuckSince time.Time
+
+	interrupted atomic.Bool
 }
+
+// Interrupt makes a Receive that is waiting, or the next one, return
+// ErrInterrupted. It is the one Consumer method that is safe to call from
+// another goroutine; ClearInterrupt re-arms the consumer.
+func (c *Consumer) Interrupt() {
+	c.interrupted.Store(true)
+	if r := c.r; r != nil {
+		r.recvBell.Ring(1 << 30)
+	}
+}
+
+// ClearInterrupt clears a pending Interrupt.
+func (c *Consumer) ClearInterrupt() { c.interrupted.Store(false) }
 
 // NewConsumer attaches the ring's consumer for the process whose liveness id
 // is owner (non-zero). It fails with ErrBusy when the ring has a consumer,
@@ -221,6 +236,9 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 				if err := ctx.Err(); err != nil {
 					return 0, err
 				}
+				if c.interrupted.Load() {
+					return 0, ErrInterrupted
+				}
 				if closed, drained := c.state(); closed && drained {
 					return 0, ErrClosed
 				}
@@ -243,11 +261,14 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 		if err := ctx.Err(); err != nil {
 			return 0, err
 		}
+		if c.interrupted.Load() {
+			return 0, ErrInterrupted
+		}
 		// Dekker with the producers' wakeConsumer: raise the flag, then
 		// look; a producer commits, then looks at the flag.
 		seq := r.recvBell.Seq()
 		atomic.StoreUint32(r.recvWaiting, 1)
-		if c.readable() || r.Closed() != closed {
+		if c.readable() || r.Closed() != closed || c.interrupted.Load() {
 			atomic.StoreUint32(r.recvWaiting, 0)
 			continue
 		}

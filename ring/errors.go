@@ -42,6 +42,9 @@ var (
 	// ErrBusy means the ring already has a consumer.
 	ErrBusy = errors.New("ring: consumer already attached")
 
+	// ErrInterrupted means Consumer.Interrupt stopped a Receive.
+	ErrInterrupted = errors.New("ring: receive interrupted")
+
 	// ErrBadOwner means an owner id of zero was given.
 	ErrBadOwner = errors.New("ring: owner id must not be zero")
 )

@@ -494,3 +494,25 @@ func TestSweepAndTakeover(t *testing.T) {
 		}
 	}
 }
+
+func TestInterrupt(t *testing.T) {
+	r := newRing(t, ring.Config{Capacity: 4096}, ring.Options{})
+	for _, idle := range []ring.IdleStrategy{ring.Park, ring.Spin} {
+		c, _ := r.NewConsumer(1, idle)
+		errc := make(chan error, 1)
+		go func() { _, err := c.Receive(ctxT(t, 10*time.Second), func(int32, []byte) {}, 0); errc <- err }()
+		time.Sleep(5 * time.Millisecond)
+		c.Interrupt()
+		if err := <-errc; !errors.Is(err, ring.ErrInterrupted) {
+			t.Fatalf("idle %+v: %v", idle, err)
+		}
+		c.ClearInterrupt()
+		p, _ := r.NewProducer(2)
+		p.Write(context.Background(), 1, []byte("x"))
+		p.Close()
+		if n, err := c.Receive(ctxT(t, time.Second), func(int32, []byte) {}, 0); n != 1 || err != nil {
+			t.Fatalf("after ClearInterrupt: %d %v", n, err)
+		}
+		c.Close()
+	}
+}
