@@ -1,0 +1,634 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func TestMain(m *testing.M) {
+	ChildMain()
+	os.Exit(m.Run())
+}
+
+// Roles used only by the tests.
+func init() {
+	RegisterChild("test-echo", func(args []string) error {
+		if err := Ready(strings.Join(args, ",")); err != nil {
+			return err
+		}
+		for {
+			l, err := Listen()
+			if err != nil {
+				return err
+			}
+			if l == "quit" {
+				return nil
+			}
+			Tell("echo %s", l)
+		}
+	})
+	RegisterChild("test-fail", func(args []string) error {
+		return errors.New("deliberate failure")
+	})
+	RegisterChild("test-hang", func(args []string) error {
+		Ready("")
+		select {}
+	})
+	// test-parent starts a grandchild and reports its pid; the test kills
+	// this process and checks that the grandchild dies with it.
+	RegisterChild("test-parent", func(args []string) error {
+		env := NewEnv(QuickConfig())
+		gc, err := env.StartChild(context.Background(), "test-hang")
+		if err != nil {
+			return err
+		}
+		if _, err := gc.Expect(context.Background(), "ready"); err != nil {
+			return err
+		}
+		Ready(strconv.Itoa(gc.Pid()))
+		select {}
+	})
+}
+
+// testEnv returns a quick environment closed at the end of the test.
+func testEnv(t testing.TB, mod ...func(*Config)) *Env {
+	cfg := QuickConfig()
+	cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	for _, f := range mod {
+		f(&cfg)
+	}
+	env := NewEnv(cfg)
+	t.Cleanup(func() { env.Close() })
+	return env
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// checkRows checks that rows hold each metric of s exactly once with a
+// plausible value, or a skip reason.
+func checkRows(t *testing.T, s Scenario, rows []Row) {
+	t.Helper()
+	for _, m := range s.Metrics {
+		var found []Row
+		for _, r := range rows {
+			if r.Metric == m {
+				found = append(found, r)
+			}
+		}
+		if len(found) != 1 {
+			t.Errorf("metric %s: %d rows, want 1", m, len(found))
+			continue
+		}
+		r := found[0]
+		if r.Error != "" {
+			t.Errorf("metric %s: error %s", m, r.Error)
+		}
+		if r.Skipped {
+			if r.Note == "" {
+				t.Errorf("metric %s: skipped without a reason", m)
+			}
+			continue
+		}
+		if !(r.Value > 0) || math.IsInf(r.Value, 0) {
+			t.Errorf("metric %s: value %v", m, r.Value)
+		}
+		if r.Unit == "" {
+			t.Errorf("metric %s: no unit", m)
+		}
+		if r.Unit == "ns" && (r.Hist == nil || r.Hist.Count == 0 || r.Hist.P50 <= 0 || r.Hist.Max < r.Hist.P999) {
+			t.Errorf("metric %s: bad histogram %+v", m, r.Hist)
+		}
+	}
+	if len(rows) != len(s.Metrics) {
+		t.Errorf("%d rows for %d metrics", len(rows), len(s.Metrics))
+	}
+}
+
+// TestScenarios runs every registered scenario at smoke-test sizes: children
+// start and stop, every declared metric is reported, the scratch directory
+// goes away.
+func TestScenarios(t *testing.T) {
+	for _, s := range Scenarios() {
+		t.Run(s.Name, func(t *testing.T) {
+			env := testEnv(t)
+			rows, err := s.Run(context.Background(), env)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkRows(t, s, rows)
+			env.mu.Lock()
+			dir, children := env.dir, slices.Clone(env.children)
+			env.mu.Unlock()
+			for _, c := range children {
+				select {
+				case <-c.Done():
+				case <-time.After(5 * time.Second):
+					t.Errorf("child %s (pid %d) still running after its scenario", c.Role, c.Pid())
+				}
+			}
+			env.Close()
+			if dir != "" {
+				if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("scratch directory %s left behind: %v", dir, err)
+				}
+			}
+		})
+	}
+}
+
+func TestPinned(t *testing.T) {
+	env := testEnv(t, func(c *Config) { c.Pin = true })
+	if !env.Pin {
+		t.Skip("pinning needs two CPUs")
+	}
+	for _, name := range []string{"limit/shared_word", "limit/futex"} {
+		s, _ := Select("^" + name + "$")
+		if len(s) != 1 {
+			t.Fatalf("no scenario %s", name)
+		}
+		rows, err := s[0].Run(context.Background(), env)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(rows[0].Note, "pinned") {
+			t.Errorf("note %q does not say pinned", rows[0].Note)
+		}
+	}
+}
+
+func TestRedisMissing(t *testing.T) {
+	s, _ := Select("^redis$")
+	if len(s) != 1 {
+		t.Fatal("no redis scenario")
+	}
+	check := func(t *testing.T, env *Env, reason string) {
+		rows, err := s[0].Run(context.Background(), env)
+		if err != nil {
+			t.Fatalf("missing redis-server is an error: %v", err)
+		}
+		checkRows(t, s[0], rows)
+		for _, r := range rows {
+			if !r.Skipped || !strings.Contains(r.Note, reason) {
+				t.Errorf("row %+v: want skipped with %q", r, reason)
+			}
+		}
+	}
+	t.Run("path", func(t *testing.T) {
+		check(t, testEnv(t, func(c *Config) { c.RedisServer = "/nonexistent/redis-server" }), "not found")
+	})
+	t.Run("none", func(t *testing.T) {
+		check(t, testEnv(t, func(c *Config) { c.RedisServer = "none" }), "disabled")
+	})
+	t.Run("PATH", func(t *testing.T) {
+		t.Setenv("PATH", t.TempDir())
+		check(t, testEnv(t), "redis-server not found")
+	})
+}
+
+func TestSelect(t *testing.T) {
+	all, err := Select("")
+	if err != nil || len(all) != len(Scenarios()) {
+		t.Fatalf("Select(\"\") = %d scenarios, %v", len(all), err)
+	}
+	for i := 1; i < len(all); i++ {
+		if all[i-1].Rank > all[i].Rank {
+			t.Errorf("scenarios out of rank order: %s before %s", all[i-1].Name, all[i].Name)
+		}
+	}
+	got, _ := Select(`^uds\.rtt_ns$`)
+	if len(got) != 1 || got[0].Name != "uds" {
+		t.Errorf("select by metric: %v", got)
+	}
+	got, _ = Select(`^limit/`)
+	if len(got) != 3 {
+		t.Errorf("select limits: %d scenarios", len(got))
+	}
+	if _, err := Select("("); err == nil {
+		t.Error("bad expression accepted")
+	}
+}
+
+func TestRegisterDuplicate(t *testing.T) {
+	defer func() {
+		if recover() == nil {
+			t.Error("duplicate scenario accepted")
+		}
+	}()
+	Register(Scenario{Name: "chan", Metrics: []string{"x.y_ns"}, Run: runChan})
+}
+
+func TestRatiosAndOutputs(t *testing.T) {
+	r := &Report{Tool: "shmbench", Schema: ReportSchema, Rows: []Row{
+		{Metric: "limit.a_ns", Value: 100, Unit: "ns", Hist: &Summary{Count: 3, Mean: 110, P50: 100, P99: 150, P999: 160, Max: 170}},
+		{Metric: "x.b_ns", Value: 250, Unit: "ns", CompareTo: "limit.a_ns", Note: "has, a comma"},
+		{Metric: "x.c_msgs", Value: 5e6, Unit: "msgs/s", CompareTo: "gone.metric"},
+		{Metric: "y.d_ns", Skipped: true, Note: "no server"},
+		{Metric: "z.e_ns", Value: 10, Unit: "ns", CompareTo: "y.d_ns"},
+		{Metric: "z.f_ns", Error: "boom", CompareTo: "limit.a_ns"},
+	}}
+	r.ComputeRatios()
+	want := []float64{0, 2.5, 0, 0, 0, 0}
+	for i, w := range want {
+		if r.Rows[i].Ratio != w {
+			t.Errorf("%s: ratio %v, want %v", r.Rows[i].Metric, r.Rows[i].Ratio, w)
+		}
+	}
+	if !r.Failed() {
+		t.Error("report with an error row not failed")
+	}
+
+	var js bytes.Buffer
+	if err := r.WriteJSON(&js); err != nil {
+		t.Fatal(err)
+	}
+	var back Report
+	if err := json.Unmarshal(js.Bytes(), &back); err != nil {
+		t.Fatal(err)
+	}
+	if len(back.Rows) != len(r.Rows) || back.Rows[1].Ratio != 2.5 || back.Rows[0].Hist.P999 != 160 || !back.Rows[3].Skipped {
+		t.Errorf("JSON round trip: %+v", back.Rows)
+	}
+
+	var cs bytes.Buffer
+	if err := r.WriteCSV(&cs); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := csv.NewReader(&cs).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != len(r.Rows)+1 || !slices.Equal(recs[0], CSVHeader) {
+		t.Fatalf("CSV: %q", recs)
+	}
+	if recs[2][11] != "2.5" || recs[2][14] != "has, a comma" || recs[1][8] != "160" || recs[4][12] != "true" {
+		t.Errorf("CSV rows: %q", recs[1:])
+	}
+
+	var tb bytes.Buffer
+	if err := r.WriteTable(&tb); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"METRIC", "limit.a_ns", "2.50x", "skipped", "FAILED", "boom"} {
+		if !strings.Contains(tb.String(), s) {
+			t.Errorf("table lacks %q:\n%s", s, tb.String())
+		}
+	}
+}
+
+func TestHuman(t *testing.T) {
+	for v, want := range map[float64]string{0: "0", 12.345: "12.35", 812.44: "812.4", 56780: "56780",
+		123456: "123.5k", 25.1e6: "25.10M", 9.87e9: "9.870G", 0.5: "0.5000"} {
+		if got := Human(v); got != want {
+			t.Errorf("Human(%v) = %q, want %q", v, got, want)
+		}
+	}
+}
+
+func TestRunErrorRows(t *testing.T) {
+	env := testEnv(t)
+	scen := []Scenario{
+		{Name: "ok", Metrics: []string{"t.ok_ns"}, Run: func(context.Context, *Env) ([]Row, error) {
+			return []Row{{Metric: "t.ok_ns", Value: 2, Unit: "ns"}}, nil
+		}},
+		{Name: "bad", Metrics: []string{"t.bad_ns", "t.bad2_ns"}, Run: func(context.Context, *Env) ([]Row, error) {
+			return []Row{{Metric: "t.bad_ns", Value: 4, Unit: "ns", CompareTo: "t.ok_ns"}}, errors.New("half done")
+		}},
+	}
+	r, err := Run(context.Background(), env, scen, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Rows) != 3 || r.Rows[1].Ratio != 2 || r.Rows[2].Error != "half done" || r.Rows[2].Scenario != "bad" || !r.Failed() {
+		t.Errorf("rows: %+v", r.Rows)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Run(ctx, env, scen, ""); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled run: %v", err)
+	}
+}
+
+func TestChildProtocol(t *testing.T) {
+	ctx := context.Background()
+	env := testEnv(t)
+	c, err := env.StartChild(ctx, "test-echo", "a b", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Expect(ctx, "ready"); err != nil || got != "a b,c" {
+		t.Fatalf("ready %q, %v", got, err)
+	}
+	c.Send("hello")
+	if got, err := c.Expect(ctx, "echo"); err != nil || got != "hello" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	c.Send("x")
+	if _, err := c.Expect(ctx, "other"); err == nil {
+		t.Fatal("unexpected word accepted")
+	}
+	c.Send("quit")
+	if err := c.Wait(); err != nil {
+		t.Fatalf("exit: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+
+	f, err := env.StartChild(ctx, "test-fail")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Expect(ctx, "ready"); err == nil || !strings.Contains(err.Error(), "deliberate failure") {
+		t.Fatalf("failing child: %v", err)
+	}
+	if err := f.Close(); err == nil {
+		t.Error("failing child exited 0")
+	}
+
+	u, err := env.StartChild(ctx, "no-such-role")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.Expect(ctx, "ready"); err == nil || !strings.Contains(err.Error(), "unknown child role") {
+		t.Fatalf("unknown role: %v", err)
+	}
+}
+
+func TestChildTimeoutAndKill(t *testing.T) {
+	ctx := context.Background()
+	env := testEnv(t, func(c *Config) { c.ChildTimeout = 300 * time.Millisecond })
+	h, err := env.StartChild(ctx, "test-hang")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Expect(ctx, "ready"); err != nil {
+		// A race-instrumented child may need longer than the timeout
+		// to start; the bound on Expect is what this test checks.
+		t.Logf("ready: %v", err)
+	}
+	t0 := time.Now()
+	if _, err := h.Expect(ctx, "never"); err == nil {
+		t.Fatal("silent child answered")
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		t.Errorf("Expect waited %v", d)
+	}
+	ctx2, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := h.Expect(ctx2, "never"); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled Expect: %v", err)
+	}
+	// The scenario "forgot" to close the child: Close of the Env kills it.
+	env.Close()
+	select {
+	case <-h.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Env.Close left a child running")
+	}
+	if _, err := env.StartChild(ctx, "test-hang"); err == nil {
+		t.Error("StartChild after Close")
+	}
+}
+
+// TestChildDiesWithParent kills a child that has a grandchild and checks that
+// the grandchild dies too (PR_SET_PDEATHSIG).
+func TestChildDiesWithParent(t *testing.T) {
+	ctx := context.Background()
+	env := testEnv(t)
+	p, err := env.StartChild(ctx, "test-parent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := p.Expect(ctx, "ready")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !processAlive(pid) {
+		t.Fatalf("grandchild %d not running", pid)
+	}
+	p.Kill()
+	deadline := time.Now().Add(10 * time.Second)
+	for processAlive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("grandchild %d outlived its parent", pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// processAlive reports whether pid is a running (not zombie) process.
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || (s[i+2] != 'Z' && s[i+2] != 'X')
+}
+
+func TestEnvDir(t *testing.T) {
+	env := testEnv(t)
+	dir, err := env.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(dir)
+	if err != nil || fi.Mode().Perm() != 0o700 || !strings.HasPrefix(filepath.Base(dir), "bench-") {
+		t.Fatalf("dir %s: %v %v", dir, fi.Mode(), err)
+	}
+	if again, _ := env.Dir(); again != dir {
+		t.Errorf("Dir changed: %s, %s", dir, again)
+	}
+	env.Close()
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("dir left behind: %v", err)
+	}
+	if _, err := env.Dir(); err == nil {
+		t.Error("Dir after Close")
+	}
+}
+
+func TestPhaseLoop(t *testing.T) {
+	ctx := context.Background()
+	n, _, err := Phase{Count: 1000}.Loop(ctx, func() error { return nil })
+	if n != 1000 || err != nil {
+		t.Errorf("count phase: %d, %v", n, err)
+	}
+	h := NewHistogram()
+	n, _, err = Phase{Count: 10}.TimedLoop(ctx, h, func() error { return nil })
+	if n != 10 || err != nil || h.Count() != 10 {
+		t.Errorf("timed count phase: %d, %v, %d samples", n, err, h.Count())
+	}
+	n, el, err := Phase{Duration: 5 * time.Millisecond}.Loop(ctx, func() error { return nil })
+	if n == 0 || el < 5*time.Millisecond || err != nil {
+		t.Errorf("duration phase: %d in %v, %v", n, el, err)
+	}
+	boom := errors.New("boom")
+	k := 0
+	n, _, err = Phase{Count: 100}.Loop(ctx, func() error {
+		if k++; k == 7 {
+			return boom
+		}
+		return nil
+	})
+	if n != 6 || !errors.Is(err, boom) {
+		t.Errorf("failing op: %d, %v", n, err)
+	}
+	if median([]float64{3, 1, 2}) != 2 || median([]float64{4, 1, 3, 2}) != 2.5 || median(nil) != 0 {
+		t.Error("median")
+	}
+}
+
+// Benchmarks: the scenarios as `go test -bench`, one round trip or one
+// message per op.
+
+func benchEnv(b *testing.B) *Env {
+	env := NewEnv(Config{ChildTimeout: 30 * time.Second, MemcpyBytes: 256 << 20})
+	b.Cleanup(func() { env.Close() })
+	return env
+}
+
+func benchPair(b *testing.B, role string, futex bool) {
+	env := benchEnv(b)
+	p, err := startPair(context.Background(), env, role, role)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.close(futex)
+	rt := p.wordRTT
+	if futex {
+		rt = p.futexRTT
+	}
+	unlock := env.LockThread()
+	defer unlock()
+	for b.Loop() {
+		if err := rt(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkLimitSharedWordRTT(b *testing.B) { benchPair(b, "limit-word", false) }
+
+func BenchmarkLimitFutexRTT(b *testing.B) { benchPair(b, "limit-futex", true) }
+
+func BenchmarkMemcpy(b *testing.B) {
+	env := benchEnv(b)
+	src, dst := memcpyBuffers(env.MemcpyBytes)
+	b.SetBytes(env.MemcpyBytes)
+	for b.Loop() {
+		copy(dst, src)
+	}
+}
+
+func BenchmarkChanRTT(b *testing.B) {
+	p := startChanPair()
+	defer p.close()
+	for b.Loop() {
+		p.rtt()
+	}
+}
+
+// benchRate runs a throughput function for b.N messages and reports msgs/s.
+func benchRate(b *testing.B, run func(ctx context.Context, p Phase) (int64, time.Duration, error)) {
+	b.ResetTimer()
+	n, el, err := run(context.Background(), Phase{Count: int64(b.N)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(n)/el.Seconds(), "msgs/s")
+}
+
+func BenchmarkChanThroughput(b *testing.B) { benchRate(b, chanThroughput) }
+
+func benchSocket(b *testing.B, network string, rtt bool) {
+	env := benchEnv(b)
+	ctx := context.Background()
+	srv, err := startSockServer(ctx, env, network)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.close()
+	if !rtt {
+		benchRate(b, srv.throughput)
+		return
+	}
+	echo, err := srv.echo(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer echo.conn.Close()
+	for b.Loop() {
+		if err := echo.rtt(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkUDSRTT(b *testing.B)        { benchSocket(b, "unix", true) }
+func BenchmarkUDSThroughput(b *testing.B) { benchSocket(b, "unix", false) }
+func BenchmarkTCPRTT(b *testing.B)        { benchSocket(b, "tcp", true) }
+func BenchmarkTCPThroughput(b *testing.B) { benchSocket(b, "tcp", false) }
+
+func benchRedis(b *testing.B, rtt bool) {
+	path, skip := FindRedisServer("redis-server")
+	if skip != "" {
+		b.Skip(skip)
+	}
+	env := benchEnv(b)
+	ctx := context.Background()
+	srv, err := StartRedisServer(ctx, path, env.ChildTimeout, env.Logger)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer srv.Close()
+	prefix := fmt.Sprintf("shmbench:%d", os.Getpid())
+	c, err := env.StartChild(ctx, "redis-peer", srv.Addr, prefix)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Expect(ctx, "ready"); err != nil {
+		b.Fatal(err)
+	}
+	p := &redisPeer{cl: NewRedisClient(srv.Addr, env.ChildTimeout), req: prefix + ":req",
+		resp: prefix + ":resp", done: prefix + ":done", timeout: env.ChildTimeout}
+	defer p.cl.Close()
+	if !rtt {
+		benchRate(b, p.throughput)
+		return
+	}
+	for b.Loop() {
+		if err := p.rtt(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRedisRTT(b *testing.B)        { benchRedis(b, true) }
+func BenchmarkRedisThroughput(b *testing.B) { benchRedis(b, false) }

@@ -1,0 +1,194 @@
+package main
+
+import (
+	"fmt"
+	"image/color"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"gonum.org/v1/plot"
+	"gonum.org/v1/plot/plotter"
+	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/vg/vgimg"
+
+	"github.com/shmex/shmex/bench"
+)
+
+// writePlot draws the report as a PNG: one panel per kind of unit (round
+// trips in ns on a log scale with their p50-p99 and p99.9 spread, rates on a
+// log scale, bandwidths), one line per measured metric, labelled with the
+// value and the ratio to what it is compared with.
+func writePlot(r *bench.Report, file string) error {
+	if !strings.EqualFold(filepath.Ext(file), ".png") {
+		return fmt.Errorf("plot: %s: only .png is supported", file)
+	}
+	panels := []struct {
+		title, xlabel string
+		units         []string
+		log           bool
+	}{
+		{"Round trips (dot: mean; thick: p50-p99; thin: to p99.9)", "nanoseconds (log)", []string{"ns"}, true},
+		{"Rates", "per second (log)", []string{"msgs/s", "ops/s"}, true},
+		{"Bandwidth", "GB/s", []string{"GB/s"}, false},
+		{"Other", "", []string{"%"}, false},
+	}
+	var plots []*plot.Plot
+	var heights []int
+	for _, pn := range panels {
+		var rows []bench.Row
+		for _, x := range r.Rows {
+			if x.Error == "" && !x.Skipped && x.Value > 0 && contains(pn.units, x.Unit) {
+				rows = append(rows, x)
+			}
+		}
+		if len(rows) == 0 {
+			continue
+		}
+		p, err := panel(pn.title, pn.xlabel, pn.log, rows)
+		if err != nil {
+			return err
+		}
+		plots = append(plots, p)
+		heights = append(heights, len(rows))
+	}
+	if len(plots) == 0 {
+		return fmt.Errorf("plot: no measured row to draw")
+	}
+	const width = 11 * vg.Inch
+	rowH, extra := 0.42*vg.Inch, 1.1*vg.Inch
+	var total vg.Length
+	for _, n := range heights {
+		total += vg.Length(n)*rowH + extra
+	}
+	img := vgimg.New(width, total)
+	dc := draw.New(img)
+	top := total
+	for i, p := range plots {
+		h := vg.Length(heights[i])*rowH + extra
+		c := draw.Canvas{Canvas: dc.Canvas, Rectangle: vg.Rectangle{
+			Min: vg.Point{X: 0, Y: top - h}, Max: vg.Point{X: width, Y: top}}}
+		p.Draw(draw.Crop(c, vg.Points(12), -vg.Points(6), vg.Points(4), -vg.Points(6)))
+		top -= h
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// panel draws rows top to bottom in report order.
+func panel(title, xlabel string, logScale bool, rows []bench.Row) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = xlabel
+	p.Add(plotter.NewGrid())
+	n := len(rows)
+	names := make([]string, n)
+	marks := make(plotter.XYs, n)
+	labels := plotter.XYLabels{XYs: make(plotter.XYs, n), Labels: make([]string, n)}
+	spread := &spreads{}
+	lo, hi := math.Inf(1), math.Inf(-1)
+	for i, x := range rows {
+		y := float64(n - 1 - i)
+		names[n-1-i] = x.Metric
+		marks[i] = plotter.XY{X: x.Value, Y: y}
+		text := bench.Human(x.Value) + " " + x.Unit
+		if x.Ratio != 0 {
+			text += fmt.Sprintf("  (%s %s)", bench.FormatRatio(x.Ratio), x.CompareTo)
+		}
+		labels.XYs[i] = plotter.XY{X: x.Value, Y: y}
+		labels.Labels[i] = text
+		lo, hi = math.Min(lo, x.Value), math.Max(hi, x.Value)
+		if h := x.Hist; h != nil && h.P50 > 0 {
+			spread.rows = append(spread.rows, spreadRow{y: y, p50: h.P50, p99: h.P99, p999: h.P999})
+			lo, hi = math.Min(lo, h.P50), math.Max(hi, h.P999)
+		}
+	}
+	if len(spread.rows) > 0 {
+		p.Add(spread)
+	}
+	sc, err := plotter.NewScatter(marks)
+	if err != nil {
+		return nil, err
+	}
+	sc.GlyphStyle.Shape = draw.CircleGlyph{}
+	sc.GlyphStyle.Radius = vg.Points(3.5)
+	p.Add(sc)
+	lb, err := plotter.NewLabels(labels)
+	if err != nil {
+		return nil, err
+	}
+	for i := range lb.TextStyle {
+		lb.TextStyle[i].XAlign = draw.XLeft
+		lb.TextStyle[i].YAlign = draw.YBottom
+	}
+	lb.Offset = vg.Point{X: vg.Points(4), Y: vg.Points(3)}
+	p.Add(lb)
+	p.NominalY(names...)
+	p.Y.Min, p.Y.Max = -0.6, float64(n)-0.4
+	if logScale {
+		p.X.Scale = plot.LogScale{}
+		p.X.Tick.Marker = humanLogTicks{}
+		p.X.Min = math.Pow(10, math.Floor(math.Log10(lo)))
+		p.X.Max = math.Pow(10, math.Ceil(math.Log10(hi))+0.7) // room for the labels
+	} else {
+		p.X.Min, p.X.Max = 0, hi*1.8
+	}
+	return p, nil
+}
+
+// humanLogTicks are log-scale ticks labelled like the table: 100, 1000,
+// 100.0k, 1.000M.
+type humanLogTicks struct{}
+
+// Ticks implements plot.Ticker.
+func (humanLogTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.LogTicks{Prec: -1}.Ticks(lo, hi)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			l := bench.Human(ticks[i].Value)
+			unit := strings.TrimLeft(l, "0123456789.")
+			num := strings.TrimSuffix(l, unit)
+			if strings.Contains(num, ".") {
+				num = strings.TrimRight(strings.TrimRight(num, "0"), ".")
+			}
+			ticks[i].Label = num + unit
+		}
+	}
+	return ticks
+}
+
+// spreads draws, for each latency row, a thin line from p50 to p99.9 and a
+// thick one from p50 to p99.
+type spreads struct{ rows []spreadRow }
+
+type spreadRow struct{ y, p50, p99, p999 float64 }
+
+// Plot implements plot.Plotter.
+func (s *spreads) Plot(c draw.Canvas, p *plot.Plot) {
+	trX, trY := p.Transforms(&c)
+	thin := draw.LineStyle{Color: color.Gray{Y: 150}, Width: vg.Points(1)}
+	thick := draw.LineStyle{Color: color.RGBA{R: 60, G: 110, B: 200, A: 255}, Width: vg.Points(6)}
+	for _, r := range s.rows {
+		y := trY(r.y)
+		c.StrokeLines(thin, c.ClipLinesX([]vg.Point{{X: trX(r.p50), Y: y}, {X: trX(r.p999), Y: y}})...)
+		c.StrokeLines(thick, c.ClipLinesX([]vg.Point{{X: trX(r.p50), Y: y}, {X: trX(r.p99), Y: y}})...)
+	}
+}
