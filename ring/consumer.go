@@ -37,11 +37,19 @@ func SpinThenPark(n int) IdleStrategy { return IdleStrategy{Spins: n} }
 // time (across all processes); it is not safe for concurrent use.
 //
 // Consumer invariants:
-//   - Everything in [head, head+capacity) that no claim covers is zero: the
-//     consumer zeroes what it consumed before it publishes the new head, and
-//     producers write only inside their claims. So a header word at the head
-//     is zero (not yet claimed, or claimed an instant ago), negative (claimed)
-//     or positive (committed), never stale.
+//   - The consumer reads at its own position (head below) and publishes the
+//     shared head (pub) behind it: it zeroes what it consumed and only then
+//     publishes that space to the producers. Producers claim only inside
+//     [pub, pub+capacity), so every claim lies there, and everything in
+//     [head, pub+capacity) that no claim covers is zero. A header word at the
+//     consumer's position is thus zero (not yet claimed, or claimed an
+//     instant ago), negative (claimed) or positive (committed), never stale;
+//     and a batch never reads at or past pub+capacity, where the memory is
+//     consumed but not yet zeroed.
+//   - The consumer publishes whole 128-byte lines behind it in chunks, so it
+//     never writes the line a producer is writing right in front of it; it
+//     publishes everything at once when a producer waits for space, before
+//     it sleeps, and on Close.
 //   - The head only moves over committed records and padding, so nothing
 //     committed is skipped, and a record is delivered at most once.
 //   - A stuck record (head < tail, header not positive) is turned into
@@ -51,7 +59,9 @@ type Consumer struct {
 	r     *Ring
 	owner uint64
 	idle  IdleStrategy
-	head  uint64 // == *r.head; only this consumer writes it
+	head  uint64 // position of the next record to read
+	pub   uint64 // == *r.head: released to producers; head-pub < capacity
+	chunk uint64 // how much to consume before publishing
 	err   error  // sticky: set when the ring is found corrupt
 
 	stuckPos   uint64
@@ -95,7 +105,9 @@ func (r *Ring) NewConsumer(owner uint64, idle IdleStrategy) (*Consumer, error) {
 			break
 		}
 	}
-	return &Consumer{r: r, owner: owner, idle: idle, head: atomic.LoadUint64(r.head)}, nil
+	head := atomic.LoadUint64(r.head)
+	chunk := max(uint64(lineSize), min(r.capacity/8, 16<<10))
+	return &Consumer{r: r, owner: owner, idle: idle, head: head, pub: head, chunk: chunk}, nil
 }
 
 // Sweep walks the records committed at the head without consuming them and
@@ -112,7 +124,7 @@ func (c *Consumer) Sweep(drop Predicate) (int, error) {
 	}
 	r := c.r
 	n := 0
-	for pos := c.head; pos-c.head < r.capacity; {
+	for pos := c.head; pos < c.pub+r.capacity; {
 		idx := pos & r.mask
 		h := atomic.LoadUint64(r.header(idx))
 		length := int32(uint32(h))
@@ -138,9 +150,16 @@ func (c *Consumer) Sweep(drop Predicate) (int, error) {
 // Predicate is a Handler that answers a yes-or-no question about a record.
 type Predicate func(typ int32, payload []byte) bool
 
-// Close detaches the consumer; another may attach afterwards.
+// Position returns the position of the next record this consumer reads; it
+// equals Stats().Tail when everything claimed so far has been read. (Stats().Head
+// is the position published to producers, which may lag behind it.)
+func (c *Consumer) Position() uint64 { return c.head }
+
+// Close publishes everything consumed and detaches the consumer; another
+// may attach afterwards.
 func (c *Consumer) Close() error {
 	if c.r != nil {
+		c.publish(c.head)
 		atomic.CompareAndSwapUint64(c.r.consumer, c.owner, 0)
 		c.r = nil
 	}
@@ -165,9 +184,9 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 	head := c.head
 	pos := head
 	n := 0
-	// Every claim lies in [head, head+capacity): a batch never goes round
-	// the data area, where it would meet its own not yet zeroed records.
-	for n < limit && pos-head < r.capacity {
+	// Every claim lies in [pub, pub+capacity): past that a batch would
+	// meet records consumed but not yet zeroed.
+	for n < limit && pos < c.pub+r.capacity {
 		idx := pos & r.mask
 		h := atomic.LoadUint64(r.header(idx))
 		length := int32(uint32(h))
@@ -188,7 +207,7 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 		pos += size
 	}
 	if pos != head {
-		c.release(head, pos)
+		c.release(pos)
 	}
 	if n == 0 && c.err != nil {
 		return 0, c.err
@@ -196,10 +215,27 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 	return n, nil
 }
 
-// release zeroes [from, to) and publishes to as the new head.
-func (c *Consumer) release(from, to uint64) {
+// release records that everything before to is consumed, and publishes
+// whole lines of it once a chunk has accumulated (or everything, when a
+// producer waits for space).
+func (c *Consumer) release(to uint64) {
+	c.head = to
+	if atomic.LoadUint32(c.r.spaceWaiters) != 0 {
+		c.publish(to)
+		return
+	}
+	if lim := to &^ (lineSize - 1); lim >= c.pub+c.chunk {
+		c.publish(lim)
+	}
+}
+
+// publish zeroes [pub, to) and hands it back to the producers.
+func (c *Consumer) publish(to uint64) {
 	r := c.r
-	i, j := from&r.mask, to&r.mask
+	if to <= c.pub {
+		return
+	}
+	i, j := c.pub&r.mask, to&r.mask
 	if i < j {
 		clear(r.data[i:j])
 	} else {
@@ -207,7 +243,7 @@ func (c *Consumer) release(from, to uint64) {
 		clear(r.data[:j])
 	}
 	atomic.StoreUint64(r.head, to)
-	c.head = to
+	c.pub = to
 	if atomic.LoadUint32(r.spaceWaiters) != 0 {
 		r.spaceBell.Ring(1 << 30)
 	}
@@ -229,6 +265,9 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 		n, err := c.Read(fn, limit)
 		if n > 0 || err != nil {
 			return n, err
+		}
+		if c.pub != c.head && atomic.LoadUint32(r.spaceWaiters) != 0 {
+			c.publish(c.head)
 		}
 		if c.idle.Spins < 0 || i < c.idle.Spins {
 			cpuRelax()
@@ -264,6 +303,7 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 		if c.interrupted.Load() {
 			return 0, ErrInterrupted
 		}
+		c.publish(c.head) // a sleeping consumer holds back no space
 		// Dekker with the producers' wakeConsumer: raise the flag, then
 		// look; a producer commits, then looks at the flag.
 		seq := r.recvBell.Seq()

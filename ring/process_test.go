@@ -172,7 +172,7 @@ func (pr *procRing) receive(t *testing.T, k *checker, done func() bool) {
 			t.Fatal(k.err)
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
-			if st := pr.r.Stats(); st.Head != st.Tail {
+			if st := pr.r.Stats(); pr.c.Position() != st.Tail {
 				t.Fatalf("consumer stuck for 2s with records pending: %+v", st)
 			}
 			continue
@@ -202,7 +202,7 @@ func TestProcessesFourToOne(t *testing.T) {
 		}
 	}
 	st := pr.r.Stats()
-	if st.Head != st.Tail || st.Recovered != 0 || st.Tail < 100*uint64(st.Capacity) {
+	if pr.c.Position() != st.Tail || st.Recovered != 0 || st.Tail < 100*uint64(st.Capacity) {
 		t.Fatalf("stats %+v", st)
 	}
 	t.Logf("%d records from %d processes; %+v", k.n, producers, st)
@@ -243,8 +243,7 @@ func TestKillCampaign(t *testing.T) {
 				kids[id] = nil
 				alive--
 			}
-			st := pr.r.Stats()
-			return alive == 0 && st.Head == st.Tail
+			return alive == 0 && pr.c.Position() == pr.r.Stats().Tail
 		})
 		for id := 1; id <= producers; id++ {
 			reported := atomic.LoadUint64(reportWord(pr.rep, id))

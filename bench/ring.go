@@ -1,0 +1,524 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shmex/shmex/ring"
+	"github.com/shmex/shmex/shm"
+)
+
+// Metric names of the ring scenarios.
+const (
+	MetricRingRTTSpin           = "ring.rtt_spin_ns"
+	MetricRingRTTFutex          = "ring.rtt_futex_ns"
+	MetricRingThroughput1       = "ring.throughput_1to1_msgs"
+	MetricRingThroughput8       = "ring.throughput_8to1_msgs"
+	MetricRingInproc1           = "ring.inproc_throughput_1to1_msgs"
+	MetricRingInproc4           = "ring.inproc_throughput_4to1_msgs"
+	ringBenchCapacity           = 1 << 20
+	ringBenchSlots              = 16
+	ringTypeData          int32 = 1
+	ringTypeStop          int32 = 2
+)
+
+func init() {
+	Register(Scenario{
+		Name: "ring/rtt", Rank: RankShmex,
+		Doc:     "64-byte record round trip between two processes over two rings, spinning receivers and futex-parked receivers",
+		Metrics: []string{MetricRingRTTSpin, MetricRingRTTFutex},
+		Run:     runRingRTT,
+	})
+	Register(Scenario{
+		Name: "ring/throughput", Rank: RankShmex + 1,
+		Doc:     "64-byte records from 1 and 8 producer processes to one consumer process; and from 1 and 4 goroutines in one process",
+		Metrics: []string{MetricRingThroughput1, MetricRingThroughput8, MetricRingInproc1, MetricRingInproc4},
+		Run:     runRingThroughput,
+	})
+	RegisterChild("ring-echo", childRingEcho)
+	RegisterChild("ring-produce", childRingProduce)
+}
+
+// ringPairSize is the body of a segment holding two rings.
+func ringPairSize() int { return 2 * ring.Size(ringBenchCapacity, ringBenchSlots) }
+
+// ringsIn lays out (create) or attaches the two rings of a pair segment.
+func ringsIn(body []byte, create bool) (a, b *ring.Ring, err error) {
+	size := ring.Size(ringBenchCapacity, ringBenchSlots)
+	cfg := ring.Config{Capacity: ringBenchCapacity, Slots: ringBenchSlots}
+	for i, r := range []**ring.Ring{&a, &b} {
+		region := body[i*size : (i+1)*size]
+		if create {
+			*r, err = ring.New(region, cfg, ring.Options{})
+		} else {
+			*r, err = ring.Attach(region, ring.Options{})
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+	return a, b, nil
+}
+
+func idleOf(mode string) ring.IdleStrategy {
+	if mode == "spin" {
+		return ring.Spin
+	}
+	return ring.Park
+}
+
+// childRingEcho attaches the pair segment args[0] and echoes every record of
+// ring a into ring b, receiving with the idle strategy args[1], until a stop
+// record.
+func childRingEcho(args []string) error {
+	if len(args) != 2 {
+		return fmt.Errorf("want 2 arguments, got %d", len(args))
+	}
+	seg, err := shm.Open(args[0], shm.KindScratch)
+	if err != nil {
+		return err
+	}
+	defer seg.Close()
+	a, b, err := ringsIn(seg.Body(), false)
+	if err != nil {
+		return err
+	}
+	owner := uint64(ownPid())
+	c, err := a.NewConsumer(owner, idleOf(args[1]))
+	if err != nil {
+		return err
+	}
+	p, err := b.NewProducer(owner)
+	if err != nil {
+		return err
+	}
+	if err := Ready(""); err != nil {
+		return err
+	}
+	stop := false
+	var werr error
+	echo := func(typ int32, msg []byte) {
+		if typ == ringTypeStop {
+			stop = true
+			return
+		}
+		cl, err := p.TryClaim(typ, len(msg))
+		if err != nil {
+			werr = err
+			return
+		}
+		copy(cl.Bytes(), msg)
+		cl.Commit()
+	}
+	for !stop && werr == nil {
+		ctx, cancel := context.WithTimeout(context.Background(), ChildTimeout())
+		_, err := c.Receive(ctx, echo, 0)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("no record within %v: %w", ChildTimeout(), err)
+		}
+	}
+	return werr
+}
+
+// ringPair is the parent side of the ring round trip.
+type ringPair struct {
+	seg   *shm.Segment
+	child *Child
+	p     *ring.Producer
+	c     *ring.Consumer
+	ctx   context.Context // done when the child exits
+	stop  context.CancelFunc
+	msg   [MsgSize]byte
+}
+
+func startRingPair(ctx context.Context, env *Env, mode string) (*ringPair, error) {
+	dir, err := env.Dir()
+	if err != nil {
+		return nil, err
+	}
+	name := "ring-rtt-" + mode
+	seg, err := env.NewSegment(name, ringPairSize())
+	if err != nil {
+		return nil, err
+	}
+	a, b, err := ringsIn(seg.Body(), true)
+	if err != nil {
+		seg.Close()
+		return nil, err
+	}
+	rp := &ringPair{seg: seg}
+	owner := uint64(ownPid())
+	rp.p, _ = a.NewProducer(owner)
+	rp.c, _ = b.NewConsumer(owner, idleOf(mode))
+	rp.child, err = env.StartChild(ctx, "ring-echo", filepath.Join(dir, name), mode)
+	if err == nil {
+		_, err = rp.child.Expect(ctx, "ready")
+	}
+	if err != nil {
+		rp.close()
+		return nil, err
+	}
+	rp.ctx, rp.stop = context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-rp.child.Done():
+			rp.stop()
+		case <-rp.ctx.Done():
+		}
+	}()
+	return rp, nil
+}
+
+// rtt writes one record and waits for its echo.
+func (rp *ringPair) rtt() error {
+	cl, err := rp.p.TryClaim(ringTypeData, MsgSize)
+	if err != nil {
+		return err
+	}
+	copy(cl.Bytes(), rp.msg[:])
+	cl.Commit()
+	got := 0
+	for got == 0 {
+		n, err := rp.c.Receive(rp.ctx, func(int32, []byte) {}, 1)
+		if err != nil {
+			return fmt.Errorf("bench: ring echo: %w", err)
+		}
+		got = n
+	}
+	return nil
+}
+
+func (rp *ringPair) close() error {
+	var err error
+	if rp.child != nil {
+		if cl, cerr := rp.p.TryClaim(ringTypeStop, 0); cerr == nil {
+			cl.Commit()
+		}
+		err = rp.child.Wait()
+		rp.child.Close()
+	}
+	if rp.stop != nil {
+		rp.stop()
+	}
+	rp.seg.Close()
+	rp.seg.Remove()
+	return err
+}
+
+func runRingRTT(ctx context.Context, env *Env) ([]Row, error) {
+	var rows []Row
+	for _, m := range []struct {
+		mode, metric, vs, note string
+	}{
+		{"spin", MetricRingRTTSpin, MetricSharedWordRTT, "receivers spin"},
+		{"park", MetricRingRTTFutex, MetricFutexRTT, "receivers sleep on the futex"},
+	} {
+		rp, err := startRingPair(ctx, env, m.mode)
+		if err != nil {
+			return nil, err
+		}
+		unlock := env.LockThread()
+		l, err := env.MeasureRTT(ctx, rp.rtt)
+		unlock()
+		if cerr := rp.close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.mode, err)
+		}
+		row := env.LatencyRow(m.metric, l, m.vs)
+		row.Note = join(m.note, row.Note)
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// childRingProduce attaches ring a of the pair segment args[0] and, on each
+// "go" line, writes 64-byte records until a "stop" line, then tells how many
+// it wrote; "exit" ends it.
+func childRingProduce(args []string) error {
+	if len(args) != 1 {
+		return fmt.Errorf("want 1 argument, got %d", len(args))
+	}
+	seg, err := shm.Open(args[0], shm.KindScratch)
+	if err != nil {
+		return err
+	}
+	defer seg.Close()
+	a, _, err := ringsIn(seg.Body(), false)
+	if err != nil {
+		return err
+	}
+	p, err := a.NewProducer(uint64(ownPid()))
+	if err != nil {
+		return err
+	}
+	lines := make(chan string, 4)
+	var stop atomic.Bool
+	go func() {
+		for {
+			l, err := Listen()
+			if err != nil {
+				close(lines)
+				return
+			}
+			if l == "stop" {
+				stop.Store(true)
+			}
+			lines <- l
+		}
+	}()
+	if err := Ready(""); err != nil {
+		return err
+	}
+	var msg [MsgSize]byte
+	for l := range lines {
+		switch l {
+		case "exit":
+			return nil
+		case "go":
+			stop.Store(false)
+			var n int64
+			ctx, cancel := context.WithTimeout(context.Background(), ChildTimeout())
+			for !stop.Load() {
+				for i := 0; i < 64; i++ {
+					cl, err := p.Claim(ctx, ringTypeData, MsgSize)
+					if err != nil {
+						cancel()
+						return err
+					}
+					copy(cl.Bytes(), msg[:])
+					cl.Commit()
+				}
+				n += 64
+			}
+			cancel()
+			if err := Tell("sent %d", n); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// ringFanIn runs producers child processes writing into one ring that this
+// process consumes.
+func ringFanIn(ctx context.Context, env *Env, producers int) (Rate, error) {
+	dir, err := env.Dir()
+	if err != nil {
+		return Rate{}, err
+	}
+	name := fmt.Sprintf("ring-fanin-%d", producers)
+	seg, err := env.NewSegment(name, ringPairSize())
+	if err != nil {
+		return Rate{}, err
+	}
+	defer func() { seg.Close(); seg.Remove() }()
+	a, _, err := ringsIn(seg.Body(), true)
+	if err != nil {
+		return Rate{}, err
+	}
+	c, _ := a.NewConsumer(uint64(ownPid()), ring.Spin)
+	kids := make([]*Child, producers)
+	defer func() {
+		for _, k := range kids {
+			if k != nil {
+				k.Send("exit")
+				k.Wait()
+				k.Close()
+			}
+		}
+	}()
+	for i := range kids {
+		if kids[i], err = env.StartChild(ctx, "ring-produce", filepath.Join(dir, name)); err != nil {
+			return Rate{}, err
+		}
+	}
+	for _, k := range kids {
+		if _, err := k.Expect(ctx, "ready"); err != nil {
+			return Rate{}, err
+		}
+	}
+	var got int64
+	count := func(int32, []byte) { got++ }
+	return env.MeasureRate(ctx, func(ctx context.Context, p Phase) (int64, time.Duration, error) {
+		got = 0
+		start := time.Now()
+		for _, k := range kids {
+			if err := k.Send("go"); err != nil {
+				return 0, 0, err
+			}
+		}
+		// Consume for the phase, then stop the producers and drain.
+		limit := p.Duration
+		if limit <= 0 {
+			limit = time.Second
+		}
+		rctx, cancel := context.WithTimeout(ctx, env.ChildTimeout)
+		defer cancel()
+		for time.Since(start) < limit {
+			if _, err := c.Receive(rctx, count, 0); err != nil {
+				return 0, 0, err
+			}
+		}
+		for _, k := range kids {
+			if err := k.Send("stop"); err != nil {
+				return 0, 0, err
+			}
+		}
+		// Keep draining while the producers report: one may be waiting
+		// for space before it sees the stop.
+		type report struct {
+			n   int64
+			err error
+		}
+		reports := make(chan report, len(kids))
+		for _, k := range kids {
+			go func(k *Child) {
+				l, err := k.Expect(ctx, "sent")
+				if err != nil {
+					reports <- report{err: err}
+					return
+				}
+				n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimPrefix(l, "sent")), 10, 64)
+				if err != nil {
+					err = fmt.Errorf("bench: producer said %q", l)
+				}
+				reports <- report{n, err}
+			}(k)
+		}
+		var sent int64
+		for pending := len(kids); pending > 0; {
+			select {
+			case rep := <-reports:
+				if rep.err != nil {
+					return 0, 0, rep.err
+				}
+				sent += rep.n
+				pending--
+			default:
+				if _, err := c.Read(count, 0); err != nil {
+					return 0, 0, err
+				}
+			}
+		}
+		for got < sent {
+			if _, err := c.Receive(rctx, count, 0); err != nil {
+				return 0, 0, err
+			}
+		}
+		if got != sent {
+			return 0, 0, errors.New("bench: ring delivered more records than were sent")
+		}
+		return got, time.Since(start), nil
+	})
+}
+
+// ringInproc measures producers goroutines writing into a ring that one
+// goroutine consumes, all in this process.
+func ringInproc(ctx context.Context, p Phase, producers int) (int64, time.Duration, error) {
+	region := make([]byte, ring.Size(ringBenchCapacity, ringBenchSlots))
+	r, err := ring.New(region, ring.Config{Capacity: ringBenchCapacity, Slots: ringBenchSlots}, ring.Options{})
+	if err != nil {
+		return 0, 0, err
+	}
+	c, _ := r.NewConsumer(1, ring.Spin)
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	errc := make(chan error, producers)
+	each := Phase{Duration: p.Duration, Count: p.Count / int64(producers)}
+	start := time.Now()
+	for i := 0; i < producers; i++ {
+		wg.Add(1)
+		go func(owner uint64) {
+			defer wg.Done()
+			pr, err := r.NewProducer(owner)
+			if err != nil {
+				errc <- err
+				return
+			}
+			var msg [MsgSize]byte
+			n, _, err := each.Loop(ctx, func() error {
+				cl, err := pr.Claim(ctx, ringTypeData, MsgSize)
+				if err != nil {
+					return err
+				}
+				copy(cl.Bytes(), msg[:])
+				cl.Commit()
+				return nil
+			})
+			sent.Add(n)
+			if err != nil {
+				errc <- err
+			}
+		}(uint64(i + 2))
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	var got int64
+	var sink [MsgSize]byte
+	count := func(_ int32, b []byte) { copy(sink[:], b); got++ }
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for {
+		select {
+		case err := <-errc:
+			return 0, 0, err
+		case <-done:
+			for got < sent.Load() {
+				if _, err := c.Receive(rctx, count, 0); err != nil {
+					return 0, 0, err
+				}
+			}
+			return got, time.Since(start), nil
+		default:
+		}
+		if _, err := c.Read(count, 0); err != nil {
+			return 0, 0, err
+		}
+	}
+}
+
+func runRingThroughput(ctx context.Context, env *Env) ([]Row, error) {
+	var rows []Row
+	for _, k := range []struct {
+		n      int
+		metric string
+	}{{1, MetricRingThroughput1}, {8, MetricRingThroughput8}} {
+		r, err := ringFanIn(ctx, env, k.n)
+		if err != nil {
+			return nil, fmt.Errorf("%d to 1: %w", k.n, err)
+		}
+		row := env.RateRow(k.metric, "msgs/s", r, MetricChanThroughput)
+		row.Note = join(fmt.Sprintf("%d producer process(es), consumer spins", k.n), row.Note)
+		rows = append(rows, row)
+	}
+	for _, k := range []struct {
+		n      int
+		metric string
+	}{{1, MetricRingInproc1}, {4, MetricRingInproc4}} {
+		r, err := env.MeasureRate(ctx, func(ctx context.Context, p Phase) (int64, time.Duration, error) {
+			return ringInproc(ctx, p, k.n)
+		})
+		if err != nil {
+			return nil, fmt.Errorf("in-process %d to 1: %w", k.n, err)
+		}
+		row := env.RateRow(k.metric, "msgs/s", r, MetricChanThroughput)
+		row.Note = join(fmt.Sprintf("%d goroutine(s) in one process", k.n), row.Note)
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// ownPid is this process's id, used as a ring owner id (the benchmark does
+// not exercise crash recovery, so owners need only be distinct).
+func ownPid() int { return os.Getpid() }
