@@ -94,9 +94,16 @@ func (d Doorbell) Wait(ctx context.Context, seen uint32, timeout time.Duration) 
 	dl, hasDeadline := ctx.Deadline()
 	if ctx.Done() != nil {
 		// Cancellation bumps the word, so a cancel that lands between
-		// our check of the word and the sleep still wakes us.
-		stop := context.AfterFunc(ctx, func() { d.Ring(math.MaxInt32) })
-		defer stop()
+		// our check of the word and the sleep still wakes us. The ring
+		// must be over before Wait returns: the caller may unmap the
+		// word as soon as it does.
+		rung := make(chan struct{})
+		stop := context.AfterFunc(ctx, func() { d.Ring(math.MaxInt32); close(rung) })
+		defer func() {
+			if !stop() {
+				<-rung
+			}
+		}()
 	}
 	for {
 		if atomic.LoadUint32(d.seq) != seen {

@@ -1,0 +1,706 @@
+package exchange
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/bits"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shmex/shmex/ring"
+	"github.com/shmex/shmex/shm"
+)
+
+// Defaults of the shared-memory exchange.
+const (
+	// DefaultMailboxBytes is the default ring capacity of a mailbox.
+	DefaultMailboxBytes = 256 << 10
+	// ringSlots is the number of producer slots per mailbox ring: how many
+	// producers (a few per sending process) may write to one mailbox at once.
+	ringSlots = 128
+	// producersPerDest bounds the producers one handle keeps per mailbox.
+	producersPerDest = 8
+	// ownerCheckInterval is how often a sender looks again whether the
+	// owner of a mailbox it sends to is alive.
+	ownerCheckInterval = 100 * time.Millisecond
+)
+
+// Option configures Open.
+type Option func(*shmOptions)
+
+type shmOptions struct {
+	root         string
+	mailboxBytes int
+	idle         ring.IdleStrategy
+	registryCap  int
+	log          *slog.Logger
+}
+
+// WithRoot sets the root directory of exchanges (default shm.DefaultRoot(),
+// /dev/shm/shmex-<uid>). Every process of one exchange must use the same.
+func WithRoot(dir string) Option { return func(o *shmOptions) { o.root = dir } }
+
+// WithMailboxBytes sets the ring capacity of the mailboxes this handle
+// registers: a power of two from 1 KiB to 1 GiB, default 256 KiB. The
+// largest message is a quarter of it.
+func WithMailboxBytes(n int) Option { return func(o *shmOptions) { o.mailboxBytes = n } }
+
+// WithIdle sets how this handle's receivers wait for messages: ring.Spin
+// (lowest latency, a core busy), ring.Park (no CPU while idle) or
+// ring.SpinThenPark(n) (the default, with n = 2000).
+func WithIdle(s ring.IdleStrategy) Option { return func(o *shmOptions) { o.idle = s } }
+
+// WithRegistryCapacity sets how many mailboxes the exchange can ever
+// register; it applies when this handle creates the exchange. Default
+// DefaultRegistryCapacity.
+func WithRegistryCapacity(n int) Option { return func(o *shmOptions) { o.registryCap = n } }
+
+// WithLogger sets the logger for events such as a mailbox found dead.
+func WithLogger(l *slog.Logger) Option { return func(o *shmOptions) { o.log = l } }
+
+// SHM is a handle on a shared-memory exchange: any number of processes on
+// one node Open the same name and see the same mailboxes. See the package
+// documentation for the model and Open for the layout.
+type SHM struct {
+	name string
+	dir  string
+	opts shmOptions
+	life *processLife
+	reg  *registry
+
+	// mu is held for reading by every operation that touches mapped
+	// memory, and for writing by Close, which unmaps it.
+	mu      sync.RWMutex
+	closing atomic.Bool
+	closed  bool
+
+	dests  sync.Map // UUID -> *dest
+	destMu sync.Mutex
+
+	mbMu   sync.Mutex
+	mboxes map[*shmMailbox]struct{}
+}
+
+var _ Exchange = (*SHM)(nil)
+
+// dest is a mapped mailbox ring, shared by the senders and receivers of one
+// handle.
+type dest struct {
+	id        EntityID
+	index     int // registry entry
+	seg       *shm.Segment
+	r         *ring.Ring
+	boxes     [producersPerDest]prodBox
+	lastCheck atomic.Int64 // unix nanos of the last owner liveness check
+}
+
+// prodBox holds one ring producer, used by one sending goroutine at a time.
+type prodBox struct {
+	busy atomic.Uint32
+	p    *ring.Producer
+	_    [48]byte // keep boxes on separate cache lines
+}
+
+// Open creates the exchange called name (letters, digits, '-', '_', '.'),
+// or joins it if it exists, under the root directory (WithRoot): its
+// registry segment, one ring segment per mailbox and the liveness lock files
+// of its processes live in <root>/<name>/.
+func Open(name string, opts ...Option) (*SHM, error) {
+	o := shmOptions{mailboxBytes: DefaultMailboxBytes, idle: ring.SpinThenPark(2000), registryCap: DefaultRegistryCapacity}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.root == "" {
+		o.root = shm.DefaultRoot()
+	}
+	if o.log == nil {
+		o.log = slog.Default()
+	}
+	if o.mailboxBytes < ring.MinCapacity || o.mailboxBytes > ring.MaxCapacity || bits.OnesCount(uint(o.mailboxBytes)) != 1 {
+		return nil, fmt.Errorf("%w: mailbox size %d is not a power of two in [%d, %d]", ErrInvalidArgument, o.mailboxBytes, ring.MinCapacity, ring.MaxCapacity)
+	}
+	if o.registryCap < 1 || o.registryCap > 1<<20 {
+		return nil, fmt.Errorf("%w: registry capacity %d", ErrInvalidArgument, o.registryCap)
+	}
+	dir, err := shm.ExchangeDir(o.root, name)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	}
+	if err := shm.EnsureDir(dir); err != nil {
+		return nil, err
+	}
+	life, err := acquireLife(dir)
+	if err != nil {
+		return nil, err
+	}
+	reg, err := openRegistry(dir, o.registryCap)
+	if err != nil {
+		life.release()
+		return nil, err
+	}
+	return &SHM{name: name, dir: dir, opts: o, life: life, reg: reg, mboxes: map[*shmMailbox]struct{}{}}, nil
+}
+
+// Dir returns the exchange's directory.
+func (x *SHM) Dir() string { return x.dir }
+
+// Name returns the exchange's name.
+func (x *SHM) Name() string { return x.name }
+
+// enter guards an operation against a concurrent Close.
+func (x *SHM) enter() error {
+	if x.closing.Load() {
+		return ErrExchangeClosed
+	}
+	x.mu.RLock()
+	if x.closed {
+		x.mu.RUnlock()
+		return ErrExchangeClosed
+	}
+	return nil
+}
+
+func (x *SHM) leave() { x.mu.RUnlock() }
+
+func ringPath(dir string, u UUID) string {
+	return filepath.Join(dir, shm.RingPrefix+hex.EncodeToString(u[:]))
+}
+
+func (x *SHM) alive(owner uint64) bool {
+	if owner == x.life.id() {
+		return true
+	}
+	ok, err := shm.Alive(x.dir, owner)
+	return ok || err != nil // an unreadable lock file is not evidence of death
+}
+
+// RegisterAgent implements [Exchange.RegisterAgent].
+func (x *SHM) RegisterAgent(ctx context.Context, behavior Behavior, opts ...RegisterOption) (EntityID, error) {
+	if behavior.Name == "" {
+		return EntityID{}, fmt.Errorf("%w: empty behavior name", ErrInvalidArgument)
+	}
+	id, name, err := ResolveRegistration(RoleAgent, opts)
+	if err != nil {
+		return EntityID{}, err
+	}
+	return x.register(id, name, behavior)
+}
+
+// RegisterClient implements [Exchange.RegisterClient].
+func (x *SHM) RegisterClient(ctx context.Context, opts ...RegisterOption) (EntityID, error) {
+	id, name, err := ResolveRegistration(RoleClient, opts)
+	if err != nil {
+		return EntityID{}, err
+	}
+	return x.register(id, name, Behavior{})
+}
+
+func (x *SHM) register(id EntityID, name string, b Behavior) (EntityID, error) {
+	if err := checkFields(name, b); err != nil {
+		return EntityID{}, err
+	}
+	if err := x.enter(); err != nil {
+		return EntityID{}, err
+	}
+	defer x.leave()
+	if err := x.reg.lock(); err != nil {
+		return EntityID{}, err
+	}
+	defer x.reg.unlock()
+	if x.reg.find(id.UUID) >= 0 {
+		return EntityID{}, fmt.Errorf("%w: %v", ErrDuplicateID, id)
+	}
+	capacity := x.opts.mailboxBytes
+	cfg := ring.Config{Capacity: capacity, MaxRecord: capacity / 4, Slots: ringSlots}
+	path := ringPath(x.dir, id.UUID)
+	shm.Remove(path) // left by a registration that died before publishing
+	seg, err := shm.Create(path, shm.KindRing, int64(shm.HeaderSize+ring.Size(cfg.Capacity, cfg.Slots)),
+		func(body []byte) error { _, err := ring.New(body, cfg, ring.Options{}); return err })
+	if err != nil {
+		return EntityID{}, err
+	}
+	seg.Close()
+	e := entry{id: id, name: name, behavior: b, ringCap: cfg.Capacity, maxRecord: cfg.MaxRecord}
+	if _, err := x.reg.append(e, x.life.id()); err != nil {
+		shm.Remove(path)
+		return EntityID{}, err
+	}
+	return id, nil
+}
+
+// lookup returns the registry index of id, or -1.
+func (x *SHM) lookup(id EntityID) int {
+	i := x.reg.find(id.UUID)
+	if i < 0 || Role(x.reg.raw(i)[entRole]) != id.Role {
+		return -1
+	}
+	return i
+}
+
+// dest returns the mapped ring of id's mailbox, mapping it on first use.
+func (x *SHM) dest(id EntityID) (*dest, error) {
+	if d, ok := x.dests.Load(id.UUID); ok {
+		return d.(*dest), nil
+	}
+	x.destMu.Lock()
+	defer x.destMu.Unlock()
+	if d, ok := x.dests.Load(id.UUID); ok {
+		return d.(*dest), nil
+	}
+	i := x.lookup(id)
+	if i < 0 {
+		return nil, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+	}
+	seg, err := shm.Open(ringPath(x.dir, id.UUID), shm.KindRing)
+	if err != nil {
+		return nil, fmt.Errorf("exchange: mailbox %v: %w", id, err)
+	}
+	r, err := ring.Attach(seg.Body(), ring.Options{Alive: x.alive})
+	if err != nil {
+		seg.Close()
+		return nil, fmt.Errorf("exchange: mailbox %v: %w", id, err)
+	}
+	d := &dest{id: id, index: i, seg: seg, r: r}
+	d.lastCheck.Store(time.Now().UnixNano())
+	x.dests.Store(id.UUID, d)
+	return d, nil
+}
+
+// acquire returns a free producer box of d, creating its producer on first
+// use; release it with box.busy.Store(0).
+func (x *SHM) acquire(ctx context.Context, d *dest) (*prodBox, error) {
+	for spins := 0; ; spins++ {
+		for i := range d.boxes {
+			b := &d.boxes[i]
+			if b.busy.Load() != 0 || !b.busy.CompareAndSwap(0, 1) {
+				continue
+			}
+			if b.p == nil {
+				p, err := d.r.NewProducer(x.life.id())
+				if err != nil {
+					b.busy.Store(0)
+					if errors.Is(err, ring.ErrNoSlot) {
+						break // wait for a box that has a producer
+					}
+					return nil, err
+				}
+				b.p = p
+			}
+			return b, nil
+		}
+		if spins&63 == 63 {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+		}
+		runtime.Gosched()
+	}
+}
+
+// Send implements [Exchange.Send]. In steady state it is a claim in the
+// destination ring, an encoding straight into it and a commit: no copy and
+// no allocation.
+func (x *SHM) Send(ctx context.Context, m *Message) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	if err := x.enter(); err != nil {
+		return err
+	}
+	defer x.leave()
+	return x.send(ctx, m, true)
+}
+
+// send is Send for a caller that has entered. wait says whether to wait
+// for space in a full mailbox.
+func (x *SHM) send(ctx context.Context, m *Message, wait bool) error {
+	d, err := x.dest(m.Dest)
+	if err != nil {
+		return err
+	}
+	n := m.EncodedSize()
+	if n > d.r.MaxPayload() {
+		return fmt.Errorf("%w: %d bytes encoded, the mailbox takes at most %d", ErrMessageTooLarge, n, d.r.MaxPayload())
+	}
+	b, err := x.acquire(ctx, d)
+	if err != nil {
+		return err
+	}
+	defer b.busy.Store(0)
+	c, err := b.p.TryClaim(int32(m.Kind), n)
+	if errors.Is(err, ring.ErrFull) {
+		if !wait {
+			return err
+		}
+		c, err = x.claimSlow(ctx, d, b.p, m.Kind, n)
+	}
+	if err != nil {
+		if errors.Is(err, ring.ErrClosed) {
+			return fmt.Errorf("%w: %v", ErrMailboxClosed, m.Dest)
+		}
+		return err
+	}
+	if _, err := m.EncodeTo(c.Bytes()); err != nil {
+		c.Abort()
+		return err
+	}
+	c.Commit()
+	return nil
+}
+
+// claimSlow waits for space in a full mailbox, in steps, so that it notices
+// a Close of this handle and the death of the mailbox's owner (whose ring
+// would otherwise never drain).
+func (x *SHM) claimSlow(ctx context.Context, d *dest, p *ring.Producer, k Kind, n int) (ring.Claim, error) {
+	for {
+		if x.closing.Load() {
+			return ring.Claim{}, ErrExchangeClosed
+		}
+		if !x.alive(x.reg.owner(d.index)) {
+			x.terminateDead(d)
+			return ring.Claim{}, ring.ErrClosed
+		}
+		step, cancel := context.WithTimeout(ctx, ownerCheckInterval)
+		c, err := p.Claim(step, int32(k), n)
+		cancel()
+		if err == nil || !errors.Is(err, ring.ErrFull) || ctx.Err() != nil {
+			return c, err
+		}
+	}
+}
+
+// Status implements [Exchange.Status]. An active mailbox whose owner
+// process is dead is reported (and marked) terminated.
+func (x *SHM) Status(ctx context.Context, id EntityID) (Status, error) {
+	if err := x.enter(); err != nil {
+		return StatusMissing, err
+	}
+	defer x.leave()
+	i := x.lookup(id)
+	if i < 0 {
+		return StatusMissing, nil
+	}
+	return x.status(i, id), nil
+}
+
+func (x *SHM) status(i int, id EntityID) Status {
+	if x.reg.state(i) == regTerminated {
+		return StatusTerminated
+	}
+	if !x.alive(x.reg.owner(i)) {
+		if d, err := x.dest(id); err == nil {
+			x.terminateDead(d)
+		}
+		return StatusTerminated
+	}
+	return StatusActive
+}
+
+// Info implements [Exchange.Info].
+func (x *SHM) Info(ctx context.Context, id EntityID) (EntityInfo, error) {
+	if err := x.enter(); err != nil {
+		return EntityInfo{}, err
+	}
+	defer x.leave()
+	i := x.lookup(id)
+	if i < 0 {
+		return EntityInfo{}, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+	}
+	e, err := x.reg.decode(i)
+	if err != nil {
+		return EntityInfo{}, err
+	}
+	return EntityInfo{ID: e.id, Name: e.name, Behavior: e.behavior, Status: x.status(i, id)}, nil
+}
+
+// Discover implements [Exchange.Discover]. Agents whose owner process is
+// dead are not returned.
+func (x *SHM) Discover(ctx context.Context, behavior string, allowSubtypes bool) ([]EntityID, error) {
+	if err := x.enter(); err != nil {
+		return nil, err
+	}
+	defer x.leave()
+	var found []EntityID
+	n := x.reg.published()
+	for i := 0; i < n; i++ {
+		if x.reg.state(i) != regActive || Role(x.reg.raw(i)[entRole]) != RoleAgent {
+			continue
+		}
+		e, err := x.reg.decode(i)
+		if err != nil {
+			x.opts.log.Warn("shmex: skipping damaged registry entry", "exchange", x.name, "entry", i, "err", err)
+			continue
+		}
+		if e.behavior.Matches(behavior, allowSubtypes) && x.status(i, e.id) == StatusActive {
+			found = append(found, e.id)
+		}
+	}
+	return found, nil
+}
+
+// Terminate implements [Exchange.Terminate]. The ring is closed first, so
+// no send succeeds afterwards; then the entry is marked. When no live
+// receiver is attached, Terminate itself answers the queued requests; a
+// live receiver answers those it finds after the close.
+func (x *SHM) Terminate(ctx context.Context, id EntityID) error {
+	if err := x.enter(); err != nil {
+		return err
+	}
+	defer x.leave()
+	i := x.lookup(id)
+	if i < 0 || x.reg.state(i) == regTerminated {
+		return nil
+	}
+	d, err := x.dest(id)
+	if err != nil {
+		return err
+	}
+	return x.terminate(ctx, d)
+}
+
+func (x *SHM) terminate(ctx context.Context, d *dest) error {
+	if err := x.reg.lock(); err != nil {
+		return err
+	}
+	d.r.Close()
+	atomic.StoreUint32(x.reg.stateWord(d.index), regTerminated)
+	atomic.AddUint64(x.reg.gen, 1)
+	x.reg.unlock()
+	x.sweep(ctx, d)
+	return nil
+}
+
+// terminateDead terminates the mailbox of a dead owner.
+func (x *SHM) terminateDead(d *dest) {
+	if x.reg.state(d.index) == regTerminated {
+		return
+	}
+	x.opts.log.Info("shmex: owner of mailbox died; terminating it", "exchange", x.name, "mailbox", d.id)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	x.terminate(ctx, d)
+}
+
+// sweep answers the requests queued in d's closed ring, if no live receiver
+// is attached to it (that one answers them as it reads).
+func (x *SHM) sweep(ctx context.Context, d *dest) {
+	c, err := d.r.NewConsumer(x.life.id(), ring.Park)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	var m Message
+	c.Sweep(func(typ int32, p []byte) bool {
+		if !Kind(typ).IsRequest() {
+			return false
+		}
+		x.answerTerminated(ctx, d.id, &m, p)
+		return true
+	})
+}
+
+// answerTerminated answers the request encoded in p, queued in the
+// terminated mailbox of id, with an error response. A request that does not
+// decode, or whose sender's mailbox is gone, is dropped.
+func (x *SHM) answerTerminated(ctx context.Context, id EntityID, m *Message, p []byte) {
+	if m.Decode(p) != nil {
+		return
+	}
+	m.SetErrorResponse(m, &RemoteError{Kind: ErrorKindMailboxTerminated, Message: "mailbox " + id.String() + " was terminated"})
+	step, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if err := x.send(step, m, true); err != nil && !errors.Is(err, ErrBadEntityID) && !errors.Is(err, ErrMailboxClosed) {
+		x.opts.log.Warn("shmex: could not answer a request to a terminated mailbox", "exchange", x.name, "mailbox", id, "err", err)
+	}
+}
+
+// Mailbox implements [Exchange.Mailbox]. A mailbox has one receiver at a
+// time across all processes ([ErrMailboxBusy]); the process that opens it
+// becomes its owner, whose death terminates it.
+func (x *SHM) Mailbox(ctx context.Context, id EntityID) (Mailbox, error) {
+	if err := x.enter(); err != nil {
+		return nil, err
+	}
+	defer x.leave()
+	d, err := x.dest(id)
+	if err != nil {
+		return nil, err
+	}
+	c, err := d.r.NewConsumer(x.life.id(), x.opts.idle)
+	if err != nil {
+		if errors.Is(err, ring.ErrBusy) {
+			return nil, fmt.Errorf("%w: %v", ErrMailboxBusy, id)
+		}
+		return nil, err
+	}
+	if x.reg.state(d.index) == regActive && x.reg.owner(d.index) != x.life.id() {
+		if err := x.reg.lock(); err != nil {
+			c.Close()
+			return nil, err
+		}
+		atomic.StoreUint64(x.reg.ownerWord(d.index), x.life.id())
+		atomic.AddUint64(x.reg.gen, 1)
+		x.reg.unlock()
+	}
+	mb := &shmMailbox{x: x, d: d, c: c}
+	x.mbMu.Lock()
+	x.mboxes[mb] = struct{}{}
+	x.mbMu.Unlock()
+	return mb, nil
+}
+
+// Close implements [Exchange.Close]: it closes this handle's mailbox
+// clients (waking their receivers), releases its producers and unmaps its
+// segments. Mailboxes stay; when the last handle of this process on the
+// exchange closes, the process stops being alive to the others, so the
+// mailboxes it still owns are seen as terminated.
+func (x *SHM) Close() error {
+	if x.closing.Swap(true) {
+		return nil
+	}
+	x.mbMu.Lock()
+	for mb := range x.mboxes {
+		mb.closed.Store(true)
+		mb.c.Interrupt()
+	}
+	x.mbMu.Unlock()
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	x.closed = true
+	x.mbMu.Lock()
+	for mb := range x.mboxes {
+		mb.c.Close()
+	}
+	x.mboxes = nil
+	x.mbMu.Unlock()
+	x.dests.Range(func(_, v any) bool {
+		d := v.(*dest)
+		for i := range d.boxes {
+			if p := d.boxes[i].p; p != nil {
+				p.Close()
+			}
+		}
+		d.seg.Close()
+		return true
+	})
+	x.reg.close()
+	x.life.release()
+	return nil
+}
+
+// shmMailbox is a receiving client of one mailbox.
+type shmMailbox struct {
+	x      *SHM
+	d      *dest
+	c      *ring.Consumer
+	mu     sync.Mutex // one Recv at a time
+	closed atomic.Bool
+	answer Message // scratch for answering requests after a terminate
+}
+
+func (mb *shmMailbox) ID() EntityID { return mb.d.id }
+
+// Recv implements [Mailbox.Recv]: it decodes the next message straight out
+// of the ring into m, then releases its space.
+func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
+	if mb.closed.Load() {
+		return ErrMailboxClosed
+	}
+	x := mb.x
+	if err := x.enter(); err != nil {
+		return ErrMailboxClosed
+	}
+	defer x.leave()
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	r := mb.d.r
+	for {
+		got := false
+		var derr error
+		_, err := mb.c.Receive(ctx, func(typ int32, p []byte) {
+			if Kind(typ).IsRequest() && r.Closed() {
+				x.answerTerminated(ctx, mb.d.id, &mb.answer, p)
+				return
+			}
+			got = true
+			derr = m.Decode(p)
+		}, 1)
+		if got {
+			return derr
+		}
+		switch {
+		case err == nil:
+			continue // a request was answered: look for the next message
+		case errors.Is(err, ring.ErrClosed), errors.Is(err, ring.ErrInterrupted):
+			return ErrMailboxClosed
+		case errors.Is(err, ring.ErrCorrupt):
+			return fmt.Errorf("%w: mailbox %v: %w", ErrBadMessage, mb.d.id, err)
+		}
+		return err
+	}
+}
+
+// Close implements [Mailbox.Close]: it detaches this receiver; the mailbox
+// stays.
+func (mb *shmMailbox) Close() error {
+	if mb.closed.Swap(true) {
+		return nil
+	}
+	mb.c.Interrupt()
+	mb.mu.Lock() // wait for a Recv in progress
+	defer mb.mu.Unlock()
+	x := mb.x
+	x.mbMu.Lock()
+	defer x.mbMu.Unlock()
+	if x.mboxes != nil {
+		delete(x.mboxes, mb)
+		mb.c.Close()
+	}
+	return nil
+}
+
+// processLife is this process's liveness lock in one exchange directory,
+// shared by every handle of the process on that exchange.
+type processLife struct {
+	dir  string
+	l    *shm.Life
+	refs int
+}
+
+var (
+	livesMu sync.Mutex
+	lives   = map[string]*processLife{}
+)
+
+func acquireLife(dir string) (*processLife, error) {
+	livesMu.Lock()
+	defer livesMu.Unlock()
+	if pl := lives[dir]; pl != nil {
+		pl.refs++
+		return pl, nil
+	}
+	l, err := shm.HoldLife(dir)
+	if err != nil {
+		return nil, err
+	}
+	pl := &processLife{dir: dir, l: l, refs: 1}
+	lives[dir] = pl
+	return pl, nil
+}
+
+func (pl *processLife) id() uint64 { return pl.l.ID() }
+
+func (pl *processLife) release() {
+	livesMu.Lock()
+	defer livesMu.Unlock()
+	if pl.refs--; pl.refs == 0 {
+		pl.l.Close()
+		delete(lives, pl.dir)
+	}
+}

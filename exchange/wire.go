@@ -1,0 +1,282 @@
+package exchange
+
+import (
+	"fmt"
+
+	"github.com/tinylib/msgp/msgp"
+)
+
+// Codec limits. Decoding checks every size from the wire against these
+// limits and against the bytes that remain before it copies anything, so a
+// hostile length can neither make the decoder read out of bounds nor make
+// it allocate more than the limit.
+const (
+	// MaxTextSize is the largest Text field (action name, error kind, error
+	// message) in bytes. [Message.SetError] truncates longer error messages.
+	MaxTextSize = 64 << 10
+	// MaxPayloadSize is the largest Payload field (action arguments or
+	// result) in bytes. Implementations may accept less (a shared-memory
+	// ring accepts records up to a fraction of its size) and report
+	// [ErrMessageTooLarge]. Larger data belongs in a proxy store.
+	MaxPayloadSize = 16 << 20
+	// MaxMessageSize is the largest encoding of a valid Message.
+	MaxMessageSize = fixedEncodedSize + 3*(5+MaxTextSize) + 2*(5+MaxPayloadSize)
+
+	// fixedEncodedSize is the encoded size of a Message minus its Text and
+	// Payload fields (headers included) when Kind and the roles are below
+	// 128: array header, kind, tag, src, dest, label, terminate.
+	fixedEncodedSize = 1 + 1 + 18 + 20 + 20 + 18 + 1
+)
+
+var (
+	errTextTooLarge    = fmt.Errorf("%w: text field longer than %d bytes", ErrMessageTooLarge, MaxTextSize)
+	errPayloadTooLarge = fmt.Errorf("%w: payload longer than %d bytes", ErrMessageTooLarge, MaxPayloadSize)
+)
+
+// Text is a short string (an action name, an error kind or message) held in
+// a byte slice so that decoding into a reused [Message] reuses its capacity
+// instead of allocating a string. On the wire it is a MessagePack str; nil is
+// read as empty. Convert with string(t) (free in comparisons and map look-ups)
+// and set with append(t[:0], s...) or [Message.SetAction].
+type Text []byte
+
+// Payload is an opaque byte string, by convention MessagePack bytes (action
+// arguments and results), held in a byte slice that decoding into a reused
+// [Message] reuses. On the wire it is a MessagePack bin; nil is read as
+// empty. The exchange never looks inside.
+type Payload []byte
+
+// grow returns b resized to n bytes, reusing its capacity when it can.
+func grow(b []byte, n int) []byte {
+	if cap(b) >= n {
+		return b[:n]
+	}
+	return make([]byte, n)
+}
+
+// strHeaderSize is the size of the MessagePack str header for n bytes.
+func strHeaderSize(n int) int {
+	switch {
+	case n <= 31:
+		return 1
+	case n <= 0xff:
+		return 2
+	case n <= 0xffff:
+		return 3
+	}
+	return 5
+}
+
+// binHeaderSize is the size of the MessagePack bin header for n bytes.
+func binHeaderSize(n int) int {
+	switch {
+	case n <= 0xff:
+		return 2
+	case n <= 0xffff:
+		return 3
+	}
+	return 5
+}
+
+// uintSize is the size of the MessagePack encoding of a small unsigned
+// integer.
+func uintSize(v uint8) int {
+	if v < 0x80 {
+		return 1
+	}
+	return 2
+}
+
+// Msgsize returns the exact encoded size of t.
+func (t Text) Msgsize() int { return strHeaderSize(len(t)) + len(t) }
+
+// MarshalMsg appends t as a MessagePack str. It fails with
+// [ErrMessageTooLarge] when t is longer than [MaxTextSize].
+func (t Text) MarshalMsg(b []byte) ([]byte, error) {
+	if len(t) > MaxTextSize {
+		return b, errTextTooLarge
+	}
+	return msgp.AppendStringFromBytes(b, t), nil
+}
+
+// UnmarshalMsg reads a MessagePack str (or nil) into t, reusing t's
+// capacity, and returns the remaining bytes.
+func (t *Text) UnmarshalMsg(b []byte) ([]byte, error) {
+	if msgp.IsNil(b) {
+		*t = (*t)[:0]
+		return b[1:], nil
+	}
+	v, o, err := msgp.ReadStringZC(b) // checks the length against len(b)
+	if err != nil {
+		return b, err
+	}
+	if len(v) > MaxTextSize {
+		return b, errTextTooLarge
+	}
+	*t = append((*t)[:0], v...)
+	return o, nil
+}
+
+// EncodeMsg writes t as a MessagePack str.
+func (t Text) EncodeMsg(w *msgp.Writer) error {
+	if len(t) > MaxTextSize {
+		return errTextTooLarge
+	}
+	return w.WriteStringFromBytes(t)
+}
+
+// DecodeMsg reads a MessagePack str (or nil) into t, reusing t's capacity.
+func (t *Text) DecodeMsg(r *msgp.Reader) error {
+	if r.IsNil() {
+		*t = (*t)[:0]
+		return r.ReadNil()
+	}
+	n, err := r.ReadStringHeader()
+	if err != nil {
+		return err
+	}
+	if n > MaxTextSize {
+		return errTextTooLarge
+	}
+	*t = grow(*t, int(n))
+	_, err = r.ReadFull(*t)
+	return err
+}
+
+// Msgsize returns the exact encoded size of p.
+func (p Payload) Msgsize() int { return binHeaderSize(len(p)) + len(p) }
+
+// MarshalMsg appends p as a MessagePack bin. It fails with
+// [ErrMessageTooLarge] when p is longer than [MaxPayloadSize].
+func (p Payload) MarshalMsg(b []byte) ([]byte, error) {
+	if len(p) > MaxPayloadSize {
+		return b, errPayloadTooLarge
+	}
+	return msgp.AppendBytes(b, p), nil
+}
+
+// UnmarshalMsg reads a MessagePack bin (or nil) into p, reusing p's
+// capacity, and returns the remaining bytes.
+func (p *Payload) UnmarshalMsg(b []byte) ([]byte, error) {
+	if msgp.IsNil(b) {
+		*p = (*p)[:0]
+		return b[1:], nil
+	}
+	v, o, err := msgp.ReadBytesZC(b) // checks the length against len(b)
+	if err != nil {
+		return b, err
+	}
+	if len(v) > MaxPayloadSize {
+		return b, errPayloadTooLarge
+	}
+	*p = append((*p)[:0], v...)
+	return o, nil
+}
+
+// EncodeMsg writes p as a MessagePack bin.
+func (p Payload) EncodeMsg(w *msgp.Writer) error {
+	if len(p) > MaxPayloadSize {
+		return errPayloadTooLarge
+	}
+	return w.WriteBytes(p)
+}
+
+// DecodeMsg reads a MessagePack bin (or nil) into p, reusing p's capacity.
+func (p *Payload) DecodeMsg(r *msgp.Reader) error {
+	if r.IsNil() {
+		*p = (*p)[:0]
+		return r.ReadNil()
+	}
+	n, err := r.ReadBytesHeader()
+	if err != nil {
+		return err
+	}
+	if n > MaxPayloadSize {
+		return errPayloadTooLarge
+	}
+	*p = grow(*p, int(n))
+	_, err = r.ReadFull(*p)
+	return err
+}
+
+// Msgsize returns the exact encoded size of a UUID: a bin of 16 bytes.
+func (u *UUID) Msgsize() int { return 2 + len(u) }
+
+// MarshalMsg appends u as a MessagePack bin of 16 bytes.
+func (u *UUID) MarshalMsg(b []byte) ([]byte, error) { return msgp.AppendBytes(b, u[:]), nil }
+
+// UnmarshalMsg reads a MessagePack bin of exactly 16 bytes into u.
+func (u *UUID) UnmarshalMsg(b []byte) ([]byte, error) {
+	// msgp.ReadExactBytes checks the declared length but copies short
+	// input silently: check the remaining bytes first.
+	if len(b) < 2+len(u) {
+		return b, msgp.ErrShortBytes
+	}
+	return msgp.ReadExactBytes(b, u[:])
+}
+
+// EncodeMsg writes u as a MessagePack bin of 16 bytes.
+func (u *UUID) EncodeMsg(w *msgp.Writer) error { return w.WriteBytes(u[:]) }
+
+// DecodeMsg reads a MessagePack bin of exactly 16 bytes into u.
+func (u *UUID) DecodeMsg(r *msgp.Reader) error { return r.ReadExactBytes(u[:]) }
+
+// Msgsize returns the exact encoded size of r.
+func (r Role) Msgsize() int { return uintSize(uint8(r)) }
+
+// MarshalMsg appends r as a MessagePack unsigned integer.
+func (r Role) MarshalMsg(b []byte) ([]byte, error) { return msgp.AppendUint8(b, uint8(r)), nil }
+
+// UnmarshalMsg reads a MessagePack integer in 0..255 into r. It does not
+// check that r is valid; [Message.Validate] does.
+func (r *Role) UnmarshalMsg(b []byte) ([]byte, error) {
+	v, o, err := msgp.ReadUint8Bytes(b)
+	if err != nil {
+		return b, err
+	}
+	*r = Role(v)
+	return o, nil
+}
+
+// EncodeMsg writes r as a MessagePack unsigned integer.
+func (r Role) EncodeMsg(w *msgp.Writer) error { return w.WriteUint8(uint8(r)) }
+
+// DecodeMsg reads a MessagePack integer in 0..255 into r.
+func (r *Role) DecodeMsg(rd *msgp.Reader) error {
+	v, err := rd.ReadUint8()
+	if err != nil {
+		return err
+	}
+	*r = Role(v)
+	return nil
+}
+
+// Msgsize returns the exact encoded size of k.
+func (k Kind) Msgsize() int { return uintSize(uint8(k)) }
+
+// MarshalMsg appends k as a MessagePack unsigned integer.
+func (k Kind) MarshalMsg(b []byte) ([]byte, error) { return msgp.AppendUint8(b, uint8(k)), nil }
+
+// UnmarshalMsg reads a MessagePack integer in 0..255 into k. It does not
+// check that k is valid; [Message.Validate] does.
+func (k *Kind) UnmarshalMsg(b []byte) ([]byte, error) {
+	v, o, err := msgp.ReadUint8Bytes(b)
+	if err != nil {
+		return b, err
+	}
+	*k = Kind(v)
+	return o, nil
+}
+
+// EncodeMsg writes k as a MessagePack unsigned integer.
+func (k Kind) EncodeMsg(w *msgp.Writer) error { return w.WriteUint8(uint8(k)) }
+
+// DecodeMsg reads a MessagePack integer in 0..255 into k.
+func (k *Kind) DecodeMsg(r *msgp.Reader) error {
+	v, err := r.ReadUint8()
+	if err != nil {
+		return err
+	}
+	*k = Kind(v)
+	return nil
+}
