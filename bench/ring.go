@@ -263,7 +263,7 @@ func childRingProduce(args []string) error {
 		return err
 	}
 	lines := make(chan string, 4)
-	var stop atomic.Bool
+	var stops atomic.Int64 // one "stop" follows each "go"; count them
 	go func() {
 		for {
 			l, err := Listen()
@@ -272,7 +272,7 @@ func childRingProduce(args []string) error {
 				return
 			}
 			if l == "stop" {
-				stop.Store(true)
+				stops.Add(1)
 			}
 			lines <- l
 		}
@@ -281,15 +281,16 @@ func childRingProduce(args []string) error {
 		return err
 	}
 	var msg [MsgSize]byte
+	var gos int64
 	for l := range lines {
 		switch l {
 		case "exit":
 			return nil
 		case "go":
-			stop.Store(false)
+			gos++
 			var n int64
 			ctx, cancel := context.WithTimeout(context.Background(), ChildTimeout())
-			for !stop.Load() {
+			for stops.Load() < gos {
 				for i := 0; i < 64; i++ {
 					cl, err := p.Claim(ctx, ringTypeData, MsgSize)
 					if err != nil {

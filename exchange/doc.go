@@ -52,17 +52,18 @@
 // length against the remaining bytes and the limits [MaxTextSize] and
 // [MaxPayloadSize] before it copies, and never panics:
 //
-//	0  kind           uint         1..6, see Kind
-//	1  tag            bin 16       UUID
-//	2  src            [bin 16, uint]  EntityID: UUID, Role (1 agent, 2 client)
-//	3  dest           [bin 16, uint]  EntityID
-//	4  label          bin 16       UUID, zero when unused
-//	5  action         str          (nil accepted as empty)
-//	6  args           bin          (nil accepted as empty)
-//	7  result         bin          (nil accepted as empty)
-//	8  error_kind     str          non-empty in error responses only
-//	9  error_message  str
-//	10 terminate      bool
+//	#   field          type              meaning
+//	0   kind           uint              1..6, see Kind
+//	1   tag            bin 16            UUID
+//	2   src            [bin 16, uint]    EntityID: UUID, Role (1 agent, 2 client)
+//	3   dest           [bin 16, uint]    EntityID
+//	4   label          bin 16            UUID, zero when unused
+//	5   action         str               (nil read as empty)
+//	6   args           bin               (nil read as empty)
+//	7   result         bin               (nil read as empty)
+//	8   error_kind     str               non-empty in error responses only
+//	9   error_message  str
+//	10  terminate      bool
 //
 // [Message.EncodedSize] (equal to the generated Msgsize, which is exact
 // here) and [Message.EncodeTo] let a sender claim exactly the right space in
@@ -71,20 +72,22 @@
 //
 // # Correspondence with Academy
 //
-//	Academy                              shmex
+//	Academy                                   shmex
 //	register_agent(behavior, agent_id, name)  RegisterAgent(ctx, Behavior, WithID, WithName)
-//	register_client(name)                RegisterClient(ctx, WithName)
-//	terminate(uid)                       Terminate(ctx, id)
-//	discover(behavior, allow_subclasses) Discover(ctx, name, allowSubtypes)
-//	get_mailbox(uid)                     Mailbox(ctx, id)
-//	send(uid, message)                   Send(ctx, m) (to m.Dest)
-//	status(uid): MailboxStatus           Status(ctx, id): Status
-//	mailbox.recv(timeout)                Mailbox.Recv(ctx, m) with a deadline
-//	mailbox.close()                      Mailbox.Close()
-//	BadEntityIdError                     ErrBadEntityID
-//	MailboxClosedError, MailboxTerminatedError  ErrMailboxClosed
-//	TimeoutError                         context.DeadlineExceeded
-//	AgentId, ClientId (UserId)           EntityID with RoleAgent, RoleClient
+//	register_client(name)                     RegisterClient(ctx, WithName)
+//	terminate(uid)                            Terminate(ctx, id)
+//	discover(behavior, allow_subclasses)      Discover(ctx, name, allowSubtypes)
+//	get_mailbox(uid)                          Mailbox(ctx, id)
+//	send(uid, message)                        Send(ctx, m), to m.Dest
+//	status(uid) -> MailboxStatus              Status(ctx, id) -> Status
+//	mailbox.recv(timeout)                     Mailbox.Recv(ctx, m), ctx with a deadline
+//	mailbox.close()                           Mailbox.Close()
+//	BadEntityIdError                          ErrBadEntityID
+//	MailboxClosedError                        ErrMailboxClosed
+//	MailboxTerminatedError                    ErrMailboxClosed (ErrorKindMailboxTerminated in answers)
+//	TimeoutError                              context.DeadlineExceeded
+//	AgentId, UserId                           EntityID with RoleAgent, RoleClient
+//	Message.tag, src, dest, label             Message.Tag, Src, Dest, Label
 //
 // Handles, behaviors, launchers and managers belong to higher layers.
 package exchange

@@ -178,7 +178,7 @@ type EntityInfo struct {
 // RegisterOption configures RegisterAgent and RegisterClient.
 type RegisterOption func(*RegisterOptions)
 
-// RegisterOptions holds the settings that RegisterOptions make; an
+// RegisterOptions holds the settings that RegisterOption functions make; an
 // implementation of [Exchange] reads them with [ApplyRegisterOptions].
 type RegisterOptions struct {
 	// ID is the id to register, or zero for a fresh random one.

@@ -324,6 +324,15 @@ func (x *SHM) send(ctx context.Context, m *Message, wait bool) error {
 	if err != nil {
 		return err
 	}
+	// A mailbox whose owner died is terminated rather than filled: look at
+	// the owner at most once per ownerCheckInterval per mailbox.
+	if now := time.Now().UnixNano(); now-d.lastCheck.Load() > int64(ownerCheckInterval) {
+		if last := d.lastCheck.Load(); now-last > int64(ownerCheckInterval) && d.lastCheck.CompareAndSwap(last, now) &&
+			x.reg.state(d.index) == regActive && !x.alive(x.reg.owner(d.index)) {
+			x.terminateDead(d)
+			return fmt.Errorf("%w: %v (its owner died)", ErrMailboxClosed, m.Dest)
+		}
+	}
 	n := m.EncodedSize()
 	if n > d.r.MaxPayload() {
 		return fmt.Errorf("%w: %d bytes encoded, the mailbox takes at most %d", ErrMessageTooLarge, n, d.r.MaxPayload())

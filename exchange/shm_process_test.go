@@ -488,16 +488,17 @@ func TestSHMProcessesDiscoverAndCall(t *testing.T) {
 // ---- (b) the owner of a mailbox dies ----
 
 // ownerChild registers an agent (behavior Doomed, implementing Mortal) with
-// a 4 KiB mailbox, opens its mailbox (becoming its owner), reports
-// "id <agent>", then receives nothing and waits to be killed. args: root,
-// exchange name.
+// a mailbox of the given size, opens its mailbox (becoming its owner),
+// reports "id <agent>", then receives nothing and waits to be killed. args:
+// root, exchange name, mailbox bytes.
 func ownerChild(args []string) int {
-	if len(args) != 2 {
+	if len(args) != 3 {
 		return childFail("owner: args %q", args)
 	}
+	size, _ := strconv.Atoi(args[2])
 	ctx, cancel := context.WithTimeout(context.Background(), childLife)
 	defer cancel()
-	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]), exchange.WithMailboxBytes(4096), exchange.WithLogger(discardLog))
+	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]), exchange.WithMailboxBytes(size), exchange.WithLogger(discardLog))
 	if err != nil {
 		return childFail("Open: %v", err)
 	}
@@ -522,10 +523,17 @@ func ownerChild(args []string) int {
 // with ErrMailboxClosed (not a timeout), and every request queued in it must
 // come back to the client as an error response of kind
 // MailboxTerminatedError. The death is noticed first by Status
-// (StatusFirst) or by a Send that finds the mailbox full (SendFirst).
+// (StatusFirst) or by a Send that finds the mailbox full (SendFirst), or,
+// with a mailbox too large to fill, by Sends alone (SendNotFull).
 func TestSHMProcessDeadOwner(t *testing.T) {
-	for _, first := range []string{"StatusFirst", "SendFirst"} {
+	for _, first := range []string{"StatusFirst", "SendFirst", "SendNotFull"} {
 		t.Run(first, func(t *testing.T) {
+			size := 4096
+			if first == "SendNotFull" {
+				// Only a sender's own liveness check can notice the death:
+				// the mailbox does not fill within the loop below.
+				size = exchange.DefaultMailboxBytes
+			}
 			root := testRoot(t)
 			const name = "deadowner"
 			ctx := testCtx(t, time.Minute)
@@ -538,7 +546,7 @@ func TestSHMProcessDeadOwner(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			kid := childproc.Start(t, "owner", root, name)
+			kid := childproc.Start(t, "owner", root, name, strconv.Itoa(size))
 			agent := parseIDs(t, line(t, kid, "owner start", childStart)[1])[0]
 			if st, err := x.Status(ctx, agent); st != exchange.StatusActive || err != nil {
 				t.Fatalf("Status before the kill = %v, %v", st, err)
@@ -599,6 +607,33 @@ func TestSHMProcessDeadOwner(t *testing.T) {
 					break
 				}
 				t.Logf("%d sends to the dead owner's mailbox succeeded before one failed", len(pending)-1)
+				if st, err := x.Status(ctx, agent); st != exchange.StatusTerminated || err != nil {
+					t.Fatalf("Status after the failed Send = %v, %v", st, err)
+				}
+			case "SendNotFull":
+				// A request every 20 ms for up to 5 s: at most 250 small
+				// requests, a tenth of the mailbox. The first Send after
+				// the death is noticed must fail with ErrMailboxClosed.
+				deadline := time.Now().Add(5 * time.Second)
+				for i := 0; ; i++ {
+					if time.Now().After(deadline) {
+						t.Fatalf("%d Sends to the dead owner's mailbox over 5s all succeeded", i)
+					}
+					m := exchange.NewActionRequest(client, agent, "work", nil)
+					m.Label = exchange.NewTag()
+					sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+					err := x.Send(sctx, m)
+					cancel()
+					if err == nil {
+						pending = append(pending, m)
+						time.Sleep(20 * time.Millisecond)
+						continue
+					}
+					if !errors.Is(err, exchange.ErrMailboxClosed) {
+						t.Fatalf("send %d to the dead owner's mailbox: %v, want ErrMailboxClosed", i, err)
+					}
+					break
+				}
 				if st, err := x.Status(ctx, agent); st != exchange.StatusTerminated || err != nil {
 					t.Fatalf("Status after the failed Send = %v, %v", st, err)
 				}
