@@ -128,11 +128,8 @@ func (c *Consumer) Sweep(drop Predicate) (int, error) {
 		if length <= 0 {
 			break
 		}
-		typ := int32(h >> 32)
-		size := (uint64(length) + RecordAlign - 1) &^ (RecordAlign - 1)
-		if length < HeaderLen || idx+size > r.capacity ||
-			typ != PaddingType && (typ < 0 || int(length) > r.maxRecord) {
-			c.err = fmt.Errorf("%w: record at %d has length %d, type %d", ErrCorrupt, pos, length, typ)
+		typ, size, ok := c.check(pos, h)
+		if !ok {
 			return n, c.err
 		}
 		if typ != PaddingType && drop(typ, r.data[idx+HeaderLen:idx+uint64(length)]) {
@@ -190,11 +187,8 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 		if length <= 0 {
 			break
 		}
-		typ := int32(h >> 32)
-		size := (uint64(length) + RecordAlign - 1) &^ (RecordAlign - 1)
-		if length < HeaderLen || idx+size > r.capacity ||
-			typ != PaddingType && (typ < 0 || int(length) > r.maxRecord) {
-			c.err = fmt.Errorf("%w: record at %d has length %d, type %d", ErrCorrupt, pos, length, typ)
+		typ, size, ok := c.check(pos, h)
+		if !ok {
 			break
 		}
 		if typ != PaddingType {
@@ -212,6 +206,21 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 		return 0, c.err
 	}
 	return n, nil
+}
+
+// check validates the committed header h of the record at pos and returns
+// its type and aligned size; on an impossible header it sets c.err.
+func (c *Consumer) check(pos, h uint64) (typ int32, size uint64, ok bool) {
+	r := c.r
+	length := int32(uint32(h))
+	typ = int32(h >> 32)
+	size = (uint64(length) + RecordAlign - 1) &^ (RecordAlign - 1)
+	if length < HeaderLen || pos&r.mask+size > r.capacity ||
+		typ != PaddingType && (typ < 0 || int(length) > r.maxRecord) {
+		c.err = fmt.Errorf("%w: record at %d has length %d, type %d", ErrCorrupt, pos, length, typ)
+		return 0, 0, false
+	}
+	return typ, size, true
 }
 
 // release records that everything before to is consumed and publishes it.
