@@ -2,8 +2,10 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/shmex/shmex/exchange"
 	"github.com/shmex/shmex/ring"
@@ -13,6 +15,8 @@ import (
 const (
 	MetricExchangeRTTSpin  = "exchange.rtt_spin_ns"
 	MetricExchangeRTTFutex = "exchange.rtt_futex_ns"
+	MetricExchangeThrough1 = "exchange.throughput_1to1_msgs"
+	MetricExchangeThrough8 = "exchange.throughput_8to1_msgs"
 )
 
 func init() {
@@ -22,7 +26,14 @@ func init() {
 		Metrics: []string{MetricExchangeRTTSpin, MetricExchangeRTTFutex},
 		Run:     runExchangeRTT,
 	})
+	Register(Scenario{
+		Name: "exchange/throughput", Rank: RankShmex + 11,
+		Doc:     "ActionRequests with 64 bytes of arguments from 1 and 8 client processes to one agent process, through the shared-memory exchange (each message encoded and decoded)",
+		Metrics: []string{MetricExchangeThrough1, MetricExchangeThrough8},
+		Run:     runExchangeThroughput,
+	})
 	RegisterChild("exchange-echo", childExchangeEcho)
+	RegisterChild("exchange-send", childExchangeSend)
 }
 
 func exchangeIdle(mode string) exchange.Option {
@@ -158,4 +169,95 @@ func exchangeRTT(ctx context.Context, env *Env, root, mode string) (Latency, err
 		err = werr
 	}
 	return l, err
+}
+
+// childExchangeSend joins exchange args[1] under root args[0] as a client
+// and sends ActionRequests with MsgSize bytes of arguments to the agent
+// args[2] in the fan-in protocol (see produceLoop).
+func childExchangeSend(args []string) error {
+	if len(args) != 3 {
+		return fmt.Errorf("want 3 arguments, got %d", len(args))
+	}
+	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]), exchange.WithIdle(ring.Spin))
+	if err != nil {
+		return err
+	}
+	defer x.Close()
+	u, err := exchange.ParseUUID(args[2])
+	if err != nil {
+		return err
+	}
+	cid, err := x.RegisterClient(context.Background())
+	if err != nil {
+		return err
+	}
+	req := exchange.NewActionRequest(cid, exchange.EntityID{UUID: u, Role: exchange.RoleAgent}, "sink", make([]byte, MsgSize))
+	return produceLoop(func(ctx context.Context) error { return x.Send(ctx, req) })
+}
+
+// exchangeFanIn measures senders client processes sending to one agent
+// mailbox that this process receives from, spinning.
+func exchangeFanIn(ctx context.Context, env *Env, root string, senders int) (Rate, error) {
+	name := fmt.Sprintf("exchange-fanin-%d", senders)
+	x, err := exchange.Open(name, exchange.WithRoot(root), exchange.WithIdle(ring.Spin), exchange.WithMailboxBytes(1<<20))
+	if err != nil {
+		return Rate{}, err
+	}
+	defer x.Close()
+	aid, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Sink"})
+	if err != nil {
+		return Rate{}, err
+	}
+	mb, err := x.Mailbox(ctx, aid)
+	if err != nil {
+		return Rate{}, err
+	}
+	kids, stop, err := startProducers(ctx, env, senders, "exchange-send", root, name, aid.UUID.String())
+	if err != nil {
+		return Rate{}, err
+	}
+	defer stop()
+	var m exchange.Message
+	recv := func(ctx context.Context, block bool) (int64, error) {
+		if !block {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, 100*time.Microsecond)
+			defer cancel()
+		}
+		err := mb.Recv(ctx, &m)
+		switch {
+		case err == nil:
+			if m.Kind != exchange.KindActionRequest || len(m.Args) != MsgSize {
+				return 0, fmt.Errorf("bench: unexpected message %v", &m)
+			}
+			return 1, nil
+		case !block && errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil:
+			return 0, nil
+		}
+		return 0, err
+	}
+	return env.MeasureRate(ctx, func(ctx context.Context, p Phase) (int64, time.Duration, error) {
+		return fanInPhase(ctx, env, kids, p, recv)
+	})
+}
+
+func runExchangeThroughput(ctx context.Context, env *Env) ([]Row, error) {
+	root, err := env.Dir()
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	for _, k := range []struct {
+		n          int
+		metric, vs string
+	}{{1, MetricExchangeThrough1, MetricRingThroughput1}, {8, MetricExchangeThrough8, MetricRingThroughput8}} {
+		r, err := exchangeFanIn(ctx, env, root, k.n)
+		if err != nil {
+			return nil, fmt.Errorf("%d to 1: %w", k.n, err)
+		}
+		row := env.RateRow(k.metric, "msgs/s", r, k.vs)
+		row.Note = join(fmt.Sprintf("%d client process(es), agent spins", k.n), row.Note)
+		rows = append(rows, row)
+	}
+	return rows, nil
 }

@@ -2,12 +2,9 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -242,9 +239,8 @@ func runRingRTT(ctx context.Context, env *Env) ([]Row, error) {
 	return rows, nil
 }
 
-// childRingProduce attaches ring a of the pair segment args[0] and, on each
-// "go" line, writes 64-byte records until a "stop" line, then tells how many
-// it wrote; "exit" ends it.
+// childRingProduce attaches ring a of the pair segment args[0] and writes
+// 64-byte records in the fan-in protocol (see produceLoop).
 func childRingProduce(args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("want 1 argument, got %d", len(args))
@@ -262,53 +258,16 @@ func childRingProduce(args []string) error {
 	if err != nil {
 		return err
 	}
-	lines := make(chan string, 4)
-	var stops atomic.Int64 // one "stop" follows each "go"; count them
-	go func() {
-		for {
-			l, err := Listen()
-			if err != nil {
-				close(lines)
-				return
-			}
-			if l == "stop" {
-				stops.Add(1)
-			}
-			lines <- l
-		}
-	}()
-	if err := Ready(""); err != nil {
-		return err
-	}
 	var msg [MsgSize]byte
-	var gos int64
-	for l := range lines {
-		switch l {
-		case "exit":
-			return nil
-		case "go":
-			gos++
-			var n int64
-			ctx, cancel := context.WithTimeout(context.Background(), ChildTimeout())
-			for stops.Load() < gos {
-				for i := 0; i < 64; i++ {
-					cl, err := p.Claim(ctx, ringTypeData, MsgSize)
-					if err != nil {
-						cancel()
-						return err
-					}
-					copy(cl.Bytes(), msg[:])
-					cl.Commit()
-				}
-				n += 64
-			}
-			cancel()
-			if err := Tell("sent %d", n); err != nil {
-				return err
-			}
+	return produceLoop(func(ctx context.Context) error {
+		cl, err := p.Claim(ctx, ringTypeData, MsgSize)
+		if err != nil {
+			return err
 		}
-	}
-	return nil
+		copy(cl.Bytes(), msg[:])
+		cl.Commit()
+		return nil
+	})
 }
 
 // ringFanIn runs producers child processes writing into one ring that this
@@ -329,98 +288,25 @@ func ringFanIn(ctx context.Context, env *Env, producers int) (Rate, error) {
 		return Rate{}, err
 	}
 	c, _ := a.NewConsumer(uint64(ownPid()), ring.Spin)
-	kids := make([]*Child, producers)
-	defer func() {
-		for _, k := range kids {
-			if k != nil {
-				k.Send("exit")
-				k.Wait()
-				k.Close()
-			}
-		}
-	}()
-	for i := range kids {
-		if kids[i], err = env.StartChild(ctx, "ring-produce", filepath.Join(dir, name)); err != nil {
-			return Rate{}, err
-		}
+	kids, stop, err := startProducers(ctx, env, producers, "ring-produce", filepath.Join(dir, name))
+	if err != nil {
+		return Rate{}, err
 	}
-	for _, k := range kids {
-		if _, err := k.Expect(ctx, "ready"); err != nil {
-			return Rate{}, err
-		}
-	}
+	defer stop()
 	var got int64
 	count := func(int32, []byte) { got++ }
-	return env.MeasureRate(ctx, func(ctx context.Context, p Phase) (int64, time.Duration, error) {
+	recv := func(ctx context.Context, block bool) (int64, error) {
 		got = 0
-		start := time.Now()
-		for _, k := range kids {
-			if err := k.Send("go"); err != nil {
-				return 0, 0, err
-			}
+		var err error
+		if block {
+			_, err = c.Receive(ctx, count, 0)
+		} else {
+			_, err = c.Read(count, 0)
 		}
-		// Consume for the phase, then stop the producers and drain.
-		limit := p.Duration
-		if limit <= 0 {
-			limit = time.Second
-		}
-		rctx, cancel := context.WithTimeout(ctx, env.ChildTimeout)
-		defer cancel()
-		for time.Since(start) < limit {
-			if _, err := c.Receive(rctx, count, 0); err != nil {
-				return 0, 0, err
-			}
-		}
-		for _, k := range kids {
-			if err := k.Send("stop"); err != nil {
-				return 0, 0, err
-			}
-		}
-		// Keep draining while the producers report: one may be waiting
-		// for space before it sees the stop.
-		type report struct {
-			n   int64
-			err error
-		}
-		reports := make(chan report, len(kids))
-		for _, k := range kids {
-			go func(k *Child) {
-				l, err := k.Expect(ctx, "sent")
-				if err != nil {
-					reports <- report{err: err}
-					return
-				}
-				n, err := strconv.ParseInt(strings.TrimSpace(strings.TrimPrefix(l, "sent")), 10, 64)
-				if err != nil {
-					err = fmt.Errorf("bench: producer said %q", l)
-				}
-				reports <- report{n, err}
-			}(k)
-		}
-		var sent int64
-		for pending := len(kids); pending > 0; {
-			select {
-			case rep := <-reports:
-				if rep.err != nil {
-					return 0, 0, rep.err
-				}
-				sent += rep.n
-				pending--
-			default:
-				if _, err := c.Read(count, 0); err != nil {
-					return 0, 0, err
-				}
-			}
-		}
-		for got < sent {
-			if _, err := c.Receive(rctx, count, 0); err != nil {
-				return 0, 0, err
-			}
-		}
-		if got != sent {
-			return 0, 0, errors.New("bench: ring delivered more records than were sent")
-		}
-		return got, time.Since(start), nil
+		return got, err
+	}
+	return env.MeasureRate(ctx, func(ctx context.Context, p Phase) (int64, time.Duration, error) {
+		return fanInPhase(ctx, env, kids, p, recv)
 	})
 }
 

@@ -257,6 +257,11 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 	if i < 0 {
 		return nil, fmt.Errorf("%w: %v", ErrBadEntityID, id)
 	}
+	// find matched the UUID alone: check the whole entry once, before
+	// trusting it for the life of the mapping.
+	if _, err := x.reg.decode(i); err != nil {
+		return nil, err
+	}
 	seg, err := shm.Open(ringPath(x.dir, id.UUID), shm.KindRing)
 	if err != nil {
 		return nil, fmt.Errorf("exchange: mailbox %v: %w", id, err)
@@ -326,12 +331,11 @@ func (x *SHM) send(ctx context.Context, m *Message, wait bool) error {
 	}
 	// A mailbox whose owner died is terminated rather than filled: look at
 	// the owner at most once per ownerCheckInterval per mailbox.
-	if now := time.Now().UnixNano(); now-d.lastCheck.Load() > int64(ownerCheckInterval) {
-		if last := d.lastCheck.Load(); now-last > int64(ownerCheckInterval) && d.lastCheck.CompareAndSwap(last, now) &&
-			x.reg.state(d.index) == regActive && !x.alive(x.reg.owner(d.index)) {
-			x.terminateDead(d)
-			return fmt.Errorf("%w: %v (its owner died)", ErrMailboxClosed, m.Dest)
-		}
+	if now, last := time.Now().UnixNano(), d.lastCheck.Load(); now-last > int64(ownerCheckInterval) &&
+		d.lastCheck.CompareAndSwap(last, now) &&
+		x.reg.state(d.index) == regActive && !x.alive(x.reg.owner(d.index)) {
+		x.terminateDead(d)
+		return fmt.Errorf("%w: %v (its owner died)", ErrMailboxClosed, m.Dest)
 	}
 	n := m.EncodedSize()
 	if n > d.r.MaxPayload() {
@@ -505,28 +509,35 @@ func (x *SHM) sweep(ctx context.Context, d *dest) {
 	}
 	defer c.Close()
 	var m Message
+	var stuck map[UUID]bool // requesters whose full mailbox refused an answer
 	c.Sweep(func(typ int32, p []byte) bool {
 		if !Kind(typ).IsRequest() {
 			return false
 		}
-		x.answerTerminated(ctx, d.id, &m, p)
+		if m.Decode(p) != nil || stuck[m.Src.UUID] {
+			return true
+		}
+		if err := x.answerTerminated(ctx, d.id, &m); err != nil && !errors.Is(err, ErrBadEntityID) && !errors.Is(err, ErrMailboxClosed) {
+			// Waiting again for the same full mailbox would make a
+			// terminate of n queued requests take n steps.
+			if stuck == nil {
+				stuck = make(map[UUID]bool)
+			}
+			stuck[m.Src.UUID] = true
+			x.opts.log.Warn("shmex: could not answer the requests of a sender to a terminated mailbox", "exchange", x.name, "mailbox", d.id, "sender", m.Src, "err", err)
+		}
 		return true
 	})
 }
 
-// answerTerminated answers the request encoded in p, queued in the
-// terminated mailbox of id, with an error response. A request that does not
-// decode, or whose sender's mailbox is gone, is dropped.
-func (x *SHM) answerTerminated(ctx context.Context, id EntityID, m *Message, p []byte) {
-	if m.Decode(p) != nil {
-		return
-	}
+// answerTerminated answers the request m, found queued in the terminated
+// mailbox of id, with an error response, waiting a short while for space in
+// the sender's mailbox.
+func (x *SHM) answerTerminated(ctx context.Context, id EntityID, m *Message) error {
 	m.SetErrorResponse(m, &RemoteError{Kind: ErrorKindMailboxTerminated, Message: "mailbox " + id.String() + " was terminated"})
 	step, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	if err := x.send(step, m, true); err != nil && !errors.Is(err, ErrBadEntityID) && !errors.Is(err, ErrMailboxClosed) {
-		x.opts.log.Warn("shmex: could not answer a request to a terminated mailbox", "exchange", x.name, "mailbox", id, "err", err)
-	}
+	return x.send(step, m, true)
 }
 
 // Mailbox implements [Exchange.Mailbox]. A mailbox has one receiver at a
@@ -634,7 +645,9 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
 		var derr error
 		_, err := mb.c.Receive(ctx, func(typ int32, p []byte) {
 			if Kind(typ).IsRequest() && r.Closed() {
-				x.answerTerminated(ctx, mb.d.id, &mb.answer, p)
+				if mb.answer.Decode(p) == nil {
+					x.answerTerminated(ctx, mb.d.id, &mb.answer)
+				}
 				return
 			}
 			got = true

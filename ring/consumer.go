@@ -248,7 +248,9 @@ func (c *Consumer) publish(to uint64) {
 	}
 	atomic.StoreUint64(r.head, to)
 	c.pub = to
-	if atomic.LoadUint32(r.spaceWaiters) != 0 {
+	// Wake waiting producers once the head reaches their low-water mark
+	// (see Producer.waitSpace).
+	if atomic.LoadUint32(r.spaceWaiters) != 0 && to >= atomic.LoadUint64(r.spaceWanted) {
 		r.spaceBell.Ring(1 << 30)
 	}
 }

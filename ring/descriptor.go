@@ -24,6 +24,7 @@ package ring
 //	      388     4     recvBell          doorbell the consumer sleeps on
 //	4     512     4     spaceWaiters      producers waiting for space (count)
 //	      516     4     spaceBell         doorbell those producers sleep on
+//	      520     8     spaceWanted       producers: head position to wake them at (max)
 //	5     640     8     recovered         consumer: stuck records of dead producers padded
 //	      648     8     recoveredTimeout  consumer: stuck records padded after a timeout
 //	      656     8     recoveredBytes    consumer: bytes turned into padding by recovery
@@ -72,6 +73,7 @@ const (
 	offRecvBell         = 3*lineSize + 4
 	offSpaceWaiters     = 4 * lineSize
 	offSpaceBell        = 4*lineSize + 4
+	offSpaceWanted      = 4*lineSize + 8
 	offRecovered        = 5 * lineSize
 	offRecoveredTimeout = 5*lineSize + 8
 	offRecoveredBytes   = 5*lineSize + 16
@@ -91,7 +93,7 @@ const (
 	noIntent = ^uint64(0)
 
 	// Version is the layout version written by New and required by Attach.
-	Version uint32 = 1
+	Version uint32 = 2
 
 	// MinCapacity and MaxCapacity bound the data area.
 	MinCapacity = 1 << 10

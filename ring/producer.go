@@ -198,7 +198,7 @@ func (p *Producer) claim(ctx context.Context, typ int32, n int, wait bool) (Clai
 				if !wait {
 					return Claim{}, ErrFull
 				}
-				if err := p.waitSpace(ctx, tail+need-r.capacity); err != nil {
+				if err := p.waitSpace(ctx, tail+need-r.capacity, tail); err != nil {
 					return Claim{}, err
 				}
 				continue
@@ -229,16 +229,31 @@ func (p *Producer) claim(ctx context.Context, typ int32, n int, wait bool) (Clai
 }
 
 // waitSpace sleeps until the head reaches minHead, the ring closes, or ctx is
-// done. The consumer rings spaceBell after moving the head whenever
-// spaceWaiters is non-zero; the count is raised before the head is checked, so
-// either the consumer sees the waiter or the waiter sees the new head.
-func (p *Producer) waitSpace(ctx context.Context, minHead uint64) error {
+// done. tail is the tail the caller saw when it found the ring full.
+//
+// Waking is batched with a low-water mark: the waiter asks to be woken only
+// once a quarter of the ring is free (spaceWanted, a maximum over the
+// waiters), so that a consumer that releases one record at a time does not
+// make a system call per record while producers wait. The mark never
+// exceeds tail, so a consumer that drains the ring always reaches it; and a
+// waiter that sleeps past the mark still re-reads the head at least every
+// 100ms.
+//
+// Dekker with the consumer's publish: the waiter raises spaceWaiters and
+// spaceWanted, then reads the head; the consumer stores the head, then reads
+// both. Either the consumer sees the waiter (and rings once the head reaches
+// the mark) or the waiter sees the new head.
+func (p *Producer) waitSpace(ctx context.Context, minHead, tail uint64) error {
 	r := p.r
 	if ctx == nil {
 		ctx = context.Background()
 	}
+	want := min(minHead+r.capacity/4, tail)
 	atomic.AddUint32(r.spaceWaiters, 1)
 	defer atomic.AddUint32(r.spaceWaiters, ^uint32(0))
+	for w := atomic.LoadUint64(r.spaceWanted); w < want && !atomic.CompareAndSwapUint64(r.spaceWanted, w, want); {
+		w = atomic.LoadUint64(r.spaceWanted)
+	}
 	for {
 		seq := r.spaceBell.Seq()
 		p.headSeen = atomic.LoadUint64(r.head)
@@ -246,7 +261,8 @@ func (p *Producer) waitSpace(ctx context.Context, minHead uint64) error {
 			return nil
 		}
 		// The timeout only bounds how long a sleeper goes without
-		// re-reading the head; every head move that matters rings.
+		// re-reading the head; every head move that reaches the mark
+		// rings.
 		err := r.spaceBell.Wait(ctx, seq, 100*time.Millisecond)
 		if err != nil && ctx.Err() != nil {
 			return fmt.Errorf("%w: %w", ErrFull, ctx.Err())

@@ -97,6 +97,7 @@ type Ring struct {
 	recvBell     shm.Doorbell
 	spaceWaiters *uint32
 	spaceBell    shm.Doorbell
+	spaceWanted  *uint64
 	recovered    *uint64
 	recoveredTO  *uint64
 	recoveredB   *uint64
@@ -193,6 +194,7 @@ func view(region []byte, capacity, maxRecord, slots int, opts Options) *Ring {
 	r.recvBell = shm.NewDoorbell(r.word32(offRecvBell))
 	r.spaceWaiters = r.word32(offSpaceWaiters)
 	r.spaceBell = shm.NewDoorbell(r.word32(offSpaceBell))
+	r.spaceWanted = r.word64(offSpaceWanted)
 	r.recovered = r.word64(offRecovered)
 	r.recoveredTO = r.word64(offRecoveredTimeout)
 	r.recoveredB = r.word64(offRecoveredBytes)
