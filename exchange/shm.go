@@ -263,6 +263,9 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 		return nil, err
 	}
 	seg, err := shm.Open(ringPath(x.dir, id.UUID), shm.KindRing)
+	if errors.Is(err, shm.ErrNotExist) && x.reg.state(i) == regTerminated {
+		return nil, fmt.Errorf("%w: %v (collected)", ErrMailboxClosed, id)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("exchange: mailbox %v: %w", id, err)
 	}
@@ -549,6 +552,9 @@ func (x *SHM) Mailbox(ctx context.Context, id EntityID) (Mailbox, error) {
 	}
 	defer x.leave()
 	d, err := x.dest(id)
+	if errors.Is(err, ErrMailboxClosed) {
+		return closedMailbox{id}, nil // terminated, and its ring collected
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -726,3 +732,11 @@ func (pl *processLife) release() {
 		delete(lives, pl.dir)
 	}
 }
+
+// closedMailbox is the client of a terminated mailbox whose ring was
+// collected: there is nothing left to drain.
+type closedMailbox struct{ id EntityID }
+
+func (c closedMailbox) ID() EntityID                         { return c.id }
+func (c closedMailbox) Recv(context.Context, *Message) error { return ErrMailboxClosed }
+func (c closedMailbox) Close() error                         { return nil }

@@ -1,0 +1,110 @@
+package exchange_test
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/internal/childproc"
+)
+
+// TestSHMCollect: a child owns an agent's mailbox and is killed; Collect
+// removes its ring segment and its liveness file, and afterwards the
+// mailbox reads as terminated everywhere: Send fails with
+// ErrMailboxClosed, a Mailbox client reports ErrMailboxClosed at once. The
+// live process's own mailbox and liveness file stay.
+func TestSHMCollect(t *testing.T) {
+	root := testRoot(t)
+	const name = "collect"
+	ctx := testCtx(t, time.Minute)
+	x := openSHM(t, root, name)
+	client, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.Mailbox(ctx, client); err != nil {
+		t.Fatal(err)
+	}
+	kid := childproc.Start(t, "owner", root, name, "4096")
+	agent := parseIDs(t, line(t, kid, "owner start", childStart)[1])[0]
+	if err := x.Send(ctx, exchange.NewActionRequest(client, agent, "work", []byte("queued"))); err != nil {
+		t.Fatal(err)
+	}
+	dir := x.Dir()
+	abandoned := filepath.Join(dir, ".tmp-ring-abandoned")
+	if err := os.WriteFile(abandoned, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(abandoned, old, old); err != nil {
+		t.Fatal(err)
+	}
+	fresh := filepath.Join(dir, ".tmp-ring-fresh")
+	if err := os.WriteFile(fresh, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// While the owner lives, nothing of it goes.
+	st, err := x.Collect(ctx)
+	if err != nil || st != (exchange.CollectStats{Temps: 1}) {
+		t.Fatalf("Collect with the owner alive = %+v, %v; want only the old temporary file", st, err)
+	}
+	kid.Kill()
+	st, err = x.Collect(ctx)
+	if err != nil || st != (exchange.CollectStats{Rings: 1, Lives: 1}) {
+		t.Fatalf("Collect after the kill = %+v, %v; want one ring and one liveness file", st, err)
+	}
+	if _, err := os.Stat(fresh); err != nil {
+		t.Errorf("a fresh temporary file was removed: %v", err)
+	}
+	var rings, lives int
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		switch {
+		case strings.HasPrefix(e.Name(), "ring-"):
+			rings++
+		case strings.HasPrefix(e.Name(), "live-"):
+			lives++
+		}
+	}
+	if rings != 1 || lives != 1 {
+		t.Errorf("after Collect: %d rings and %d liveness files, want this process's one of each", rings, lives)
+	}
+	if st, err := x.Collect(ctx); err != nil || st != (exchange.CollectStats{}) {
+		t.Errorf("second Collect = %+v, %v; want nothing", st, err)
+	}
+
+	// A fresh handle (no mapping cached) sees the mailbox closed.
+	y := openSHM(t, root, name)
+	if st, err := y.Status(ctx, agent); err != nil || st != exchange.StatusTerminated {
+		t.Errorf("Status = %v, %v", st, err)
+	}
+	if err := y.Send(ctx, exchange.NewActionRequest(client, agent, "work", nil)); !errors.Is(err, exchange.ErrMailboxClosed) {
+		t.Errorf("Send to the collected mailbox: %v, want ErrMailboxClosed", err)
+	}
+	mb, err := y.Mailbox(ctx, agent)
+	if err != nil {
+		t.Fatalf("Mailbox of the collected mailbox: %v", err)
+	}
+	var m exchange.Message
+	if err := mb.Recv(ctx, &m); !errors.Is(err, exchange.ErrMailboxClosed) {
+		t.Errorf("Recv from the collected mailbox: %v, want ErrMailboxClosed", err)
+	}
+	infos, err := y.Entities(ctx)
+	if err != nil || len(infos) != 2 {
+		t.Fatalf("Entities = %v, %v", infos, err)
+	}
+	for _, in := range infos {
+		want := exchange.StatusActive
+		if in.ID == agent {
+			want = exchange.StatusTerminated
+		}
+		if in.Status != want {
+			t.Errorf("Entities: %v is %v, want %v", in.ID, in.Status, want)
+		}
+	}
+}
