@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -364,3 +365,45 @@ func (c *Child) Kill() {
 	}()
 	<-c.done
 }
+
+// Watchdog is a context for a child's receive loop that ends once the loop
+// has made no progress for ChildTimeout: a loop that calls Progress after
+// every message gets the protection of a per-receive timeout without
+// creating a timer per message (which would add to the latency measured).
+type Watchdog struct {
+	context.Context
+	progress atomic.Uint64
+	cancel   context.CancelFunc
+}
+
+// NewWatchdog starts a watchdog; Stop it when the loop ends.
+func NewWatchdog() *Watchdog {
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Watchdog{Context: ctx, cancel: cancel}
+	go func() {
+		step := ChildTimeout()
+		t := time.NewTicker(step)
+		defer t.Stop()
+		last := uint64(0)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if p := w.progress.Load(); p == last {
+					cancel()
+					return
+				} else {
+					last = p
+				}
+			}
+		}
+	}()
+	return w
+}
+
+// Progress records that the loop made progress.
+func (w *Watchdog) Progress() { w.progress.Add(1) }
+
+// Stop ends the watchdog.
+func (w *Watchdog) Stop() { w.cancel() }

@@ -68,10 +68,11 @@ func childExchangeEcho(args []string) error {
 		return err
 	}
 	var m exchange.Message
+	wd := NewWatchdog()
+	defer wd.Stop()
 	for {
-		rctx, cancel := context.WithTimeout(ctx, ChildTimeout())
-		err := mb.Recv(rctx, &m)
-		cancel()
+		err := mb.Recv(wd, &m)
+		wd.Progress()
 		if err != nil {
 			return err
 		}

@@ -115,10 +115,11 @@ func childRingEcho(args []string) error {
 		copy(cl.Bytes(), msg)
 		cl.Commit()
 	}
+	wd := NewWatchdog()
+	defer wd.Stop()
 	for !stop && werr == nil {
-		ctx, cancel := context.WithTimeout(context.Background(), ChildTimeout())
-		_, err := c.Receive(ctx, echo, 0)
-		cancel()
+		_, err := c.Receive(wd, echo, 0)
+		wd.Progress()
 		if err != nil {
 			return fmt.Errorf("no record within %v: %w", ChildTimeout(), err)
 		}
