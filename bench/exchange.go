@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,12 +46,24 @@ func exchangeIdle(mode string) exchange.Option {
 
 // childExchangeEcho joins exchange args[1] under root args[0], registers an
 // echo agent, tells its id, and answers every ActionRequest with its
-// arguments until a ShutdownRequest.
+// arguments until a ShutdownRequest. With a fourth argument, the mailbox
+// size in bytes, it answers with a MsgSize-byte result instead (the payload
+// sweep's acknowledgement).
 func childExchangeEcho(args []string) error {
-	if len(args) != 3 {
-		return fmt.Errorf("want 3 arguments, got %d", len(args))
+	if len(args) != 3 && len(args) != 4 {
+		return fmt.Errorf("want 3 or 4 arguments, got %d", len(args))
 	}
-	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]), exchangeIdle(args[2]))
+	opts := []exchange.Option{exchange.WithRoot(args[0]), exchangeIdle(args[2])}
+	var ack []byte
+	if len(args) == 4 {
+		size, err := strconv.Atoi(args[3])
+		if err != nil {
+			return err
+		}
+		opts = append(opts, exchange.WithMailboxBytes(size))
+		ack = make([]byte, MsgSize)
+	}
+	x, err := exchange.Open(args[1], opts...)
 	if err != nil {
 		return err
 	}
@@ -80,7 +93,11 @@ func childExchangeEcho(args []string) error {
 		case exchange.KindShutdownRequest:
 			return nil
 		case exchange.KindActionRequest:
-			m.SetResponse(&m, m.Args)
+			if ack != nil {
+				m.SetResponse(&m, ack)
+			} else {
+				m.SetResponse(&m, m.Args)
+			}
 			if err := x.Send(ctx, &m); err != nil {
 				return err
 			}

@@ -39,6 +39,7 @@ func init() {
 // parent). The first byte of a message on req says what to do with it.
 const (
 	redisEcho = 'E' // push the message back on resp
+	redisAck  = 'A' // push a MsgSize-byte acknowledgement on resp
 	redisSink = 'S' // count it
 	redisEnd  = 'N' // push the count of sink messages since the last end on done
 	redisStop = 'Q' // exit
@@ -327,6 +328,7 @@ func childRedisPeer(args []string) error {
 		return err
 	}
 	var sunk int64
+	var ack [MsgSize]byte
 	for {
 		v, err := cl.BRPop(ctx, ChildTimeout(), req).Result()
 		if errors.Is(err, redis.Nil) {
@@ -342,6 +344,8 @@ func childRedisPeer(args []string) error {
 		switch m[0] {
 		case redisEcho:
 			err = cl.LPush(ctx, resp, m).Err()
+		case redisAck:
+			err = cl.LPush(ctx, resp, ack[:]).Err()
 		case redisSink:
 			sunk++
 		case redisEnd:

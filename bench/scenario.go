@@ -153,6 +153,11 @@ type Row struct {
 	Skipped bool `json:"skipped,omitempty"`
 	// Error is set when the scenario failed; the run then exits non-zero.
 	Error string `json:"error,omitempty"`
+	// Series names the transport of a payload-sweep row ("exchange",
+	// "uds", ...); empty for other rows.
+	Series string `json:"series,omitempty"`
+	// Bytes is the payload size of a payload-sweep row.
+	Bytes int64 `json:"bytes,omitempty"`
 }
 
 // SkipRows returns one skipped row per metric, all with the same reason.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -44,9 +45,12 @@ func init() {
 // the child echoes every MsgSize-byte message until end of stream. After
 // modeSink it reads until end of stream (the parent's half-close), then
 // answers with the number of bytes it read as 8 bytes, little-endian.
+// After modePayload the child reads messages made of an 8-byte little-endian
+// length and that many bytes, and answers each with MsgSize bytes.
 const (
-	modeEcho = 'E'
-	modeSink = 'S'
+	modeEcho    = 'E'
+	modeSink    = 'S'
+	modePayload = 'P'
 )
 
 // sockServer is the parent's handle on a socket server child.
@@ -55,6 +59,9 @@ type sockServer struct {
 	child         *Child
 	timeout       time.Duration
 }
+
+// sockSeq numbers the Unix sockets of a run.
+var sockSeq atomic.Int64
 
 // startSockServer starts a child serving on a Unix socket in the scratch
 // directory or on a free loopback TCP port.
@@ -65,7 +72,7 @@ func startSockServer(ctx context.Context, env *Env, network string) (*sockServer
 		if err != nil {
 			return nil, err
 		}
-		addr = filepath.Join(dir, "uds.sock")
+		addr = filepath.Join(dir, fmt.Sprintf("uds-%d.sock", sockSeq.Add(1)))
 	}
 	c, err := env.StartChild(ctx, "sock-server", network, addr)
 	if err != nil {
@@ -261,6 +268,31 @@ func serveSock(conn net.Conn) error {
 		binary.LittleEndian.PutUint64(ack[:], total)
 		_, err := conn.Write(ack[:])
 		return err
+	case modePayload:
+		var hdr [8]byte
+		var ack [MsgSize]byte
+		var buf []byte
+		for {
+			if _, err := io.ReadFull(conn, hdr[:]); err != nil {
+				if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+					return nil
+				}
+				return fmt.Errorf("payload read: %w", err)
+			}
+			n := binary.LittleEndian.Uint64(hdr[:])
+			if n > sweepMaxBytes {
+				return fmt.Errorf("payload of %d bytes", n)
+			}
+			if uint64(cap(buf)) < n {
+				buf = make([]byte, n)
+			}
+			if _, err := io.ReadFull(conn, buf[:n]); err != nil {
+				return fmt.Errorf("payload read: %w", err)
+			}
+			if _, err := conn.Write(ack[:]); err != nil {
+				return fmt.Errorf("payload ack: %w", err)
+			}
+		}
 	}
 	return fmt.Errorf("unknown mode %q", mode[0])
 }

@@ -26,7 +26,8 @@
 //	-redis-server P  redis-server program to start ("none" skips the Redis rows)
 //	-timeout D       give up after D (default 10m)
 //	-quick           smoke-test sizes: checks the harness, the figures mean nothing
-//	-plot FILE.png   also draw the report (log-scale latencies with percentiles, rates, bandwidth)
+//	-plot FILE.png   also draw the report (.png or .svg): latency against payload size for every
+//	                 transport (log-log), then latencies with percentiles, rates, bandwidth
 //	-v               log diagnostics to standard error
 //
 // shmbench starts every peer process itself by re-running its own binary, and
@@ -85,7 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		redisServer = fs.String("redis-server", "redis-server", `redis-server program to start for the Redis rows ("none" skips them)`)
 		timeout     = fs.Duration("timeout", 10*time.Minute, "give up after this long")
 		verbose     = fs.Bool("v", false, "log diagnostics to standard error")
-		plotFile    = fs.String("plot", "", "also draw the report to this PNG file")
+		plotFile    = fs.String("plot", "", "also draw the report to this PNG or SVG file")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: shmbench [flags]\n\nMeasures shmex against the limits of this machine and its peers.\n\n")
@@ -105,8 +106,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "shmbench: -json and -csv exclude each other")
 		return exitUsage
 	}
-	if *plotFile != "" && !strings.EqualFold(filepath.Ext(*plotFile), ".png") {
-		fmt.Fprintln(stderr, "shmbench: -plot wants a .png file")
+	if ext := strings.ToLower(filepath.Ext(*plotFile)); *plotFile != "" && ext != ".png" && ext != ".svg" {
+		fmt.Fprintln(stderr, "shmbench: -plot wants a .png or .svg file")
 		return exitUsage
 	}
 	if *duration < 0 || *iterations < 0 || *reps < 0 {

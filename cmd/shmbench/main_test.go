@@ -150,8 +150,17 @@ func TestPlot(t *testing.T) {
 	if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
 		t.Fatalf("plot: %v, %d bytes", err, len(b))
 	}
-	if code, _, _ := shmbench(t, "-quick", "-plot", "x.svg"); code != exitUsage {
-		t.Errorf("-plot x.svg: exit %d", code)
+	svg := filepath.Join(t.TempDir(), "sweep.svg")
+	code, out, _ = shmbench(t, "-quick", "-run", `^sweep$`, "-redis-server", "none", "-plot", svg)
+	if code != exitOK {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	b, err = os.ReadFile(svg)
+	if err != nil || !bytes.Contains(b, []byte("<svg")) || !bytes.Contains(b, []byte("payload bytes")) {
+		t.Fatalf("svg plot: %v, %d bytes", err, len(b))
+	}
+	if code, _, _ := shmbench(t, "-quick", "-plot", "x.gif"); code != exitUsage {
+		t.Errorf("-plot x.gif: exit %d", code)
 	}
 }
 

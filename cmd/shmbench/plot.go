@@ -12,18 +12,23 @@ import (
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
+	"gonum.org/v1/plot/plotutil"
 	"gonum.org/v1/plot/vg/vgimg"
+	"gonum.org/v1/plot/vg/vgsvg"
 
 	"github.com/shmex/shmex/bench"
 )
 
-// writePlot draws the report as a PNG: one panel per kind of unit (round
-// trips in ns on a log scale with their p50-p99 and p99.9 spread, rates on a
-// log scale, bandwidths), one line per measured metric, labelled with the
-// value and the ratio to what it is compared with.
+// writePlot draws the report as a PNG or an SVG (by the file's extension):
+// first the payload sweep, round-trip latency against payload size for every
+// transport on log-log axes; then one panel per kind of unit (round trips in
+// ns on a log scale with their p50-p99 and p99.9 spread, rates on a log
+// scale, bandwidths), one line per measured metric, labelled with the value
+// and the ratio to what it is compared with.
 func writePlot(r *bench.Report, file string) error {
-	if !strings.EqualFold(filepath.Ext(file), ".png") {
-		return fmt.Errorf("plot: %s: only .png is supported", file)
+	ext := strings.ToLower(filepath.Ext(file))
+	if ext != ".png" && ext != ".svg" {
+		return fmt.Errorf("plot: %s: only .png and .svg are supported", file)
 	}
 	panels := []struct {
 		title, xlabel string
@@ -36,11 +41,19 @@ func writePlot(r *bench.Report, file string) error {
 		{"Other", "", []string{"%"}, false},
 	}
 	var plots []*plot.Plot
-	var heights []int
+	var heights []vg.Length
+	const width = 11 * vg.Inch
+	rowH, extra := 0.42*vg.Inch, 1.1*vg.Inch
+	if p, ok, err := sweepPanel(r.Rows); err != nil {
+		return err
+	} else if ok {
+		plots = append(plots, p)
+		heights = append(heights, 6*vg.Inch)
+	}
 	for _, pn := range panels {
 		var rows []bench.Row
 		for _, x := range r.Rows {
-			if x.Error == "" && !x.Skipped && x.Value > 0 && contains(pn.units, x.Unit) {
+			if x.Error == "" && !x.Skipped && x.Value > 0 && x.Series == "" && contains(pn.units, x.Unit) {
 				rows = append(rows, x)
 			}
 		}
@@ -52,22 +65,25 @@ func writePlot(r *bench.Report, file string) error {
 			return err
 		}
 		plots = append(plots, p)
-		heights = append(heights, len(rows))
+		heights = append(heights, vg.Length(len(rows))*rowH+extra)
 	}
 	if len(plots) == 0 {
 		return fmt.Errorf("plot: no measured row to draw")
 	}
-	const width = 11 * vg.Inch
-	rowH, extra := 0.42*vg.Inch, 1.1*vg.Inch
 	var total vg.Length
-	for _, n := range heights {
-		total += vg.Length(n)*rowH + extra
+	for _, h := range heights {
+		total += h
 	}
-	img := vgimg.New(width, total)
-	dc := draw.New(img)
+	var canvas vg.CanvasWriterTo
+	if ext == ".svg" {
+		canvas = vgsvg.New(width, total)
+	} else {
+		canvas = vgimg.PngCanvas{Canvas: vgimg.New(width, total)}
+	}
+	dc := draw.New(canvas)
 	top := total
 	for i, p := range plots {
-		h := vg.Length(heights[i])*rowH + extra
+		h := heights[i]
 		c := draw.Canvas{Canvas: dc.Canvas, Rectangle: vg.Rectangle{
 			Min: vg.Point{X: 0, Y: top - h}, Max: vg.Point{X: width, Y: top}}}
 		p.Draw(draw.Crop(c, vg.Points(12), -vg.Points(6), vg.Points(4), -vg.Points(6)))
@@ -77,11 +93,55 @@ func writePlot(r *bench.Report, file string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+	if _, err := canvas.WriteTo(f); err != nil {
 		f.Close()
 		return err
 	}
 	return f.Close()
+}
+
+// sweepPanel draws the payload-sweep rows: median round trip against
+// payload size, one line per transport, log-log. ok is false when the
+// report has no sweep row.
+func sweepPanel(rows []bench.Row) (p *plot.Plot, ok bool, err error) {
+	series := map[string]plotter.XYs{}
+	var order []string
+	for _, x := range rows {
+		if x.Series == "" || x.Bytes <= 0 || x.Error != "" || x.Skipped || x.Value <= 0 {
+			continue
+		}
+		y := x.Value
+		if x.Hist != nil && x.Hist.P50 > 0 {
+			y = x.Hist.P50
+		}
+		if _, seen := series[x.Series]; !seen {
+			order = append(order, x.Series)
+		}
+		series[x.Series] = append(series[x.Series], plotter.XY{X: float64(x.Bytes), Y: y})
+	}
+	if len(order) == 0 {
+		return nil, false, nil
+	}
+	p = plot.New()
+	p.Title.Text = "Round trip against payload size (median; request carries the payload, answer 64 B)"
+	p.X.Label.Text = "payload bytes (log)"
+	p.Y.Label.Text = "round trip, ns (log)"
+	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
+	p.X.Tick.Marker, p.Y.Tick.Marker = humanLogTicks{}, humanLogTicks{}
+	p.Add(plotter.NewGrid())
+	p.Legend.Top, p.Legend.Left = true, true
+	for i, s := range order {
+		l, pts, err := plotter.NewLinePoints(series[s])
+		if err != nil {
+			return nil, false, err
+		}
+		c := plotutil.Color(i)
+		l.Color, pts.Color = c, c
+		pts.Shape = plotutil.Shape(i)
+		p.Add(l, pts)
+		p.Legend.Add(s, l, pts)
+	}
+	return p, true, nil
 }
 
 func contains(s []string, v string) bool {

@@ -1,0 +1,300 @@
+package bench
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/ring"
+)
+
+// Payload sweep: one request carrying an argument of each size, answered
+// with a MsgSize-byte result, over every transport. Rows carry Series and
+// Bytes, so the plot draws latency against size.
+
+// Sweep sizes and limits.
+var sweepSizes = []int{64, 1 << 10, 64 << 10, 1 << 20, 4 << 20}
+
+const (
+	// sweepMaxBytes bounds a payload a sweep child accepts.
+	sweepMaxBytes = 1 << 30
+	// sweepMailboxBytes holds the largest inline sweep argument (an
+	// exchange message takes at most a quarter of its mailbox).
+	sweepMailboxBytes = 32 << 20
+)
+
+// Sweep series.
+var sweepSeries = []string{"exchange", "uds", "tcp", "redis"}
+
+// SweepMetric returns the metric name of a sweep row.
+func SweepMetric(series string, size int) string {
+	return fmt.Sprintf("sweep.%s.rtt_%s_ns", series, sizeName(size))
+}
+
+// sizeName writes a power-of-two size as 64B, 1KiB, 4MiB, 1GiB.
+func sizeName(n int) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%dMiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%dKiB", n>>10)
+	}
+	return fmt.Sprintf("%dB", n)
+}
+
+func init() {
+	var metrics []string
+	for _, s := range sweepSeries {
+		for _, n := range sweepSizes {
+			metrics = append(metrics, SweepMetric(s, n))
+		}
+	}
+	Register(Scenario{
+		Name: "sweep", Rank: RankOther,
+		Doc: "payload sweep: a request with an argument of 64 B to 4 MiB and a 64-byte answer, with a child process, " +
+			"inline through the exchange (futex mode) and through each peer",
+		Metrics: metrics,
+		Run:     runSweep,
+	})
+}
+
+// sweepPoint times round trips of op for a fraction of the run's phase
+// (sweeps have many points), at least three of them.
+func (e *Env) sweepPoint(ctx context.Context, op func() error) (Latency, error) {
+	for range 2 {
+		if err := op(); err != nil {
+			return Latency{}, fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	p := Phase{Duration: max(e.Duration/2, time.Millisecond)}
+	if e.Iterations > 0 {
+		p = Phase{Count: int64(max(3, min(e.Iterations, 100)))}
+	}
+	h := NewHistogram()
+	n, el, err := p.TimedLoop(ctx, h, op)
+	if err != nil {
+		return Latency{}, err
+	}
+	for ; n < 3; n++ {
+		t0 := time.Now()
+		if err := op(); err != nil {
+			return Latency{}, err
+		}
+		d := time.Since(t0)
+		h.Record(d)
+		el += d
+	}
+	mean := float64(el.Nanoseconds()) / float64(n)
+	return Latency{Mean: mean, Reps: []float64{mean}, Hist: h}, nil
+}
+
+// sweepRows measures op at every sweep size for one series.
+func (e *Env) sweepRows(ctx context.Context, series, vs string, op func(size int) error) ([]Row, error) {
+	var rows []Row
+	for _, n := range sweepSizes {
+		l, err := e.sweepPoint(ctx, func() error { return op(n) })
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", series, sizeName(n), err)
+		}
+		cmp := ""
+		if vs != "" {
+			cmp = SweepMetric(vs, n)
+		}
+		r := e.LatencyRow(SweepMetric(series, n), l, cmp)
+		r.Series, r.Bytes = series, int64(n)
+		// One run per point: not the "median of" of the standard note.
+		r.Note = strings.Replace(r.Note, e.note(""), "", 1)
+		if e.Pin {
+			r.Note = join(r.Note, "pinned")
+		}
+		r.Note = join(r.Note, fmt.Sprintf("%d round trips", r.Hist.Count))
+		rows = append(rows, r)
+	}
+	return rows, nil
+}
+
+func runSweep(ctx context.Context, env *Env) ([]Row, error) {
+	payload := make([]byte, sweepSizes[len(sweepSizes)-1])
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	var rows []Row
+	r, err := sweepExchange(ctx, env, payload)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, r...)
+	for _, network := range []string{"unix", "tcp"} {
+		r, err := sweepSocket(ctx, env, network, payload)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r...)
+	}
+	r, err = sweepRedis(ctx, env, payload)
+	if err != nil {
+		return nil, err
+	}
+	return append(rows, r...), nil
+}
+
+// sweepExchange sends ActionRequests with the payload inline to an agent
+// process that answers with MsgSize bytes; receivers sleep on the futex.
+func sweepExchange(ctx context.Context, env *Env, payload []byte) ([]Row, error) {
+	root, err := env.Dir()
+	if err != nil {
+		return nil, err
+	}
+	const name = "sweep"
+	x, err := exchange.Open(name, exchange.WithRoot(root), exchange.WithIdle(ring.Park), exchange.WithMailboxBytes(sweepMailboxBytes))
+	if err != nil {
+		return nil, err
+	}
+	defer x.Close()
+	child, err := env.StartChild(ctx, "exchange-echo", root, name, "park", fmt.Sprint(sweepMailboxBytes))
+	if err != nil {
+		return nil, err
+	}
+	defer child.Close()
+	line, err := child.Expect(ctx, "ready")
+	if err != nil {
+		return nil, err
+	}
+	u, err := exchange.ParseUUID(strings.TrimSpace(line))
+	if err != nil {
+		return nil, fmt.Errorf("bench: agent said %q: %w", line, err)
+	}
+	aid := exchange.EntityID{UUID: u, Role: exchange.RoleAgent}
+	cid, err := x.RegisterClient(ctx)
+	if err != nil {
+		return nil, err
+	}
+	mb, err := x.Mailbox(ctx, cid)
+	if err != nil {
+		return nil, err
+	}
+	rctx, stop := context.WithCancel(ctx)
+	defer stop()
+	go func() {
+		select {
+		case <-child.Done():
+			stop()
+		case <-rctx.Done():
+		}
+	}()
+	req := exchange.NewActionRequest(cid, aid, "sink", nil)
+	var resp exchange.Message
+	rows, err := env.sweepRows(ctx, "exchange", "uds", func(n int) error {
+		req.Args = payload[:n]
+		if err := x.Send(rctx, req); err != nil {
+			return err
+		}
+		if err := mb.Recv(rctx, &resp); err != nil {
+			return err
+		}
+		if resp.Tag != req.Tag || len(resp.Result) != MsgSize {
+			return fmt.Errorf("bench: unexpected answer %v", &resp)
+		}
+		return nil
+	})
+	x.Send(ctx, exchange.NewShutdownRequest(cid, aid, false))
+	if werr := child.Wait(); err == nil {
+		err = werr
+	}
+	for i := range rows {
+		rows[i].Note = join("inline, receivers on the futex", rows[i].Note)
+	}
+	return rows, err
+}
+
+// sweepSocket sends length-prefixed payloads to a socket child that answers
+// each with MsgSize bytes.
+func sweepSocket(ctx context.Context, env *Env, network string, payload []byte) ([]Row, error) {
+	srv, err := startSockServer(ctx, env, network)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.close()
+	conn, err := srv.dial(ctx, modePayload)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	series := map[string]string{"unix": "uds", "tcp": "tcp"}[network]
+	var hdr [8]byte
+	var ack [MsgSize]byte
+	return env.sweepRows(ctx, series, "", func(n int) error {
+		conn.SetDeadline(time.Now().Add(srv.timeout))
+		binary.LittleEndian.PutUint64(hdr[:], uint64(n))
+		if _, err := (&net.Buffers{hdr[:], payload[:n]}).WriteTo(conn); err != nil {
+			return err
+		}
+		_, err := io.ReadFull(conn, ack[:])
+		return err
+	})
+}
+
+// sweepRedis pushes the payload on a Redis list for a child that answers
+// with MsgSize bytes, as Academy's Redis exchange moves messages.
+func sweepRedis(ctx context.Context, env *Env, payload []byte) ([]Row, error) {
+	path, skip := FindRedisServer(env.RedisServer)
+	if skip != "" {
+		var ms []string
+		for _, n := range sweepSizes {
+			ms = append(ms, SweepMetric("redis", n))
+		}
+		return SkipRows(skip, ms...), nil
+	}
+	srv, err := StartRedisServer(ctx, path, env.ChildTimeout, env.Logger)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	prefix := fmt.Sprintf("shmbench-sweep:%d", os.Getpid())
+	child, err := env.StartChild(ctx, "redis-peer", srv.Addr, prefix)
+	if err != nil {
+		return nil, err
+	}
+	defer child.Close()
+	if _, err := child.Expect(ctx, "ready"); err != nil {
+		return nil, err
+	}
+	cl := NewRedisClient(srv.Addr, env.ChildTimeout)
+	defer cl.Close()
+	req, resp := prefix+":req", prefix+":resp"
+	msg := make([]byte, 1+len(payload))
+	msg[0] = redisAck
+	copy(msg[1:], payload)
+	rows, err := env.sweepRows(ctx, "redis", "", func(n int) error {
+		if err := cl.LPush(ctx, req, msg[:1+n]).Err(); err != nil {
+			return err
+		}
+		v, err := cl.BRPop(ctx, env.ChildTimeout, resp).Result()
+		if errors.Is(err, redis.Nil) {
+			return fmt.Errorf("bench: no Redis answer within %v", env.ChildTimeout)
+		}
+		if err != nil {
+			return err
+		}
+		if len(v) != 2 || len(v[1]) != MsgSize {
+			return fmt.Errorf("bench: bad Redis answer of %d parts", len(v))
+		}
+		return nil
+	})
+	cl.LPush(ctx, req, []byte{redisStop})
+	if werr := child.Wait(); err == nil {
+		err = werr
+	}
+	return rows, err
+}
