@@ -1,4 +1,101 @@
 // Package proxystore moves payloads of any size between the processes of an
 // exchange without copying them: a payload lives in a [Store] and a
 // [Proxy], a few dozen bytes, travels in its place.
+//
+// Two stores implement the [Store] contract: the arena store ([Arena],
+// shared-memory arenas of one exchange directory, zero copies between the
+// processes of a node) and the file store ([FileStore], files under a
+// directory, for payloads that must outlive the processes or do not fit
+// the arenas).
+//
+// # The arena store
+//
+// Every process opens its own [Arena] on the exchange directory with
+// [OpenArena]; all of them share one [StoreID], kept in a small descriptor
+// segment (arena-store) created by the first. A process owns the arena
+// segments it creates and allocates from them alone, with no lock shared
+// with any other process: size classes (1 KiB to 32 KiB, in 64 KiB slabs)
+// for small payloads, runs of 64 KiB chunks for large ones, and a segment
+// of its own for a payload larger than a regular segment
+// ([WithSegmentSize]). The arena grows by adding segments up to
+// [WithMaxBytes] and [WithMaxSegments]; past them, and when /dev/shm is
+// full (segments are reserved with fallocate at creation, never a SIGBUS
+// later), Put and Alloc fail with [ErrStoreFull].
+//
+// [Arena.Alloc] lends a writable slice inside the arena: the producer fills
+// it in place and [Loan.Commit] turns it into a proxy, so the payload is
+// never copied. [Arena.Put] copies a payload in (one memmove). A proxy
+// names the segment, the offset and length of the block, and its
+// generation: every reuse of a block takes a generation never used before
+// in its segment, so a proxy whose payload is gone fails with
+// [ErrStaleProxy] and never resolves to someone else's bytes.
+//
+// [Arena.Resolve] checks the proxy (store id, kind, bounds, generation,
+// lifetime, the owner being alive) and returns a [View] whose slice aliases
+// the owner's arena: no byte is read or copied. Each arena segment is two
+// files: the data pages, which readers map read-only (writing to a view
+// faults), and a small meta segment with the blocks' descriptors
+// (reference count, state and generation in one atomic word) and the
+// readers' hold slots, which every process maps read-write. The layout is
+// in arena_layout.go, the reference protocol and its invariants in
+// arena_hold.go.
+//
+// # How long a view stays valid
+//
+// A view's slice is valid until its [View.Release], whatever happens to the
+// payload meanwhile: a freed, evicted or expired block is not reused while
+// a reference to it remains, and a segment whose owner died or closed stays
+// mapped in the reader until its last view is released. [Arena.Close]
+// unmaps everything: the views and loans of a closed Arena must not be
+// touched (their Release, Commit and Abort return [ErrClosed]). A loan's
+// slice is valid until Commit or Abort, and must not be written after
+// Commit.
+//
+// # Lifetimes
+//
+//   - Owned (the default): until [Arena.Free] by the process that made it
+//     (another process gets [ErrNotOwner]) or the owner's Close.
+//   - SingleUse ([WithSingleUse]): evicted when the first view taken on it
+//     is released; later resolves fail with [ErrStaleProxy].
+//   - Leased ([WithLease]): resolves after the deadline fail with
+//     [ErrExpired]; views taken before it stay valid.
+//
+// In every case the block is reclaimed by its owner only once no reference
+// remains. Reclaiming is lazy: the owner scans its released blocks when it
+// needs room and in a background pass ([WithReapInterval]).
+//
+// # Process death
+//
+// A reader that dies holding views leaks nothing: each reader records what
+// it holds in hold slots of the segment, tagged with its liveness id
+// (shm.HoldLife), and the owner's background pass drops the references of
+// readers whose liveness lock is gone (single-use blocks they held count as
+// used). A reader holds at most 31 views per hold slot and claims slots as
+// it needs them; when every slot of a segment is taken by live readers,
+// Resolve fails with [ErrTooManyViews] ([WithHoldSlots]).
+//
+// When an owner dies (even by SIGKILL), its arena segments are unlinked by
+// the first store that notices (a resolve, a background pass, the next
+// OpenArena) or by [Collect], which `shmex gc` calls. Readers that mapped a
+// segment keep valid views of it; every later resolve of its proxies fails
+// with [ErrOwnerDead]. An owner that closes its Arena retires its segments
+// the same way.
+//
+// # Bad input
+//
+// Proxies come from other processes and are never trusted: a forged or
+// stale proxy (out-of-range offset or length, a misaligned offset, a wrong
+// generation, an unknown, dead or foreign segment) is an error
+// ([ErrBadProxy], [ErrStaleProxy], [ErrOwnerDead], [ErrForeignProxy]),
+// never a read outside a mapping. An arena file whose headers were tampered
+// with is refused with [ErrBadArena]. All sizes used to address a mapping
+// come from headers validated once, at attach, and kept in process memory.
+//
+// # Caveats
+//
+// A payload takes at least one 1 KiB granule; payloads between 32 KiB and a
+// segment's size take whole 64 KiB chunks. The meta segment is writable by
+// every process of the (single-user) exchange: a process that scribbles on
+// it can make blocks leak or resolve as stale, but cannot make another
+// process read outside its mappings.
 package proxystore

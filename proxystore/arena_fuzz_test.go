@@ -1,0 +1,175 @@
+package proxystore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+
+	"github.com/shmex/shmex/shm"
+)
+
+// arenaSentinels are the errors Resolve may wrap.
+var arenaSentinels = []error{ErrForeignProxy, ErrBadProxy, ErrStaleProxy, ErrExpired, ErrOwnerDead,
+	ErrClosed, ErrBadArena, ErrTooManyViews}
+
+func isArenaSentinel(err error) bool {
+	for _, s := range arenaSentinels {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzArenaResolve resolves proxies with fuzzed fields against a real arena
+// holding blocks of several sizes (slab, chunk run, single-block segment):
+// every answer is a sentinel error or a view of exactly the proxy's bytes,
+// never a panic or a read outside the mapping.
+func FuzzArenaResolve(f *testing.F) {
+	ctx := context.Background()
+	dir := arenaDir(f)
+	owner := openArena(f, dir, WithSegmentSize(1<<20), WithMaxBytes(4<<20))
+	reader := openArena(f, dir)
+	var ps []Proxy
+	for _, n := range []int{0, 10, 5000, 100 << 10, 2 << 20} {
+		p, err := owner.Put(ctx, make([]byte, n))
+		if err != nil {
+			f.Fatal(err)
+		}
+		ps = append(ps, p)
+	}
+	single, err := owner.Put(ctx, []byte("single use"), WithSingleUse())
+	if err != nil {
+		f.Fatal(err)
+	}
+	ps = append(ps, single)
+	for _, p := range ps {
+		f.Add(uint8(0), p.Segment, p.Offset, p.Length, p.Generation, uint8(1))
+	}
+	f.Add(uint8(1), uint64(0), uint64(1<<20), uint64(0), uint64(1), uint8(1))
+	f.Add(uint8(2), uint64(0), ^uint64(0), uint64(2), uint64(3), uint8(2))
+	f.Fuzz(func(t *testing.T, sel uint8, seg, off, n, gen uint64, kind uint8) {
+		p := ps[int(sel)%len(ps)]
+		switch sel / 16 % 4 {
+		case 0: // keep the segment, fuzz the rest
+		case 1:
+			p.Segment = seg
+		case 2:
+			p.Store = StoreID{}
+		}
+		if sel&1 != 0 {
+			p.Offset = off
+		}
+		if sel&2 != 0 {
+			p.Length = n
+		}
+		if sel&4 != 0 {
+			p.Generation = gen
+		}
+		if sel&8 != 0 {
+			p.Kind = kind
+		}
+		for _, a := range []*Arena{reader, owner} {
+			v, err := a.Resolve(ctx, p)
+			if err != nil {
+				if !isArenaSentinel(err) {
+					t.Fatalf("resolve %v: unexpected error %v", p, err)
+				}
+				continue
+			}
+			b := v.Bytes()
+			if uint64(len(b)) != p.Length || v.Proxy() != p {
+				t.Fatalf("resolve %v: view of %d bytes", p, len(b))
+			}
+			if len(b) > 0 {
+				_ = b[0] + b[len(b)-1] // must be mapped
+			}
+			if err := v.Release(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
+
+// FuzzArenaAttach builds an arena segment by hand, owned by a live process
+// of the directory and holding one live block, corrupts its bytes (shm
+// headers, arena headers, hold slots, descriptors) as the fuzzer says, and
+// resolves the block's proxy from a fresh reader: a clear error or a view of
+// the block, never a panic or a read outside the mapping.
+func FuzzArenaAttach(f *testing.F) {
+	ctx := context.Background()
+	dir := arenaDir(f)
+	owner := openArena(f, dir) // fixes the store id and holds a live id
+	f.Add(false, uint16(0), []byte{0})
+	f.Add(true, uint16(shm.HeaderSize+ahOffDataSize), []byte{1})
+	f.Add(true, uint16(shm.HeaderSize+metaOffNDesc), []byte{0xff, 0xff})
+	f.Add(false, uint16(shm.HeaderSize+ahOffOwner), []byte{1, 2, 3})
+	f.Add(true, uint16(shm.HeaderSize+metaBodySize(0, 1)), []byte{0x10, 0, 0, 0, 0, 0, 0, 0x10}) // descriptor word
+	f.Add(true, uint16(shm.HeaderSize+metaBodySize(0, 1)+descOffLength), []byte{0xff, 0xff, 0xff})
+	f.Add(true, uint16(shm.HeaderSize+metaOffHoldTable+8), []byte{1, 0, 0, 0, 0, 0, 0, 0x10})
+	var next atomic.Uint64
+	next.Store(0x1000)
+	f.Fuzz(func(t *testing.T, meta bool, at uint16, xor []byte) {
+		id := next.Add(1)
+		const dataSize = ChunkSize
+		hdr := arenaHeader{store: owner.ID(), segment: id, owner: owner.LifeID(), dataSize: dataSize,
+			nDesc: dataSize / Granule, holdSlots: 1}
+		corrupt := func(b []byte) {
+			for i, x := range xor {
+				if j := int(at) + i; j < len(b) {
+					b[j] ^= x
+				}
+			}
+		}
+		dataPath := filepath.Join(dir, segName(id, "data"))
+		metaPath := filepath.Join(dir, segName(id, "meta"))
+		data, err := shm.Create(dataPath, shm.KindArena, dataFileOffset+dataSize, func(body []byte) error {
+			putArenaHeader(body, dataMagic, hdr, false)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { data.Remove(); data.Close() }()
+		ms, err := shm.Create(metaPath, shm.KindArena, shm.HeaderSize+metaBodySize(hdr.nDesc, hdr.holdSlots), func(body []byte) error {
+			putArenaHeader(body, metaMagic, hdr, true)
+			d := descOffset(hdr.holdSlots)
+			binary.LittleEndian.PutUint64(body[d+descOffLength:], 100)
+			binary.LittleEndian.PutUint64(body[d:], mkWord(1, stLive, 0))
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { ms.Remove(); ms.Close() }()
+		if meta {
+			corrupt(ms.Bytes())
+		} else {
+			corrupt(data.Bytes()[:dataFileOffset])
+		}
+		// The owner id names a live process that is not the reader, so the
+		// reader goes all the way to the descriptors.
+		reader, err := OpenArena(dir, WithPrefault(false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer reader.Close()
+		p := Proxy{Store: owner.ID(), Kind: uint8(KindArena), Segment: id, Length: 100, Generation: 1}
+		v, err := reader.Resolve(ctx, p)
+		if err != nil {
+			if !isArenaSentinel(err) {
+				t.Fatalf("unexpected error %v", err)
+			}
+			return
+		}
+		b := v.Bytes()
+		if len(b) != 100 {
+			t.Fatalf("view of %d bytes", len(b))
+		}
+		_ = b[0] + b[99]
+		v.Release()
+	})
+}
