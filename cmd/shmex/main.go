@@ -26,6 +26,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/proxystore"
 	"github.com/shmex/shmex/shm"
 )
 
@@ -48,8 +49,8 @@ Commands:
   ls            list the exchanges under the root
   ls NAME       list the mailboxes of exchange NAME
   gc [NAME...]  remove what dead processes left: rings of terminated
-                mailboxes nobody can drain, liveness files, abandoned
-                temporary files (every exchange by default)
+                mailboxes nobody can drain, arenas of dead owners, liveness
+                files, abandoned temporary files (every exchange by default)
   rm [-f] NAME  remove exchange NAME; refused while a live process uses it,
                 unless -f
 
@@ -139,7 +140,9 @@ func exchangeDir(root, name string) (string, error) {
 	return dir, nil
 }
 
-// liveProcesses counts the live processes that hold a liveness lock in dir.
+// liveProcesses counts the live liveness locks in dir (a process may hold
+// more than one: its exchange handles share one, each arena store has its
+// own).
 func liveProcesses(dir string) (int, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -179,7 +182,9 @@ func listExchanges(ctx context.Context, root string, w io.Writer, log *slog.Logg
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "EXCHANGE\tPROCESSES\tACTIVE\tTERMINATED\tBYTES")
+	// LOCKS counts live liveness locks: a process holds one per exchange
+	// handle family and one per arena store it opened.
+	fmt.Fprintln(tw, "EXCHANGE\tLOCKS\tACTIVE\tTERMINATED\tBYTES")
 	for _, name := range names {
 		dir := filepath.Join(root, name)
 		procs, err := liveProcesses(dir)
@@ -244,9 +249,14 @@ func collect(ctx context.Context, root string, names []string, w io.Writer, log 
 	}
 	var errs []error
 	for _, name := range names {
-		if _, err := exchangeDir(root, name); err != nil {
+		dir, err := exchangeDir(root, name)
+		if err != nil {
 			errs = append(errs, err)
 			continue
+		}
+		arenas, err := proxystore.Collect(dir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: arenas: %w", name, err))
 		}
 		x, err := exchange.Open(name, exchange.WithRoot(root), exchange.WithLogger(log))
 		if err != nil {
@@ -259,7 +269,7 @@ func collect(ctx context.Context, root string, names []string, w io.Writer, log 
 			errs = append(errs, fmt.Errorf("%s: %w", name, err))
 			continue
 		}
-		fmt.Fprintf(w, "%s: removed %d ring(s), %d liveness file(s), %d temporary file(s)\n", name, st.Rings, st.Lives, st.Temps)
+		fmt.Fprintf(w, "%s: removed %d ring(s), %d arena file(s), %d liveness file(s), %d temporary file(s)\n", name, st.Rings, len(arenas), st.Lives, st.Temps)
 	}
 	return errors.Join(errs...)
 }
@@ -274,7 +284,7 @@ func remove(root, name string, force bool, w io.Writer) error {
 		return err
 	}
 	if procs > 0 && !force {
-		return fmt.Errorf("exchange %s is in use by %d live process(es); -f removes it anyway", name, procs)
+		return fmt.Errorf("exchange %s is in use (%d live liveness lock(s)); -f removes it anyway", name, procs)
 	}
 	if err := os.RemoveAll(dir); err != nil {
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/shmex/shmex/exchange"
 	"github.com/shmex/shmex/internal/childproc"
+	"github.com/shmex/shmex/proxystore"
 )
 
 func TestMain(m *testing.M) {
@@ -20,7 +21,8 @@ func TestMain(m *testing.M) {
 }
 
 // ownerChild joins exchange args[1] under root args[0], registers an agent
-// named "doomed", opens its mailbox, prints its id and waits to be killed.
+// named "doomed", opens its mailbox, puts a payload in an arena, prints the
+// agent's id and waits to be killed.
 func ownerChild(args []string) int {
 	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]))
 	if err != nil {
@@ -31,6 +33,12 @@ func ownerChild(args []string) int {
 	id, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Doomed"}, exchange.WithName("doomed"))
 	if err == nil {
 		_, err = x.Mailbox(ctx, id)
+	}
+	if err == nil { // and an arena with a payload in it
+		var a *proxystore.Arena
+		if a, err = proxystore.OpenArena(x.Dir()); err == nil {
+			_, err = a.Put(ctx, []byte("left behind"))
+		}
 	}
 	if err != nil {
 		fmt.Println("error", err)
@@ -72,8 +80,8 @@ func TestLsGcRm(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "lab") {
 		t.Fatalf("ls: %d %q %q", code, out, errs)
 	}
-	if f := strings.Fields(strings.Split(out, "\n")[1]); len(f) != 5 || f[1] != "2" || f[2] != "2" || f[3] != "0" {
-		t.Errorf("ls row %q: want 2 processes, 2 active, 0 terminated", f)
+	if f := strings.Fields(strings.Split(out, "\n")[1]); len(f) != 5 || f[1] != "3" || f[2] != "2" || f[3] != "0" {
+		t.Errorf("ls row %q: want 3 locks (this process, the child's exchange and arena), 2 active, 0 terminated", f)
 	}
 	code, out, errs = shmex(t, "-root", root, "ls", "lab")
 	if code != exitOK || !strings.Contains(out, "Counter (Agent)") || !strings.Contains(out, "doomed") || strings.Count(out, "active") != 2 {
@@ -85,7 +93,7 @@ func TestLsGcRm(t *testing.T) {
 
 	kid.Kill()
 	code, out, errs = shmex(t, "-root", root, "gc")
-	if code != exitOK || !strings.Contains(out, "lab: removed 1 ring(s), 1 liveness file(s)") {
+	if code != exitOK || !strings.Contains(out, "lab: removed 1 ring(s), 2 arena file(s), 2 liveness file(s)") {
 		t.Fatalf("gc: %d %q %q", code, out, errs)
 	}
 	code, out, _ = shmex(t, "-root", root, "ls", "lab")
