@@ -37,11 +37,16 @@ func init() {
 	RegisterChild("exchange-send", childExchangeSend)
 }
 
+// exchangeIdle returns the idle strategy of a mode: "spin", "park", or
+// anything else for the exchange's default (spin a while, then park).
 func exchangeIdle(mode string) exchange.Option {
-	if mode == "spin" {
+	switch mode {
+	case "spin":
 		return exchange.WithIdle(ring.Spin)
+	case "park":
+		return exchange.WithIdle(ring.Park)
 	}
-	return exchange.WithIdle(ring.Park)
+	return exchange.WithIdle(ring.SpinThenPark(2000))
 }
 
 // childExchangeEcho joins exchange args[1] under root args[0], registers an

@@ -113,12 +113,7 @@ func (e *Env) sweepRows(ctx context.Context, series, vs string, op func(size int
 		}
 		r := e.LatencyRow(SweepMetric(series, n), l, cmp)
 		r.Series, r.Bytes = series, int64(n)
-		// One run per point: not the "median of" of the standard note.
-		r.Note = strings.Replace(r.Note, e.note(""), "", 1)
-		if e.Pin {
-			r.Note = join(r.Note, "pinned")
-		}
-		r.Note = join(r.Note, fmt.Sprintf("%d round trips", r.Hist.Count))
+		r.Note = join(e.pointNote(r.Note), fmt.Sprintf("%d round trips", r.Hist.Count))
 		rows = append(rows, r)
 	}
 	return rows, nil
@@ -297,4 +292,14 @@ func sweepRedis(ctx context.Context, env *Env, payload []byte) ([]Row, error) {
 		err = werr
 	}
 	return rows, err
+}
+
+// pointNote turns the note of a LatencyRow into that of a sweep point,
+// which is measured once: without the standard note's "median of".
+func (e *Env) pointNote(note string) string {
+	note = strings.TrimPrefix(strings.Replace(note, e.note(""), "", 1), "; ")
+	if e.Pin {
+		note = join(note, "pinned")
+	}
+	return note
 }

@@ -68,7 +68,8 @@ func TestJSON(t *testing.T) {
 	for _, m := range []string{"limit.shared_word_rtt_ns", "limit.futex_rtt_ns", "limit.memcpy_gbps",
 		"ring.rtt_spin_ns", "ring.rtt_futex_ns", "exchange.rtt_spin_ns", "exchange.rtt_futex_ns",
 		"ring.throughput_1to1_msgs", "ring.throughput_8to1_msgs", "chan.throughput_msgs",
-		"uds.rtt_ns", "tcp.rtt_ns", "redis.rtt_ns", "uds.throughput_msgs", "idle.cpu_percent"} {
+		"uds.rtt_ns", "tcp.rtt_ns", "redis.rtt_ns", "uds.throughput_msgs", "idle.cpu_percent",
+		"proxy.loan_rtt_1KiB_ns", "proxy.loan_rtt_1GiB_ns", "proxy.put_gbps"} {
 		if _, ok := r.Row(m); !ok {
 			t.Errorf("required metric %s missing", m)
 		}
