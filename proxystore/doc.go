@@ -81,6 +81,43 @@
 // with [ErrOwnerDead]. An owner that closes its Arena retires its segments
 // the same way.
 //
+// # The file store
+//
+// [OpenFileStore] opens a directory as a [FileStore]: one file per payload,
+// written aside and renamed into place without replacing (whole or absent,
+// whatever kills the writer). An 80-byte header (magic, version, codec,
+// lifetime, store id, segment, generation, lengths, lease deadline,
+// checksums of the data and of the header; see filestore_layout.go) is
+// checked at every resolve: a tampered or truncated file is [ErrCorrupt].
+// Uncompressed payloads of 64 KiB or more resolve to a read-only mapping;
+// compressed ones ([WithCompression]: zstd or S2, from
+// github.com/klauspost/compress) decompress into a buffer bounded by
+// [WithFileMaxPayload]. Single-use files go at the first release, leased
+// ones after their deadline (or by [FileStore.Sweep]), owned ones by
+// [FileStore.Free]. Views outlive Close until released. Another process
+// that truncates a file while a view maps it can make the reader fault:
+// the file store trusts the processes of its user not to.
+//
+// # The exchange wrapper
+//
+// [Wrap] is Academy's ProxyStoreExchange: Send replaces the ActionRequest
+// arguments and ActionResponse results that the policy selects
+// ([WithThreshold], default 64 KiB, or [WithShouldProxy]) with a proxy,
+// single use by default, and leaves payloads that already are proxies
+// alone. Mailboxes resolve on Recv: by copy ([ResolveCopy], the default: the
+// Message behaves as with any exchange), without a copy ([ResolveZeroCopy]:
+// the field is read-only and valid until the next Recv on that Mailbox or
+// its Close), or not at all ([ResolveManual]: the caller resolves with
+// [Exchange.Resolve] when it wants the bytes). [WithResolveAsync] resolves
+// one message ahead (Academy's resolve_async). A failed resolve returns the
+// message with a [*ResolveError]. A payload larger than
+// exchange.MaxPayloadSize is refused, as every exchange refuses it: send a
+// larger one as a proxy made with [Store.Alloc] or [Store.Put] and
+// [AppendPayload]. Requests still queued in a mailbox when it is terminated
+// are answered by the wrapped exchange without being resolved: their
+// single-use payloads stay until their owner frees them or closes its
+// store.
+//
 // # Bad input
 //
 // Proxies come from other processes and are never trusted: a forged or

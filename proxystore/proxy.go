@@ -47,6 +47,8 @@ func (k Kind) String() string {
 		return "arena"
 	case KindFile:
 		return "file"
+	case KindMemory:
+		return "memory"
 	}
 	return fmt.Sprintf("Kind(%d)", uint8(k))
 }

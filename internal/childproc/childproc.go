@@ -73,6 +73,11 @@ func Start(tb testing.TB, role string, args ...string) *Child {
 func StartCmd(role string, args ...string) (*Child, error) {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), envRole+"="+role, envArgs+"="+strings.Join(args, argSep))
+	// Under -race, a process sleeps 1 s at exit by default (to let racy
+	// goroutines report); tests start hundreds of children.
+	if !strings.Contains(os.Getenv("GORACE"), "atexit_sleep_ms") {
+		cmd.Env = append(cmd.Env, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
+	}
 	cmd.Stderr = os.Stderr
 	// A child dies with the test binary, however that ends.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
