@@ -160,3 +160,31 @@ func readExt(b []byte) (data, rest []byte, err error) {
 	}
 	return b[hdr+1 : hdr+1+n], b[hdr+1+n:], nil
 }
+
+// PayloadCodec encodes a [Proxy] as the payload that stands for it in a
+// message ([AppendPayload], [ParsePayload]). It has the method set of the
+// agent package's Codec[Proxy], so that an action can take or return a
+// proxy and resolve it when it wants the bytes:
+//
+//	agent.AddActionCodec(b, "sum", proxystore.PayloadCodec{}, agent.CodecFor..., func(ctx context.Context, p proxystore.Proxy) (int, error) {
+//		v, err := store.Resolve(ctx, p)
+//		...
+//	})
+//
+// A proxy encoded by it is left alone by [Wrap]'s policy (it already is a
+// proxy), and resolved by a wrapped mailbox unless the mailbox resolves
+// manually ([ResolveManual]).
+type PayloadCodec struct{}
+
+// Append appends the payload of p to b.
+func (PayloadCodec) Append(b []byte, p Proxy) ([]byte, error) { return AppendPayload(b, p), nil }
+
+// Decode parses the payload b into p ([ErrBadProxy] when b is not one).
+func (PayloadCodec) Decode(b []byte, p *Proxy) error {
+	q, err := ParsePayload(b)
+	if err != nil {
+		return err
+	}
+	*p = q
+	return nil
+}

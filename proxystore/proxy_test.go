@@ -55,3 +55,19 @@ func FuzzParsePayload(f *testing.F) {
 		}
 	})
 }
+
+func TestPayloadCodec(t *testing.T) {
+	p := Proxy{Store: NewStoreID(), Kind: uint8(KindArena), Segment: 1, Offset: 1024, Length: 7, Generation: 9}
+	var c PayloadCodec
+	b, err := c.Append([]byte("x"), p)
+	if err != nil || !IsPayload(b[1:]) {
+		t.Fatalf("Append = %x, %v", b, err)
+	}
+	var q Proxy
+	if err := c.Decode(b[1:], &q); err != nil || q != p {
+		t.Fatalf("Decode = %v, %v", q, err)
+	}
+	if err := c.Decode([]byte{0xc0}, &q); !errors.Is(err, ErrBadProxy) {
+		t.Fatalf("Decode(nil) = %v", err)
+	}
+}
