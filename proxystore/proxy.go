@@ -4,7 +4,7 @@ package proxystore
 
 //msgp:limit arrays:16 maps:16 marshal:true
 //msgp:tuple Proxy
-//msgp:ignore StoreID Kind
+//msgp:ignore StoreID Kind PayloadCodec
 
 import (
 	"crypto/rand"
