@@ -1,0 +1,171 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/shmex/shmex/agent"
+	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/internal/childproc"
+	"github.com/shmex/shmex/ring"
+)
+
+var idleModes = []struct {
+	name string
+	idle ring.IdleStrategy
+}{
+	{"spin", ring.Spin},
+	{"spinpark", ring.SpinThenPark(2000)},
+	{"park", ring.Park},
+}
+
+func args64() []byte { return bytes.Repeat([]byte{'a'}, 64) }
+
+// BenchmarkRoundTrip compares, across two processes and in one run, the
+// exchange's raw request/response round trip (a child that answers every
+// request with an empty result) with an agent action round trip (Call of a
+// no-op action with 64 bytes of arguments in an agent process), for each
+// receive idle strategy (both sides use it).
+func BenchmarkRoundTrip(b *testing.B) {
+	for _, mode := range idleModes {
+		b.Run(mode.name+"/raw", func(b *testing.B) { benchRaw(b, mode.idle) })
+		b.Run(mode.name+"/agent", func(b *testing.B) { benchAgent(b, mode.idle, false, args64()) })
+	}
+}
+
+// BenchmarkRoundTrip1KB is the agent round trip with 1 KB of arguments,
+// the size of Academy's published figure (about 0.39 ms per action).
+func BenchmarkRoundTrip1KB(b *testing.B) {
+	for _, mode := range idleModes {
+		b.Run(mode.name, func(b *testing.B) { benchAgent(b, mode.idle, false, make([]byte, 1024)) })
+	}
+}
+
+// BenchmarkThroughput measures actions per second from one client to one
+// agent process, with up to 64 futures in flight.
+func BenchmarkThroughput(b *testing.B) {
+	for _, mode := range idleModes {
+		b.Run(mode.name, func(b *testing.B) { benchAgent(b, mode.idle, true, args64()) })
+	}
+}
+
+func benchRaw(b *testing.B, idle ring.IdleStrategy) {
+	x := newSHM(b, exchange.WithIdle(idle))
+	ctx := context.Background()
+	agentID, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "RawEcho"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	child := childproc.Start(b, "echo", x.Name(), filepath.Dir(x.Dir()), agentID.String(), strconv.Itoa(idle.Spins))
+	if l, err := child.Line(10 * time.Second); err != nil || l != "ready" {
+		b.Fatalf("child: %q, %v", l, err)
+	}
+	client, err := x.RegisterClient(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	mb, err := x.Mailbox(ctx, client)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := exchange.NewActionRequest(client, agentID, "noop64", args64())
+	var resp exchange.Message
+	b.ReportAllocs()
+	for b.Loop() {
+		req.Tag = exchange.NewTag()
+		if err := x.Send(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+		if err := mb.Recv(ctx, &resp); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	if resp.Tag != req.Tag || resp.Kind != exchange.KindActionResponse {
+		b.Fatalf("last response %v to %v", &resp, req)
+	}
+	x.Send(ctx, exchange.NewShutdownRequest(client, agentID, false))
+	child.Wait(5 * time.Second)
+}
+
+func benchAgent(b *testing.B, idle ring.IdleStrategy, pipelined bool, arg []byte) {
+	x := newSHM(b, exchange.WithIdle(idle))
+	ctx := context.Background()
+	l := agent.NewProcessLauncher(x)
+	l.Idle = &idle
+	m, err := agent.NewManager(ctx, x, l)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	h, err := m.Launch(ctx, "Echo", agent.WithMaxConcurrency(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := agent.Call[agent.NoArgs](ctx, h, "noop64", arg); err != nil { // wait for the child
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	if !pipelined {
+		for b.Loop() {
+			if _, err = agent.Call[agent.NoArgs](ctx, h, "noop64", arg); err != nil {
+				b.Fatal(err)
+			}
+		}
+		return
+	}
+	const window = 64
+	var fs []*agent.Future[agent.NoArgs]
+	wait := func(f *agent.Future[agent.NoArgs]) {
+		if _, err := f.Wait(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	start := time.Now()
+	n := 0
+	for b.Loop() {
+		f, err := agent.Action[agent.NoArgs](ctx, h, "noop64", arg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fs = append(fs, f)
+		if len(fs) == window {
+			wait(fs[0])
+			fs = fs[1:]
+		}
+		n++
+	}
+	for _, f := range fs {
+		wait(f)
+	}
+	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "actions/s")
+}
+
+// BenchmarkLocalCall is an in-process action call on the Local exchange:
+// the cost of the agent layer without shared memory.
+func BenchmarkLocalCall(b *testing.B) {
+	x := exchange.NewLocal()
+	defer x.Close()
+	ctx := context.Background()
+	m, err := agent.NewManager(ctx, x, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	h, err := m.Launch(ctx, "Echo", agent.WithMaxConcurrency(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	arg := args64()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := agent.Call[agent.NoArgs](ctx, h, "noop64", arg); err != nil && !errors.Is(err, context.Canceled) {
+			b.Fatal(err)
+		}
+	}
+}

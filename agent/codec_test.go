@@ -1,0 +1,226 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math"
+	"testing"
+
+	"github.com/shmex/shmex/agent"
+	"github.com/shmex/shmex/exchange"
+)
+
+func roundTrip[T any](t *testing.T, v T, eq func(a, b T) bool) {
+	t.Helper()
+	c, err := agent.CodecFor[T]()
+	if err != nil {
+		t.Fatalf("CodecFor[%T]: %v", v, err)
+	}
+	b, err := c.Append(nil, v)
+	if err != nil {
+		t.Fatalf("Append(%v): %v", v, err)
+	}
+	var got T
+	if err := c.Decode(b, &got); err != nil {
+		t.Fatalf("Decode(%v): %v", v, err)
+	}
+	if !eq(got, v) {
+		t.Fatalf("round trip of %v gave %v", v, got)
+	}
+	if err := c.Decode(append(b, 0xc0), &got); err == nil {
+		t.Fatalf("Decode with a trailing byte accepted (%T)", v)
+	}
+	if len(b) > 0 {
+		if err := c.Decode(b[:len(b)-1], &got); err == nil && len(b) > 1 {
+			t.Fatalf("Decode of a truncated %T accepted", v)
+		}
+	}
+}
+
+func eq[T comparable](a, b T) bool { return a == b }
+
+func TestCodecs(t *testing.T) {
+	roundTrip(t, true, eq)
+	roundTrip(t, int(-7), eq)
+	roundTrip(t, int8(-128), eq)
+	roundTrip(t, int16(-300), eq)
+	roundTrip(t, int32(math.MinInt32), eq)
+	roundTrip(t, int64(math.MaxInt64), eq)
+	roundTrip(t, uint(7), eq)
+	roundTrip(t, uint8(255), eq)
+	roundTrip(t, uint16(65535), eq)
+	roundTrip(t, uint32(math.MaxUint32), eq)
+	roundTrip(t, uint64(math.MaxUint64), eq)
+	roundTrip(t, float32(1.5), eq)
+	roundTrip(t, math.Pi, eq)
+	roundTrip(t, "héllo", eq)
+	roundTrip(t, []byte("bytes"), bytes.Equal)
+	roundTrip(t, struct{}{}, eq)
+	roundTrip(t, Pair{-1, 1 << 40}, eq)
+	roundTrip(t, exchange.NewAgentID(), eq)
+
+	// "No arguments" also accepts an empty array, an empty map or nothing.
+	noArgs, _ := agent.CodecFor[agent.NoArgs]()
+	var v agent.NoArgs
+	for _, b := range [][]byte{nil, {0xc0}, {0x90}, {0x80}} {
+		if err := noArgs.Decode(b, &v); err != nil {
+			t.Errorf("NoArgs.Decode(%x): %v", b, err)
+		}
+	}
+	for _, b := range [][]byte{{0x91, 0x01}, {0x01}, {0x81, 0xa1, 'a', 0x01}} {
+		if err := noArgs.Decode(b, &v); err == nil {
+			t.Errorf("NoArgs.Decode(%x) accepted", b)
+		}
+	}
+
+	// Types with no codec are refused with ErrNoCodec, at registration too.
+	type named int
+	if _, err := agent.CodecFor[named](); !errors.Is(err, agent.ErrNoCodec) {
+		t.Errorf("CodecFor[named]: %v", err)
+	}
+	if _, err := agent.CodecFor[map[string]int](); !errors.Is(err, agent.ErrNoCodec) {
+		t.Errorf("CodecFor[map]: %v", err)
+	}
+	b := agent.NewBehavior("X")
+	err := agent.AddAction(b, "bad", func(context.Context, struct{ A int }) (int, error) { return 0, nil })
+	if !errors.Is(err, agent.ErrNoCodec) {
+		t.Errorf("AddAction with a struct without codec: %v", err)
+	}
+	err = agent.AddAction(b, "bad2", func(context.Context, int) (chan int, error) { return nil, nil })
+	if !errors.Is(err, agent.ErrNoCodec) {
+		t.Errorf("AddAction with a chan result: %v", err)
+	}
+	if len(b.Actions()) != 0 {
+		t.Errorf("rejected actions were added: %v", b.Actions())
+	}
+	if err := agent.AddAction(b, "ok", func(context.Context, int) (int, error) { return 0, nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := agent.AddAction(b, "ok", func(context.Context, int) (int, error) { return 0, nil }); !errors.Is(err, agent.ErrDuplicate) {
+		t.Errorf("duplicate action: %v", err)
+	}
+}
+
+// upperCodec is a custom codec: strings travel upper-cased, as raw bytes.
+type upperCodec struct{}
+
+func (upperCodec) Append(b []byte, v string) ([]byte, error) {
+	return append(b, bytes.ToUpper([]byte(v))...), nil
+}
+func (upperCodec) Decode(b []byte, v *string) error { *v = string(b); return nil }
+
+func TestCustomCodec(t *testing.T) {
+	x := exchange.NewLocal()
+	defer x.Close()
+	ctx := testCtx(t)
+	b := agent.NewBehavior("Custom")
+	if err := agent.AddActionCodec(b, "id", upperCodec{}, upperCodec{}, func(_ context.Context, s string) (string, error) {
+		return s + "!", nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := agent.NewRuntime(ctx, x, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go rt.Run(ctx)
+	defer rt.Shutdown()
+	c, err := agent.NewClient(ctx, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f, err := agent.ActionCodec[string](ctx, c.Handle(rt.ID()), "id", "abc", upperCodec{}, upperCodec{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := f.Wait(ctx); err != nil || got != "ABC!" {
+		t.Fatalf("custom codec: %q, %v", got, err)
+	}
+}
+
+// FuzzCodecs decodes bytes from outside with every built-in codec: errors,
+// never panics; what decodes re-encodes to something that decodes equal.
+func FuzzCodecs(f *testing.F) {
+	for _, seed := range [][]byte{nil, {0xc0}, {0x92, 0x01, 0x02}, {0xa3, 'a', 'b', 'c'}, {0xc4, 0x02, 1, 2}, {0xcb, 0, 0, 0, 0, 0, 0, 0, 0},
+		{0xdb, 0xff, 0xff, 0xff, 0xff}, {0x92, 0xc4, 0x10}} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		fuzzOne[bool](t, b)
+		fuzzOne[int](t, b)
+		fuzzOne[int8](t, b)
+		fuzzOne[uint16](t, b)
+		fuzzOne[uint64](t, b)
+		fuzzOne[float32](t, b)
+		fuzzOne[float64](t, b)
+		fuzzOne[string](t, b)
+		fuzzOne[[]byte](t, b)
+		fuzzOne[agent.NoArgs](t, b)
+		fuzzOne[Pair](t, b)
+		fuzzOne[exchange.EntityID](t, b)
+	})
+}
+
+func fuzzOne[T any](t *testing.T, b []byte) {
+	c, err := agent.CodecFor[T]()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v T
+	if c.Decode(b, &v) != nil {
+		return
+	}
+	enc, err := c.Append(nil, v)
+	if err != nil {
+		t.Fatalf("re-encode %T: %v", v, err)
+	}
+	var w T
+	if err := c.Decode(enc, &w); err != nil {
+		t.Fatalf("decode of re-encoded %T %x: %v", v, enc, err)
+	}
+}
+
+// FuzzActionArgs sends arbitrary argument bytes to every action of a
+// running agent: each call gets a result or an error response, and the
+// agent keeps serving.
+func FuzzActionArgs(f *testing.F) {
+	x := exchange.NewLocal()
+	defer x.Close()
+	ctx := context.Background()
+	b, err := newEcho()
+	if err != nil {
+		f.Fatal(err)
+	}
+	rt, err := agent.NewRuntime(ctx, x, b)
+	if err != nil {
+		f.Fatal(err)
+	}
+	go rt.Run(ctx)
+	defer rt.Shutdown()
+	c, err := agent.NewClient(ctx, x)
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer c.Close()
+	h := c.Handle(rt.ID())
+	actions := []string{"echo", "noop", "add", "swap", "fail", "failplain", "pid", "maxseen", "self", "nope"}
+	for _, seed := range [][]byte{nil, {0xc0}, {0x92, 0x01, 0x02}, {0xa3, 'a', 'b', 'c'}, {0xc4, 0x02, 1, 2}} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, args []byte) {
+		for _, a := range actions {
+			fu, err := h.ActionRaw(ctx, a, args)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := fu.Wait(ctx); err != nil {
+				var re *exchange.RemoteError
+				if !errors.As(err, &re) {
+					t.Fatalf("%s(%x): not a remote error: %v", a, args, err)
+				}
+			}
+		}
+	})
+}

@@ -1,0 +1,124 @@
+// Package agent runs Academy-style agents over an [exchange.Exchange]:
+// behaviors with typed actions, control loops and hooks; a runtime that
+// serves them; handles and futures to call them; launchers that run agents
+// as goroutines or as OS processes (with restarts); and a manager. The same
+// code runs on the in-process exchange ([exchange.NewLocal]) and across the
+// processes of one node on the shared-memory exchange ([exchange.Open]).
+//
+// # Model
+//
+// A [Behavior] has a name, the names of the behaviors it implements (what
+// Discover with subtypes finds), actions, control loops ([Behavior.Loop])
+// and optional setup and shutdown hooks. Actions are typed:
+//
+//	b := agent.NewBehavior("Counter")
+//	err := agent.AddAction(b, "add", func(ctx context.Context, n int) (int, error) { ... })
+//
+// registers a func(ctx, In) (Out, error) with MessagePack codecs for In and
+// Out ([CodecFor]): the basic types (bool, ints, uints, floats, string,
+// []byte, struct{} a.k.a. [NoArgs]) through msgp's runtime functions, and
+// any type whose pointer implements msgp.Marshaler and msgp.Unmarshaler
+// (what `go tool msgp` generates). Any other type is refused at
+// registration with [ErrNoCodec]; plug in another encoding with a [Codec]
+// ([AddActionCodec], [ActionCodec]). Arguments and results are plain
+// MessagePack, so peers in other languages can call the same agents.
+//
+// A [Runtime] runs one agent: [NewRuntime] registers it (or, with
+// [WithAgentID], takes over an agent registered by a launcher) and opens its
+// mailbox; [Runtime.Run] runs the setup hook, starts the loops and serves
+// requests until a shutdown request, [Runtime.Shutdown], a loop error
+// ([WithTerminateOnError]) or the end of its context. Then, in order, it
+// stops taking requests, terminates its mailbox ([WithTerminateOnExit], or
+// when the shutdown request asks for it: the exchange answers requests still
+// queued with error responses), cancels the actions' context and waits for
+// the running actions, stops the loops and runs the shutdown hook.
+//
+// Actions run at most [WithMaxConcurrency] at once (unbounded by default).
+// The runtime serves with a leader/followers pool: the goroutine that
+// receives a request runs the action itself, so a short action costs no
+// goroutine switch; if it runs longer than 50 µs, another goroutine takes
+// over receiving, so pings, shutdowns and responses to the agent's own
+// handles keep flowing (a long or blocking action delays the mailbox by at
+// most that much). An action that returns an error is answered with an
+// error response carrying a [*exchange.RemoteError] (return one to choose
+// its kind); one that panics is answered with [ErrorKindActionPanic]; an
+// unknown action with [ErrorKindUnknownAction]; arguments that do not decode
+// with [ErrorKindBadArguments]. The agent keeps serving in every case.
+//
+// A [Client] registers its own mailbox; any number of [Handle]s to any
+// agents share it (each with its own label), and responses are routed to
+// their calls by tag and label. [Action] returns a [Future] (wait with a
+// context, poll, cancel locally), [Call] is the synchronous form,
+// [Handle.Ping] returns the round-trip time, [Handle.Shutdown] asks the
+// agent to stop, [Handle.Close] waits for or cancels the pending futures.
+// Inside an agent, [FromContext] returns the [Runtime], whose
+// [Runtime.Handle] makes handles that use the agent's own mailbox (the
+// runtime's receive loop routes their responses): to pass a handle to
+// another agent, pass its [Handle.AgentID] (an [exchange.EntityID] is a
+// valid argument) and bind it there.
+//
+// # Errors
+//
+// Errors from the agent side are [*exchange.RemoteError] values (test with
+// [errors.As]); for the runtime's own kinds they also match a sentinel
+// ([ErrUnknownAction], [ErrActionPanic], [ErrBadArguments],
+// [ErrShuttingDown]; [ErrAgentTerminated] for a request answered by the
+// exchange because the agent's mailbox was terminated). Local failures are
+// sentinels too: [ErrHandleClosed], [ErrCanceled], [ErrAgentTerminated],
+// [ErrNoCodec]; a context that ends returns its own error.
+//
+// # Nothing waits forever
+//
+// While calls are in flight, a client (or runtime) polls the exchange for
+// the status of the agents they wait on every [WithStatusPoll] (100 ms).
+// A request still queued when an agent's mailbox is terminated is answered
+// by the exchange; but a request taken by a process that then died is never
+// answered, so a call to an agent seen not active for [WithTerminatedGrace]
+// (1 s; a shutting-down agent still answers the actions it runs) fails with
+// [ErrAgentTerminated]. On the shared-memory exchange a dead process's
+// mailboxes read as terminated within about 100 ms, so a call in flight to
+// a killed agent fails within about poll + grace.
+//
+// # Receiving without hand-offs
+//
+// A client has no goroutine between the mailbox and its callers on the
+// fast path: a caller that waits for its call ([Call], [Future.Wait],
+// [Handle.Ping]) receives from the mailbox itself when nobody else does,
+// routing whatever arrives to its calls until its own response is there;
+// others wait and take over when it leaves. A listener goroutine receives
+// for futures nobody waits on (after 1 ms, or at once for [Future.Done],
+// [Future.Result] and [Handle.Close]), so responses never pile up.
+//
+// # Launchers and manager
+//
+// A [Launcher] starts agents of behaviors registered by name with
+// [RegisterBehavior] (a [Factory] gives each run a fresh Behavior).
+// [ThreadLauncher] runs them as goroutines over any exchange;
+// [ProcessLauncher] runs each as its own OS process over the shared-memory
+// exchange: the program re-runs itself with the behavior name, agent id and
+// exchange name and root in the environment (see the Env* constants), and
+// its main calls [ServeIfChild] first. [WithRestarts] restarts a failed run
+// (an error from the runtime; a process that died or exited non-zero). A
+// dead agent's mailbox is terminated for good and ids are never reused, so
+// a restart registers a new id; handles from [Manager.Launch] follow the
+// agent to it, while calls in flight to the old run fail. A [Manager]
+// launches agents and returns handles, shuts one down (optionally waiting)
+// and waits for all.
+//
+// # Lifetimes and caveats
+//
+//   - Arguments passed to [Action] are encoded before it returns. Results
+//     are decoded into fresh values ([]byte and string results are copies);
+//     the raw args slice given to a [Behavior.AddRawAction] function is
+//     valid only until it returns.
+//   - A response is sent with a context that shutdown does not cancel: an
+//     action answering a live client whose mailbox stays full blocks the
+//     agent's shutdown until space frees (on the shared-memory exchange a
+//     dead client's mailbox is seen terminated, which ends the wait).
+//   - [ProcessLauncher] children get SIGKILL when the launching process
+//     dies (Linux parent-death signal; strictly, of the OS thread that
+//     started them, which the Go runtime keeps alive in practice).
+//   - The idle strategy of the shared-memory exchange (exchange.WithIdle:
+//     spin, park, spin-then-park) applies to every receive here: a waiting
+//     caller, the listener, an agent's leader.
+package agent

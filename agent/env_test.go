@@ -1,0 +1,88 @@
+package agent_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shmex/shmex/agent"
+	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/ring"
+)
+
+// env is one way of running agents: an exchange and a launcher.
+type env struct {
+	name    string
+	process bool // agents run in child processes
+	shm     bool
+	new     func(t testing.TB) (exchange.Exchange, agent.Launcher)
+}
+
+var envSeq atomic.Int64
+
+func newSHM(t testing.TB, opts ...exchange.Option) *exchange.SHM {
+	t.Helper()
+	name := fmt.Sprintf("agenttest-%d", envSeq.Add(1))
+	root := t.TempDir()
+	if err := os.Chmod(root, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	x, err := exchange.Open(name, append([]exchange.Option{exchange.WithRoot(root)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { x.Close() })
+	return x
+}
+
+func openSHM(name, root, idle string) (*exchange.SHM, error) {
+	n, err := strconv.Atoi(idle)
+	if err != nil {
+		return nil, err
+	}
+	return exchange.Open(name, exchange.WithRoot(root), exchange.WithIdle(ring.IdleStrategy{Spins: n}))
+}
+
+var envs = []env{
+	{name: "local", new: func(t testing.TB) (exchange.Exchange, agent.Launcher) {
+		x := exchange.NewLocal()
+		t.Cleanup(func() { x.Close() })
+		return x, agent.ThreadLauncher{}
+	}},
+	{name: "shm-goroutines", shm: true, new: func(t testing.TB) (exchange.Exchange, agent.Launcher) {
+		return newSHM(t), agent.ThreadLauncher{}
+	}},
+	{name: "shm-processes", shm: true, process: true, new: func(t testing.TB) (exchange.Exchange, agent.Launcher) {
+		x := newSHM(t)
+		return x, agent.NewProcessLauncher(x)
+	}},
+}
+
+// forEnvs runs f once per env.
+func forEnvs(t *testing.T, f func(t *testing.T, e env, x exchange.Exchange, m *agent.Manager)) {
+	for _, e := range envs {
+		t.Run(e.name, func(t *testing.T) {
+			x, l := e.new(t)
+			m, err := agent.NewManager(context.Background(), x, l, agent.WithStatusPoll(20*time.Millisecond), agent.WithTerminatedGrace(200*time.Millisecond))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := m.Close(); err != nil {
+					t.Logf("manager close: %v", err)
+				}
+			})
+			f(t, e, x, m)
+		})
+	}
+}
+
+func testCtx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}

@@ -1,0 +1,235 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/ring"
+)
+
+// Environment variables with which [ProcessLauncher] tells a child process
+// which agent to run; [ServeIfChild] reads them.
+const (
+	EnvBehavior        = "SHMEX_AGENT_BEHAVIOR"          // registered behavior name
+	EnvAgentID         = "SHMEX_AGENT_ID"                // agent id, as EntityID.String
+	EnvExchange        = "SHMEX_AGENT_EXCHANGE"          // shared-memory exchange name
+	EnvRoot            = "SHMEX_AGENT_ROOT"              // exchange root directory
+	EnvIdle            = "SHMEX_AGENT_IDLE"              // receiver spins before parking; -1 spins forever
+	EnvMaxConcurrency  = "SHMEX_AGENT_MAX_CONCURRENCY"   // WithMaxConcurrency
+	EnvTerminateOnExit = "SHMEX_AGENT_TERMINATE_ON_EXIT" // WithTerminateOnExit: 1 or 0
+	EnvTerminateOnErr  = "SHMEX_AGENT_TERMINATE_ON_ERR"  // WithTerminateOnError: 1 or 0
+)
+
+// ProcessLauncher runs each agent as its own OS process: the program re-runs
+// itself (os.Executable) with the behavior's name, the agent id and the
+// shared-memory exchange's name and root in its environment (the Env*
+// constants), and the child's main calls [ServeIfChild] first. The parent
+// registers the agent's mailbox before it starts the child, so requests can
+// be sent at once; the child takes the mailbox over. When a child exits,
+// the launcher terminates its mailbox (answering requests still queued),
+// and restarts a failed child ([WithRestarts]) under a new id.
+//
+// Children are killed (SIGKILL) when the launching process dies (Linux
+// Pdeathsig of the launching thread's process).
+type ProcessLauncher struct {
+	// Exchange and Root name the shared-memory exchange the children open
+	// (exchange.Open(Exchange, exchange.WithRoot(Root))).
+	Exchange string
+	Root     string
+	// Idle, when set, is the children's receive idle strategy.
+	Idle *ring.IdleStrategy
+	// Env is added to the children's environment.
+	Env []string
+	// Stdout and Stderr receive the children's output (default os.Stderr).
+	Stdout, Stderr io.Writer
+	// Log receives the launcher's events (default slog.Default()).
+	Log *slog.Logger
+}
+
+// NewProcessLauncher returns a launcher whose children open the
+// shared-memory exchange x.
+func NewProcessLauncher(x *exchange.SHM) *ProcessLauncher {
+	return &ProcessLauncher{Exchange: x.Name(), Root: filepath.Dir(x.Dir())}
+}
+
+// Launch implements [Launcher]. x must be a handle on the same exchange as
+// the launcher's (the parent registers the agent with it). Options:
+// [WithName], [WithMaxConcurrency], [WithTerminateOnExit],
+// [WithTerminateOnError], [WithRestarts], [WithLogger] (for the launcher).
+func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behavior string, opts ...Option) (*Instance, error) {
+	f, err := lookup(behavior)
+	if err != nil {
+		return nil, err
+	}
+	b, err := f()
+	if err != nil {
+		return nil, fmt.Errorf("agent: behavior %q factory: %w", behavior, err)
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	o := applyOptions(opts)
+	log := o.log
+	if l.Log != nil {
+		log = l.Log
+	}
+	var ropts []exchange.RegisterOption
+	if o.name != "" {
+		ropts = append(ropts, exchange.WithName(o.name))
+	}
+	in := newInstance(behavior)
+	start := func(ctx context.Context) (*exec.Cmd, exchange.EntityID, error) {
+		id, err := x.RegisterAgent(ctx, b.Exchange(), ropts...)
+		if err != nil {
+			return nil, id, err
+		}
+		cmd := exec.Command(exe)
+		cmd.Env = append(os.Environ(), l.Env...)
+		cmd.Env = append(cmd.Env,
+			EnvBehavior+"="+behavior,
+			EnvAgentID+"="+id.String(),
+			EnvExchange+"="+l.Exchange,
+			EnvRoot+"="+l.Root,
+			EnvMaxConcurrency+"="+strconv.Itoa(o.maxConcurrency),
+			EnvTerminateOnExit+"="+boolEnv(o.terminateOnExit),
+			EnvTerminateOnErr+"="+boolEnv(o.terminateOnErr),
+		)
+		if l.Idle != nil {
+			cmd.Env = append(cmd.Env, EnvIdle+"="+strconv.Itoa(l.Idle.Spins))
+		}
+		cmd.Stdout, cmd.Stderr = l.Stdout, l.Stderr
+		if cmd.Stdout == nil {
+			cmd.Stdout = os.Stderr
+		}
+		if cmd.Stderr == nil {
+			cmd.Stderr = os.Stderr
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			x.Terminate(context.WithoutCancel(ctx), id)
+			return nil, id, err
+		}
+		return cmd, id, nil
+	}
+	cmd, id, err := start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	setRun := func(cmd *exec.Cmd, id exchange.EntityID) {
+		p := cmd.Process
+		in.setRun(id, p.Pid, func() { p.Signal(syscall.SIGTERM) })
+	}
+	setRun(cmd, id)
+	go func() {
+		for {
+			err := cmd.Wait()
+			// Whatever happened to the child, its mailbox is done: answer
+			// what is queued there, and let callers see it terminated.
+			tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if terr := x.Terminate(tctx, id); terr != nil && !errors.Is(terr, exchange.ErrExchangeClosed) {
+				log.Warn("agent: terminating the mailbox of an exited agent failed", "agent", id, "err", terr)
+			}
+			cancel()
+			if err != nil {
+				err = fmt.Errorf("agent %v (%s, pid %d): %w", id, behavior, cmd.Process.Pid, err)
+			}
+			if err == nil || in.stopping.Load() || in.Restarts() >= o.restarts {
+				in.finish(err)
+				return
+			}
+			log.Warn("agent: restarting a failed agent process", "behavior", behavior, "agent", id, "err", err)
+			next, nid, serr := start(context.Background())
+			if serr != nil {
+				in.finish(fmt.Errorf("%w; restart failed: %w", err, serr))
+				return
+			}
+			cmd, id = next, nid
+			in.restarts.Add(1)
+			setRun(cmd, id)
+			if in.stopping.Load() {
+				cmd.Process.Signal(syscall.SIGTERM)
+			}
+		}
+	}()
+	return in, nil
+}
+
+func boolEnv(v bool) string {
+	if v {
+		return "1"
+	}
+	return "0"
+}
+
+// ServeIfChild returns at once in a process that [ProcessLauncher] did not
+// start. In a child it started, it runs the agent named by the environment
+// until the agent stops, then exits the process: status 0 after a clean
+// shutdown, 1 after a failure. Call it at the top of main (or of TestMain),
+// after the behaviors are registered.
+func ServeIfChild() {
+	if os.Getenv(EnvBehavior) == "" {
+		return
+	}
+	if err := serveChild(); err != nil {
+		fmt.Fprintf(os.Stderr, "shmex agent %s %s: %v\n", os.Getenv(EnvBehavior), os.Getenv(EnvAgentID), err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+func serveChild() error {
+	f, err := lookup(os.Getenv(EnvBehavior))
+	if err != nil {
+		return err
+	}
+	id, err := exchange.ParseEntityID(os.Getenv(EnvAgentID))
+	if err != nil {
+		return err
+	}
+	xopts := []exchange.Option{exchange.WithRoot(os.Getenv(EnvRoot))}
+	if s := os.Getenv(EnvIdle); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("%s=%q: %w", EnvIdle, s, err)
+		}
+		xopts = append(xopts, exchange.WithIdle(ring.IdleStrategy{Spins: n}))
+	}
+	x, err := exchange.Open(os.Getenv(EnvExchange), xopts...)
+	if err != nil {
+		return err
+	}
+	defer x.Close()
+	b, err := f()
+	if err != nil {
+		return err
+	}
+	opts := []Option{WithAgentID(id)}
+	if n, err := strconv.Atoi(os.Getenv(EnvMaxConcurrency)); err == nil {
+		opts = append(opts, WithMaxConcurrency(n))
+	}
+	if s := os.Getenv(EnvTerminateOnExit); s != "" {
+		opts = append(opts, WithTerminateOnExit(s == "1"))
+	}
+	if s := os.Getenv(EnvTerminateOnErr); s != "" {
+		opts = append(opts, WithTerminateOnError(s == "1"))
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	rt, err := NewRuntime(ctx, x, b, opts...)
+	if err != nil {
+		return err
+	}
+	return rt.Run(ctx)
+}
