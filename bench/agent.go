@@ -1,0 +1,323 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shmex/shmex/agent"
+	"github.com/shmex/shmex/exchange"
+)
+
+// Metric names of the agent scenarios.
+const (
+	MetricActionRTT         = "action.rtt_ns"
+	MetricActionRTTFutex    = "action.rtt_futex_ns"
+	MetricActionThroughput  = "action.throughput_ops"
+	MetricActionThroughput8 = "action.throughput_8x8_ops"
+	// actionWindow is the number of actions a client keeps in flight in
+	// the throughput scenarios.
+	actionWindow = 64
+	// academyActionsPerSec is Academy's published action rate per node.
+	academyActionsPerSec = 3500
+)
+
+func init() {
+	Register(Scenario{
+		Name: "action/rtt", Rank: RankShmex + 20,
+		Doc:     "no-op action with 64 bytes of arguments, from a client to an agent in another process, through the agent layer over the shared-memory exchange, spin and futex modes",
+		Metrics: []string{MetricActionRTT, MetricActionRTTFutex},
+		Run:     runActionRTT,
+	})
+	Register(Scenario{
+		Name: "action/throughput", Rank: RankShmex + 21,
+		Doc:     "no-op actions with 64 bytes of arguments, 64 in flight per client: 1 client to 1 agent process, and 8 clients to 8 agents in 2 agent processes",
+		Metrics: []string{MetricActionThroughput, MetricActionThroughput8},
+		Run:     runActionThroughput,
+	})
+	RegisterChild("agent-noop", childAgentNoop)
+}
+
+// noopBehavior is an agent with one action, "noop", that takes bytes and
+// returns nothing.
+func noopBehavior() *agent.Behavior {
+	b := agent.NewBehavior("Noop")
+	if err := agent.AddAction(b, "noop", func(context.Context, []byte) (agent.NoArgs, error) {
+		return agent.NoArgs{}, nil
+	}); err != nil {
+		panic(err) // []byte and NoArgs have codecs
+	}
+	return b
+}
+
+// childAgentNoop joins exchange args[1] under root args[0] with idle mode
+// args[2], runs args[3] no-op agents (1 if absent), tells their ids
+// (space-separated), and serves until each is shut down.
+func childAgentNoop(args []string) error {
+	if len(args) != 3 && len(args) != 4 {
+		return fmt.Errorf("want 3 or 4 arguments, got %d", len(args))
+	}
+	n := 1
+	if len(args) == 4 {
+		if _, err := fmt.Sscan(args[3], &n); err != nil {
+			return err
+		}
+	}
+	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]), exchangeIdle(args[2]))
+	if err != nil {
+		return err
+	}
+	defer x.Close()
+	ctx := context.Background()
+	var ids []string
+	var rts []*agent.Runtime
+	for range n {
+		rt, err := agent.NewRuntime(ctx, x, noopBehavior(), agent.WithTerminateOnExit(true))
+		if err != nil {
+			return err
+		}
+		rts = append(rts, rt)
+		ids = append(ids, rt.ID().UUID.String())
+	}
+	errs := make(chan error, n)
+	for _, rt := range rts {
+		go func() { errs <- rt.Run(ctx) }()
+	}
+	if err := Ready(strings.Join(ids, " ")); err != nil {
+		return err
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// agentPeer is the parent side of an agent scenario: a child process
+// running agents, and the exchange they are in.
+type agentPeer struct {
+	x     *exchange.SHM
+	child *Child
+	ids   []exchange.EntityID
+	ctx   context.Context // done when the child exits
+	stop  context.CancelFunc
+}
+
+func startAgents(ctx context.Context, env *Env, root, name, mode string, n int) (*agentPeer, error) {
+	x, err := exchange.Open(name, exchange.WithRoot(root), exchangeIdle(mode))
+	if err != nil {
+		return nil, err
+	}
+	p := &agentPeer{x: x}
+	p.child, err = env.StartChild(ctx, "agent-noop", root, name, mode, fmt.Sprint(n))
+	if err != nil {
+		x.Close()
+		return nil, err
+	}
+	line, err := p.child.Expect(ctx, "ready")
+	if err != nil {
+		p.close(ctx)
+		return nil, err
+	}
+	for _, f := range strings.Fields(line) {
+		u, err := exchange.ParseUUID(f)
+		if err != nil {
+			p.close(ctx)
+			return nil, fmt.Errorf("bench: agent child said %q: %w", line, err)
+		}
+		p.ids = append(p.ids, exchange.EntityID{UUID: u, Role: exchange.RoleAgent})
+	}
+	if len(p.ids) != n {
+		p.close(ctx)
+		return nil, fmt.Errorf("bench: agent child reported %d agents, want %d", len(p.ids), n)
+	}
+	p.ctx, p.stop = context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-p.child.Done():
+			p.stop()
+		case <-p.ctx.Done():
+		}
+	}()
+	return p, nil
+}
+
+// close shuts the agents down and waits for the child.
+func (p *agentPeer) close(ctx context.Context) error {
+	var err error
+	if len(p.ids) > 0 {
+		if cl, cerr := agent.NewClient(ctx, p.x); cerr == nil {
+			for _, id := range p.ids {
+				sctx, cancel := context.WithTimeout(ctx, p.child.timeout)
+				cl.Handle(id).Shutdown(sctx)
+				cancel()
+			}
+			cl.Close()
+		}
+		err = p.child.Wait()
+	}
+	p.child.Close()
+	if p.stop != nil {
+		p.stop()
+	}
+	p.x.Close()
+	return err
+}
+
+func runActionRTT(ctx context.Context, env *Env) ([]Row, error) {
+	root, err := env.Dir()
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	for _, m := range []struct{ mode, metric, vs, note string }{
+		{"spin", MetricActionRTT, MetricExchangeRTTSpin, "receivers spin"},
+		{"park", MetricActionRTTFutex, MetricExchangeRTTFutex, "receivers sleep on the futex"},
+	} {
+		p, err := startAgents(ctx, env, root, "action-rtt-"+m.mode, m.mode, 1)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.mode, err)
+		}
+		cl, err := agent.NewClient(ctx, p.x)
+		if err != nil {
+			p.close(ctx)
+			return nil, err
+		}
+		h := cl.Handle(p.ids[0])
+		args := make([]byte, MsgSize)
+		unlock := env.LockThread()
+		l, err := env.MeasureRTT(ctx, func() error {
+			_, err := agent.Call[agent.NoArgs](p.ctx, h, "noop", args)
+			return err
+		})
+		unlock()
+		cl.Close()
+		if cerr := p.close(ctx); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.mode, err)
+		}
+		row := env.LatencyRow(m.metric, l, m.vs)
+		row.Note = join(m.note, row.Note)
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// pipeline runs no-op actions through h with actionWindow in flight until
+// the phase is over, and returns how many completed.
+func pipeline(ctx context.Context, h *agent.Handle, p Phase) (int64, error) {
+	args := make([]byte, MsgSize)
+	window := make([]*agent.Future[agent.NoArgs], 0, actionWindow)
+	start := time.Now()
+	var n int64
+	for {
+		for len(window) < actionWindow {
+			f, err := agent.Action[agent.NoArgs](ctx, h, "noop", args)
+			if err != nil {
+				return n, err
+			}
+			window = append(window, f)
+		}
+		if _, err := window[0].Wait(ctx); err != nil {
+			return n, err
+		}
+		window = window[1:]
+		n++
+		if n&63 == 0 && (p.Count > 0 && n >= p.Count || p.Count <= 0 && time.Since(start) >= p.Duration) {
+			break
+		}
+	}
+	for _, f := range window {
+		if _, err := f.Wait(ctx); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+func runActionThroughput(ctx context.Context, env *Env) ([]Row, error) {
+	root, err := env.Dir()
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	for _, k := range []struct {
+		clients, procs int
+		metric, vs     string
+	}{{1, 1, MetricActionThroughput, MetricExchangeThrough1}, {8, 2, MetricActionThroughput8, MetricExchangeThrough8}} {
+		r, err := actionThroughput(ctx, env, root, k.clients, k.procs)
+		if err != nil {
+			return nil, fmt.Errorf("%d clients: %w", k.clients, err)
+		}
+		row := env.RateRow(k.metric, "ops/s", r, k.vs)
+		row.Note = join(fmt.Sprintf("%d client(s) to %d agent(s) in %d process(es), %d in flight each; %.0fx Academy's published %d/s",
+			k.clients, k.clients, k.procs, actionWindow, r.PerSec/academyActionsPerSec, academyActionsPerSec), row.Note)
+		rows = append(rows, row)
+	}
+	return rows, nil
+}
+
+// actionThroughput runs clients clients in this process, each calling its
+// own agent; the agents run in procs child processes.
+func actionThroughput(ctx context.Context, env *Env, root string, clients, procs int) (Rate, error) {
+	var peers []*agentPeer
+	defer func() {
+		for _, p := range peers {
+			p.close(ctx)
+		}
+	}()
+	var handles []*agent.Handle
+	var cls []*agent.Client
+	defer func() {
+		for _, c := range cls {
+			c.Close()
+		}
+	}()
+	for i := range procs {
+		p, err := startAgents(ctx, env, root, fmt.Sprintf("action-tput-%d-%d", clients, i), "default", clients/procs)
+		if err != nil {
+			return Rate{}, err
+		}
+		peers = append(peers, p)
+		for _, id := range p.ids {
+			cl, err := agent.NewClient(ctx, p.x)
+			if err != nil {
+				return Rate{}, err
+			}
+			cls = append(cls, cl)
+			handles = append(handles, cl.Handle(id))
+		}
+	}
+	return env.MeasureRate(ctx, func(ctx context.Context, ph Phase) (int64, time.Duration, error) {
+		if ph.Count > 0 {
+			ph.Count = max(1, ph.Count/int64(len(handles)))
+		}
+		var wg sync.WaitGroup
+		counts := make([]int64, len(handles))
+		errs := make([]error, len(handles))
+		start := time.Now()
+		for i, h := range handles {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				counts[i], errs[i] = pipeline(peers[i*procs/len(handles)].ctx, h, ph)
+			}()
+		}
+		wg.Wait()
+		el := time.Since(start)
+		var total int64
+		for i := range handles {
+			if errs[i] != nil {
+				return 0, 0, errs[i]
+			}
+			total += counts[i]
+		}
+		return total, el, nil
+	})
+}
