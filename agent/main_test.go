@@ -22,6 +22,8 @@ func TestMain(m *testing.M) {
 	}
 	mustRegister("Echo", newEcho)
 	mustRegister("Crasher", newCrasher)
+	mustRegister("Blob", newBlob)
+	agent.SetChildExchange(wrapForChild)
 	agent.ServeIfChild()
 	childproc.Main(m, map[string]childproc.Role{"echo": rawEchoRole, "client": clientRole})
 }

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -206,11 +207,22 @@ func serveChild() error {
 		}
 		xopts = append(xopts, exchange.WithIdle(ring.IdleStrategy{Spins: n}))
 	}
-	x, err := exchange.Open(os.Getenv(EnvExchange), xopts...)
+	shmx, err := exchange.Open(os.Getenv(EnvExchange), xopts...)
 	if err != nil {
 		return err
 	}
-	defer x.Close()
+	defer shmx.Close()
+	var x exchange.Exchange = shmx
+	if wrap := childExchange.Load(); wrap != nil {
+		wx, closer, err := (*wrap)(shmx)
+		if err != nil {
+			return fmt.Errorf("agent: child exchange: %w", err)
+		}
+		if closer != nil {
+			defer closer.Close()
+		}
+		x = wx
+	}
 	b, err := f()
 	if err != nil {
 		return err
@@ -232,4 +244,22 @@ func serveChild() error {
 		return err
 	}
 	return rt.Run(ctx)
+}
+
+// childExchange is the function set by SetChildExchange.
+var childExchange atomic.Pointer[func(*exchange.SHM) (exchange.Exchange, io.Closer, error)]
+
+// SetChildExchange sets how an agent process started by a [ProcessLauncher]
+// turns the shared-memory exchange it opened into the exchange its agent
+// serves on: for instance a proxystore.Wrap of it with an arena store, so
+// that large arguments and results travel as proxies. closer, when not nil,
+// is closed after the agent stops (the store, say). Call it at program
+// start, before [ServeIfChild]; nil restores the default (the shared-memory
+// exchange itself).
+func SetChildExchange(f func(x *exchange.SHM) (ex exchange.Exchange, closer io.Closer, err error)) {
+	if f == nil {
+		childExchange.Store(nil)
+		return
+	}
+	childExchange.Store(&f)
 }

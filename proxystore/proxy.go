@@ -166,14 +166,16 @@ func readExt(b []byte) (data, rest []byte, err error) {
 // agent package's Codec[Proxy], so that an action can take or return a
 // proxy and resolve it when it wants the bytes:
 //
-//	agent.AddActionCodec(b, "sum", proxystore.PayloadCodec{}, agent.CodecFor..., func(ctx context.Context, p proxystore.Proxy) (int, error) {
-//		v, err := store.Resolve(ctx, p)
-//		...
-//	})
+//	agent.AddActionCodec(b, "sum", proxystore.PayloadCodec{}, u64Codec,
+//		func(ctx context.Context, p proxystore.Proxy) (uint64, error) {
+//			v, err := store.Resolve(ctx, p)
+//			...
+//		})
 //
 // A proxy encoded by it is left alone by [Wrap]'s policy (it already is a
 // proxy), and resolved by a wrapped mailbox unless the mailbox resolves
-// manually ([ResolveManual]).
+// manually ([ResolveManual]). Like every proxy in a message, it stands for
+// the MessagePack encoding of a value: see [AllocBytes] and [BytesOf].
 type PayloadCodec struct{}
 
 // Append appends the payload of p to b.
