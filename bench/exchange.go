@@ -18,6 +18,8 @@ const (
 	MetricExchangeRTTFutex = "exchange.rtt_futex_ns"
 	MetricExchangeThrough1 = "exchange.throughput_1to1_msgs"
 	MetricExchangeThrough8 = "exchange.throughput_8to1_msgs"
+	// MetricExchangeThrough64 is 64 senders: 8 processes of 8 goroutines.
+	MetricExchangeThrough64 = "exchange.throughput_64to1_msgs"
 )
 
 func init() {
@@ -29,8 +31,8 @@ func init() {
 	})
 	Register(Scenario{
 		Name: "exchange/throughput", Rank: RankShmex + 11,
-		Doc:     "ActionRequests with 64 bytes of arguments from 1 and 8 client processes to one agent process, through the shared-memory exchange (each message encoded and decoded)",
-		Metrics: []string{MetricExchangeThrough1, MetricExchangeThrough8},
+		Doc:     "ActionRequests with 64 bytes of arguments from 1 and 8 client processes, and from 8 processes of 8 sending goroutines, to one agent process, through the shared-memory exchange (each message encoded and decoded)",
+		Metrics: []string{MetricExchangeThrough1, MetricExchangeThrough8, MetricExchangeThrough64},
 		Run:     runExchangeThroughput,
 	})
 	RegisterChild("exchange-echo", childExchangeEcho)
@@ -196,10 +198,14 @@ func exchangeRTT(ctx context.Context, env *Env, root, mode string) (Latency, err
 
 // childExchangeSend joins exchange args[1] under root args[0] as a client
 // and sends ActionRequests with MsgSize bytes of arguments to the agent
-// args[2] in the fan-in protocol (see produceLoop).
+// args[2] in the fan-in protocol (see produceLoop), from args[3] goroutines.
 func childExchangeSend(args []string) error {
-	if len(args) != 3 {
-		return fmt.Errorf("want 3 arguments, got %d", len(args))
+	if len(args) != 4 {
+		return fmt.Errorf("want 4 arguments, got %d", len(args))
+	}
+	workers, err := strconv.Atoi(args[3])
+	if err != nil {
+		return err
 	}
 	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]), exchange.WithIdle(ring.Spin))
 	if err != nil {
@@ -215,13 +221,14 @@ func childExchangeSend(args []string) error {
 		return err
 	}
 	req := exchange.NewActionRequest(cid, exchange.EntityID{UUID: u, Role: exchange.RoleAgent}, "sink", make([]byte, MsgSize))
-	return produceLoop(func(ctx context.Context) error { return x.Send(ctx, req) })
+	return produceLoopN(workers, func(ctx context.Context) error { return x.Send(ctx, req) })
 }
 
-// exchangeFanIn measures senders client processes sending to one agent
-// mailbox that this process receives from, spinning.
-func exchangeFanIn(ctx context.Context, env *Env, root string, senders int) (Rate, error) {
-	name := fmt.Sprintf("exchange-fanin-%d", senders)
+// exchangeFanIn measures senders client processes of workers goroutines
+// each sending to one agent mailbox that this process receives from,
+// spinning.
+func exchangeFanIn(ctx context.Context, env *Env, root string, senders, workers int) (Rate, error) {
+	name := fmt.Sprintf("exchange-fanin-%d-%d", senders, workers)
 	x, err := exchange.Open(name, exchange.WithRoot(root), exchange.WithIdle(ring.Spin), exchange.WithMailboxBytes(1<<20))
 	if err != nil {
 		return Rate{}, err
@@ -235,7 +242,7 @@ func exchangeFanIn(ctx context.Context, env *Env, root string, senders int) (Rat
 	if err != nil {
 		return Rate{}, err
 	}
-	kids, stop, err := startProducers(ctx, env, senders, "exchange-send", root, name, aid.UUID.String())
+	kids, stop, err := startProducers(ctx, env, senders, "exchange-send", root, name, aid.UUID.String(), strconv.Itoa(workers))
 	if err != nil {
 		return Rate{}, err
 	}
@@ -271,15 +278,19 @@ func runExchangeThroughput(ctx context.Context, env *Env) ([]Row, error) {
 	}
 	var rows []Row
 	for _, k := range []struct {
-		n          int
+		n, workers int
 		metric, vs string
-	}{{1, MetricExchangeThrough1, MetricRingThroughput1}, {8, MetricExchangeThrough8, MetricRingThroughput8}} {
-		r, err := exchangeFanIn(ctx, env, root, k.n)
+	}{
+		{1, 1, MetricExchangeThrough1, MetricRingThroughput1},
+		{8, 1, MetricExchangeThrough8, MetricRingThroughput8},
+		{8, 8, MetricExchangeThrough64, MetricExchangeThrough8},
+	} {
+		r, err := exchangeFanIn(ctx, env, root, k.n, k.workers)
 		if err != nil {
-			return nil, fmt.Errorf("%d to 1: %w", k.n, err)
+			return nil, fmt.Errorf("%d to 1: %w", k.n*k.workers, err)
 		}
 		row := env.RateRow(k.metric, "msgs/s", r, k.vs)
-		row.Note = join(fmt.Sprintf("%d client process(es), agent spins", k.n), row.Note)
+		row.Note = join(fmt.Sprintf("%d client process(es) of %d sending goroutine(s), agent spins", k.n, k.workers), row.Note)
 		rows = append(rows, row)
 	}
 	return rows, nil

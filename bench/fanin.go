@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -22,6 +23,11 @@ import (
 // batches of 64 between each "go" and the next "stop", and reports how many
 // it sent. send must bound its own waits by ctx.
 func produceLoop(send func(ctx context.Context) error) error {
+	return produceLoopN(1, send)
+}
+
+// produceLoopN is produceLoop with workers goroutines calling send at once.
+func produceLoopN(workers int, send func(ctx context.Context) error) error {
 	lines := make(chan string, 4)
 	var stops atomic.Int64 // one "stop" follows each "go"; count them
 	go func() {
@@ -47,18 +53,34 @@ func produceLoop(send func(ctx context.Context) error) error {
 			return nil
 		case "go":
 			gos++
-			var n int64
 			ctx, cancel := context.WithTimeout(context.Background(), ChildTimeout())
-			for stops.Load() < gos {
-				for range 64 {
-					if err := send(ctx); err != nil {
-						cancel()
-						return err
+			counts := make([]int64, workers)
+			errs := make([]error, workers)
+			var wg sync.WaitGroup
+			for w := range workers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for stops.Load() < gos {
+						for range 64 {
+							if err := send(ctx); err != nil {
+								errs[w] = err
+								return
+							}
+						}
+						counts[w] += 64
 					}
-				}
-				n += 64
+				}()
 			}
+			wg.Wait()
 			cancel()
+			var n int64
+			for w := range workers {
+				if errs[w] != nil {
+					return errs[w]
+				}
+				n += counts[w]
+			}
 			if err := Tell("sent %d", n); err != nil {
 				return err
 			}
