@@ -119,7 +119,7 @@ func (x *SHM) Collect(ctx context.Context) (CollectStats, error) {
 // collectRing removes the ring segment of the terminated mailbox id unless
 // a live receiver is attached to it. It reports whether it removed it.
 func (x *SHM) collectRing(id EntityID) (bool, error) {
-	path := ringPath(x.dir, id.UUID)
+	path := ringPath(x.dir, id.UUID, x.reg.incarnation(x.lookup(id)))
 	seg, err := shm.Open(path, shm.KindRing)
 	if errors.Is(err, shm.ErrNotExist) || errors.Is(err, fs.ErrNotExist) {
 		return false, nil

@@ -92,6 +92,16 @@ type Exchange interface {
 	io.Closer
 }
 
+// Reopener is implemented by exchanges that can bring a terminated mailbox
+// back under the same id ([SHM] and [Local] do): a supervisor that restarts
+// an agent keeps its id, as Academy's restarts do, so that handles and ids
+// held elsewhere keep working. Reopen is a no-op on an active mailbox of
+// the caller; the reopened mailbox is empty and active, and Discover finds
+// the agent again.
+type Reopener interface {
+	Reopen(ctx context.Context, id EntityID) error
+}
+
 // Mailbox is a client that receives from one mailbox. Closing it closes this
 // client only, never the mailbox in the exchange: others may still send to
 // the mailbox, and a new client may receive what they send. A Mailbox is safe

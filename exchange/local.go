@@ -197,6 +197,34 @@ func (l *Local) Terminate(_ context.Context, id EntityID) error {
 	return nil
 }
 
+// Reopen implements [Reopener]: a terminated mailbox comes back under the
+// same id, empty; clients of the terminated one keep draining it and then
+// report ErrMailboxClosed. A no-op when the mailbox is active.
+func (l *Local) Reopen(_ context.Context, id EntityID) error {
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	if l.closed {
+		return ErrExchangeClosed
+	}
+	e := l.s.lookup(id)
+	if e == nil {
+		return fmt.Errorf("%w: %v", ErrBadEntityID, id)
+	}
+	if e.info.Status == StatusActive {
+		return nil
+	}
+	info := e.info
+	info.Status = StatusActive
+	l.s.entries[id.UUID] = &localEntry{
+		info:       info,
+		seq:        e.seq,
+		notEmpty:   make(chan struct{}, 1),
+		notFull:    make(chan struct{}, 1),
+		terminated: make(chan struct{}),
+	}
+	return nil
+}
+
 // Discover implements [Exchange.Discover]; Local returns agents in
 // registration order.
 func (l *Local) Discover(_ context.Context, behavior string, allowSubtypes bool) ([]EntityID, error) {

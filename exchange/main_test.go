@@ -13,9 +13,10 @@ import (
 // live next to the tests that start them.
 func TestMain(m *testing.M) {
 	childproc.Main(m, map[string]childproc.Role{
-		"peer":   peerChild,   // TestSHMProcessesDiscoverAndCall
-		"owner":  ownerChild,  // TestSHMProcessDeadOwner
-		"sender": senderChild, // TestSHMProcessKilledSender
-		"closer": closerChild, // TestSHMCloseAfterSendTimeout (shm_close_test.go)
+		"peer":     peerChild,     // TestSHMProcessesDiscoverAndCall
+		"owner":    ownerChild,    // TestSHMProcessDeadOwner
+		"sender":   senderChild,   // TestSHMProcessKilledSender
+		"closer":   closerChild,   // TestSHMCloseAfterSendTimeout (shm_close_test.go)
+		"receiver": receiverChild, // TestSHMProcessReopen (reopen_test.go)
 	})
 }

@@ -121,7 +121,14 @@ func (r *registry) ownerWord(i int) *uint64 {
 	return (*uint64)(unsafe.Pointer(&r.raw(i)[entOwner]))
 }
 
+func (r *registry) incWord(i int) *uint32 {
+	return (*uint32)(unsafe.Pointer(&r.raw(i)[entInc]))
+}
+
 func (r *registry) state(i int) uint32 { return atomic.LoadUint32(r.stateWord(i)) }
+
+// incarnation returns how many times entry i was reopened.
+func (r *registry) incarnation(i int) uint32 { return atomic.LoadUint32(r.incWord(i)) }
 func (r *registry) owner(i int) uint64 { return atomic.LoadUint64(r.ownerWord(i)) }
 
 func entryChecksum(b []byte) uint32 {

@@ -15,8 +15,9 @@ package exchange
 //	136    8     generation         under the lock: bumped by every change (atomic)
 //	256    ...   entries            entries × entrySize
 //
-// An entry (regEntrySize bytes). Only state and owner change after the entry
-// is published, and only under the registry lock; the rest is immutable and
+// An entry (regEntrySize bytes). Only state, owner and incarnation change
+// after the entry is published, and only under the registry lock; the rest
+// is immutable and
 // covered by the entry checksum, so a reader that finds a bad checksum knows
 // the entry is damaged (it is skipped, never trusted).
 //
@@ -30,6 +31,8 @@ package exchange
 //	32   4    ringCap     data capacity of the mailbox ring
 //	36   4    maxRecord   largest ring record
 //	40   4    checksum    CRC-32C of bytes [4, 24) and [32, 40) and [48, regEntrySize)
+//	44   4    incarnation bumped by Reopen (atomic): the mailbox's ring is
+//	                      ring-<uuid> in incarnation 0, ring-<uuid>.<n> in n > 0
 //	48   64   name
 //	112  64   behavior
 //	176  336  implements  implCount × (length byte, name bytes)
@@ -63,6 +66,7 @@ const (
 	entRingCap   = 32
 	entMaxRecord = 36
 	entChecksum  = 40
+	entInc       = 44
 	entName      = 48
 	entBehavior  = 112
 	entImpl      = 176

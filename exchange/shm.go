@@ -9,6 +9,7 @@ import (
 	"math/bits"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -84,8 +85,9 @@ type SHM struct {
 	closing atomic.Bool
 	closed  bool
 
-	dests  sync.Map // UUID -> *dest
-	destMu sync.Mutex
+	dests   sync.Map // UUID -> *dest
+	destMu  sync.Mutex
+	retired []*dest // mappings of reopened mailboxes' old rings, unmapped by Close
 
 	mbMu   sync.Mutex
 	mboxes map[*shmMailbox]struct{}
@@ -97,7 +99,8 @@ var _ Exchange = (*SHM)(nil)
 // handle.
 type dest struct {
 	id        EntityID
-	index     int // registry entry
+	index     int    // registry entry
+	inc       uint32 // incarnation of the mailbox this ring belongs to
 	seg       *shm.Segment
 	r         *ring.Ring
 	boxes     [producersPerDest]prodBox
@@ -173,8 +176,13 @@ func (x *SHM) enter() error {
 
 func (x *SHM) leave() { x.mu.RUnlock() }
 
-func ringPath(dir string, u UUID) string {
-	return filepath.Join(dir, shm.RingPrefix+hex.EncodeToString(u[:]))
+// ringPath returns the path of the ring of incarnation inc of mailbox u.
+func ringPath(dir string, u UUID, inc uint32) string {
+	p := filepath.Join(dir, shm.RingPrefix+hex.EncodeToString(u[:]))
+	if inc > 0 {
+		p += "." + strconv.FormatUint(uint64(inc), 10)
+	}
+	return p
 }
 
 func (x *SHM) alive(owner uint64) bool {
@@ -223,7 +231,7 @@ func (x *SHM) register(id EntityID, name string, b Behavior) (EntityID, error) {
 	}
 	capacity := x.opts.mailboxBytes
 	cfg := ring.Config{Capacity: capacity, MaxRecord: capacity / 4, Slots: ringSlots}
-	path := ringPath(x.dir, id.UUID)
+	path := ringPath(x.dir, id.UUID, 0)
 	shm.Remove(path) // left by a registration that died before publishing
 	seg, err := shm.Create(path, shm.KindRing, int64(shm.HeaderSize+ring.Size(cfg.Capacity, cfg.Slots)),
 		func(body []byte) error { _, err := ring.New(body, cfg, ring.Options{}); return err })
@@ -248,15 +256,24 @@ func (x *SHM) lookup(id EntityID) int {
 	return i
 }
 
-// dest returns the mapped ring of id's mailbox, mapping it on first use.
+// dest returns the mapped ring of id's mailbox, mapping it on first use,
+// and again after the mailbox was reopened.
 func (x *SHM) dest(id EntityID) (*dest, error) {
-	if d, ok := x.dests.Load(id.UUID); ok {
-		return d.(*dest), nil
+	if v, ok := x.dests.Load(id.UUID); ok {
+		if d := v.(*dest); x.reg.incarnation(d.index) == d.inc {
+			return d, nil
+		}
 	}
 	x.destMu.Lock()
 	defer x.destMu.Unlock()
-	if d, ok := x.dests.Load(id.UUID); ok {
-		return d.(*dest), nil
+	if v, ok := x.dests.Load(id.UUID); ok {
+		d := v.(*dest)
+		if x.reg.incarnation(d.index) == d.inc {
+			return d, nil
+		}
+		// Reopened: other goroutines may still use the old mapping.
+		x.dests.Delete(id.UUID)
+		x.retired = append(x.retired, d)
 	}
 	i := x.lookup(id)
 	if i < 0 {
@@ -267,11 +284,21 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 	if _, err := x.reg.decode(i); err != nil {
 		return nil, err
 	}
-	seg, err := shm.Open(ringPath(x.dir, id.UUID), shm.KindRing)
-	if errors.Is(err, shm.ErrNotExist) && x.reg.state(i) == regTerminated {
-		return nil, fmt.Errorf("%w: %v (collected)", ErrMailboxClosed, id)
-	}
-	if err != nil {
+	var seg *shm.Segment
+	var inc uint32
+	for attempt := 0; ; attempt++ {
+		inc = x.reg.incarnation(i)
+		var err error
+		seg, err = shm.Open(ringPath(x.dir, id.UUID, inc), shm.KindRing)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, shm.ErrNotExist) && x.reg.incarnation(i) != inc && attempt < 8 {
+			continue // reopened while we looked
+		}
+		if errors.Is(err, shm.ErrNotExist) && x.reg.state(i) == regTerminated {
+			return nil, fmt.Errorf("%w: %v (collected)", ErrMailboxClosed, id)
+		}
 		return nil, fmt.Errorf("exchange: mailbox %v: %w", id, err)
 	}
 	r, err := ring.Attach(seg.Body(), ring.Options{Alive: x.alive})
@@ -279,7 +306,7 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 		seg.Close()
 		return nil, fmt.Errorf("exchange: mailbox %v: %w", id, err)
 	}
-	d := &dest{id: id, index: i, seg: seg, r: r}
+	d := &dest{id: id, index: i, inc: inc, seg: seg, r: r}
 	d.lastCheck.Store(time.Now().UnixNano())
 	x.dests.Store(id.UUID, d)
 	return d, nil
@@ -330,9 +357,22 @@ func (x *SHM) Send(ctx context.Context, m *Message) error {
 	return x.send(ctx, m, true)
 }
 
+// errReopened tells send that the mailbox was reopened under its feet.
+var errReopened = errors.New("exchange: mailbox reopened")
+
 // send is Send for a caller that has entered. wait says whether to wait
 // for space in a full mailbox.
 func (x *SHM) send(ctx context.Context, m *Message, wait bool) error {
+	for {
+		if err := x.sendOnce(ctx, m, wait); err != errReopened {
+			return err
+		}
+	}
+}
+
+// sendOnce is one attempt of send, on the ring of the mailbox's current
+// incarnation; errReopened when it was reopened meanwhile.
+func (x *SHM) sendOnce(ctx context.Context, m *Message, wait bool) error {
 	d, err := x.dest(m.Dest)
 	if err != nil {
 		return err
@@ -364,6 +404,9 @@ func (x *SHM) send(ctx context.Context, m *Message, wait bool) error {
 	}
 	if err != nil {
 		if errors.Is(err, ring.ErrClosed) {
+			if x.reg.incarnation(d.index) != d.inc {
+				return errReopened // send again, to the new ring
+			}
 			return fmt.Errorf("%w: %v", ErrMailboxClosed, m.Dest)
 		}
 		return err
@@ -490,6 +533,12 @@ func (x *SHM) terminate(ctx context.Context, d *dest) error {
 	if err := x.reg.lock(); err != nil {
 		return err
 	}
+	if x.reg.incarnation(d.index) != d.inc {
+		// d maps the ring of an earlier incarnation, terminated before
+		// the mailbox was reopened: the current one is not ours to end.
+		x.reg.unlock()
+		return nil
+	}
 	d.r.Close()
 	atomic.StoreUint32(x.reg.stateWord(d.index), regTerminated)
 	atomic.AddUint64(x.reg.gen, 1)
@@ -611,16 +660,21 @@ func (x *SHM) Close() error {
 	}
 	x.mboxes = nil
 	x.mbMu.Unlock()
-	x.dests.Range(func(_, v any) bool {
-		d := v.(*dest)
+	unmap := func(d *dest) {
 		for i := range d.boxes {
 			if p := d.boxes[i].p; p != nil {
 				p.Close()
 			}
 		}
 		d.seg.Close()
+	}
+	x.dests.Range(func(_, v any) bool {
+		unmap(v.(*dest))
 		return true
 	})
+	for _, d := range x.retired {
+		unmap(d)
+	}
 	x.reg.close()
 	x.life.release()
 	return nil
@@ -752,4 +806,73 @@ func (c closedMailbox) Close() error                         { return nil }
 func (d *dest) ownerCheckDue() bool {
 	now, last := time.Now().UnixNano(), d.lastCheck.Load()
 	return now-last > int64(ownerCheckInterval) && d.lastCheck.CompareAndSwap(last, now)
+}
+
+// Reopen brings back the terminated mailbox of id under the same id, empty,
+// with this process as its owner, for a supervisor that restarts an agent
+// (Academy's restarts keep the agent's id). Senders that mapped the old
+// mailbox move to the new one at their next send. It is a no-op when the
+// mailbox is active and owned by this process; it fails with
+// [ErrMailboxBusy] when it is active under a live owner, or when a live
+// receiver is still attached to the terminated one (it drains it), and
+// with [ErrBadEntityID] when id is not registered. Messages still queued in
+// the terminated mailbox are dropped (its requests were answered when it
+// was terminated).
+func (x *SHM) Reopen(ctx context.Context, id EntityID) error {
+	if err := x.enter(); err != nil {
+		return err
+	}
+	defer x.leave()
+	i := x.lookup(id)
+	if i < 0 {
+		return fmt.Errorf("%w: %v", ErrBadEntityID, id)
+	}
+	e, err := x.reg.decode(i)
+	if err != nil {
+		return err
+	}
+	if x.status(i, id) == StatusActive { // marks a dead owner's mailbox terminated
+		if x.reg.owner(i) == x.life.id() {
+			return nil
+		}
+		return fmt.Errorf("%w: %v is active", ErrMailboxBusy, id)
+	}
+	if err := x.reg.lock(); err != nil {
+		return err
+	}
+	defer x.reg.unlock()
+	if x.reg.state(i) != regTerminated {
+		return fmt.Errorf("%w: %v was reopened meanwhile", ErrMailboxBusy, id)
+	}
+	inc := x.reg.incarnation(i)
+	old := ringPath(x.dir, id.UUID, inc)
+	if seg, err := shm.Open(old, shm.KindRing); err == nil {
+		busy := false
+		if r, err := ring.Attach(seg.Body(), ring.Options{Alive: x.alive}); err == nil {
+			c, err := r.NewConsumer(x.life.id(), ring.Park)
+			busy = errors.Is(err, ring.ErrBusy)
+			if err == nil {
+				c.Close()
+			}
+		}
+		seg.Close()
+		if busy {
+			return fmt.Errorf("%w: %v is still drained by a live receiver", ErrMailboxBusy, id)
+		}
+	}
+	cfg := ring.Config{Capacity: e.ringCap, MaxRecord: e.maxRecord, Slots: ringSlots}
+	path := ringPath(x.dir, id.UUID, inc+1)
+	shm.Remove(path) // left by a Reopen that died before publishing
+	seg, err := shm.Create(path, shm.KindRing, int64(shm.HeaderSize+ring.Size(cfg.Capacity, cfg.Slots)),
+		func(body []byte) error { _, err := ring.New(body, cfg, ring.Options{}); return err })
+	if err != nil {
+		return fmt.Errorf("exchange: reopening %v: %w", id, err)
+	}
+	seg.Close()
+	atomic.StoreUint64(x.reg.ownerWord(i), x.life.id())
+	atomic.StoreUint32(x.reg.incWord(i), inc+1)
+	atomic.StoreUint32(x.reg.stateWord(i), regActive)
+	atomic.AddUint64(x.reg.gen, 1)
+	shm.Remove(old) // mappings of it stay valid; new ones go to the new ring
+	return nil
 }

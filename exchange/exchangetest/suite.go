@@ -85,6 +85,7 @@ func Run(t *testing.T, h Harness) {
 		{"TerminateDrains", s.testTerminateDrains},
 		{"TerminateWakesRecv", s.testTerminateWakesRecv},
 		{"TerminateAnswersRequests", s.testTerminateAnswersRequests},
+		{"Reopen", s.testReopen},
 		{"MailboxCloseKeepsMailbox", s.testMailboxCloseKeepsMailbox},
 		{"MailboxCloseWakesRecv", s.testMailboxCloseWakesRecv},
 		{"FullMailbox", s.testFullMailbox},
@@ -944,4 +945,44 @@ func (s *suite) testClose(t *testing.T) {
 	if err := mb.Recv(c, &m); !errors.Is(err, exchange.ErrMailboxClosed) && !errors.Is(err, exchange.ErrExchangeClosed) {
 		t.Fatalf("Recv after Close: %v", err)
 	}
+}
+
+// testReopen: an exchange that implements exchange.Reopener brings a
+// terminated mailbox back under its id, empty and active; senders that sent
+// to it before reach the new one; clients of the terminated one report
+// ErrMailboxClosed.
+func (s *suite) testReopen(t *testing.T) {
+	a, b := s.pair(t, Config{})
+	ra, ok := a.(exchange.Reopener)
+	if !ok {
+		t.Skip("the exchange does not implement exchange.Reopener")
+	}
+	c := ctx(t, waitLong)
+	aid := regAgent(t, a, "Phoenix")
+	cid := regClient(t, b)
+	wantErr(t, "Reopen of a missing id", ra.Reopen(c, exchange.NewAgentID()), exchange.ErrBadEntityID)
+	old := mailbox(t, a, aid)
+	before := exchange.NewActionRequest(cid, aid, "before", nil)
+	send(t, b, before)
+	wantMessage(t, recv(t, old), before)
+	send(t, b, exchange.NewActionResponse(cid, aid, exchange.NewTag(), []byte("stale")))
+	noErr(t, "Terminate", a.Terminate(c, aid))
+	noErr(t, "Close the terminated mailbox's client", old.Close())
+
+	noErr(t, "Reopen", ra.Reopen(c, aid))
+	if st, err := b.Status(c, aid); err != nil || st != exchange.StatusActive {
+		t.Fatalf("Status after Reopen = %v, %v", st, err)
+	}
+	if got, err := b.Discover(c, "Phoenix", false); err != nil || len(got) != 1 || got[0] != aid {
+		t.Fatalf("Discover after Reopen = %v, %v", got, err)
+	}
+	noErr(t, "Reopen of an active mailbox", ra.Reopen(c, aid))
+	// b sent to the old mailbox: its next send reaches the new one, which
+	// holds nothing of the old (the stale response is gone).
+	after := exchange.NewActionRequest(cid, aid, "after", []byte{7})
+	send(t, b, after)
+	mb := mailbox(t, a, aid)
+	wantMessage(t, recv(t, mb), after)
+	var m exchange.Message
+	wantErr(t, "Recv on the reopened, drained mailbox", mb.Recv(ctx(t, waitShort), &m), context.DeadlineExceeded)
 }

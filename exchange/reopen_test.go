@@ -1,0 +1,114 @@
+package exchange_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/internal/childproc"
+)
+
+// receiverChild joins exchange args[1] under root args[0], opens the
+// mailbox of args[2] (becoming its owner), says "ready", then reports the
+// action of every ActionRequest it receives as "got <action>". args: root,
+// exchange name, agent id.
+func receiverChild(args []string) int {
+	if len(args) != 3 {
+		return childFail("receiver: args %q", args)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), childLife)
+	defer cancel()
+	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]), exchange.WithLogger(discardLog))
+	if err != nil {
+		return childFail("Open: %v", err)
+	}
+	defer x.Close()
+	id, err := exchange.ParseEntityID(args[2])
+	if err != nil {
+		return childFail("id: %v", err)
+	}
+	mb, err := x.Mailbox(ctx, id)
+	if err != nil {
+		return childFail("Mailbox: %v", err)
+	}
+	say("ready")
+	var m exchange.Message
+	for {
+		if err := mb.Recv(ctx, &m); err != nil {
+			return childFail("Recv: %v", err)
+		}
+		if m.Kind == exchange.KindActionRequest {
+			say("got", string(m.Action))
+		}
+	}
+}
+
+// TestSHMProcessReopen: the process that owns an agent's mailbox is killed;
+// a supervisor reopens the mailbox under the same id and a new process takes
+// it over. A sender that had mapped the old mailbox reaches the new owner,
+// and nothing queued in the dead one is delivered to it.
+func TestSHMProcessReopen(t *testing.T) {
+	root := testRoot(t)
+	const name = "reopen"
+	ctx := testCtx(t, time.Minute)
+	sup := openSHM(t, root, name)
+	aid, err := sup.RegisterAgent(ctx, exchange.Behavior{Name: "Phoenix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snd := openSHM(t, root, name) // another handle: its own mappings
+	cid, err := snd.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmb, err := snd.Mailbox(ctx, cid)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	first := childproc.Start(t, "receiver", root, name, aid.String())
+	line(t, first, "first receiver start", childStart)
+	if err := snd.Send(ctx, exchange.NewActionRequest(cid, aid, "one", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if f := line(t, first, "first receiver", 10*time.Second); f[1] != "one" {
+		t.Fatalf("first receiver got %q", f)
+	}
+	// A busy mailbox cannot be reopened.
+	if err := sup.Reopen(ctx, aid); !errors.Is(err, exchange.ErrMailboxBusy) {
+		t.Fatalf("Reopen with a live owner: %v, want ErrMailboxBusy", err)
+	}
+	first.Kill()
+	// A request queued in the dead mailbox is answered by the exchange.
+	queued := exchange.NewActionRequest(cid, aid, "lost", nil)
+	if err := snd.Send(ctx, queued); err != nil && !errors.Is(err, exchange.ErrMailboxClosed) {
+		t.Fatal(err)
+	}
+	if err := sup.Reopen(ctx, aid); err != nil {
+		t.Fatalf("Reopen after the owner died: %v", err)
+	}
+	if st, err := snd.Status(ctx, aid); err != nil || st != exchange.StatusActive {
+		t.Fatalf("Status after Reopen = %v, %v", st, err)
+	}
+	second := childproc.Start(t, "receiver", root, name, aid.String())
+	line(t, second, "second receiver start", childStart)
+	if err := snd.Send(ctx, exchange.NewActionRequest(cid, aid, "two", nil)); err != nil {
+		t.Fatalf("Send after Reopen: %v", err)
+	}
+	if f := line(t, second, "second receiver", 10*time.Second); f[1] != "two" {
+		t.Fatalf("second receiver got %q, want two (nothing of the old mailbox)", f)
+	}
+	// The queued request was answered with an error, if it was queued.
+	rctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	var m exchange.Message
+	if err := cmb.Recv(rctx, &m); err == nil {
+		if m.Tag != queued.Tag || !errors.Is(m.Err(), exchange.ErrMailboxClosed) {
+			t.Fatalf("client got %v", &m)
+		}
+	} else if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatal(err)
+	}
+}
