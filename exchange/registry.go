@@ -129,7 +129,7 @@ func (r *registry) state(i int) uint32 { return atomic.LoadUint32(r.stateWord(i)
 
 // incarnation returns how many times entry i was reopened.
 func (r *registry) incarnation(i int) uint32 { return atomic.LoadUint32(r.incWord(i)) }
-func (r *registry) owner(i int) uint64 { return atomic.LoadUint64(r.ownerWord(i)) }
+func (r *registry) owner(i int) uint64       { return atomic.LoadUint64(r.ownerWord(i)) }
 
 func entryChecksum(b []byte) uint32 {
 	c := crc32.Update(0, castagnoli, b[4:24])
