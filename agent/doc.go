@@ -98,10 +98,15 @@
 // exchange: the program re-runs itself with the behavior name, agent id and
 // exchange name and root in the environment (see the Env* constants), and
 // its main calls [ServeIfChild] first. [WithRestarts] restarts a failed run
-// (an error from the runtime; a process that died or exited non-zero). A
-// dead agent's mailbox is terminated for good and ids are never reused, so
-// a restart registers a new id; handles from [Manager.Launch] follow the
-// agent to it, while calls in flight to the old run fail. A [Manager]
+// (an error from the runtime; a process that died or exited non-zero). The
+// dead run's mailbox is terminated (its queued requests are answered with
+// errors), then, when the exchange can ([exchange.Reopener]: the
+// shared-memory and in-process exchanges), reopened under the same id, so
+// that handles and ids held anywhere reach the new run, as with Academy's
+// restarts; calls in flight to the old run fail with [ErrAgentTerminated]
+// (a handle sees the mailbox's incarnation change). Over an exchange that
+// cannot reopen, a restart registers a new id, which handles from
+// [Manager.Launch] follow. A [Manager]
 // launches agents and returns handles, shuts one down (optionally waiting)
 // and waits for all.
 //

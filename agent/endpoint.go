@@ -99,6 +99,8 @@ type call struct {
 	rtt  time.Duration
 
 	deadSince time.Time // guarded by ep.mu: first time the watcher saw dest not active
+	inc       uint32    // incarnation of dest's mailbox when the request was sent
+	incKnown  bool      // inc is known (the exchange is an exchange.Reopener)
 }
 
 // register adds c to the calls in flight; it fails when the endpoint or
@@ -187,6 +189,13 @@ func (ep *endpoint) send(ctx context.Context, c *call, m *exchange.Message) erro
 	if c.kind == exchange.KindPingRequest {
 		c.sent = time.Now()
 	}
+	if r, ok := ep.x.(exchange.Reopener); ok {
+		// Before the send: a restart between the two makes the call fail
+		// (spuriously) rather than wait for an answer that never comes.
+		if inc, err := r.Incarnation(ctx, c.dest); err == nil {
+			c.inc, c.incKnown = inc, true
+		}
+	}
 	if err := ep.register(c); err != nil {
 		ep.putMsg(m)
 		return err
@@ -245,7 +254,9 @@ func (ep *endpoint) close(err error) {
 func (ep *endpoint) watch() {
 	t := time.NewTicker(ep.poll)
 	defer t.Stop()
-	dests := map[exchange.EntityID]bool{} // dest -> active
+	dests := map[exchange.EntityID]bool{}  // dest -> active
+	incs := map[exchange.EntityID]uint32{} // dest -> incarnation
+	reopener, _ := ep.x.(exchange.Reopener)
 	for range t.C {
 		ep.mu.Lock()
 		if len(ep.calls) == 0 {
@@ -254,6 +265,7 @@ func (ep *endpoint) watch() {
 			return
 		}
 		clear(dests)
+		clear(incs)
 		for _, c := range ep.calls {
 			dests[c.dest] = true
 		}
@@ -272,6 +284,13 @@ func (ep *endpoint) watch() {
 			default:
 				dests[d] = st == exchange.StatusActive
 			}
+			if reopener != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), ep.poll)
+				if inc, err := reopener.Incarnation(ctx, d); err == nil {
+					incs[d] = inc
+				}
+				cancel()
+			}
 		}
 		if fatal != nil {
 			ep.cancelCalls(func(*call) bool { return true }, fmt.Errorf("%w: %w", ErrHandleClosed, fatal))
@@ -283,6 +302,13 @@ func (ep *endpoint) watch() {
 		ep.mu.Lock()
 		for tag, c := range ep.calls {
 			active, seen := dests[c.dest]
+			if inc, ok := incs[c.dest]; ok && c.incKnown && inc > c.inc {
+				// The run that the request went to ended, and the agent
+				// was restarted under its id: no answer will come.
+				delete(ep.calls, tag)
+				failed = append(failed, c)
+				continue
+			}
 			switch {
 			case !seen || active:
 				c.deadSince = time.Time{}

@@ -163,7 +163,8 @@ type ThreadLauncher struct{}
 
 // Launch implements [Launcher]. Options are the runtime's (see
 // [NewRuntime]) plus [WithRestarts]: a run that returns an error (a setup
-// or loop failure) is restarted with a fresh Behavior and a new id.
+// or loop failure) is restarted with a fresh Behavior, under the same id
+// when x can reopen its mailbox ([exchange.Reopener]), else a new one.
 func (l ThreadLauncher) Launch(ctx context.Context, x exchange.Exchange, behavior string, opts ...Option) (*Instance, error) {
 	f, err := lookup(behavior)
 	if err != nil {
@@ -177,18 +178,20 @@ func (l ThreadLauncher) Launch(ctx context.Context, x exchange.Exchange, behavio
 func (ThreadLauncher) LaunchFactory(ctx context.Context, x exchange.Exchange, name string, f Factory, opts ...Option) (*Instance, error) {
 	o := applyOptions(opts)
 	in := newInstance(name)
-	start := func(ctx context.Context, first bool) (*Runtime, error) {
+	// start starts a runtime; a restart (prev not zero) keeps the id prev
+	// when x can reopen its mailbox, else registers a new one.
+	start := func(ctx context.Context, prev exchange.EntityID) (*Runtime, error) {
 		b, err := f()
 		if err != nil {
 			return nil, fmt.Errorf("agent: behavior %q factory: %w", name, err)
 		}
 		ro := opts
-		if !first {
-			ro = append(append([]Option(nil), opts...), WithAgentID(exchange.EntityID{}))
+		if !prev.IsZero() {
+			ro = append(append([]Option(nil), opts...), WithAgentID(reopen(x, prev, o.log)))
 		}
 		return NewRuntime(ctx, x, b, ro...)
 	}
-	rt, err := start(ctx, true)
+	rt, err := start(ctx, exchange.EntityID{})
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +204,7 @@ func (ThreadLauncher) LaunchFactory(ctx context.Context, x exchange.Exchange, na
 				return
 			}
 			o.log.Warn("agent: restarting a failed agent", "behavior", name, "agent", rt.ID(), "err", err)
-			next, serr := start(context.Background(), false)
+			next, serr := start(context.Background(), rt.ID())
 			if serr != nil {
 				in.finish(fmt.Errorf("%w; restart failed: %w", err, serr))
 				return

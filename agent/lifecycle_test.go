@@ -347,7 +347,6 @@ func TestRestart(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				before := h.AgentID()
 				if i == 2 && e.process {
 					syscall.Kill(in.PID(), syscall.SIGKILL) // death at any instruction
 				} else if _, err := agent.Call[int](ctx, h, "crash", !e.process); err != nil && !errors.Is(err, agent.ErrAgentTerminated) {
@@ -360,13 +359,16 @@ func TestRestart(t *testing.T) {
 					break
 				}
 				// The restarted agent answers through the same handle,
-				// under a new id.
+				// under the same id (both exchanges reopen mailboxes).
 				deadline := time.Now().Add(10 * time.Second)
-				for h.AgentID() == before && time.Now().Before(deadline) {
+				for in.Restarts() < i && time.Now().Before(deadline) {
 					time.Sleep(5 * time.Millisecond)
 				}
-				if h.AgentID() == before {
+				if in.Restarts() < i {
 					t.Fatalf("restart %d: agent not restarted", i)
+				}
+				if h.AgentID() != first {
+					t.Fatalf("restart %d: agent id %v, want the first run's %v", i, h.AgentID(), first)
 				}
 				pid, err := agent.Call[int](ctx, h, "pid", agent.NoArgs{})
 				if err != nil {
@@ -385,7 +387,7 @@ func TestRestart(t *testing.T) {
 			case <-ctx.Done():
 				t.Fatal("instance not done after its last crash")
 			}
-			if in.Err() == nil || len(in.IDs()) != 3 || in.IDs()[0] != first {
+			if ids := in.IDs(); in.Err() == nil || len(ids) != 3 || ids[0] != first || ids[1] != first || ids[2] != first {
 				t.Fatalf("after the restarts: err %v, ids %v", in.Err(), in.IDs())
 			}
 			if m.Instance(first) != in {

@@ -103,7 +103,8 @@ func WithTerminatedGrace(d time.Duration) Option {
 
 // WithRestarts sets how many times a launcher restarts an agent whose run
 // failed (an error from the runtime, or a process that died or exited with
-// a non-zero status); default 0. Each restart registers a new agent id
-// (a dead agent's mailbox is terminated for good); handles from
-// [Manager.Launch] follow the agent to its new id.
+// a non-zero status); default 0. A restart keeps the agent's id when the
+// exchange can reopen its mailbox ([exchange.Reopener]), and registers a
+// new one otherwise; handles from [Manager.Launch] follow the agent either
+// way.
 func WithRestarts(n int) Option { return func(o *options) { o.restarts = max(n, 0) } }

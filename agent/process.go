@@ -39,7 +39,9 @@ const (
 // registers the agent's mailbox before it starts the child, so requests can
 // be sent at once; the child takes the mailbox over. When a child exits,
 // the launcher terminates its mailbox (answering requests still queued),
-// and restarts a failed child ([WithRestarts]) under a new id.
+// and restarts a failed child ([WithRestarts]): under the same id when the
+// exchange can reopen the mailbox ([exchange.Reopener]), else under a new
+// one.
 //
 // Children are killed (SIGKILL) when the launching process dies (Linux
 // Pdeathsig of the launching thread's process).
@@ -91,10 +93,14 @@ func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behav
 		ropts = append(ropts, exchange.WithName(o.name))
 	}
 	in := newInstance(behavior)
-	start := func(ctx context.Context) (*exec.Cmd, exchange.EntityID, error) {
-		id, err := x.RegisterAgent(ctx, b.Exchange(), ropts...)
-		if err != nil {
-			return nil, id, err
+	// start starts a child for the agent id, registered first when id is
+	// zero (a restart reopens the mailbox of its id when x can).
+	start := func(ctx context.Context, id exchange.EntityID) (*exec.Cmd, exchange.EntityID, error) {
+		if id.IsZero() {
+			var err error
+			if id, err = x.RegisterAgent(ctx, b.Exchange(), ropts...); err != nil {
+				return nil, id, err
+			}
 		}
 		cmd := exec.Command(exe)
 		cmd.Env = append(os.Environ(), l.Env...)
@@ -124,7 +130,7 @@ func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behav
 		}
 		return cmd, id, nil
 	}
-	cmd, id, err := start(ctx)
+	cmd, id, err := start(ctx, exchange.EntityID{})
 	if err != nil {
 		return nil, err
 	}
@@ -151,7 +157,7 @@ func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behav
 				return
 			}
 			log.Warn("agent: restarting a failed agent process", "behavior", behavior, "agent", id, "err", err)
-			next, nid, serr := start(context.Background())
+			next, nid, serr := start(context.Background(), reopen(x, id, log))
 			if serr != nil {
 				in.finish(fmt.Errorf("%w; restart failed: %w", err, serr))
 				return
@@ -262,4 +268,21 @@ func SetChildExchange(f func(x *exchange.SHM) (ex exchange.Exchange, closer io.C
 		return
 	}
 	childExchange.Store(&f)
+}
+
+// reopen brings back the terminated mailbox of id for a restart and returns
+// id, or returns the zero id (a new one is to be registered) when x cannot
+// reopen it.
+func reopen(x exchange.Exchange, id exchange.EntityID, log *slog.Logger) exchange.EntityID {
+	r, ok := x.(exchange.Reopener)
+	if !ok {
+		return exchange.EntityID{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.Reopen(ctx, id); err != nil {
+		log.Warn("agent: cannot reopen the mailbox of a restarted agent; it gets a new id", "agent", id, "err", err)
+		return exchange.EntityID{}
+	}
+	return id
 }

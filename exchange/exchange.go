@@ -98,8 +98,14 @@ type Exchange interface {
 // held elsewhere keep working. Reopen is a no-op on an active mailbox of
 // the caller; the reopened mailbox is empty and active, and Discover finds
 // the agent again.
+//
+// Incarnation tells the runs of a mailbox apart: it counts the Reopens of
+// id. A request sent while the incarnation was n and still unanswered when
+// it is above n was taken by a run that ended (or answered as terminated):
+// its caller can stop waiting. Incarnation is cheap (no system call).
 type Reopener interface {
 	Reopen(ctx context.Context, id EntityID) error
+	Incarnation(ctx context.Context, id EntityID) (uint32, error)
 }
 
 // Mailbox is a client that receives from one mailbox. Closing it closes this

@@ -68,6 +68,7 @@ var _ Exchange = (*Local)(nil)
 type localEntry struct {
 	info        EntityInfo
 	seq         uint64 // registration order, for Discover
+	inc         uint32 // Reopens of the mailbox
 	q           bufQueue
 	recvWaiters int
 	sendWaiters int
@@ -218,11 +219,26 @@ func (l *Local) Reopen(_ context.Context, id EntityID) error {
 	l.s.entries[id.UUID] = &localEntry{
 		info:       info,
 		seq:        e.seq,
+		inc:        e.inc + 1,
 		notEmpty:   make(chan struct{}, 1),
 		notFull:    make(chan struct{}, 1),
 		terminated: make(chan struct{}),
 	}
 	return nil
+}
+
+// Incarnation implements [Reopener].
+func (l *Local) Incarnation(_ context.Context, id EntityID) (uint32, error) {
+	l.s.mu.Lock()
+	defer l.s.mu.Unlock()
+	if l.closed {
+		return 0, ErrExchangeClosed
+	}
+	e := l.s.lookup(id)
+	if e == nil {
+		return 0, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+	}
+	return e.inc, nil
 }
 
 // Discover implements [Exchange.Discover]; Local returns agents in

@@ -876,3 +876,20 @@ func (x *SHM) Reopen(ctx context.Context, id EntityID) error {
 	shm.Remove(old) // mappings of it stay valid; new ones go to the new ring
 	return nil
 }
+
+// Incarnation implements [Reopener]: how many times the mailbox of id was
+// reopened ([ErrBadEntityID] when it is not registered).
+func (x *SHM) Incarnation(ctx context.Context, id EntityID) (uint32, error) {
+	if err := x.enter(); err != nil {
+		return 0, err
+	}
+	defer x.leave()
+	if v, ok := x.dests.Load(id.UUID); ok {
+		return x.reg.incarnation(v.(*dest).index), nil
+	}
+	i := x.lookup(id)
+	if i < 0 {
+		return 0, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+	}
+	return x.reg.incarnation(i), nil
+}

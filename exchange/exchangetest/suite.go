@@ -969,7 +969,15 @@ func (s *suite) testReopen(t *testing.T) {
 	noErr(t, "Terminate", a.Terminate(c, aid))
 	noErr(t, "Close the terminated mailbox's client", old.Close())
 
+	inc0, err := ra.Incarnation(c, aid)
+	noErr(t, "Incarnation", err)
 	noErr(t, "Reopen", ra.Reopen(c, aid))
+	if inc, err := ra.Incarnation(c, aid); err != nil || inc != inc0+1 {
+		t.Fatalf("Incarnation after Reopen = %d, %v; want %d", inc, err, inc0+1)
+	}
+	if _, err := ra.Incarnation(c, exchange.NewAgentID()); !errors.Is(err, exchange.ErrBadEntityID) {
+		t.Fatalf("Incarnation of a missing id: %v", err)
+	}
 	if st, err := b.Status(c, aid); err != nil || st != exchange.StatusActive {
 		t.Fatalf("Status after Reopen = %v, %v", st, err)
 	}
