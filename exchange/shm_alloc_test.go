@@ -7,15 +7,16 @@ import (
 	"time"
 
 	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/ring"
 )
 
 // shmPair opens two handles on one fresh shared-memory exchange: a holds an
 // agent and its mailbox, b a client and its mailbox.
-func shmPair(tb testing.TB) (a, b *exchange.SHM, agent, client exchange.EntityID, amb, cmb exchange.Mailbox) {
+func shmPair(tb testing.TB, opts ...exchange.Option) (a, b *exchange.SHM, agent, client exchange.EntityID, amb, cmb exchange.Mailbox) {
 	tb.Helper()
 	root := testRoot(tb)
-	a = openSHM(tb, root, "allocs")
-	b = openSHM(tb, root, "allocs")
+	a = openSHM(tb, root, "allocs", opts...)
+	b = openSHM(tb, root, "allocs", opts...)
 	ctx := context.Background()
 	var err error
 	if agent, err = a.RegisterAgent(ctx, exchange.Behavior{Name: "Echo"}); err != nil {
@@ -128,5 +129,50 @@ func BenchmarkSHMRoundTrip(b *testing.B) {
 	}
 	if resp.Tag != req.Tag || len(resp.Result) != 64 {
 		b.Fatalf("last response %v to %v", &resp, req)
+	}
+}
+
+// TestSHMParkedRecvAllocs: receivers that sleep on the futex (ring.Park)
+// with a cancellable context, the normal case of an agent's receive loop,
+// allocate nothing per message either: the context is registered once, not
+// at every sleep.
+func TestSHMParkedRecvAllocs(t *testing.T) {
+	a, b, agent, client, amb, cmb := shmPair(t, exchange.WithIdle(ring.Park))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		var m exchange.Message
+		for {
+			if err := amb.Recv(ctx, &m); err != nil {
+				done <- err
+				return
+			}
+			m.SetResponse(&m, m.Args)
+			if err := a.Send(ctx, &m); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	req := exchange.NewActionRequest(client, agent, "compute", args64())
+	var resp exchange.Message
+	roundTrip := func() {
+		if err := b.Send(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmb.Recv(ctx, &resp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 100 {
+		roundTrip()
+	}
+	if n := testing.AllocsPerRun(500, roundTrip); n != 0 {
+		t.Errorf("round trip with parked receivers and a cancellable context: %v allocations, want 0", n)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("echo: %v", err)
 	}
 }

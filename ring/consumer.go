@@ -7,6 +7,8 @@ import (
 	"runtime"
 	"sync/atomic"
 	"time"
+
+	"github.com/shmex/shmex/shm"
 )
 
 // Handler receives one record: its type and its payload. The payload aliases
@@ -66,6 +68,7 @@ type Consumer struct {
 	stuckSince time.Time
 
 	interrupted atomic.Bool
+	cancel      shm.CancelRinger // rings recvBell when Receive's context is done
 }
 
 // Interrupt makes a Receive that is waiting, or the next one, return
@@ -152,6 +155,7 @@ func (c *Consumer) Position() uint64 { return c.head }
 // Close publishes everything consumed and detaches the consumer; another
 // may attach afterwards.
 func (c *Consumer) Close() error {
+	c.cancel.Disarm() // before the ring's memory may be unmapped
 	if c.r != nil {
 		c.publish(c.head)
 		atomic.CompareAndSwapUint64(c.r.consumer, c.owner, 0)
@@ -324,7 +328,8 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 			// commits, but a dead one never will, so look again soon.
 			timeout = min(max(time.Since(c.stuckSince)/2, r.opts.StuckAfter), 20*time.Millisecond)
 		}
-		err = r.recvBell.Wait(ctx, seq, timeout)
+		c.cancel.Arm(ctx, r.recvBell)
+		err = r.recvBell.WaitArmed(ctx, seq, timeout)
 		atomic.StoreUint32(r.recvWaiting, 0)
 		if err != nil && ctx.Err() != nil {
 			return 0, ctx.Err()

@@ -91,20 +91,33 @@ func (d Doorbell) Wait(ctx context.Context, seen uint32, timeout time.Duration) 
 	if timeout > 0 {
 		until = time.Now().Add(timeout)
 	}
-	dl, hasDeadline := ctx.Deadline()
 	if ctx.Done() != nil {
 		// Cancellation bumps the word, so a cancel that lands between
 		// our check of the word and the sleep still wakes us. The ring
 		// must be over before Wait returns: the caller may unmap the
 		// word as soon as it does.
-		rung := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() { d.Ring(math.MaxInt32); close(rung) })
-		defer func() {
-			if !stop() {
-				<-rung
-			}
-		}()
+		var cr CancelRinger
+		cr.Arm(ctx, d)
+		defer cr.Disarm()
 	}
+	return d.wait(ctx, seen, until)
+}
+
+// WaitArmed is Wait for a caller that armed a [CancelRinger] with ctx on d:
+// it registers nothing with ctx, so it allocates nothing.
+func (d Doorbell) WaitArmed(ctx context.Context, seen uint32, timeout time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var until time.Time
+	if timeout > 0 {
+		until = time.Now().Add(timeout)
+	}
+	return d.wait(ctx, seen, until)
+}
+
+func (d Doorbell) wait(ctx context.Context, seen uint32, until time.Time) error {
+	dl, hasDeadline := ctx.Deadline()
 	for {
 		if atomic.LoadUint32(d.seq) != seen {
 			return nil
@@ -134,4 +147,48 @@ func (d Doorbell) Wait(ctx context.Context, seen uint32, timeout time.Duration) 
 			return err
 		}
 	}
+}
+
+// CancelRinger rings a doorbell when a context is done, so that a waiter
+// sleeping on the doorbell (see [Doorbell.WaitArmed]) wakes at once. It is
+// for a waiter that waits many times with the same context: Arm registers
+// with the context (context.AfterFunc, which allocates) only when the
+// context differs from the one armed before, so a receive loop with one
+// long-lived context sleeps without allocating.
+//
+// Disarm before the doorbell's word is unmapped: it waits for a ring in
+// progress. A CancelRinger is not safe for concurrent use; its zero value
+// is disarmed.
+type CancelRinger struct {
+	done <-chan struct{} // Done of the armed context; nil when disarmed
+	stop func() bool
+	rung chan struct{}
+}
+
+// Arm makes sure that d is rung when ctx is done. Contexts with the same
+// Done channel (a context and its WithValue children) count as the same.
+func (r *CancelRinger) Arm(ctx context.Context, d Doorbell) {
+	done := ctx.Done()
+	if done == r.done {
+		return
+	}
+	r.Disarm()
+	if done == nil {
+		return
+	}
+	rung := make(chan struct{})
+	r.done, r.rung = done, rung
+	r.stop = context.AfterFunc(ctx, func() { d.Ring(math.MaxInt32); close(rung) })
+}
+
+// Disarm stops ringing for the armed context and waits for a ring already
+// under way.
+func (r *CancelRinger) Disarm() {
+	if r.done == nil {
+		return
+	}
+	if !r.stop() {
+		<-r.rung
+	}
+	r.done, r.stop, r.rung = nil, nil, nil
 }
