@@ -633,3 +633,16 @@ func benchRedis(b *testing.B, rtt bool) {
 
 func BenchmarkRedisRTT(b *testing.B)        { benchRedis(b, true) }
 func BenchmarkRedisThroughput(b *testing.B) { benchRedis(b, false) }
+
+func TestParseSizes(t *testing.T) {
+	got, err := ParseSizes("64, 1KiB,4MiB,1GiB,2K,3M,1G,10B")
+	want := []int{64, 1 << 10, 4 << 20, 1 << 30, 2 << 10, 3 << 20, 1 << 30, 10}
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("ParseSizes = %v, %v; want %v", got, err, want)
+	}
+	for _, bad := range []string{"", "x", "0", "-1", "1TiB0", "2000GiB", "1,,2"} {
+		if _, err := ParseSizes(bad); err == nil {
+			t.Errorf("ParseSizes(%q): no error", bad)
+		}
+	}
+}

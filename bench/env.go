@@ -40,6 +40,9 @@ type Config struct {
 	// MemcpyBytes is the size of the buffers of the memory bandwidth
 	// limit.
 	MemcpyBytes int64
+	// Sizes, when set, replaces the payload sizes of the sweep and proxy
+	// scenarios (their rows are then named after these sizes).
+	Sizes []int
 	// RedisServer is the redis-server program: a name looked up in PATH or
 	// a path. Empty means "redis-server"; "none" skips the Redis rows.
 	RedisServer string

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -159,9 +160,13 @@ func runProxy(ctx context.Context, env *Env) ([]Row, error) {
 	defer a.Close()
 	defer debug.FreeOSMemory()
 
+	sizes := proxySizes
+	if len(env.Sizes) > 0 {
+		sizes = env.Sizes
+	}
 	// The largest size that fits: twice the payload (a block being
 	// reclaimed while the next is lent) must fit in /dev/shm.
-	maxSize := proxySizes[len(proxySizes)-1]
+	maxSize := slices.Max(sizes)
 	if env.Quick {
 		maxSize = proxyQuickMax
 	}
@@ -259,7 +264,7 @@ func runProxy(ctx context.Context, env *Env) ([]Row, error) {
 		{"proxy-loan", "payload lent in place (Alloc, stamp, Commit), resolved without a copy", loan},
 		{"proxy-put", "payload copied in (Put), resolved without a copy", putOp},
 	} {
-		for _, n := range proxySizes {
+		for _, n := range sizes {
 			metric := proxyMetric(s.series, n)
 			if n > maxSize {
 				reason := fmt.Sprintf("%s does not fit: /dev/shm has %s free", sizeName(n), sizeName(int(shmFree(x.Dir()))>>20<<20))

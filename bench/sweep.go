@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -99,10 +101,53 @@ func (e *Env) sweepPoint(ctx context.Context, op func() error) (Latency, error) 
 	return Latency{Mean: mean, Reps: []float64{mean}, Hist: h}, nil
 }
 
-// sweepRows measures op at every sweep size for one series.
+// inlineSizes returns the payload sizes of the inline sweep: Config.Sizes
+// when set (those the inline transports can carry), else sweepSizes.
+func (e *Env) inlineSizes() []int {
+	if len(e.Sizes) == 0 {
+		return sweepSizes
+	}
+	var s []int
+	for _, n := range e.Sizes {
+		if n <= sweepMaxInline {
+			s = append(s, n)
+		}
+	}
+	return s
+}
+
+// sweepMaxInline is the largest payload the inline sweep sends.
+const sweepMaxInline = sweepMailboxBytes/4 - 4096
+
+// ParseSizes parses a comma-separated list of sizes such as
+// "64,1KiB,4MiB,1GiB" (suffixes B, KiB, MiB, GiB, also K, M, G).
+func ParseSizes(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		mult := 1
+		for _, u := range []struct {
+			suffix string
+			mult   int
+		}{{"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}, {"B", 1}} {
+			if strings.HasSuffix(f, u.suffix) {
+				f, mult = strings.TrimSuffix(f, u.suffix), u.mult
+				break
+			}
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n <= 0 || n > (1<<40)/mult {
+			return nil, fmt.Errorf("bench: bad size %q", f)
+		}
+		out = append(out, n*mult)
+	}
+	return out, nil
+}
+
+// sweepRows measures op at every inline sweep size for one series.
 func (e *Env) sweepRows(ctx context.Context, series, vs string, op func(size int) error) ([]Row, error) {
 	var rows []Row
-	for _, n := range sweepSizes {
+	for _, n := range e.inlineSizes() {
 		l, err := e.sweepPoint(ctx, func() error { return op(n) })
 		if err != nil {
 			return nil, fmt.Errorf("%s %s: %w", series, sizeName(n), err)
@@ -120,7 +165,11 @@ func (e *Env) sweepRows(ctx context.Context, series, vs string, op func(size int
 }
 
 func runSweep(ctx context.Context, env *Env) ([]Row, error) {
-	payload := make([]byte, sweepSizes[len(sweepSizes)-1])
+	sizes := env.inlineSizes()
+	if len(sizes) == 0 {
+		return nil, nil
+	}
+	payload := make([]byte, slices.Max(sizes))
 	for i := range payload {
 		payload[i] = byte(i * 7)
 	}
@@ -246,7 +295,7 @@ func sweepRedis(ctx context.Context, env *Env, payload []byte) ([]Row, error) {
 	path, skip := FindRedisServer(env.RedisServer)
 	if skip != "" {
 		var ms []string
-		for _, n := range sweepSizes {
+		for _, n := range env.inlineSizes() {
 			ms = append(ms, SweepMetric("redis", n))
 		}
 		return SkipRows(skip, ms...), nil

@@ -87,6 +87,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		timeout     = fs.Duration("timeout", 10*time.Minute, "give up after this long")
 		verbose     = fs.Bool("v", false, "log diagnostics to standard error")
 		plotFile    = fs.String("plot", "", "also draw the report to this PNG or SVG file")
+		sizes       = fs.String("sizes", "", "payload sizes of the sweep and proxy scenarios, such as 64,1KiB,1MiB,1GiB (default 64 B to 4 MiB inline, to 1 GiB by proxy)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: shmbench [flags]\n\nMeasures shmex against the limits of this machine and its peers.\n\n")
@@ -114,6 +115,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "shmbench: -duration, -iterations and -reps must not be negative")
 		return exitUsage
 	}
+	var sizeList []int
+	if *sizes != "" {
+		var err error
+		if sizeList, err = bench.ParseSizes(*sizes); err != nil {
+			fmt.Fprintln(stderr, "shmbench:", err)
+			return exitUsage
+		}
+	}
 	scenarios, err := bench.Select(*runExpr)
 	if err != nil {
 		fmt.Fprintln(stderr, "shmbench:", err)
@@ -139,7 +148,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cfg := bench.Config{
 		Duration: *duration, Iterations: *iterations, Reps: *reps,
-		Full: *full, Quick: *quick, Pin: *pin, RedisServer: *redisServer,
+		Full: *full, Quick: *quick, Pin: *pin, RedisServer: *redisServer, Sizes: sizeList,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 	}
 	if f, ok := stderr.(*os.File); ok && bench.IsTerminal(f) && !*verbose {
