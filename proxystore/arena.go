@@ -549,13 +549,9 @@ func (a *Arena) Resolve(ctx context.Context, p Proxy) (View, error) {
 			return nil, err
 		}
 	}
-	entry, err := s.acquire(a.life.ID(), idx, p.Generation)
+	entry, err := s.acquire(a.life.ID(), idx, p.Generation, p.Length)
 	if err != nil {
 		return nil, err
-	}
-	if n := atomic.LoadUint64(s.descField(idx, descOffLength)); n != p.Length {
-		s.release(entry, idx, p.Generation)
-		return nil, fmt.Errorf("%w: length %d, the block holds %d", ErrBadProxy, p.Length, n)
 	}
 	if s.descLifetime(idx) == Leased {
 		if d := int64(atomic.LoadUint64(s.descField(idx, descOffDeadline))); time.Now().UnixNano() >= d {

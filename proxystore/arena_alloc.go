@@ -399,6 +399,9 @@ func (a *Arena) newBlock(n int, o PutOptions) (*arenaSeg, uint32, uint64, uint64
 	if o.Lifetime > Leased {
 		return nil, 0, 0, 0, fmt.Errorf("proxystore: unknown lifetime %v", o.Lifetime)
 	}
+	if o.Lifetime == Leased && o.Deadline.IsZero() {
+		return nil, 0, 0, 0, fmt.Errorf("proxystore: Leased payload without a deadline (use WithLease)")
+	}
 	a.amu.Lock()
 	defer a.amu.Unlock()
 	s, off, err := a.allocBlock(n)

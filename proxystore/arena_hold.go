@@ -19,7 +19,12 @@ import (
 //	reader, Resolve (acquire):
 //	  R1  store entry := gen<<28 | idx in one of its own hold slots
 //	  R2  CAS word: (gen, live, r) -> (gen, live, r+1); on a generation or
-//	      state mismatch, clear the entry and fail (stale, expired)
+//	      state mismatch, clear the entry and fail (stale, expired); so
+//	      does a length that is not the block's (a bad proxy): it is read
+//	      between the load of the word and the CAS, hence (the CAS
+//	      succeeding) while the block is live in the generation, and
+//	      checked before any reference is taken, because R3 of a
+//	      single-use block evicts it
 //	reader, Release:
 //	  R3  CAS word: (gen, s, r) -> (gen, s', r-1), where s' = evicted if the
 //	      block is single use and s is live, else s; when the result has
@@ -34,6 +39,9 @@ import (
 //	owner, dead reader D (its slot's holder is not alive), per entry (idx, gen):
 //	  O1  v := load word
 //	  O2  if gen(v) != gen: drop the entry (D held no reference: see I2)
+//	  O2' if refs(v) > 0, state(v) = live and the block is not single use,
+//	      leave the entry for a later pass (see I7): it is reconciled once
+//	      the block is freed or its lease expires
 //	  O3  scan every slot not held by a dead reader; if one has the entry
 //	      (idx, gen), leave it for a later pass
 //	  O4  CAS word: v -> (gen, s', 0), s' = evicted if the block is single use,
@@ -62,15 +70,27 @@ import (
 //	    reference counted in v: all of refs(v) belong to dead readers, and
 //	    setting refs to 0 drops exactly those, whatever instruction the dead
 //	    readers died at (between R1 and R2, or R3 and R4, included).
+//	    This needs the word to change at every R2 or R3 between O1 and
+//	    O4, which holds only where the word cannot come back to v (ABA):
+//	    refs(v) = 0 (O4 then changes nothing), a state other than live
+//	    (no R2 is possible: refs only go down), or a live single-use block
+//	    (R2 only raises refs, and R3 leaves the live state for good).
 //	I6  a hold slot is written only by the process that claimed it (CAS
 //	    holder 0 -> its id), except by the owner after that process died.
+//	I7  on a live block that is not single use, R3 followed by another
+//	    reader's R2 brings the word back to v: a live reader M counted in
+//	    v releases before O3 scans its slot, another live reader L takes a
+//	    reference after O3 scanned L's slot. O4 would then zero L's
+//	    reference and the block could be reused under L's view. Hence O2':
+//	    such entries wait until Free or the lease's expiry ends the live
+//	    state (their dead slot stays taken until then).
 //
 // Only the owner of a segment reclaims blocks and reconciles dead readers'
 // slots; readers never free memory.
 
-// acquire records a hold on (idx, gen) and takes a reference: R1 and R2.
-// It returns the entry's offset in the meta body.
-func (s *arenaSeg) acquire(me uint64, idx uint32, gen uint64) (int, error) {
+// acquire records a hold on (idx, gen) and takes a reference to a block of
+// length bytes: R1 and R2. It returns the entry's offset in the meta body.
+func (s *arenaSeg) acquire(me uint64, idx uint32, gen, length uint64) (int, error) {
 	entry, err := s.takeEntry(me)
 	if err != nil {
 		return 0, err
@@ -90,6 +110,13 @@ func (s *arenaSeg) acquire(me uint64, idx uint32, gen uint64) (int, error) {
 			err = fmt.Errorf("%w: block of generation %d is no longer live", ErrStaleProxy, gen)
 		case wordRefs(v) >= maxRefs:
 			err = fmt.Errorf("%w: %d references to one block", ErrTooManyViews, wordRefs(v))
+		default:
+			if n := atomic.LoadUint64(s.descField(idx, descOffLength)); n != length {
+				if atomic.LoadUint64(w) != v {
+					continue // the length may be another generation's: look again
+				}
+				err = fmt.Errorf("%w: length %d, the block holds %d", ErrBadProxy, length, n)
+			}
 		}
 		if err != nil {
 			atomic.StoreUint64(ew, 0)
@@ -215,13 +242,18 @@ func (s *arenaSeg) reconcileDead(me uint64, alive func(uint64) bool) int {
 			}
 			w := s.descWord(idx)
 			v := atomic.LoadUint64(w) // O1
+			reconcileProbe(1)
 			if wordGen(v) != gen {
 				s.dropDeadEntries(dead, e) // O2
 				continue
 			}
+			if wordRefs(v) > 0 && wordState(v) == stLive && s.descLifetime(idx) != SingleUse {
+				continue // O2': not ABA-safe while live (I7)
+			}
 			if s.liveEntry(dead, e) { // O3
 				continue
 			}
+			reconcileProbe(3)
 			nv := v &^ refsMask
 			if wordRefs(v) > 0 && wordState(v) == stLive && s.descLifetime(idx) == SingleUse {
 				nv = nv&^stateMask | stEvicted<<refsBits
@@ -271,6 +303,10 @@ func (s *arenaSeg) dropDeadEntries(dead map[int]bool, e uint64) {
 		}
 	}
 }
+
+// reconcileProbe is called by reconcileDead after its steps O1 and O3, so
+// that tests can interleave readers with the owner's reconcile.
+var reconcileProbe = func(step int) {}
 
 // underflow is called when a release finds no reference to drop. Tests
 // count such events (they must not happen); it is a variable so that the

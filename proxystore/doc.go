@@ -70,7 +70,10 @@
 // it holds in hold slots of the segment, tagged with its liveness id
 // (shm.HoldLife), and the owner's background pass drops the references of
 // readers whose liveness lock is gone (single-use blocks they held count as
-// used). A reader holds at most 31 views per hold slot and claims slots as
+// used). The references a dead reader held to a live Owned or Leased block
+// are dropped once that block is freed or its lease expires (before, they
+// cannot be told from a live reader's without a race), so until then the
+// dead reader's hold slot stays taken. A reader holds at most 31 views per hold slot and claims slots as
 // it needs them; when every slot of a segment is taken by live readers,
 // Resolve fails with [ErrTooManyViews] ([WithHoldSlots]).
 //

@@ -345,9 +345,10 @@ type Mailbox struct {
 	async bool
 
 	closed atomic.Bool
-	mu     sync.Mutex // one Recv at a time; guards held, spare
-	held   View       // ResolveZeroCopy: the view m's field aliases
-	spare  []byte     // the buffer the aliased field had, given back later
+	mu     sync.Mutex        // one Recv at a time; guards held, spare
+	held   View              // ResolveZeroCopy: the view m's field aliases
+	heldIn *exchange.Message // the Message whose field aliases held
+	spare  []byte            // the buffer the aliased field had, given back later
 
 	startOnce sync.Once
 	pf        *prefetcher
@@ -370,7 +371,8 @@ func (mb *Mailbox) ID() exchange.EntityID { return mb.inner.ID() }
 //     read-only (for the arena and uncompressed files, writing to it
 //     faults and kills the process), and its capacity is its length. The
 //     next Recv puts m's previous buffer back in the field before it
-//     decodes, so reusing m for Recv is safe; but do not write into the
+//     decodes (into m, or into another Message: m is then left with its
+//     own buffer), so reusing m for Recv is safe; but do not write into the
 //     field in place, directly or through its capacity, for instance with
 //     m.Reset() followed by append to m.Args, or by m.SetResponse on a
 //     received response: give the field a buffer of its own first. Copy
@@ -392,6 +394,9 @@ func (mb *Mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 	}
 	if mb.async {
 		mb.startOnce.Do(mb.startPrefetch)
+		if mb.pf == nil { // Close came between the check above and here
+			return exchange.ErrMailboxClosed
+		}
 		return mb.pf.recv(ctx, mb, m)
 	}
 	if err := mb.inner.Recv(ctx, m); err != nil {
@@ -401,25 +406,38 @@ func (mb *Mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 	return mb.install(m, r)
 }
 
-// giveBack releases the view held for the previous message, after putting
-// the buffer it replaced back into m if m still aliases the view.
+// giveBack releases the view held for the previous message. When m is not
+// nil (the next Recv, about to decode into m), it first takes the view out
+// of the Message it was installed in, putting back the buffer it replaced,
+// and out of m when m is another Message: no decode may ever write into
+// the view's memory (read-only, or a store's shared buffer), whichever
+// Message the caller passes to Recv. Close passes nil: it does not write
+// into a Message another goroutine may be using.
 func (mb *Mailbox) giveBack(m *exchange.Message) {
 	if mb.held == nil {
 		return
 	}
 	b := mb.held.Bytes()
 	if m != nil {
+		if in := mb.heldIn; in != nil {
+			if aliases(in.Args, b) {
+				in.Args = mb.spare
+			}
+			if aliases(in.Result, b) {
+				in.Result = mb.spare
+			}
+		}
 		if aliases(m.Args, b) {
-			m.Args = mb.spare
+			m.Args = nil
 		}
 		if aliases(m.Result, b) {
-			m.Result = mb.spare
+			m.Result = nil
 		}
 	}
 	if err := mb.held.Release(); err != nil {
 		mb.x.o.log.Warn("proxystore: release a received payload", "proxy", mb.held.Proxy(), "err", err)
 	}
-	mb.held, mb.spare = nil, nil
+	mb.held, mb.heldIn, mb.spare = nil, nil, nil
 }
 
 // aliases reports whether s (through its capacity) starts inside b.
@@ -487,7 +505,7 @@ func (mb *Mailbox) install(m *exchange.Message, r resolution) error {
 	}
 	b := r.view.Bytes()
 	if mb.mode == ResolveZeroCopy {
-		mb.held, mb.spare = r.view, (*f)[:0]
+		mb.held, mb.heldIn, mb.spare = r.view, m, (*f)[:0]
 		*f = b[:len(b):len(b)]
 		return nil
 	}
