@@ -155,7 +155,7 @@ func (c *Consumer) Position() uint64 { return c.head }
 // Close publishes everything consumed and detaches the consumer; another
 // may attach afterwards.
 func (c *Consumer) Close() error {
-	c.cancel.Disarm() // before the ring's memory may be unmapped
+	c.cancel.Disarm()
 	if c.r != nil {
 		c.publish(c.head)
 		atomic.CompareAndSwapUint64(c.r.consumer, c.owner, 0)
@@ -328,8 +328,7 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 			// commits, but a dead one never will, so look again soon.
 			timeout = min(max(time.Since(c.stuckSince)/2, r.opts.StuckAfter), 20*time.Millisecond)
 		}
-		c.cancel.Arm(ctx, r.recvBell)
-		err = r.recvBell.WaitArmed(ctx, seq, timeout)
+		err = c.cancel.Wait(ctx, r.recvBell, seq, timeout)
 		atomic.StoreUint32(r.recvWaiting, 0)
 		if err != nil && ctx.Err() != nil {
 			return 0, ctx.Err()

@@ -3,6 +3,7 @@ package shm
 import (
 	"context"
 	"math"
+	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -93,25 +94,10 @@ func (d Doorbell) Wait(ctx context.Context, seen uint32, timeout time.Duration) 
 	}
 	if ctx.Done() != nil {
 		// Cancellation bumps the word, so a cancel that lands between
-		// our check of the word and the sleep still wakes us. The ring
-		// must be over before Wait returns: the caller may unmap the
-		// word as soon as it does.
-		var cr CancelRinger
-		cr.Arm(ctx, d)
-		defer cr.Disarm()
-	}
-	return d.wait(ctx, seen, until)
-}
-
-// WaitArmed is Wait for a caller that armed a [CancelRinger] with ctx on d:
-// it registers nothing with ctx, so it allocates nothing.
-func (d Doorbell) WaitArmed(ctx context.Context, seen uint32, timeout time.Duration) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	var until time.Time
-	if timeout > 0 {
-		until = time.Now().Add(timeout)
+		// our check of the word and the sleep still wakes us.
+		var r CancelRinger
+		defer r.Disarm()
+		return r.wait(ctx, d, seen, until)
 	}
 	return d.wait(ctx, seen, until)
 }
@@ -149,25 +135,69 @@ func (d Doorbell) wait(ctx context.Context, seen uint32, until time.Time) error 
 	}
 }
 
-// CancelRinger rings a doorbell when a context is done, so that a waiter
-// sleeping on the doorbell (see [Doorbell.WaitArmed]) wakes at once. It is
-// for a waiter that waits many times with the same context: Arm registers
-// with the context (context.AfterFunc, which allocates) only when the
-// context differs from the one armed before, so a receive loop with one
-// long-lived context sleeps without allocating.
+// CancelRinger wakes a sleeper on a doorbell when the sleeper's context is
+// done. It is for a waiter that sleeps many times with the same context (a
+// receive loop): it registers with the context (context.AfterFunc, which
+// allocates) only when the context differs from the one of the previous
+// sleep, so such a loop sleeps without allocating.
 //
-// Disarm before the doorbell's word is unmapped: it waits for a ring in
-// progress. A CancelRinger is not safe for concurrent use; its zero value
-// is disarmed.
+// It rings the doorbell only while its owner sleeps in [CancelRinger.Wait],
+// and Wait does not return while a ring is under way: the doorbell's word
+// may be unmapped as soon as Wait returns, even with the registration
+// still in place. A CancelRinger is not safe for concurrent use; its zero
+// value is ready. Disarm drops the registration.
 type CancelRinger struct {
-	done <-chan struct{} // Done of the armed context; nil when disarmed
-	stop func() bool
-	rung chan struct{}
+	done  <-chan struct{} // Done of the registered context; nil when none
+	stop  func() bool
+	state atomic.Int32 // ringerIdle, ringerSleeping or ringerRinging
 }
 
-// Arm makes sure that d is rung when ctx is done. Contexts with the same
-// Done channel (a context and its WithValue children) count as the same.
-func (r *CancelRinger) Arm(ctx context.Context, d Doorbell) {
+const (
+	ringerIdle     = iota // not in Wait: a cancel rings nothing
+	ringerSleeping        // in Wait: a cancel rings
+	ringerRinging         // a cancel is ringing: Wait waits for it to end
+)
+
+// Wait is [Doorbell.Wait] for the owner of r: it sleeps until the sequence
+// of d differs from seen, ctx is done, or timeout passes (none when <= 0).
+func (r *CancelRinger) Wait(ctx context.Context, d Doorbell, seen uint32, timeout time.Duration) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	var until time.Time
+	if timeout > 0 {
+		until = time.Now().Add(timeout)
+	}
+	return r.wait(ctx, d, seen, until)
+}
+
+func (r *CancelRinger) wait(ctx context.Context, d Doorbell, seen uint32, until time.Time) error {
+	r.arm(ctx, d)
+	// Dekker with the ringer: publish the sleep, then look at ctx (in
+	// d.wait); a cancel sets ctx's error, then looks at the state.
+	r.state.Store(ringerSleeping)
+	defer r.settle()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return d.wait(ctx, seen, until)
+}
+
+// settle ends a sleep: it waits for a ring under way to finish touching the
+// doorbell's word.
+func (r *CancelRinger) settle() {
+	for !r.state.CompareAndSwap(ringerSleeping, ringerIdle) {
+		if r.state.Load() == ringerIdle {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// arm registers with ctx, unless the registration in place is for a
+// context with the same Done channel (a context and its WithValue
+// children).
+func (r *CancelRinger) arm(ctx context.Context, d Doorbell) {
 	done := ctx.Done()
 	if done == r.done {
 		return
@@ -176,19 +206,22 @@ func (r *CancelRinger) Arm(ctx context.Context, d Doorbell) {
 	if done == nil {
 		return
 	}
-	rung := make(chan struct{})
-	r.done, r.rung = done, rung
-	r.stop = context.AfterFunc(ctx, func() { d.Ring(math.MaxInt32); close(rung) })
+	r.done = done
+	r.stop = context.AfterFunc(ctx, func() {
+		if r.state.CompareAndSwap(ringerSleeping, ringerRinging) {
+			d.Ring(math.MaxInt32)
+			r.state.Store(ringerIdle)
+		}
+	})
 }
 
-// Disarm stops ringing for the armed context and waits for a ring already
-// under way.
+// Disarm drops the registration with the last context. Call it when the
+// waiter is done with the context (a consumer's Close); it is not needed
+// for memory safety.
 func (r *CancelRinger) Disarm() {
 	if r.done == nil {
 		return
 	}
-	if !r.stop() {
-		<-r.rung
-	}
-	r.done, r.stop, r.rung = nil, nil, nil
+	r.stop()
+	r.done, r.stop = nil, nil
 }
