@@ -73,7 +73,7 @@ func childProxyAgent(args []string) error {
 	if len(args) != 2 {
 		return fmt.Errorf("want 2 arguments, got %d", len(args))
 	}
-	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]), exchangeIdle("park"))
+	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]), exchangeIdle("default"))
 	if err != nil {
 		return err
 	}
@@ -148,7 +148,7 @@ func runProxy(ctx context.Context, env *Env) ([]Row, error) {
 		return nil, err
 	}
 	const name = "proxy"
-	x, err := exchange.Open(name, exchange.WithRoot(root), exchangeIdle("park"))
+	x, err := exchange.Open(name, exchange.WithRoot(root), exchangeIdle("default"))
 	if err != nil {
 		return nil, err
 	}
@@ -261,8 +261,8 @@ func runProxy(ctx context.Context, env *Env) ([]Row, error) {
 		series, note string
 		op           func(int) error
 	}{
-		{"proxy-loan", "payload lent in place (Alloc, stamp, Commit), resolved without a copy", loan},
-		{"proxy-put", "payload copied in (Put), resolved without a copy", putOp},
+		{"proxy-loan", "payload lent in place (Alloc, stamp, Commit), resolved without a copy; default idle", loan},
+		{"proxy-put", "payload copied in (Put), resolved without a copy; default idle", putOp},
 	} {
 		for _, n := range sizes {
 			metric := proxyMetric(s.series, n)

@@ -16,7 +16,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shmex/shmex/exchange"
-	"github.com/shmex/shmex/ring"
 )
 
 // Payload sweep: one request carrying an argument of each size, answered
@@ -65,7 +64,7 @@ func init() {
 	Register(Scenario{
 		Name: "sweep", Rank: RankOther,
 		Doc: "payload sweep: a request with an argument of 64 B to 4 MiB and a 64-byte answer, with a child process, " +
-			"inline through the exchange (futex mode) and through each peer",
+			"inline through the exchange (default idle: spin a while, then futex) and through each peer",
 		Metrics: metrics,
 		Run:     runSweep,
 	})
@@ -194,19 +193,20 @@ func runSweep(ctx context.Context, env *Env) ([]Row, error) {
 }
 
 // sweepExchange sends ActionRequests with the payload inline to an agent
-// process that answers with MsgSize bytes; receivers sleep on the futex.
+// process that answers with MsgSize bytes; both sides use the exchange's
+// default idle strategy (spin a while, then sleep on the futex).
 func sweepExchange(ctx context.Context, env *Env, payload []byte) ([]Row, error) {
 	root, err := env.Dir()
 	if err != nil {
 		return nil, err
 	}
 	const name = "sweep"
-	x, err := exchange.Open(name, exchange.WithRoot(root), exchange.WithIdle(ring.Park), exchange.WithMailboxBytes(sweepMailboxBytes))
+	x, err := exchange.Open(name, exchange.WithRoot(root), exchangeIdle("default"), exchange.WithMailboxBytes(sweepMailboxBytes))
 	if err != nil {
 		return nil, err
 	}
 	defer x.Close()
-	child, err := env.StartChild(ctx, "exchange-echo", root, name, "park", fmt.Sprint(sweepMailboxBytes))
+	child, err := env.StartChild(ctx, "exchange-echo", root, name, "default", fmt.Sprint(sweepMailboxBytes))
 	if err != nil {
 		return nil, err
 	}
@@ -257,7 +257,7 @@ func sweepExchange(ctx context.Context, env *Env, payload []byte) ([]Row, error)
 		err = werr
 	}
 	for i := range rows {
-		rows[i].Note = join("inline, receivers on the futex", rows[i].Note)
+		rows[i].Note = join("inline, default idle (spin, then futex)", rows[i].Note)
 	}
 	return rows, err
 }
