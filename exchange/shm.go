@@ -85,7 +85,8 @@ type SHM struct {
 	closing atomic.Bool
 	closed  bool
 
-	dests   sync.Map // UUID -> *dest
+	dests   sync.Map             // UUID -> *dest
+	last    atomic.Pointer[dest] // the dest found last: most sends go where the previous one went
 	destMu  sync.Mutex
 	retired []*dest // mappings of reopened mailboxes' old rings, unmapped by Close
 
@@ -259,8 +260,12 @@ func (x *SHM) lookup(id EntityID) int {
 // dest returns the mapped ring of id's mailbox, mapping it on first use,
 // and again after the mailbox was reopened.
 func (x *SHM) dest(id EntityID) (*dest, error) {
+	if d := x.last.Load(); d != nil && d.id.UUID == id.UUID && x.reg.incarnation(d.index) == d.inc {
+		return d, nil
+	}
 	if v, ok := x.dests.Load(id.UUID); ok {
 		if d := v.(*dest); x.reg.incarnation(d.index) == d.inc {
+			x.last.Store(d)
 			return d, nil
 		}
 	}
