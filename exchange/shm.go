@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	mrand "math/rand/v2"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -30,9 +31,9 @@ const (
 	// ownerCheckInterval is how often a sender looks again whether the
 	// owner of a mailbox it sends to is alive.
 	ownerCheckInterval = 100 * time.Millisecond
-	// ownerCheckEvery is how many sends to one mailbox go between two
-	// reads of the clock for that check (a clock read costs as much as a
-	// quarter of a send on some virtual machines).
+	// ownerCheckEvery is how many sends go, on average, between two reads
+	// of the clock for that check (a clock read costs as much as a quarter
+	// of a send on some virtual machines); a power of two.
 	ownerCheckEvery = 16
 )
 
@@ -105,8 +106,7 @@ type dest struct {
 	seg       *shm.Segment
 	r         *ring.Ring
 	boxes     [producersPerDest]prodBox
-	lastCheck atomic.Int64  // unix nanos of the last owner liveness check
-	sends     atomic.Uint32 // sends since the mapping, for ownerCheckEvery
+	lastCheck atomic.Int64 // unix nanos of the last owner liveness check
 }
 
 // prodBox holds one ring producer, used by one sending goroutine at a time.
@@ -384,9 +384,10 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait bool) error {
 	}
 	// A mailbox whose owner died is terminated rather than filled: look at
 	// the owner at most once per ownerCheckInterval per mailbox, and at the
-	// clock once per ownerCheckEvery sends. (A full mailbox is checked at
-	// once, in claimSlow.)
-	if d.sends.Add(1)%ownerCheckEvery == 1 && d.ownerCheckDue() &&
+	// clock at one send in ownerCheckEvery, drawn at random (a shared
+	// counter would be a cache line that every sender writes). A full
+	// mailbox is checked at once, in claimSlow.
+	if mrand.Uint32()&(ownerCheckEvery-1) == 0 && d.ownerCheckDue() &&
 		x.reg.state(d.index) == regActive && !x.alive(x.reg.owner(d.index)) {
 		x.terminateDead(d)
 		return fmt.Errorf("%w: %v (its owner died)", ErrMailboxClosed, m.Dest)
