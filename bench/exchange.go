@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/shmex/shmex/exchange"
@@ -75,41 +74,7 @@ func childExchangeEcho(args []string) error {
 		return err
 	}
 	defer x.Close()
-	ctx := context.Background()
-	aid, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Echo"})
-	if err != nil {
-		return err
-	}
-	mb, err := x.Mailbox(ctx, aid)
-	if err != nil {
-		return err
-	}
-	if err := Ready(aid.UUID.String()); err != nil {
-		return err
-	}
-	var m exchange.Message
-	wd := NewWatchdog()
-	defer wd.Stop()
-	for {
-		err := mb.Recv(wd, &m)
-		wd.Progress()
-		if err != nil {
-			return err
-		}
-		switch m.Kind {
-		case exchange.KindShutdownRequest:
-			return nil
-		case exchange.KindActionRequest:
-			if ack != nil {
-				m.SetResponse(&m, ack)
-			} else {
-				m.SetResponse(&m, m.Args)
-			}
-			if err := x.Send(ctx, &m); err != nil {
-				return err
-			}
-		}
-	}
+	return serveAgent(x, "Echo", func(*exchange.Message) ([]byte, error) { return ack, nil })
 }
 
 func runExchangeRTT(ctx context.Context, env *Env) ([]Row, error) {
@@ -140,58 +105,16 @@ func exchangeRTT(ctx context.Context, env *Env, root, mode string) (Latency, err
 		return Latency{}, err
 	}
 	defer x.Close()
-	child, err := env.StartChild(ctx, "exchange-echo", root, name, mode)
+	p, err := startMsgPeer(ctx, env, x, "exchange-echo", root, name, mode)
 	if err != nil {
 		return Latency{}, err
 	}
-	defer child.Close()
-	line, err := child.Expect(ctx, "ready")
-	if err != nil {
-		return Latency{}, err
-	}
-	u, err := exchange.ParseUUID(strings.TrimSpace(line))
-	if err != nil {
-		return Latency{}, fmt.Errorf("bench: echo agent said %q: %w", line, err)
-	}
-	aid := exchange.EntityID{UUID: u, Role: exchange.RoleAgent}
-	cid, err := x.RegisterClient(ctx)
-	if err != nil {
-		return Latency{}, err
-	}
-	mb, err := x.Mailbox(ctx, cid)
-	if err != nil {
-		return Latency{}, err
-	}
-	// Done when the child exits, so that a dead echo fails the run.
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() {
-		select {
-		case <-child.Done():
-			stop()
-		case <-rctx.Done():
-		}
-	}()
-	req := exchange.NewActionRequest(cid, aid, "echo", make([]byte, MsgSize))
-	var resp exchange.Message
-	rt := func() error {
-		if err := x.Send(rctx, req); err != nil {
-			return err
-		}
-		if err := mb.Recv(rctx, &resp); err != nil {
-			return fmt.Errorf("bench: echo response: %w", err)
-		}
-		if resp.Tag != req.Tag || resp.Kind != exchange.KindActionResponse {
-			return fmt.Errorf("bench: unexpected response %v", &resp)
-		}
-		return nil
-	}
+	args := make([]byte, MsgSize)
 	unlock := env.LockThread()
-	l, err := env.MeasureRTT(ctx, rt)
+	l, err := env.MeasureRTT(ctx, func() error { return p.call(args, MsgSize) })
 	unlock()
-	x.Send(ctx, exchange.NewShutdownRequest(cid, aid, false))
-	if werr := child.Wait(); err == nil {
-		err = werr
+	if cerr := p.close(ctx); err == nil {
+		err = cerr
 	}
 	return l, err
 }

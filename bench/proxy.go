@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"runtime/debug"
 	"slices"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -84,53 +83,23 @@ func childProxyAgent(args []string) error {
 	}
 	defer a.Close()
 	ctx := context.Background()
-	aid, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "ProxySink"})
-	if err != nil {
-		return err
-	}
-	mb, err := x.Mailbox(ctx, aid)
-	if err != nil {
-		return err
-	}
-	if err := Ready(aid.UUID.String()); err != nil {
-		return err
-	}
 	ack := make([]byte, MsgSize)
-	var m exchange.Message
-	wd := NewWatchdog()
-	defer wd.Stop()
-	for {
-		err := mb.Recv(wd, &m)
-		wd.Progress()
+	return serveAgent(x, "ProxySink", func(m *exchange.Message) ([]byte, error) {
+		p, err := proxystore.ParsePayload(m.Args)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		switch m.Kind {
-		case exchange.KindShutdownRequest:
-			return nil
-		case exchange.KindActionRequest:
-			p, err := proxystore.ParsePayload(m.Args)
-			if err != nil {
-				return err
-			}
-			v, err := a.Resolve(ctx, p)
-			if err != nil {
-				return err
-			}
-			b := v.Bytes()
-			if len(b) == 0 || b[len(b)-1] != ^b[0] {
-				v.Release()
-				return fmt.Errorf("bench: resolved payload of %d bytes without its stamp", len(b))
-			}
-			if err := v.Release(); err != nil {
-				return err
-			}
-			m.SetResponse(&m, ack)
-			if err := x.Send(ctx, &m); err != nil {
-				return err
-			}
+		v, err := a.Resolve(ctx, p)
+		if err != nil {
+			return nil, err
 		}
-	}
+		b := v.Bytes()
+		if len(b) == 0 || b[len(b)-1] != ^b[0] {
+			v.Release()
+			return nil, fmt.Errorf("bench: resolved payload of %d bytes without its stamp", len(b))
+		}
+		return ack, v.Release()
+	})
 }
 
 // shmFree returns the bytes free in the file system of dir.
@@ -185,55 +154,17 @@ func runProxy(ctx context.Context, env *Env) ([]Row, error) {
 	}
 	rows = append(rows, put)
 
-	child, err := env.StartChild(ctx, "proxy-agent", root, name)
+	peer, err := startMsgPeer(ctx, env, x, "proxy-agent", root, name)
 	if err != nil {
 		return nil, err
 	}
-	defer child.Close()
-	line, err := child.Expect(ctx, "ready")
-	if err != nil {
-		return nil, err
-	}
-	u, err := exchange.ParseUUID(strings.TrimSpace(line))
-	if err != nil {
-		return nil, fmt.Errorf("bench: agent said %q: %w", line, err)
-	}
-	aid := exchange.EntityID{UUID: u, Role: exchange.RoleAgent}
-	cid, err := x.RegisterClient(ctx)
-	if err != nil {
-		return nil, err
-	}
-	mb, err := x.Mailbox(ctx, cid)
-	if err != nil {
-		return nil, err
-	}
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() {
-		select {
-		case <-child.Done():
-			stop()
-		case <-rctx.Done():
-		}
-	}()
-	req := exchange.NewActionRequest(cid, aid, "sink", nil)
-	var resp exchange.Message
+	defer peer.close(ctx)
+	rctx := peer.ctx
 	var seq byte
+	var args []byte
 	call := func(p proxystore.Proxy) error {
-		req.Args = proxystore.AppendPayload(req.Args[:0], p)
-		if err := x.Send(rctx, req); err != nil {
-			return err
-		}
-		if err := mb.Recv(rctx, &resp); err != nil {
-			return err
-		}
-		if err := resp.Err(); err != nil {
-			return err
-		}
-		if resp.Tag != req.Tag || len(resp.Result) != MsgSize {
-			return fmt.Errorf("bench: unexpected answer %v", &resp)
-		}
-		return nil
+		args = proxystore.AppendPayload(args[:0], p)
+		return peer.call(args, MsgSize)
 	}
 	loan := func(n int) error {
 		l, err := a.Alloc(rctx, n, proxystore.WithSingleUse())
@@ -291,8 +222,7 @@ func runProxy(ctx context.Context, env *Env) ([]Row, error) {
 			rows = append(rows, r)
 		}
 	}
-	x.Send(ctx, exchange.NewShutdownRequest(cid, aid, false))
-	if err := child.Wait(); err != nil {
+	if err := peer.close(ctx); err != nil {
 		return nil, err
 	}
 	return rows, nil

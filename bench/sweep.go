@@ -206,55 +206,13 @@ func sweepExchange(ctx context.Context, env *Env, payload []byte) ([]Row, error)
 		return nil, err
 	}
 	defer x.Close()
-	child, err := env.StartChild(ctx, "exchange-echo", root, name, "default", fmt.Sprint(sweepMailboxBytes))
+	p, err := startMsgPeer(ctx, env, x, "exchange-echo", root, name, "default", fmt.Sprint(sweepMailboxBytes))
 	if err != nil {
 		return nil, err
 	}
-	defer child.Close()
-	line, err := child.Expect(ctx, "ready")
-	if err != nil {
-		return nil, err
-	}
-	u, err := exchange.ParseUUID(strings.TrimSpace(line))
-	if err != nil {
-		return nil, fmt.Errorf("bench: agent said %q: %w", line, err)
-	}
-	aid := exchange.EntityID{UUID: u, Role: exchange.RoleAgent}
-	cid, err := x.RegisterClient(ctx)
-	if err != nil {
-		return nil, err
-	}
-	mb, err := x.Mailbox(ctx, cid)
-	if err != nil {
-		return nil, err
-	}
-	rctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go func() {
-		select {
-		case <-child.Done():
-			stop()
-		case <-rctx.Done():
-		}
-	}()
-	req := exchange.NewActionRequest(cid, aid, "sink", nil)
-	var resp exchange.Message
-	rows, err := env.sweepRows(ctx, "exchange", "uds", func(n int) error {
-		req.Args = payload[:n]
-		if err := x.Send(rctx, req); err != nil {
-			return err
-		}
-		if err := mb.Recv(rctx, &resp); err != nil {
-			return err
-		}
-		if resp.Tag != req.Tag || len(resp.Result) != MsgSize {
-			return fmt.Errorf("bench: unexpected answer %v", &resp)
-		}
-		return nil
-	})
-	x.Send(ctx, exchange.NewShutdownRequest(cid, aid, false))
-	if werr := child.Wait(); err == nil {
-		err = werr
+	rows, err := env.sweepRows(ctx, "exchange", "uds", func(n int) error { return p.call(payload[:n], MsgSize) })
+	if cerr := p.close(ctx); err == nil {
+		err = cerr
 	}
 	for i := range rows {
 		rows[i].Note = join("inline, default idle (spin, then futex)", rows[i].Note)
