@@ -350,30 +350,33 @@ func ringInproc(ctx context.Context, p Phase, producers int) (int64, time.Durati
 			}
 		}(uint64(i + 2))
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
 	var got int64
 	var sink [MsgSize]byte
 	count := func(_ int32, b []byte) { copy(sink[:], b); got++ }
+	// Receive until the producers are done (which cancels rctx), then
+	// drain what they left.
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	go func() { wg.Wait(); cancel() }()
 	for {
-		select {
-		case err := <-errc:
-			return 0, 0, err
-		case <-done:
-			for got < sent.Load() {
-				if _, err := c.Receive(rctx, count, 0); err != nil {
-					return 0, 0, err
-				}
+		if _, err := c.Receive(rctx, count, 0); err != nil {
+			if ctx.Err() != nil {
+				return 0, 0, ctx.Err()
 			}
-			return got, time.Since(start), nil
-		default:
+			break
 		}
+	}
+	for got < sent.Load() {
 		if _, err := c.Read(count, 0); err != nil {
 			return 0, 0, err
 		}
 	}
+	select {
+	case err := <-errc:
+		return 0, 0, err
+	default:
+	}
+	return got, time.Since(start), nil
 }
 
 func runRingThroughput(ctx context.Context, env *Env) ([]Row, error) {
