@@ -17,8 +17,10 @@
 // terminated mailbox stays in the registry ([StatusTerminated]), refuses
 // new messages with [ErrMailboxClosed], answers the requests still queued
 // in it with error responses so that no caller waits forever, and lets its
-// receiver drain the rest. A [Mailbox] value is a client that receives from
-// one mailbox; closing it never terminates the mailbox.
+// receiver drain the rest. A supervisor that restarts an agent can bring
+// its terminated mailbox back under the same id ([Reopener]; each reopen
+// is a new incarnation of the mailbox). A [Mailbox] value is a client that
+// receives from one mailbox; closing it never terminates the mailbox.
 //
 // # Messages
 //

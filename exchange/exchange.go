@@ -35,9 +35,10 @@ type Exchange interface {
 	// client id).
 	RegisterClient(ctx context.Context, opts ...RegisterOption) (EntityID, error)
 
-	// Terminate closes the mailbox of id for good. It is a no-op (nil)
-	// when the mailbox does not exist or is already terminated. Once it
-	// returns:
+	// Terminate closes the mailbox of id for good (only a supervisor's
+	// [Reopener.Reopen] brings it back, for a restarted agent). It is a
+	// no-op (nil) when the mailbox does not exist or is already
+	// terminated. Once it returns:
 	//   - sends to id fail with [ErrMailboxClosed], and senders blocked on
 	//     the full mailbox return that error;
 	//   - every request (action, ping, shutdown) that was still queued has
