@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shmex/shmex/exchange"
 	"log/slog"
 	"math"
 	"os"
@@ -537,6 +538,61 @@ func benchPair(b *testing.B, role string, futex bool) {
 func BenchmarkLimitSharedWordRTT(b *testing.B) { benchPair(b, "limit-word", false) }
 
 func BenchmarkLimitFutexRTT(b *testing.B) { benchPair(b, "limit-futex", true) }
+
+// benchRingRTT is the ring round trip of a 64-byte record with a child
+// process, receivers spinning or sleeping on the futex.
+func benchRingRTT(b *testing.B, mode string) {
+	env := benchEnv(b)
+	rp, err := startRingPair(context.Background(), env, mode)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rp.close()
+	unlock := env.LockThread()
+	defer unlock()
+	for b.Loop() {
+		if err := rp.rtt(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRingRTTSpin(b *testing.B)  { benchRingRTT(b, "spin") }
+func BenchmarkRingRTTFutex(b *testing.B) { benchRingRTT(b, "park") }
+
+// benchExchangeRTT is the exchange round trip of an ActionRequest with 64
+// bytes of arguments and its response, with an agent in a child process.
+func benchExchangeRTT(b *testing.B, mode string) {
+	env := benchEnv(b)
+	root, err := env.Dir()
+	if err != nil {
+		b.Fatal(err)
+	}
+	name := "bench-exchange-" + mode
+	x, err := exchange.Open(name, exchange.WithRoot(root), exchangeIdle(mode))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer x.Close()
+	ctx := context.Background()
+	p, err := startMsgPeer(ctx, env, x, "exchange-echo", root, name, mode)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.close(ctx)
+	args := make([]byte, MsgSize)
+	unlock := env.LockThread()
+	defer unlock()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.call(args, MsgSize); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkExchangeRTTSpin(b *testing.B)  { benchExchangeRTT(b, "spin") }
+func BenchmarkExchangeRTTFutex(b *testing.B) { benchExchangeRTT(b, "park") }
 
 func BenchmarkMemcpy(b *testing.B) {
 	env := benchEnv(b)
