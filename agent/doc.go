@@ -97,7 +97,9 @@
 // [ProcessLauncher] runs each as its own OS process over the shared-memory
 // exchange: the program re-runs itself with the behavior name, agent id and
 // exchange name and root in the environment (see the Env* constants), and
-// its main calls [ServeIfChild] first. [WithRestarts] restarts a failed run
+// its main calls [ServeIfChild] first; [SetChildExchange] makes those
+// processes serve on a wrapped exchange (a proxystore.Wrap, so that large
+// arguments travel as proxies). [WithRestarts] restarts a failed run
 // (an error from the runtime; a process that died or exited non-zero). The
 // dead run's mailbox is terminated (its queued requests are answered with
 // errors), then, when the exchange can ([exchange.Reopener]: the
@@ -106,9 +108,8 @@
 // restarts; calls in flight to the old run fail with [ErrAgentTerminated]
 // (a handle sees the mailbox's incarnation change). Over an exchange that
 // cannot reopen, a restart registers a new id, which handles from
-// [Manager.Launch] follow. A [Manager]
-// launches agents and returns handles, shuts one down (optionally waiting)
-// and waits for all.
+// [Manager.Launch] follow. A [Manager] launches agents and returns
+// handles, shuts one down (optionally waiting) and waits for all.
 //
 // # Lifetimes and caveats
 //
