@@ -32,7 +32,7 @@ type IdleStrategy struct {
 
 // Burst backoff: a consumer that has just drained a batch of BurstSize
 // records or more is keeping pace with a stream. Finding the ring empty, it
-// pauses about BurstBackoff (a few microseconds of PAUSE) before polling
+// pauses (burstRelaxes spin-wait hints, a few microseconds) before polling
 // again, so that the producers write a batch without the consumer reading
 // the very cache line they are writing; polling that line after every
 // record made the producers' commits stall and cut throughput by half or
@@ -143,18 +143,12 @@ func (c *Consumer) Sweep(drop Predicate) (int, error) {
 	r := c.r
 	n := 0
 	for pos := c.head; pos < c.pub+r.capacity; {
-		idx := pos & r.mask
-		h := atomic.LoadUint64(r.header(idx))
-		length := int32(uint32(h))
-		if length <= 0 {
-			break
-		}
-		typ, size, ok := c.check(pos, h)
+		typ, payload, size, ok := c.committed(pos)
 		if !ok {
 			return n, c.err
 		}
-		if typ != PaddingType && drop(typ, r.data[idx+HeaderLen:idx+uint64(length)]) {
-			atomic.StoreUint64(r.header(idx), uint64(uint32(length))|paddingBits)
+		if typ != PaddingType && drop(typ, payload) {
+			atomic.StoreUint64(r.header(pos&r.mask), uint64(HeaderLen+len(payload))|paddingBits)
 			n++
 		}
 		pos += size
@@ -203,18 +197,12 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 	// Every claim lies in [pub, pub+capacity): past that a batch would
 	// meet records consumed but not yet zeroed.
 	for n < limit && pos < c.pub+r.capacity {
-		idx := pos & r.mask
-		h := atomic.LoadUint64(r.header(idx))
-		length := int32(uint32(h))
-		if length <= 0 {
-			break
-		}
-		typ, size, ok := c.check(pos, h)
+		typ, payload, size, ok := c.committed(pos)
 		if !ok {
 			break
 		}
 		if typ != PaddingType {
-			fn(typ, r.data[idx+HeaderLen:idx+uint64(length)])
+			fn(typ, payload)
 			n++
 		}
 		pos += size
@@ -230,19 +218,26 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 	return n, nil
 }
 
-// check validates the committed header h of the record at pos and returns
-// its type and aligned size; on an impossible header it sets c.err.
-func (c *Consumer) check(pos, h uint64) (typ int32, size uint64, ok bool) {
+// committed returns the record committed at pos: its type, its payload and
+// its aligned size. ok is false when the header at pos is not committed yet
+// (zero or negative), and when it is impossible: then c.err is set, and no
+// length from it has been used to address the data area.
+func (c *Consumer) committed(pos uint64) (typ int32, payload []byte, size uint64, ok bool) {
 	r := c.r
+	idx := pos & r.mask
+	h := atomic.LoadUint64(r.header(idx))
 	length := int32(uint32(h))
+	if length <= 0 {
+		return 0, nil, 0, false
+	}
 	typ = int32(h >> 32)
 	size = (uint64(length) + RecordAlign - 1) &^ (RecordAlign - 1)
-	if length < HeaderLen || pos&r.mask+size > r.capacity ||
+	if length < HeaderLen || idx+size > r.capacity ||
 		typ != PaddingType && (typ < 0 || int(length) > r.maxRecord) {
 		c.err = fmt.Errorf("%w: record at %d has length %d, type %d", ErrCorrupt, pos, length, typ)
-		return 0, 0, false
+		return 0, nil, 0, false
 	}
-	return typ, size, true
+	return typ, r.data[idx+HeaderLen : idx+uint64(length)], size, true
 }
 
 // release records that everything before to is consumed and publishes it.

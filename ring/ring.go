@@ -271,7 +271,8 @@ func (r *Ring) Stats() Stats {
 	return s
 }
 
-// alive asks Options.Alive, treating an unknown answer as "alive".
+// aliveKnown asks Options.Alive about owner; known is false when the owner
+// cannot be known (no Alive, or owner 0), and alive is then true.
 func (r *Ring) aliveKnown(owner uint64) (alive, known bool) {
 	if r.opts.Alive == nil || owner == 0 {
 		return true, false

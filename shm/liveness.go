@@ -49,9 +49,7 @@ func HoldLife(dir string) (*Life, error) {
 	}
 	for attempt := 0; attempt < 8; attempt++ {
 		var b [8]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return nil, err
-		}
+		_, _ = rand.Read(b[:]) // crypto/rand.Read never returns an error
 		id := binary.LittleEndian.Uint64(b[:])
 		if id == 0 {
 			continue
