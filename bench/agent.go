@@ -134,14 +134,7 @@ func startAgents(ctx context.Context, env *Env, root, name, mode string, n int) 
 		p.close(ctx)
 		return nil, fmt.Errorf("bench: agent child reported %d agents, want %d", len(p.ids), n)
 	}
-	p.ctx, p.stop = context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-p.child.Done():
-			p.stop()
-		case <-p.ctx.Done():
-		}
-	}()
+	p.ctx, p.stop = p.child.Context(ctx)
 	return p, nil
 }
 

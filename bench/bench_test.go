@@ -659,23 +659,11 @@ func benchRedis(b *testing.B, rtt bool) {
 	}
 	env := benchEnv(b)
 	ctx := context.Background()
-	srv, err := StartRedisServer(ctx, path, env.ChildTimeout, env.Logger)
+	p, err := startRedisPeer(ctx, env, path, fmt.Sprintf("shmbench:%d", os.Getpid()))
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer srv.Close()
-	prefix := fmt.Sprintf("shmbench:%d", os.Getpid())
-	c, err := env.StartChild(ctx, "redis-peer", srv.Addr, prefix)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.Expect(ctx, "ready"); err != nil {
-		b.Fatal(err)
-	}
-	p := &redisPeer{cl: NewRedisClient(srv.Addr, env.ChildTimeout), req: prefix + ":req",
-		resp: prefix + ":resp", done: prefix + ":done", timeout: env.ChildTimeout}
-	defer p.cl.Close()
+	defer p.close(ctx)
 	if !rtt {
 		benchRate(b, p.throughput)
 		return
@@ -699,6 +687,79 @@ func TestParseSizes(t *testing.T) {
 	for _, bad := range []string{"", "x", "0", "-1", "1TiB0", "2000GiB", "1,,2"} {
 		if _, err := ParseSizes(bad); err == nil {
 			t.Errorf("ParseSizes(%q): no error", bad)
+		}
+	}
+}
+
+// TestRowNotes checks that a row's note counts the repetitions it was
+// measured over, not the run's setting: a sweep point, measured once, never
+// says "median of".
+func TestRowNotes(t *testing.T) {
+	env := testEnv(t, func(c *Config) { c.Reps = 3 })
+	env.Pin = true // the note only; nothing here pins
+	h := NewHistogram()
+	h.Record(100)
+	if got := env.LatencyRow("t.a_ns", Latency{Mean: 100, Reps: []float64{100}, Hist: h}, "").Note; got != "pinned" {
+		t.Errorf("one repetition: note %q", got)
+	}
+	if got := env.LatencyRow("t.b_ns", Latency{Mean: 100, Reps: []float64{90, 100, 110}, Hist: h}, "").Note; got != "median of 3; pinned" {
+		t.Errorf("three repetitions: note %q", got)
+	}
+	if got := env.RateRow("t.c_msgs", "msgs/s", Rate{PerSec: 5, Reps: []float64{4, 6}}, "").Note; got != "median of 2; pinned" {
+		t.Errorf("rate: note %q", got)
+	}
+	r, err := env.sweepRow(context.Background(), "t.d_ns", "t", 64, "", func() error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(r.Note, "median") || !strings.Contains(r.Note, "pinned") || !strings.Contains(r.Note, "round trips") ||
+		r.Series != "t" || r.Bytes != 64 {
+		t.Errorf("sweep point: %+v", r)
+	}
+}
+
+// TestFanInPhaseBounds checks that a fan-in phase honours Count
+// (-iterations) and that ChildTimeout bounds the wait for each message, not
+// the whole phase.
+func TestFanInPhaseBounds(t *testing.T) {
+	ctx := context.Background()
+	env := testEnv(t)
+	f, err := startRingFanIn(ctx, env, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	// A phase of Count messages ends once they have arrived, whatever its
+	// Duration (an hour here; before, the phase ran for Duration and
+	// failed at ChildTimeout).
+	n, _, err := f.phase(ctx, Phase{Count: 5000, Duration: time.Hour})
+	if err != nil || n < 5000 {
+		t.Fatalf("count phase: %d messages, %v", n, err)
+	}
+	// A phase longer than ChildTimeout, with messages flowing all along.
+	env.ChildTimeout = 500 * time.Millisecond
+	n, el, err := f.phase(ctx, Phase{Duration: 1500 * time.Millisecond})
+	if err != nil || n == 0 || el < 1500*time.Millisecond {
+		t.Fatalf("phase of 1.5s with a ChildTimeout of 0.5s: %d messages in %v, %v", n, el, err)
+	}
+}
+
+// TestChildFailureStatus checks that a role's error stands when the parent
+// closes the child's standard input as soon as it has read the error (the
+// child's input reader used to exit 0 first, now and then).
+func TestChildFailureStatus(t *testing.T) {
+	ctx := context.Background()
+	env := testEnv(t)
+	for i := range 20 {
+		f, err := env.StartChild(ctx, "test-fail")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.Expect(ctx, "ready"); err == nil {
+			t.Fatal("failing child said ready")
+		}
+		if err := f.Close(); err == nil {
+			t.Fatalf("run %d: failing child exited 0", i)
 		}
 	}
 }

@@ -127,6 +127,11 @@ func childMain(name string) int {
 			return fail(fmt.Errorf("pin to CPU %d: %w", cpu, err))
 		}
 	}
+	// exiting is held by whichever side ends the process first: the role
+	// returning (its status stands, even when the parent closes our
+	// standard input right after reading our error) or the parent
+	// stopping us.
+	var exiting sync.Mutex
 	go func() {
 		// The parent closes our standard input to stop us; a dead
 		// parent closes it too. Either way, leave now.
@@ -134,9 +139,12 @@ func childMain(name string) int {
 		for sc.Scan() {
 			stdinCh <- sc.Text()
 		}
+		exiting.Lock()
 		os.Exit(0)
 	}()
-	if err := role(args); err != nil {
+	err := role(args)
+	exiting.Lock()
+	if err != nil {
 		return fail(err)
 	}
 	return 0
@@ -214,6 +222,11 @@ func (e *Env) StartChild(ctx context.Context, role string, args ...string) (*Chi
 		childTimeoutEnv+"="+e.ChildTimeout.String())
 	if _, cpu, ok := e.CPUs(); ok {
 		cmd.Env = append(cmd.Env, childCPUEnv+"="+strconv.Itoa(cpu))
+	}
+	// A race-enabled child sleeps 1 s at exit by default, and every
+	// scenario waits for its children to exit (see internal/childproc).
+	if !strings.Contains(os.Getenv("GORACE"), "atexit_sleep_ms") {
+		cmd.Env = append(cmd.Env, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	}
 	cmd.Stdout = os.Stderr
 	cmd.Stderr = os.Stderr
@@ -321,6 +334,21 @@ func (c *Child) Exited() bool {
 // Done is closed when the child has exited and been reaped.
 func (c *Child) Done() <-chan struct{} { return c.done }
 
+// Context returns a context derived from parent that is also cancelled when
+// the child exits, so that a wait on the child's answers fails when it dies
+// instead of hanging. Call cancel when done with it.
+func (c *Child) Context(parent context.Context) (ctx context.Context, cancel context.CancelFunc) {
+	ctx, cancel = context.WithCancel(parent)
+	go func() {
+		select {
+		case <-c.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // Wait waits at most the Env's ChildTimeout for the child to exit by itself
 // and returns its exit error (nil for status 0). It does not kill the child.
 func (c *Child) Wait() error {
@@ -376,13 +404,16 @@ type Watchdog struct {
 	cancel   context.CancelFunc
 }
 
-// NewWatchdog starts a watchdog; Stop it when the loop ends.
-func NewWatchdog() *Watchdog {
-	ctx, cancel := context.WithCancel(context.Background())
+// NewWatchdog starts a watchdog (child side); Stop it when the loop ends.
+func NewWatchdog() *Watchdog { return newWatchdog(context.Background(), ChildTimeout()) }
+
+// newWatchdog starts a watchdog derived from parent that ends after timeout
+// without progress.
+func newWatchdog(parent context.Context, timeout time.Duration) *Watchdog {
+	ctx, cancel := context.WithCancel(parent)
 	w := &Watchdog{Context: ctx, cancel: cancel}
 	go func() {
-		step := ChildTimeout()
-		t := time.NewTicker(step)
+		t := time.NewTicker(timeout)
 		defer t.Stop()
 		last := uint64(0)
 		for {

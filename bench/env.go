@@ -135,8 +135,7 @@ func (c Config) withDefaults() Config {
 type Env struct {
 	Config
 
-	cpus    []int // CPUs this process may run on, for pinning
-	created time.Time
+	cpus []int // CPUs this process may run on, for pinning
 
 	mu       sync.Mutex
 	dir      string
@@ -149,7 +148,7 @@ type Env struct {
 // NewEnv returns an environment for cfg, with zero fields set to defaults.
 func NewEnv(cfg Config) *Env {
 	cfg = cfg.withDefaults()
-	e := &Env{Config: cfg, created: time.Now()}
+	e := &Env{Config: cfg}
 	var set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &set); err == nil {
 		for cpu := 0; cpu < 1024 && len(e.cpus) < set.Count(); cpu++ {
@@ -165,9 +164,6 @@ func NewEnv(cfg Config) *Env {
 	e.progress = newProgress(cfg.Progress)
 	return e
 }
-
-// Log returns the run's logger.
-func (e *Env) Log() *slog.Logger { return e.Logger }
 
 // Dir returns the run's scratch directory for shared-memory segments, a fresh
 // directory shm.DefaultRoot()/bench-<pid>-<random> (mode 0700) created on
@@ -266,11 +262,12 @@ func pinThread(cpu int) (restore func(), err error) {
 	return func() { unix.SchedSetaffinity(0, &old) }, nil
 }
 
-// note returns the standard note of a measured row: repetitions and pinning.
-func (e *Env) note(extra string) string {
+// note returns the standard note of a row measured reps times: how the
+// repetitions combine, and pinning.
+func (e *Env) note(extra string, reps int) string {
 	s := extra
-	if e.Reps > 1 {
-		s = join(s, fmt.Sprintf("median of %d", e.Reps))
+	if reps > 1 {
+		s = join(s, fmt.Sprintf("median of %d", reps))
 	}
 	if e.Pin {
 		s = join(s, "pinned")

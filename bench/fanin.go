@@ -90,7 +90,8 @@ func produceLoopN(workers int, send func(ctx context.Context) error) error {
 }
 
 // fanInPhase runs one phase of a fan-in measure with the ready producers
-// kids. recv consumes what is there (block false: without waiting) or waits
+// kids: it consumes until the phase is over (at least Count messages, or for
+// Duration), then stops the producers and consumes what they sent. recv consumes what is there (block false: without waiting) or waits
 // for at least one message until ctx is done (block true), and returns how
 // many messages it consumed.
 func fanInPhase(ctx context.Context, env *Env, kids []*Child, p Phase, recv func(ctx context.Context, block bool) (int64, error)) (int64, time.Duration, error) {
@@ -101,18 +102,18 @@ func fanInPhase(ctx context.Context, env *Env, kids []*Child, p Phase, recv func
 			return 0, 0, err
 		}
 	}
-	limit := p.Duration
-	if limit <= 0 {
-		limit = time.Second
-	}
-	rctx, cancel := context.WithTimeout(ctx, env.ChildTimeout)
-	defer cancel()
-	for time.Since(start) < limit {
+	// The receives fail once no message has arrived for ChildTimeout,
+	// however long the phase.
+	rctx := newWatchdog(ctx, env.ChildTimeout)
+	defer rctx.Stop()
+	// The phase lasts until Count messages have arrived, or for Duration.
+	for p.Count > 0 && got < p.Count || p.Count <= 0 && time.Since(start) < p.Duration {
 		n, err := recv(rctx, true)
 		if err != nil {
 			return 0, 0, err
 		}
 		got += n
+		rctx.Progress()
 	}
 	for _, k := range kids {
 		if err := k.Send("stop"); err != nil {
@@ -147,12 +148,16 @@ func fanInPhase(ctx context.Context, env *Env, kids []*Child, p Phase, recv func
 			}
 			sent += rep.n
 			pending--
+			rctx.Progress()
 		default:
 			n, err := recv(rctx, false)
 			if err != nil {
 				return 0, 0, err
 			}
-			got += n
+			if n > 0 {
+				got += n
+				rctx.Progress()
+			}
 		}
 	}
 	for got < sent {
@@ -161,6 +166,7 @@ func fanInPhase(ctx context.Context, env *Env, kids []*Child, p Phase, recv func
 			return 0, 0, err
 		}
 		got += n
+		rctx.Progress()
 	}
 	if got != sent {
 		return 0, 0, errors.New("bench: more messages delivered than were sent")
@@ -172,8 +178,10 @@ func fanInPhase(ctx context.Context, env *Env, kids []*Child, p Phase, recv func
 // is ready. stop ends them.
 func startProducers(ctx context.Context, env *Env, n int, role string, args ...string) (kids []*Child, stop func(), err error) {
 	stop = func() {
-		for _, k := range kids {
+		for _, k := range kids { // all at once: they exit in parallel
 			k.Send("exit")
+		}
+		for _, k := range kids {
 			k.Wait()
 			k.Close()
 		}

@@ -47,9 +47,6 @@ func (h *Histogram) Record(d time.Duration) {
 	h.h.RecordValue(v) // cannot fail within the range
 }
 
-// Merge adds every sample of o.
-func (h *Histogram) Merge(o *Histogram) { h.h.Merge(o.h) }
-
 // Count returns the number of samples.
 func (h *Histogram) Count() int64 { return h.h.TotalCount() }
 

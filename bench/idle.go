@@ -214,6 +214,6 @@ func runIdle(ctx context.Context, env *Env) ([]Row, error) {
 	}
 	return []Row{{
 		Metric: MetricIdleCPU, Value: median(cpus), Unit: "%",
-		Note: env.note(fmt.Sprintf("%d blocked receivers in one process, %v windows; all %d woke to a ping afterwards", n, window, n)),
+		Note: env.note(fmt.Sprintf("%d blocked receivers in one process, %v windows; all %d woke to a ping afterwards", n, window, n), len(cpus)),
 	}}, nil
 }

@@ -152,7 +152,7 @@ func (e *Env) MeasureRTT(ctx context.Context, rt func() error) (Latency, error) 
 // better guide to the mechanism's cost.
 func (e *Env) LatencyRow(metric string, l Latency, compareTo string) Row {
 	r := Row{Metric: metric, Value: l.Mean, Unit: "ns", Hist: l.Hist.Summary(),
-		CompareTo: compareTo, Note: e.note("")}
+		CompareTo: compareTo, Note: e.note("", len(l.Reps))}
 	if r.Hist != nil && r.Hist.P50 > 0 && l.Mean > 3*r.Hist.P50 {
 		r.Note = join(r.Note, fmt.Sprintf("stalls: mean %.0fx the p50", l.Mean/r.Hist.P50))
 	}
@@ -193,7 +193,7 @@ func (e *Env) MeasureRate(ctx context.Context, run func(ctx context.Context, p P
 
 // RateRow returns the row of a rate in unit ("msgs/s", "ops/s").
 func (e *Env) RateRow(metric, unit string, r Rate, compareTo string) Row {
-	return Row{Metric: metric, Value: r.PerSec, Unit: unit, CompareTo: compareTo, Note: e.note("")}
+	return Row{Metric: metric, Value: r.PerSec, Unit: unit, CompareTo: compareTo, Note: e.note("", len(r.Reps))}
 }
 
 // median returns the median of v (the mean of the middle two for an even

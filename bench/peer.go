@@ -103,14 +103,7 @@ func startMsgPeer(ctx context.Context, env *Env, x *exchange.SHM, role string, a
 	if p.mb, err = x.Mailbox(ctx, p.cid); err != nil {
 		return fail(err)
 	}
-	p.ctx, p.stop = context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-child.Done():
-			p.stop()
-		case <-p.ctx.Done():
-		}
-	}()
+	p.ctx, p.stop = child.Context(ctx)
 	p.req = exchange.NewActionRequest(p.cid, p.aid, "work", nil)
 	return p, nil
 }

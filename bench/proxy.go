@@ -205,10 +205,6 @@ func runProxy(ctx context.Context, env *Env) ([]Row, error) {
 				rows = append(rows, SkipRows(reason, metric)...)
 				continue
 			}
-			l, err := env.sweepPoint(ctx, func() error { return s.op(n) })
-			if err != nil {
-				return nil, fmt.Errorf("%s %s: %w", s.series, sizeName(n), err)
-			}
 			cmp := ""
 			switch {
 			case s.series == "proxy-loan" && n > 1<<10:
@@ -216,9 +212,11 @@ func runProxy(ctx context.Context, env *Env) ([]Row, error) {
 			case s.series == "proxy-put":
 				cmp = proxyMetric("proxy-loan", n)
 			}
-			r := env.LatencyRow(metric, l, cmp)
-			r.Series, r.Bytes = s.series, int64(n)
-			r.Note = join(join(s.note, env.pointNote(r.Note)), fmt.Sprintf("%d round trips", r.Hist.Count))
+			r, err := env.sweepRow(ctx, metric, s.series, n, cmp, func() error { return s.op(n) })
+			if err != nil {
+				return nil, err
+			}
+			r.Note = join(s.note, r.Note)
 			rows = append(rows, r)
 		}
 	}

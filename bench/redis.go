@@ -207,14 +207,69 @@ func NewRedisClient(addr string, timeout time.Duration) *redis.Client {
 	})
 }
 
-// redisPeer is the parent side of the Redis scenario.
+// redisPeer is the parent side of the Redis scenarios: a redis-server
+// started for the run, a redis-peer child serving the lists of prefix on it,
+// and a client.
 type redisPeer struct {
+	srv     *RedisServer
+	child   *Child
 	cl      *redis.Client
 	req     string
 	resp    string
 	done    string
 	timeout time.Duration
 	msg     [MsgSize]byte
+}
+
+// startRedisPeer starts the redis-server at path, and a redis-peer child on
+// the lists named after prefix, and waits until the child is ready.
+func startRedisPeer(ctx context.Context, env *Env, path, prefix string) (*redisPeer, error) {
+	srv, err := StartRedisServer(ctx, path, env.ChildTimeout, env.Logger)
+	if err != nil {
+		return nil, err
+	}
+	child, err := env.StartChild(ctx, "redis-peer", srv.Addr, prefix)
+	if err != nil {
+		srv.Close()
+		return nil, err
+	}
+	if _, err := child.Expect(ctx, "ready"); err != nil {
+		child.Close()
+		srv.Close()
+		return nil, err
+	}
+	return &redisPeer{srv: srv, child: child, cl: NewRedisClient(srv.Addr, env.ChildTimeout),
+		req: prefix + ":req", resp: prefix + ":resp", done: prefix + ":done", timeout: env.ChildTimeout}, nil
+}
+
+// close tells the child to stop, waits for it and returns its exit error;
+// then it stops the child, the client and the server whatever happened.
+func (p *redisPeer) close(ctx context.Context) error {
+	err := p.cl.LPush(ctx, p.req, []byte{redisStop}).Err()
+	if err == nil {
+		if err = p.child.Wait(); err != nil {
+			err = fmt.Errorf("bench: redis-peer: %w", err)
+		}
+	}
+	p.child.Close()
+	p.cl.Close()
+	p.srv.Close()
+	return err
+}
+
+// pop waits for the next answer on the resp list.
+func (p *redisPeer) pop(ctx context.Context) (string, error) {
+	v, err := p.cl.BRPop(ctx, p.timeout, p.resp).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", fmt.Errorf("bench: no Redis answer within %v", p.timeout)
+	}
+	if err != nil {
+		return "", err
+	}
+	if len(v) != 2 {
+		return "", fmt.Errorf("bench: bad Redis answer of %d parts", len(v))
+	}
+	return v[1], nil
 }
 
 // rtt pushes one echo message and pops the answer.
@@ -224,15 +279,28 @@ func (p *redisPeer) rtt(ctx context.Context) error {
 	if err := p.cl.LPush(ctx, p.req, p.msg[:]).Err(); err != nil {
 		return err
 	}
-	v, err := p.cl.BRPop(ctx, p.timeout, p.resp).Result()
-	if errors.Is(err, redis.Nil) {
-		return fmt.Errorf("bench: no Redis answer within %v", p.timeout)
-	}
+	v, err := p.pop(ctx)
 	if err != nil {
 		return err
 	}
-	if len(v) != 2 || len(v[1]) != MsgSize || v[1][1] != p.msg[1] {
+	if len(v) != MsgSize || v[1] != p.msg[1] {
 		return fmt.Errorf("bench: bad Redis answer %q", v)
+	}
+	return nil
+}
+
+// ack pushes msg, whose first byte is redisAck, and pops the child's
+// MsgSize-byte acknowledgement.
+func (p *redisPeer) ack(ctx context.Context, msg []byte) error {
+	if err := p.cl.LPush(ctx, p.req, msg).Err(); err != nil {
+		return err
+	}
+	v, err := p.pop(ctx)
+	if err != nil {
+		return err
+	}
+	if len(v) != MsgSize {
+		return fmt.Errorf("bench: Redis acknowledgement of %d bytes", len(v))
 	}
 	return nil
 }
@@ -273,36 +341,20 @@ func runRedis(ctx context.Context, env *Env) ([]Row, error) {
 	if skip != "" {
 		return SkipRows(skip, metrics...), nil
 	}
-	srv, err := StartRedisServer(ctx, path, env.ChildTimeout, env.Logger)
+	p, err := startRedisPeer(ctx, env, path, fmt.Sprintf("shmbench:%d", os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
-	defer srv.Close()
-	prefix := fmt.Sprintf("shmbench:%d", os.Getpid())
-	child, err := env.StartChild(ctx, "redis-peer", srv.Addr, prefix)
-	if err != nil {
-		return nil, err
-	}
-	defer child.Close()
-	if _, err := child.Expect(ctx, "ready"); err != nil {
-		return nil, err
-	}
-	p := &redisPeer{cl: NewRedisClient(srv.Addr, env.ChildTimeout), req: prefix + ":req",
-		resp: prefix + ":resp", done: prefix + ":done", timeout: env.ChildTimeout}
-	defer p.cl.Close()
 	l, err := env.MeasureRTT(ctx, func() error { return p.rtt(ctx) })
+	var r Rate
+	if err == nil {
+		r, err = env.MeasureRate(ctx, p.throughput)
+	}
+	if cerr := p.close(ctx); err == nil {
+		err = cerr
+	}
 	if err != nil {
 		return nil, err
-	}
-	r, err := env.MeasureRate(ctx, p.throughput)
-	if err != nil {
-		return nil, err
-	}
-	if err := p.cl.LPush(ctx, p.req, []byte{redisStop}).Err(); err != nil {
-		return nil, err
-	}
-	if err := child.Wait(); err != nil {
-		return nil, fmt.Errorf("bench: redis-peer: %w", err)
 	}
 	rtt := env.LatencyRow(MetricRedisRTT, l, MetricFutexRTT)
 	rtt.Note = join("LPUSH+BRPOP each way", rtt.Note)

@@ -48,6 +48,8 @@ func init() {
 func ringPairSize() int { return 2 * ring.Size(ringBenchCapacity, ringBenchSlots) }
 
 // ringsIn lays out (create) or attaches the two rings of a pair segment.
+// Their users take their process id as owner id: the benchmark does not
+// exercise crash recovery, so owners need only be distinct.
 func ringsIn(body []byte, create bool) (a, b *ring.Ring, err error) {
 	size := ring.Size(ringBenchCapacity, ringBenchSlots)
 	cfg := ring.Config{Capacity: ringBenchCapacity, Slots: ringBenchSlots}
@@ -88,7 +90,7 @@ func childRingEcho(args []string) error {
 	if err != nil {
 		return err
 	}
-	owner := uint64(ownPid())
+	owner := uint64(os.Getpid())
 	c, err := a.NewConsumer(owner, idleOf(args[1]))
 	if err != nil {
 		return err
@@ -154,7 +156,7 @@ func startRingPair(ctx context.Context, env *Env, mode string) (*ringPair, error
 		return nil, err
 	}
 	rp := &ringPair{seg: seg}
-	owner := uint64(ownPid())
+	owner := uint64(os.Getpid())
 	rp.p, _ = a.NewProducer(owner)
 	rp.c, _ = b.NewConsumer(owner, idleOf(mode))
 	rp.child, err = env.StartChild(ctx, "ring-echo", filepath.Join(dir, name), mode)
@@ -165,14 +167,7 @@ func startRingPair(ctx context.Context, env *Env, mode string) (*ringPair, error
 		rp.close()
 		return nil, err
 	}
-	rp.ctx, rp.stop = context.WithCancel(ctx)
-	go func() {
-		select {
-		case <-rp.child.Done():
-			rp.stop()
-		case <-rp.ctx.Done():
-		}
-	}()
+	rp.ctx, rp.stop = rp.child.Context(ctx)
 	return rp, nil
 }
 
@@ -255,7 +250,7 @@ func childRingProduce(args []string) error {
 	if err != nil {
 		return err
 	}
-	p, err := a.NewProducer(uint64(ownPid()))
+	p, err := a.NewProducer(uint64(os.Getpid()))
 	if err != nil {
 		return err
 	}
@@ -274,41 +269,72 @@ func childRingProduce(args []string) error {
 // ringFanIn runs producers child processes writing into one ring that this
 // process consumes.
 func ringFanIn(ctx context.Context, env *Env, producers int) (Rate, error) {
-	dir, err := env.Dir()
+	f, err := startRingFanIn(ctx, env, producers)
 	if err != nil {
 		return Rate{}, err
+	}
+	defer f.close()
+	return env.MeasureRate(ctx, f.phase)
+}
+
+// ringFanInPeers is a ring in a scratch segment, its consumer in this
+// process, and the producer children writing into it.
+type ringFanInPeers struct {
+	env  *Env
+	seg  *shm.Segment
+	c    *ring.Consumer
+	kids []*Child
+	stop func()
+}
+
+func startRingFanIn(ctx context.Context, env *Env, producers int) (*ringFanInPeers, error) {
+	dir, err := env.Dir()
+	if err != nil {
+		return nil, err
 	}
 	name := fmt.Sprintf("ring-fanin-%d", producers)
 	seg, err := env.NewSegment(name, ringPairSize())
 	if err != nil {
-		return Rate{}, err
+		return nil, err
 	}
-	defer func() { seg.Close(); seg.Remove() }()
+	f := &ringFanInPeers{env: env, seg: seg, stop: func() {}}
 	a, _, err := ringsIn(seg.Body(), true)
-	if err != nil {
-		return Rate{}, err
+	if err == nil {
+		f.c, err = a.NewConsumer(uint64(os.Getpid()), ring.Spin)
 	}
-	c, _ := a.NewConsumer(uint64(ownPid()), ring.Spin)
-	kids, stop, err := startProducers(ctx, env, producers, "ring-produce", filepath.Join(dir, name))
-	if err != nil {
-		return Rate{}, err
+	if err == nil { // startProducers stops what it started when it fails
+		var stop func()
+		if f.kids, stop, err = startProducers(ctx, env, producers, "ring-produce", filepath.Join(dir, name)); err == nil {
+			f.stop = stop
+		}
 	}
-	defer stop()
+	if err != nil {
+		f.close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// phase runs one fan-in phase (see fanInPhase).
+func (f *ringFanInPeers) phase(ctx context.Context, p Phase) (int64, time.Duration, error) {
 	var got int64
 	count := func(int32, []byte) { got++ }
-	recv := func(ctx context.Context, block bool) (int64, error) {
+	return fanInPhase(ctx, f.env, f.kids, p, func(ctx context.Context, block bool) (int64, error) {
 		got = 0
 		var err error
 		if block {
-			_, err = c.Receive(ctx, count, 0)
+			_, err = f.c.Receive(ctx, count, 0)
 		} else {
-			_, err = c.Read(count, 0)
+			_, err = f.c.Read(count, 0)
 		}
 		return got, err
-	}
-	return env.MeasureRate(ctx, func(ctx context.Context, p Phase) (int64, time.Duration, error) {
-		return fanInPhase(ctx, env, kids, p, recv)
 	})
+}
+
+func (f *ringFanInPeers) close() {
+	f.stop()
+	f.seg.Close()
+	f.seg.Remove()
 }
 
 // ringInproc measures producers goroutines writing into a ring that one
@@ -409,7 +435,3 @@ func runRingThroughput(ctx context.Context, env *Env) ([]Row, error) {
 	}
 	return rows, nil
 }
-
-// ownPid is this process's id, used as a ring owner id (the benchmark does
-// not exercise crash recovery, so owners need only be distinct).
-func ownPid() int { return os.Getpid() }

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,8 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/shmex/shmex/exchange"
 )
@@ -143,21 +140,31 @@ func ParseSizes(s string) ([]int, error) {
 	return out, nil
 }
 
+// sweepRow measures op, a round trip carrying n bytes, as one point of a
+// sweep series (see sweepPoint) and returns its row.
+func (e *Env) sweepRow(ctx context.Context, metric, series string, n int, compareTo string, op func() error) (Row, error) {
+	l, err := e.sweepPoint(ctx, op)
+	if err != nil {
+		return Row{}, fmt.Errorf("%s %s: %w", series, sizeName(n), err)
+	}
+	r := e.LatencyRow(metric, l, compareTo)
+	r.Series, r.Bytes = series, int64(n)
+	r.Note = join(r.Note, fmt.Sprintf("%d round trips", r.Hist.Count))
+	return r, nil
+}
+
 // sweepRows measures op at every inline sweep size for one series.
 func (e *Env) sweepRows(ctx context.Context, series, vs string, op func(size int) error) ([]Row, error) {
 	var rows []Row
 	for _, n := range e.inlineSizes() {
-		l, err := e.sweepPoint(ctx, func() error { return op(n) })
-		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", series, sizeName(n), err)
-		}
 		cmp := ""
 		if vs != "" {
 			cmp = SweepMetric(vs, n)
 		}
-		r := e.LatencyRow(SweepMetric(series, n), l, cmp)
-		r.Series, r.Bytes = series, int64(n)
-		r.Note = join(e.pointNote(r.Note), fmt.Sprintf("%d round trips", r.Hist.Count))
+		r, err := e.sweepRow(ctx, SweepMetric(series, n), series, n, cmp, func() error { return op(n) })
+		if err != nil {
+			return nil, err
+		}
 		rows = append(rows, r)
 	}
 	return rows, nil
@@ -258,55 +265,16 @@ func sweepRedis(ctx context.Context, env *Env, payload []byte) ([]Row, error) {
 		}
 		return SkipRows(skip, ms...), nil
 	}
-	srv, err := StartRedisServer(ctx, path, env.ChildTimeout, env.Logger)
+	p, err := startRedisPeer(ctx, env, path, fmt.Sprintf("shmbench-sweep:%d", os.Getpid()))
 	if err != nil {
 		return nil, err
 	}
-	defer srv.Close()
-	prefix := fmt.Sprintf("shmbench-sweep:%d", os.Getpid())
-	child, err := env.StartChild(ctx, "redis-peer", srv.Addr, prefix)
-	if err != nil {
-		return nil, err
-	}
-	defer child.Close()
-	if _, err := child.Expect(ctx, "ready"); err != nil {
-		return nil, err
-	}
-	cl := NewRedisClient(srv.Addr, env.ChildTimeout)
-	defer cl.Close()
-	req, resp := prefix+":req", prefix+":resp"
 	msg := make([]byte, 1+len(payload))
 	msg[0] = redisAck
 	copy(msg[1:], payload)
-	rows, err := env.sweepRows(ctx, "redis", "", func(n int) error {
-		if err := cl.LPush(ctx, req, msg[:1+n]).Err(); err != nil {
-			return err
-		}
-		v, err := cl.BRPop(ctx, env.ChildTimeout, resp).Result()
-		if errors.Is(err, redis.Nil) {
-			return fmt.Errorf("bench: no Redis answer within %v", env.ChildTimeout)
-		}
-		if err != nil {
-			return err
-		}
-		if len(v) != 2 || len(v[1]) != MsgSize {
-			return fmt.Errorf("bench: bad Redis answer of %d parts", len(v))
-		}
-		return nil
-	})
-	cl.LPush(ctx, req, []byte{redisStop})
-	if werr := child.Wait(); err == nil {
-		err = werr
+	rows, err := env.sweepRows(ctx, "redis", "", func(n int) error { return p.ack(ctx, msg[:1+n]) })
+	if cerr := p.close(ctx); err == nil {
+		err = cerr
 	}
 	return rows, err
-}
-
-// pointNote turns the note of a LatencyRow into that of a sweep point,
-// which is measured once: without the standard note's "median of".
-func (e *Env) pointNote(note string) string {
-	note = strings.TrimPrefix(strings.Replace(note, e.note(""), "", 1), "; ")
-	if e.Pin {
-		note = join(note, "pinned")
-	}
-	return note
 }

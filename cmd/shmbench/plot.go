@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -53,7 +54,7 @@ func writePlot(r *bench.Report, file string) error {
 	for _, pn := range panels {
 		var rows []bench.Row
 		for _, x := range r.Rows {
-			if x.Error == "" && !x.Skipped && x.Value > 0 && x.Series == "" && contains(pn.units, x.Unit) {
+			if x.Error == "" && !x.Skipped && x.Value > 0 && x.Series == "" && slices.Contains(pn.units, x.Unit) {
 				rows = append(rows, x)
 			}
 		}
@@ -142,15 +143,6 @@ func sweepPanel(rows []bench.Row) (p *plot.Plot, ok bool, err error) {
 		p.Legend.Add(s, l, pts)
 	}
 	return p, true, nil
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // panel draws rows top to bottom in report order.
