@@ -15,7 +15,6 @@ import (
 	"unsafe"
 
 	"github.com/shmex/shmex/shm"
-	"golang.org/x/sys/unix"
 )
 
 // Errors of the arena store, in addition to the package's sentinels.
@@ -407,14 +406,13 @@ func (a *Arena) ownerAlive(s *arenaSeg) error {
 		s.dead.Store(true)
 		return fmt.Errorf("%w: arena segment %016x was retired by its owner", ErrOwnerDead, s.id)
 	}
-	err := unix.Flock(int(s.ownerLive.Fd()), unix.LOCK_SH|unix.LOCK_NB)
-	if errors.Is(err, unix.EWOULDBLOCK) {
-		return nil // the owner holds its exclusive lock: alive
-	}
+	held, err := lockHeld(s.ownerLive)
 	if err != nil {
 		return fmt.Errorf("proxystore: liveness of arena segment %016x: %w", s.id, err)
 	}
-	unix.Flock(int(s.ownerLive.Fd()), unix.LOCK_UN)
+	if held {
+		return nil
+	}
 	s.dead.Store(true)
 	if err := s.remove(); err != nil {
 		a.log.Warn("proxystore: removing a dead owner's arena", "segment", fmt.Sprintf("%016x", s.id), "err", err)
@@ -516,6 +514,20 @@ func (a *Arena) attach(id uint64) (*arenaSeg, error) {
 	return s, nil
 }
 
+// check checks what p says of itself: this store, the arena kind, a
+// generation that a block can have.
+func (a *Arena) check(p Proxy) error {
+	switch {
+	case StoreID(p.Store) != a.id:
+		return fmt.Errorf("%w: %v", ErrForeignProxy, p)
+	case Kind(p.Kind) != KindArena:
+		return fmt.Errorf("%w: kind %v in the arena store", ErrBadProxy, Kind(p.Kind))
+	case p.Generation == 0 || p.Generation > arenaMaxGen:
+		return fmt.Errorf("%w: generation %d", ErrBadProxy, p.Generation)
+	}
+	return nil
+}
+
 // Resolve checks p and returns a view of its payload: a read-only slice
 // that aliases the owner's arena, valid until the view's Release (or this
 // Arena's Close). No byte of the payload is read or copied.
@@ -523,14 +535,8 @@ func (a *Arena) Resolve(ctx context.Context, p Proxy) (View, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if StoreID(p.Store) != a.id {
-		return nil, fmt.Errorf("%w: %v", ErrForeignProxy, p)
-	}
-	if Kind(p.Kind) != KindArena {
-		return nil, fmt.Errorf("%w: kind %v in the arena store", ErrBadProxy, Kind(p.Kind))
-	}
-	if p.Generation == 0 || p.Generation > arenaMaxGen {
-		return nil, fmt.Errorf("%w: generation %d", ErrBadProxy, p.Generation)
+	if err := a.check(p); err != nil {
+		return nil, err
 	}
 	if err := a.enter(); err != nil {
 		return nil, err

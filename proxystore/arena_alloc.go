@@ -390,17 +390,15 @@ func arenaCreateErr(err error) error {
 	return err
 }
 
-// newBlock allocates a block for n bytes with options o and marks it loaned.
-// Called with a.mu read-locked.
-func (a *Arena) newBlock(n int, o PutOptions) (*arenaSeg, uint32, uint64, uint64, error) {
+// newBlock allocates a block for n bytes with options opts and marks it
+// loaned. Called with a.mu read-locked.
+func (a *Arena) newBlock(n int, opts []PutOption) (*arenaSeg, uint32, uint64, uint64, error) {
 	if n < 0 {
 		return nil, 0, 0, 0, fmt.Errorf("proxystore: negative size %d", n)
 	}
-	if o.Lifetime > Leased {
-		return nil, 0, 0, 0, fmt.Errorf("proxystore: unknown lifetime %v", o.Lifetime)
-	}
-	if o.Lifetime == Leased && o.Deadline.IsZero() {
-		return nil, 0, 0, 0, fmt.Errorf("proxystore: Leased payload without a deadline (use WithLease)")
+	o, err := putOptions(opts)
+	if err != nil {
+		return nil, 0, 0, 0, err
 	}
 	a.amu.Lock()
 	defer a.amu.Unlock()
@@ -506,7 +504,7 @@ func (a *Arena) Put(ctx context.Context, b []byte, opts ...PutOption) (Proxy, er
 		return Proxy{}, err
 	}
 	defer a.mu.RUnlock()
-	s, idx, off, gen, err := a.newBlock(len(b), ApplyPutOptions(opts))
+	s, idx, off, gen, err := a.newBlock(len(b), opts)
 	if err != nil {
 		return Proxy{}, err
 	}
@@ -530,7 +528,7 @@ func (a *Arena) Alloc(ctx context.Context, n int, opts ...PutOption) (Loan, erro
 		return nil, err
 	}
 	defer a.mu.RUnlock()
-	s, idx, off, gen, err := a.newBlock(n, ApplyPutOptions(opts))
+	s, idx, off, gen, err := a.newBlock(n, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -583,16 +581,15 @@ func (l *arenaLoan) Abort() error {
 
 // Free ends the life of a payload this process made: later resolves fail
 // with ErrStaleProxy, and the block is reclaimed once no reference remains
-// (at once if none). Any lifetime may be freed early.
+// (at once if none). Any lifetime may be freed early. A proxy that does not
+// match the block (generation, state) is [ErrStaleProxy]; one whose length
+// is not the block's is [ErrBadProxy] and frees nothing.
 func (a *Arena) Free(ctx context.Context, p Proxy) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if StoreID(p.Store) != a.id {
-		return fmt.Errorf("%w: %v", ErrForeignProxy, p)
-	}
-	if Kind(p.Kind) != KindArena || p.Generation == 0 || p.Generation > arenaMaxGen {
-		return fmt.Errorf("%w: %v", ErrBadProxy, p)
+	if err := a.check(p); err != nil {
+		return err
 	}
 	if err := a.enter(); err != nil {
 		return err
@@ -615,6 +612,11 @@ func (a *Arena) Free(ctx context.Context, p Proxy) error {
 		v := atomic.LoadUint64(w)
 		if wordGen(v) != p.Generation || wordState(v) != stLive && wordState(v) != stExpired {
 			return fmt.Errorf("%w: %v", ErrStaleProxy, p)
+		}
+		// The length is the generation's: only the owner writes it, under
+		// amu, before the block is live.
+		if n := atomic.LoadUint64(s.descField(idx, descOffLength)); n != p.Length {
+			return fmt.Errorf("%w: %v: the block holds %d bytes", ErrBadProxy, p, n)
 		}
 		if atomic.CompareAndSwapUint64(w, v, v&^stateMask|stFreed<<refsBits) {
 			break

@@ -113,7 +113,6 @@ const (
 	arenaVersion uint32 = 1
 
 	dataFileOffset = 4096
-	dataBodyOffset = dataFileOffset - shm.HeaderSize
 
 	flagSingle uint32 = 1
 
@@ -222,7 +221,7 @@ func putStoreDesc(b []byte, id StoreID) {
 	copy(b, sidMagic[:])
 	le.PutUint32(b[ahOffVersion:], arenaVersion)
 	copy(b[sidOffStore:], id[:])
-	le.PutUint32(b[sidOffChecksum:], crc32.Checksum(b[:sidOffChecksum], arenaCRC))
+	le.PutUint32(b[sidOffChecksum:], crc32.Checksum(b[:sidOffChecksum], castagnoli))
 }
 
 func parseStoreDesc(b []byte) (StoreID, error) {
@@ -237,7 +236,7 @@ func parseStoreDesc(b []byte) (StoreID, error) {
 	if v := le.Uint32(b[ahOffVersion:]); v != arenaVersion {
 		return id, fmt.Errorf("%w: store descriptor version %d, want %d", ErrBadArena, v, arenaVersion)
 	}
-	if le.Uint32(b[sidOffChecksum:]) != crc32.Checksum(b[:sidOffChecksum], arenaCRC) {
+	if le.Uint32(b[sidOffChecksum:]) != crc32.Checksum(b[:sidOffChecksum], castagnoli) {
 		return id, fmt.Errorf("%w: store descriptor checksum mismatch", ErrBadArena)
 	}
 	copy(id[:], b[sidOffStore:])
@@ -259,7 +258,7 @@ func putArenaHeader(b []byte, magic [8]byte, h arenaHeader, meta bool) {
 		le.PutUint32(b[metaOffHolds:], h.holdSlots)
 		sum = metaOffSum
 	}
-	le.PutUint32(b[sum:], crc32.Checksum(b[:sum], arenaCRC))
+	le.PutUint32(b[sum:], crc32.Checksum(b[:sum], castagnoli))
 }
 
 // parseArenaHeader validates a data (meta=false) or meta header in b, the body
@@ -282,7 +281,7 @@ func parseArenaHeader(b []byte, fileSize int64, meta bool) (arenaHeader, error) 
 	if v := le.Uint32(b[ahOffVersion:]); v != arenaVersion {
 		return h, fmt.Errorf("%w: %s header version %d, want %d", ErrBadArena, what, v, arenaVersion)
 	}
-	if le.Uint32(b[sum:]) != crc32.Checksum(b[:sum], arenaCRC) {
+	if le.Uint32(b[sum:]) != crc32.Checksum(b[:sum], castagnoli) {
 		return h, fmt.Errorf("%w: %s header checksum mismatch", ErrBadArena, what)
 	}
 	h.flags = le.Uint32(b[ahOffFlags:])
@@ -327,5 +326,3 @@ func parseArenaHeader(b []byte, fileSize int64, meta bool) (arenaHeader, error) 
 	}
 	return h, nil
 }
-
-var arenaCRC = crc32.MakeTable(crc32.Castagnoli)

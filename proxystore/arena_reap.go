@@ -133,15 +133,28 @@ func (c *lifeCache) alive(id uint64) bool {
 		}
 		c.files[id] = f
 	}
-	err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
-	if err != nil {
-		return true // EWOULDBLOCK: its owner holds the exclusive lock
+	if held, err := lockHeld(f); held || err != nil {
+		return true
 	}
-	unix.Flock(int(f.Fd()), unix.LOCK_UN)
 	f.Close()
 	delete(c.files, id)
 	c.dead[id] = true
 	return false
+}
+
+// lockHeld reports whether the process of the open lock file f holds its
+// exclusive lock (it lives), with one flock system call: the same test as
+// shm.Alive, on a file kept open.
+func lockHeld(f *os.File) (bool, error) {
+	err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+	switch {
+	case err == nil:
+		unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		return false, nil
+	case errors.Is(err, unix.EWOULDBLOCK):
+		return true, nil
+	}
+	return false, err
 }
 
 func (c *lifeCache) close() {

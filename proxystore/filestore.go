@@ -232,20 +232,11 @@ func (s *FileStore) loadID() (StoreID, error) {
 		if !errors.Is(err, fs.ErrNotExist) {
 			return StoreID{}, fmt.Errorf("proxystore: read %s: %w", path, err)
 		}
-		tmp, f, err := s.createTemp()
+		tmp, err := s.writeTemp(putStoreID(NewStoreID()))
 		if err != nil {
 			return StoreID{}, err
 		}
-		_, err = f.Write(putStoreID(NewStoreID()))
-		if err == nil && s.opts.sync {
-			err = f.Sync()
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			err = publishNoReplace(tmp, path)
-		}
+		err = publishNoReplace(tmp, path)
 		os.Remove(tmp)
 		if err != nil && !errors.Is(err, fs.ErrExist) {
 			return StoreID{}, fmt.Errorf("proxystore: create %s: %w", path, err)
@@ -294,6 +285,32 @@ func (s *FileStore) createTemp() (string, *os.File, error) {
 		return tmp, f, nil
 	}
 	return "", nil, errors.New("proxystore: cannot create a unique temporary file")
+}
+
+// writeTemp writes parts one after the other into a new temporary file,
+// synced with [WithFileSync], and returns its name. On an error it leaves
+// no file behind.
+func (s *FileStore) writeTemp(parts ...[]byte) (string, error) {
+	tmp, f, err := s.createTemp()
+	if err != nil {
+		return "", err
+	}
+	for _, b := range parts {
+		if err == nil {
+			_, err = f.Write(b)
+		}
+	}
+	if err == nil && s.opts.sync {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", storeFull(fmt.Errorf("proxystore: write %s: %w", tmp, err))
+	}
+	return tmp, nil
 }
 
 // storeFull wraps ENOSPC and EDQUOT errors with ErrStoreFull.
@@ -361,7 +378,10 @@ func (s *FileStore) checkSize(n int) error {
 
 // newHeader returns the header of a new payload of n bytes.
 func (s *FileStore) newHeader(n int, opts []PutOption) (fileHeader, error) {
-	o := ApplyPutOptions(opts)
+	o, err := putOptions(opts)
+	if err != nil {
+		return fileHeader{}, err
+	}
 	h := fileHeader{
 		lifetime:   o.Lifetime,
 		store:      s.id,
@@ -370,18 +390,11 @@ func (s *FileStore) newHeader(n int, opts []PutOption) (fileHeader, error) {
 		rawLen:     uint64(n),
 		storedLen:  uint64(n),
 	}
-	switch o.Lifetime {
-	case Owned, SingleUse:
-	case Leased:
-		if o.Deadline.IsZero() {
-			return h, errors.New("proxystore: Leased payload without a deadline (use WithLease)")
-		}
+	if o.Lifetime == Leased {
 		h.deadline = o.Deadline.UnixNano()
 		if h.deadline == 0 {
-			h.deadline = 1
+			h.deadline = 1 // 0 means no deadline
 		}
-	default:
-		return h, fmt.Errorf("proxystore: unknown lifetime %v", o.Lifetime)
 	}
 	return h, nil
 }
@@ -448,25 +461,11 @@ func (s *FileStore) writeFile(h *fileHeader, raw []byte) (Proxy, error) {
 	}
 	h.storedLen = uint64(len(data))
 	h.dataCRC = crc32.Checksum(data, castagnoli)
-	tmp, f, err := s.createTemp()
-	if err != nil {
-		return Proxy{}, err
-	}
 	var hdr [fileHeaderSize]byte
 	h.put(hdr[:])
-	_, err = f.Write(hdr[:])
-	if err == nil {
-		_, err = f.Write(data)
-	}
-	if err == nil && s.opts.sync {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	tmp, err := s.writeTemp(hdr[:], data)
 	if err != nil {
-		os.Remove(tmp)
-		return Proxy{}, storeFull(fmt.Errorf("proxystore: write payload file: %w", err))
+		return Proxy{}, err
 	}
 	return s.publish(h, tmp)
 }

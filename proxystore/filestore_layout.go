@@ -87,6 +87,8 @@ const (
 	fileLiveDir    = ".live"
 )
 
+// castagnoli is the CRC-32C table of every checksum of the package (file
+// and arena headers, payload files).
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // fileHeader is the decoded header of a payload file.

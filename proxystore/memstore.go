@@ -28,9 +28,12 @@ type MemStore struct {
 	items  map[uint64]*memItem
 }
 
+// memGeneration is the generation of every MemStore proxy: a segment
+// number is never reused, so a payload needs no other.
+const memGeneration = 1
+
 type memItem struct {
 	b        []byte
-	gen      uint64
 	life     Lifetime
 	deadline time.Time
 }
@@ -70,12 +73,9 @@ func (s *MemStore) Alloc(ctx context.Context, n int, opts ...PutOption) (Loan, e
 	if n < 0 {
 		return nil, fmt.Errorf("%w: negative size %d", ErrBadProxy, n)
 	}
-	o := ApplyPutOptions(opts)
-	if o.Lifetime > Leased {
-		return nil, fmt.Errorf("proxystore: unknown lifetime %v", o.Lifetime)
-	}
-	if o.Lifetime == Leased && o.Deadline.IsZero() {
-		return nil, fmt.Errorf("proxystore: Leased payload without a deadline (use WithLease)")
+	o, err := putOptions(opts)
+	if err != nil {
+		return nil, err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -106,8 +106,8 @@ func (l *memLoan) Commit() (Proxy, error) {
 	}
 	s.next++
 	seg := s.next
-	s.items[seg] = &memItem{b: l.b[:len(l.b):len(l.b)], gen: 1, life: l.o.Lifetime, deadline: l.o.Deadline}
-	return Proxy{Store: s.id, Kind: uint8(KindMemory), Segment: seg, Length: uint64(len(l.b)), Generation: 1}, nil
+	s.items[seg] = &memItem{b: l.b[:len(l.b):len(l.b)], life: l.o.Lifetime, deadline: l.o.Deadline}
+	return Proxy{Store: s.id, Kind: uint8(KindMemory), Segment: seg, Length: uint64(len(l.b)), Generation: memGeneration}, nil
 }
 
 func (l *memLoan) Abort() error {
@@ -128,7 +128,7 @@ func (s *MemStore) lookup(p Proxy) (*memItem, error) {
 		return nil, fmt.Errorf("%w: %v", ErrBadProxy, p)
 	}
 	it := s.items[p.Segment]
-	if it == nil || it.gen != p.Generation {
+	if it == nil || p.Generation != memGeneration {
 		return nil, fmt.Errorf("%w: %v", ErrStaleProxy, p)
 	}
 	if uint64(len(it.b)) != p.Length {
@@ -173,7 +173,7 @@ func (v *memView) Release() error {
 	if v.evict {
 		s := v.s
 		s.mu.Lock()
-		if it := s.items[v.p.Segment]; it != nil && it.gen == v.p.Generation {
+		if _, ok := s.items[v.p.Segment]; ok {
 			delete(s.items, v.p.Segment)
 		}
 		s.mu.Unlock()

@@ -2,6 +2,8 @@ package proxystore
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"time"
 )
@@ -140,4 +142,17 @@ func ApplyPutOptions(opts []PutOption) PutOptions {
 		}
 	}
 	return o
+}
+
+// putOptions applies opts and checks them as every store does before it
+// allocates: a known lifetime, and a deadline for a Leased one.
+func putOptions(opts []PutOption) (PutOptions, error) {
+	o := ApplyPutOptions(opts)
+	switch {
+	case o.Lifetime > Leased:
+		return o, fmt.Errorf("proxystore: unknown lifetime %v", o.Lifetime)
+	case o.Lifetime == Leased && o.Deadline.IsZero():
+		return o, errors.New("proxystore: Leased payload without a deadline (use WithLease)")
+	}
+	return o, nil
 }

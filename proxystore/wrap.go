@@ -163,7 +163,6 @@ var _ exchange.Exchange = (*Exchange)(nil)
 // closing the wrapper closes ex and its mailboxes, not the store.
 func Wrap(ex exchange.Exchange, store Store, opts ...WrapOption) *Exchange {
 	o := wrapOptions{put: []PutOption{WithSingleUse()}}
-	WithThreshold(DefaultThreshold)(&o)
 	for _, f := range opts {
 		if f != nil {
 			f(&o)
@@ -236,10 +235,6 @@ func (x *Exchange) wants(payload []byte) bool {
 	return len(payload) > 0 && !IsPayload(payload) && x.o.should(payload)
 }
 
-// placeholder is the longest proxy payload, to validate a message before
-// anything is put in the store.
-var placeholder = AppendPayload(nil, Proxy{Kind: 255, Segment: 1<<64 - 1, Offset: 1<<64 - 1, Length: 1<<64 - 1, Generation: 1<<64 - 1})
-
 // Send sends m, with its action argument (ActionRequest.Args) or result
 // (ActionResponse.Result) put in the store and replaced by its proxy when
 // the policy says so; payloads that already are proxies are sent as they
@@ -266,17 +261,14 @@ func (x *Exchange) Send(ctx context.Context, m *exchange.Message) error {
 		return x.inner.Send(ctx, m)
 	}
 	// m is now a shallow copy: replacing its field leaves the caller's
-	// message alone. It is validated twice before anything is put: as it
-	// is (payload limits included), and with the proxy in place.
+	// message alone. It is validated before anything is put, as it is
+	// (payload limits included): the proxy that replaces the field changes
+	// nothing that Validate checks but the field's length, and is well
+	// under every limit.
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	payload := *field
-	*field = placeholder
-	if err := m.Validate(); err != nil {
-		return err
-	}
-	p, err := x.store.Put(ctx, payload, x.o.put...)
+	p, err := x.store.Put(ctx, *field, x.o.put...)
 	if err != nil {
 		return fmt.Errorf("proxystore: proxy the %s of %v: %w", name, m, err)
 	}
@@ -309,7 +301,7 @@ func (x *Exchange) Mailbox(ctx context.Context, id exchange.EntityID) (exchange.
 	if err != nil {
 		return nil, err
 	}
-	mb := &Mailbox{x: x, inner: inner, mode: x.o.mode, async: x.o.async}
+	mb := &Mailbox{x: x, inner: inner}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.closed {
@@ -339,10 +331,8 @@ func (x *Exchange) Close() error {
 // Mailbox is a client of a mailbox of a wrapped exchange: it receives with
 // the wrapped client and resolves the proxies in what it receives.
 type Mailbox struct {
-	x     *Exchange
+	x     *Exchange // its options say the resolve mode and whether to resolve ahead
 	inner exchange.Mailbox
-	mode  ResolveMode
-	async bool
 
 	closed atomic.Bool
 	mu     sync.Mutex        // one Recv at a time; guards held, spare
@@ -392,7 +382,7 @@ func (mb *Mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 	if mb.closed.Load() {
 		return exchange.ErrMailboxClosed
 	}
-	if mb.async {
+	if mb.x.o.async {
 		mb.startOnce.Do(mb.startPrefetch)
 		if mb.pf == nil { // Close came between the check above and here
 			return exchange.ErrMailboxClosed
@@ -470,7 +460,7 @@ func proxyField(m *exchange.Message) (*exchange.Payload, string) {
 
 // take resolves the proxy in m, if any and if the mode resolves.
 func (mb *Mailbox) take(m *exchange.Message) resolution {
-	if mb.mode == ResolveManual {
+	if mb.x.o.mode == ResolveManual {
 		return resolution{}
 	}
 	f, name := proxyField(m)
@@ -504,7 +494,7 @@ func (mb *Mailbox) install(m *exchange.Message, r resolution) error {
 		f = &m.Result
 	}
 	b := r.view.Bytes()
-	if mb.mode == ResolveZeroCopy {
+	if mb.x.o.mode == ResolveZeroCopy {
 		mb.held, mb.heldIn, mb.spare = r.view, m, (*f)[:0]
 		*f = b[:len(b):len(b)]
 		return nil
@@ -526,7 +516,7 @@ func (mb *Mailbox) Close() error {
 	err := mb.inner.Close() // wakes a Recv in progress
 	mb.startOnce.Do(func() {})
 	if mb.pf != nil {
-		mb.pf.stop(mb)
+		mb.pf.stop()
 	}
 	mb.mu.Lock()
 	mb.giveBack(nil)

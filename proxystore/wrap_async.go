@@ -133,7 +133,7 @@ func (pf *prefetcher) recv(ctx context.Context, mb *Mailbox, m *exchange.Message
 
 // stop stops the prefetcher and waits for it; the wrapped mailbox is
 // already closed, so its Recv returns.
-func (pf *prefetcher) stop(*Mailbox) {
+func (pf *prefetcher) stop() {
 	pf.cancel()
 	<-pf.done
 }
