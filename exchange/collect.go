@@ -78,7 +78,7 @@ func (x *SHM) Collect(ctx context.Context) (CollectStats, error) {
 		if x.status(i, id) != StatusTerminated || x.alive(x.reg.owner(i)) {
 			continue
 		}
-		removed, err := x.collectRing(id)
+		removed, err := x.collectRing(i, id)
 		if err != nil {
 			return st, err
 		}
@@ -116,10 +116,11 @@ func (x *SHM) Collect(ctx context.Context) (CollectStats, error) {
 	return st, nil
 }
 
-// collectRing removes the ring segment of the terminated mailbox id unless
-// a live receiver is attached to it. It reports whether it removed it.
-func (x *SHM) collectRing(id EntityID) (bool, error) {
-	path := ringPath(x.dir, id.UUID, x.reg.incarnation(x.lookup(id)))
+// collectRing removes the ring segment of the terminated mailbox id (registry
+// entry i) unless a live receiver is attached to it. It reports whether it
+// removed it.
+func (x *SHM) collectRing(i int, id EntityID) (bool, error) {
+	path := ringPath(x.dir, id.UUID, x.reg.incarnation(i))
 	seg, err := shm.Open(path, shm.KindRing)
 	if errors.Is(err, shm.ErrNotExist) || errors.Is(err, fs.ErrNotExist) {
 		return false, nil
@@ -142,7 +143,7 @@ func (x *SHM) collectRing(id EntityID) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("exchange: collecting mailbox %v: %w", id, err)
 	}
-	defer c.Close()
+	defer c.Close() // no receiver attaches while the segment is removed
 	return removeFile(path), nil
 }
 

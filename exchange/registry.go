@@ -35,7 +35,6 @@ type registry struct {
 
 // entry is the decoded immutable part of a registry entry.
 type entry struct {
-	index     int
 	id        EntityID
 	name      string
 	behavior  Behavior
@@ -152,7 +151,6 @@ func (r *registry) decode(i int) (entry, error) {
 		return entry{}, fmt.Errorf("%w: entry %d fields", ErrCorruptRegistry, i)
 	}
 	e := entry{
-		index:     i,
 		id:        EntityID{UUID: UUID(b[entUUID : entUUID+16]), Role: role},
 		name:      string(b[entName : entName+nl]),
 		ringCap:   int(binary.LittleEndian.Uint32(b[entRingCap:])),

@@ -231,21 +231,29 @@ func (x *SHM) register(id EntityID, name string, b Behavior) (EntityID, error) {
 		return EntityID{}, fmt.Errorf("%w: %v", ErrDuplicateID, id)
 	}
 	capacity := x.opts.mailboxBytes
-	cfg := ring.Config{Capacity: capacity, MaxRecord: capacity / 4, Slots: ringSlots}
 	path := ringPath(x.dir, id.UUID, 0)
-	shm.Remove(path) // left by a registration that died before publishing
-	seg, err := shm.Create(path, shm.KindRing, int64(shm.HeaderSize+ring.Size(cfg.Capacity, cfg.Slots)),
-		func(body []byte) error { _, err := ring.New(body, cfg, ring.Options{}); return err })
-	if err != nil {
+	if err := createRing(path, capacity, capacity/4); err != nil {
 		return EntityID{}, err
 	}
-	seg.Close()
-	e := entry{id: id, name: name, behavior: b, ringCap: cfg.Capacity, maxRecord: cfg.MaxRecord}
+	e := entry{id: id, name: name, behavior: b, ringCap: capacity, maxRecord: capacity / 4}
 	if _, err := x.reg.append(e, x.life.id()); err != nil {
 		shm.Remove(path)
 		return EntityID{}, err
 	}
 	return id, nil
+}
+
+// createRing creates the ring segment of a mailbox at path, replacing one
+// left there by a registration or Reopen that died before publishing it.
+func createRing(path string, capacity, maxRecord int) error {
+	cfg := ring.Config{Capacity: capacity, MaxRecord: maxRecord, Slots: ringSlots}
+	shm.Remove(path)
+	seg, err := shm.Create(path, shm.KindRing, int64(shm.HeaderSize+ring.Size(cfg.Capacity, cfg.Slots)),
+		func(body []byte) error { _, err := ring.New(body, cfg, ring.Options{}); return err })
+	if err != nil {
+		return err
+	}
+	return seg.Close()
 }
 
 // lookup returns the registry index of id, or -1.
@@ -258,13 +266,15 @@ func (x *SHM) lookup(id EntityID) int {
 }
 
 // dest returns the mapped ring of id's mailbox, mapping it on first use,
-// and again after the mailbox was reopened.
+// and again after the mailbox was reopened. The cache is keyed by UUID, but
+// the role is part of the id: a cached ring is returned only for its whole
+// id, and the same UUID with the other role is [ErrBadEntityID].
 func (x *SHM) dest(id EntityID) (*dest, error) {
-	if d := x.last.Load(); d != nil && d.id.UUID == id.UUID && x.reg.incarnation(d.index) == d.inc {
+	if d := x.last.Load(); d != nil && d.id == id && x.reg.incarnation(d.index) == d.inc {
 		return d, nil
 	}
 	if v, ok := x.dests.Load(id.UUID); ok {
-		if d := v.(*dest); x.reg.incarnation(d.index) == d.inc {
+		if d := v.(*dest); d.id == id && x.reg.incarnation(d.index) == d.inc {
 			x.last.Store(d)
 			return d, nil
 		}
@@ -273,6 +283,9 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 	defer x.destMu.Unlock()
 	if v, ok := x.dests.Load(id.UUID); ok {
 		d := v.(*dest)
+		if d.id != id {
+			return nil, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+		}
 		if x.reg.incarnation(d.index) == d.inc {
 			return d, nil
 		}
@@ -318,9 +331,13 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 }
 
 // acquire returns a free producer box of d, creating its producer on first
-// use; release it with box.busy.Store(0).
+// use; release it with box.busy.Store(0). When every box is busy, or the
+// ring has no free producer slot (other processes hold them all), it waits
+// until ctx is done or this handle is closed: first yielding, then, when
+// no slot frees up soon, sleeping between attempts.
 func (x *SHM) acquire(ctx context.Context, d *dest) (*prodBox, error) {
 	for spins := 0; ; spins++ {
+		noSlot := false
 		for i := range d.boxes {
 			b := &d.boxes[i]
 			if b.busy.Load() != 0 || !b.busy.CompareAndSwap(0, 1) {
@@ -331,7 +348,8 @@ func (x *SHM) acquire(ctx context.Context, d *dest) (*prodBox, error) {
 				if err != nil {
 					b.busy.Store(0)
 					if errors.Is(err, ring.ErrNoSlot) {
-						break // wait for a box that has a producer
+						noSlot = true
+						break // wait for a box that has a producer, or a slot
 					}
 					return nil, err
 				}
@@ -340,17 +358,30 @@ func (x *SHM) acquire(ctx context.Context, d *dest) (*prodBox, error) {
 			return b, nil
 		}
 		if spins&63 == 63 {
+			if x.closing.Load() {
+				return nil, ErrExchangeClosed
+			}
 			if err := ctx.Err(); err != nil {
+				if noSlot {
+					return nil, fmt.Errorf("exchange: no free producer slot in mailbox %v: %w", d.id, err)
+				}
 				return nil, err
 			}
 		}
-		runtime.Gosched()
+		if noSlot && spins >= 64 {
+			time.Sleep(time.Millisecond) // every slot is held by other processes
+		} else {
+			runtime.Gosched()
+		}
 	}
 }
 
 // Send implements [Exchange.Send]. In steady state it is a claim in the
 // destination ring, an encoding straight into it and a commit: no copy and
-// no allocation.
+// no allocation. A mailbox's ring has a fixed number of producer slots
+// (128, shared by every process that sends to it; a handle takes one per
+// goroutine sending at once, up to 8): a Send that finds none free waits
+// for one as it waits for space in a full mailbox.
 func (x *SHM) Send(ctx context.Context, m *Message) error {
 	if err := m.Validate(); err != nil {
 		return err
@@ -699,7 +730,9 @@ type shmMailbox struct {
 func (mb *shmMailbox) ID() EntityID { return mb.d.id }
 
 // Recv implements [Mailbox.Recv]: it decodes the next message straight out
-// of the ring into m, then releases its space.
+// of the ring into m, then releases its space. A ring whose shared state
+// was damaged (by a faulty or hostile process) terminates the mailbox:
+// Recv returns [ErrMailboxClosed], wrapping [ring.ErrCorrupt].
 func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
 	if mb.closed.Load() {
 		return ErrMailboxClosed
@@ -734,7 +767,15 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
 		case errors.Is(err, ring.ErrClosed), errors.Is(err, ring.ErrInterrupted):
 			return ErrMailboxClosed
 		case errors.Is(err, ring.ErrCorrupt):
-			return fmt.Errorf("%w: mailbox %v: %w", ErrBadMessage, mb.d.id, err)
+			// Nothing can be read from a damaged ring, now or later: not
+			// ErrBadMessage, which a receive loop skips (it would spin).
+			// Terminate the mailbox so that its senders and callers are
+			// not left waiting; a supervisor may Reopen it, on a new ring.
+			if x.reg.state(mb.d.index) != regTerminated {
+				x.opts.log.Error("shmex: mailbox ring corrupt; terminating the mailbox", "exchange", x.name, "mailbox", mb.d.id, "err", err)
+				x.terminate(ctx, mb.d)
+			}
+			return fmt.Errorf("%w: mailbox %v: %w", ErrMailboxClosed, mb.d.id, err)
 		}
 		return err
 	}
@@ -866,15 +907,9 @@ func (x *SHM) Reopen(ctx context.Context, id EntityID) error {
 			return fmt.Errorf("%w: %v is still drained by a live receiver", ErrMailboxBusy, id)
 		}
 	}
-	cfg := ring.Config{Capacity: e.ringCap, MaxRecord: e.maxRecord, Slots: ringSlots}
-	path := ringPath(x.dir, id.UUID, inc+1)
-	shm.Remove(path) // left by a Reopen that died before publishing
-	seg, err := shm.Create(path, shm.KindRing, int64(shm.HeaderSize+ring.Size(cfg.Capacity, cfg.Slots)),
-		func(body []byte) error { _, err := ring.New(body, cfg, ring.Options{}); return err })
-	if err != nil {
+	if err := createRing(ringPath(x.dir, id.UUID, inc+1), e.ringCap, e.maxRecord); err != nil {
 		return fmt.Errorf("exchange: reopening %v: %w", id, err)
 	}
-	seg.Close()
 	atomic.StoreUint64(x.reg.ownerWord(i), x.life.id())
 	atomic.StoreUint32(x.reg.incWord(i), inc+1)
 	atomic.StoreUint32(x.reg.stateWord(i), regActive)
@@ -890,7 +925,7 @@ func (x *SHM) Incarnation(ctx context.Context, id EntityID) (uint32, error) {
 		return 0, err
 	}
 	defer x.leave()
-	if v, ok := x.dests.Load(id.UUID); ok {
+	if v, ok := x.dests.Load(id.UUID); ok && v.(*dest).id == id {
 		return x.reg.incarnation(v.(*dest).index), nil
 	}
 	i := x.lookup(id)

@@ -2,6 +2,7 @@ package exchange_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"strconv"
 	"testing"
@@ -9,6 +10,8 @@ import (
 
 	"github.com/shmex/shmex/exchange"
 	"github.com/shmex/shmex/internal/childproc"
+	"github.com/shmex/shmex/ring"
+	"github.com/shmex/shmex/shm"
 )
 
 // closerChild fills a 1 KiB mailbox it owns, then, args[2] times, opens a
@@ -88,5 +91,120 @@ func TestSHMCloseAfterSendTimeout(t *testing.T) {
 	}
 	if err := kid.Wait(childReply); err != nil {
 		t.Fatalf("child exit: %v", err)
+	}
+}
+
+// TestSHMCloseWhileNoProducerSlot: when other producers (here, of another
+// liveness lock, alive) hold every producer slot of a mailbox's ring, a Send
+// waits for a slot until its context ends, and a Close of the handle ends a
+// Send whose context never does, instead of hanging on it.
+func TestSHMCloseWhileNoProducerSlot(t *testing.T) {
+	root := testRoot(t)
+	ctx := testCtx(t, time.Minute)
+	x := openSHM(t, root, "noslot")
+	agent, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Crowded"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	life, err := shm.HoldLife(x.Dir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer life.Close()
+	seg, r, err := openRing(x.Dir(), agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seg.Close()
+	for n := 0; ; n++ {
+		p, err := r.NewProducer(life.ID())
+		if errors.Is(err, ring.ErrNoSlot) {
+			break
+		}
+		if err != nil || n == 1<<16 {
+			t.Fatalf("taking producer slot %d: %v", n, err)
+		}
+		defer p.Close()
+	}
+
+	req := exchange.NewPingRequest(client, agent)
+	sctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+	err = x.Send(sctx, req)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Send with no producer slot: %v, want context.DeadlineExceeded", err)
+	}
+
+	sent := make(chan error, 1)
+	go func() { sent <- x.Send(context.Background(), req) }()
+	time.Sleep(20 * time.Millisecond) // let the Send start waiting
+	closed := make(chan error, 1)
+	go func() { closed <- x.Close() }()
+	for _, c := range []struct {
+		what string
+		ch   chan error
+		want error
+	}{{"Send", sent, exchange.ErrExchangeClosed}, {"Close", closed, nil}} {
+		select {
+		case err := <-c.ch:
+			if !errors.Is(err, c.want) {
+				t.Fatalf("%s: %v, want %v", c.what, err, c.want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s still waiting 10s after Close, on a mailbox with no free producer slot", c.what)
+		}
+	}
+}
+
+// TestSHMCorruptRing: a mailbox whose ring another process damaged (here, a
+// committed record header with an impossible length) cannot be read any
+// more. Recv must say so with ErrMailboxClosed, not with ErrBadMessage,
+// which receive loops skip (they would spin on it forever), and the
+// mailbox is terminated, so that senders are refused at once.
+func TestSHMCorruptRing(t *testing.T) {
+	root := testRoot(t)
+	ctx := testCtx(t, time.Minute)
+	x := openSHM(t, root, "corrupt")
+	agent, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Victim"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := x.Mailbox(ctx, agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seg, r, err := openRing(x.Dir(), agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seg.Close()
+	// The data area ends the ring's region; its first record header (int32
+	// length, int32 type) is where the receiver reads first.
+	data := seg.Body()[len(seg.Body())-r.Capacity():]
+	binary.LittleEndian.PutUint32(data[0:], 1<<30)
+	binary.LittleEndian.PutUint32(data[4:], uint32(exchange.KindActionRequest))
+
+	var m exchange.Message
+	for i := range 3 {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := mb.Recv(rctx, &m)
+		cancel()
+		if !errors.Is(err, exchange.ErrMailboxClosed) || !errors.Is(err, ring.ErrCorrupt) || errors.Is(err, exchange.ErrBadMessage) {
+			t.Fatalf("Recv %d from the corrupt mailbox: %v, want ErrMailboxClosed wrapping ring.ErrCorrupt", i, err)
+		}
+	}
+	if st, err := x.Status(ctx, agent); err != nil || st != exchange.StatusTerminated {
+		t.Fatalf("Status of the corrupt mailbox = %v, %v; want terminated", st, err)
+	}
+	if err := x.Send(ctx, exchange.NewPingRequest(client, agent)); !errors.Is(err, exchange.ErrMailboxClosed) {
+		t.Fatalf("Send to the corrupt mailbox: %v, want ErrMailboxClosed", err)
 	}
 }

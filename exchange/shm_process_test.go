@@ -188,18 +188,30 @@ func callAgents(ctx context.Context, x exchange.Exchange, mb exchange.Mailbox, s
 	return nil
 }
 
+// openRing maps the ring of id's mailbox (its first incarnation) in the
+// exchange directory dir straight from its segment, bypassing the
+// exchange; close the segment when done.
+func openRing(dir string, id exchange.EntityID, opts ...shm.Option) (*shm.Segment, *ring.Ring, error) {
+	seg, err := shm.Open(filepath.Join(dir, shm.RingPrefix+hex.EncodeToString(id.UUID[:])), shm.KindRing, opts...)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := ring.Attach(seg.Body(), ring.Options{})
+	if err != nil {
+		seg.Close()
+		return nil, nil, err
+	}
+	return seg, r, nil
+}
+
 // ringStats describes the ring of id's mailbox, read straight from its
 // segment (how many records of dead producers the receiver recovered).
 func ringStats(x *exchange.SHM, id exchange.EntityID) (ring.Stats, error) {
-	seg, err := shm.Open(filepath.Join(x.Dir(), shm.RingPrefix+hex.EncodeToString(id.UUID[:])), shm.KindRing, shm.ReadOnly())
+	seg, r, err := openRing(x.Dir(), id, shm.ReadOnly())
 	if err != nil {
 		return ring.Stats{}, err
 	}
 	defer seg.Close()
-	r, err := ring.Attach(seg.Body(), ring.Options{})
-	if err != nil {
-		return ring.Stats{}, err
-	}
 	return r.Stats(), nil
 }
 
@@ -838,11 +850,7 @@ func claimForever(ctx context.Context, dir string, dest exchange.EntityID) error
 	if err != nil {
 		return err
 	}
-	seg, err := shm.Open(filepath.Join(dir, shm.RingPrefix+hex.EncodeToString(dest.UUID[:])), shm.KindRing)
-	if err != nil {
-		return err
-	}
-	r, err := ring.Attach(seg.Body(), ring.Options{})
+	_, r, err := openRing(dir, dest)
 	if err != nil {
 		return err
 	}

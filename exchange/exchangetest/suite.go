@@ -374,6 +374,14 @@ func (s *suite) testMissing(t *testing.T) {
 	_, err = b.Info(c, other)
 	wantErr(t, "Info with the wrong role", err, exchange.ErrBadEntityID)
 	wantStatus(t, b, other, exchange.StatusMissing)
+
+	// Still so once the handle has used the mailbox under its real id
+	// (an implementation that caches mailboxes by UUID must check the
+	// role on every use).
+	mailbox(t, b, aid)
+	_, err = b.Mailbox(c, other)
+	wantErr(t, "Mailbox with the wrong role after Mailbox with the right one", err, exchange.ErrBadEntityID)
+	wantStatus(t, b, other, exchange.StatusMissing)
 }
 
 func (s *suite) testSendErrors(t *testing.T) {
@@ -384,6 +392,8 @@ func (s *suite) testSendErrors(t *testing.T) {
 
 	wantErr(t, "Send to a missing id", b.Send(c, exchange.NewPingRequest(cid, exchange.NewAgentID())), exchange.ErrBadEntityID)
 	wantErr(t, "Send to the wrong role", b.Send(c, exchange.NewPingRequest(cid, exchange.EntityID{UUID: aid.UUID, Role: exchange.RoleClient})), exchange.ErrBadEntityID)
+	noErr(t, "Send", b.Send(c, exchange.NewPingRequest(cid, aid)))
+	wantErr(t, "Send to the wrong role after a Send to the right one", b.Send(c, exchange.NewPingRequest(cid, exchange.EntityID{UUID: aid.UUID, Role: exchange.RoleClient})), exchange.ErrBadEntityID)
 
 	bad := exchange.NewPingRequest(cid, aid)
 	bad.Kind = exchange.KindInvalid
@@ -977,6 +987,9 @@ func (s *suite) testReopen(t *testing.T) {
 	}
 	if _, err := ra.Incarnation(c, exchange.NewAgentID()); !errors.Is(err, exchange.ErrBadEntityID) {
 		t.Fatalf("Incarnation of a missing id: %v", err)
+	}
+	if _, err := ra.Incarnation(c, exchange.EntityID{UUID: aid.UUID, Role: exchange.RoleClient}); !errors.Is(err, exchange.ErrBadEntityID) {
+		t.Fatalf("Incarnation with the wrong role: %v", err)
 	}
 	if st, err := b.Status(c, aid); err != nil || st != exchange.StatusActive {
 		t.Fatalf("Status after Reopen = %v, %v", st, err)

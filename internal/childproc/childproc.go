@@ -50,11 +50,12 @@ func Main(m *testing.M, roles map[string]Role) {
 
 // Child is a running child process.
 type Child struct {
-	Cmd   *exec.Cmd
-	lines chan string
-	in    io.WriteCloser
-	done  chan struct{}
-	err   error
+	Cmd     *exec.Cmd
+	lines   chan string
+	in      io.WriteCloser
+	done    chan struct{}
+	err     error // the exit error, set before done is closed
+	readErr error // why reading lines stopped early, set before lines is closed
 }
 
 // Start runs the test binary as a child in the given role. The child is
@@ -99,14 +100,18 @@ func StartCmd(role string, args ...string) (*Child, error) {
 		for sc.Scan() {
 			c.lines <- sc.Text()
 		}
+		c.readErr = sc.Err() // a line longer than the buffer
 		close(c.lines)
+		// Keep the pipe flowing: a child blocked writing would never exit.
+		io.Copy(io.Discard, out)
 		c.err = cmd.Wait()
 		close(c.done)
 	}()
 	return c, nil
 }
 
-// ErrNoLine means the child exited or the timeout passed before a line came.
+// ErrNoLine means the child exited, its output could not be read, or the
+// timeout passed before a line came.
 var ErrNoLine = errors.New("childproc: no line from child")
 
 // Line returns the child's next output line, waiting at most timeout.
@@ -116,6 +121,9 @@ func (c *Child) Line(timeout time.Duration) (string, error) {
 	select {
 	case l, ok := <-c.lines:
 		if !ok {
+			if c.readErr != nil {
+				return "", fmt.Errorf("%w: reading the child's output: %w", ErrNoLine, c.readErr)
+			}
 			return "", fmt.Errorf("%w: child exited", ErrNoLine)
 		}
 		return l, nil
