@@ -192,7 +192,7 @@ func collect(dir string, me uint64, lives *lifeCache) ([]string, error) {
 	}
 	var removed []string
 	var errs []error
-	tmp := ".tmp-" + shm.ArenaPrefix
+	tmp := shm.TempPrefix + shm.ArenaPrefix
 	for _, e := range entries {
 		name := e.Name()
 		if strings.HasPrefix(name, tmp) && shm.IsTemp(name) {

@@ -34,7 +34,7 @@ const (
 	RingPrefix   = "ring-"
 	ArenaPrefix  = "arena-"
 	LivePrefix   = "live-"
-	tmpPrefix    = ".tmp-"
+	TempPrefix   = ".tmp-" // a segment being created; see IsTemp
 	maxNameLen   = 200
 )
 
@@ -126,4 +126,4 @@ func CheckDir(dir string) error {
 }
 
 // IsTemp reports whether a directory entry is a segment still being created.
-func IsTemp(entry string) bool { return strings.HasPrefix(entry, tmpPrefix) }
+func IsTemp(entry string) bool { return strings.HasPrefix(entry, TempPrefix) }

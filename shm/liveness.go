@@ -54,7 +54,7 @@ func HoldLife(dir string) (*Life, error) {
 		if id == 0 {
 			continue
 		}
-		tmp := filepath.Join(dir, tmpPrefix+"live-"+randomHex(8))
+		tmp := filepath.Join(dir, TempPrefix+"live-"+randomHex(8))
 		f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("shm: create lock file: %w", err)

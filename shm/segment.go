@@ -70,7 +70,7 @@ func Create(path string, kind Kind, size int64, init func(body []byte) error) (*
 	if err := CheckDir(filepath.Clean(dir)); err != nil {
 		return nil, err
 	}
-	tmp := filepath.Join(dir, tmpPrefix+base+"-"+randomHex(8))
+	tmp := filepath.Join(dir, TempPrefix+base+"-"+randomHex(8))
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("shm: create %s: %w", path, err)
