@@ -414,3 +414,55 @@ func TestClientMailboxTerminated(t *testing.T) {
 		}
 	})
 }
+
+// TestClientStrayRequestFullSender: a request sent to a client's mailbox by
+// a peer whose own mailbox is full (so that the client's error answer cannot
+// be delivered) does not wedge the client: its calls still complete.
+func TestClientStrayRequestFullSender(t *testing.T) {
+	ctx := testCtx(t)
+	x := exchange.NewLocal(exchange.WithLocalCapacity(1))
+	defer x.Close()
+	m, err := agent.NewManager(ctx, x, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	h, err := m.Launch(ctx, "Echo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := agent.NewClient(ctx, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// A rogue agent that never receives: its one-message mailbox is full.
+	rogue, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Rogue"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Send(ctx, exchange.NewPingRequest(c.ID(), rogue)); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Send(ctx, exchange.NewActionRequest(rogue, c.ID(), "stray", nil)); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		out []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		out, err := agent.Call[[]byte](ctx, c.Handle(h.AgentID()), "echo", []byte("hi"))
+		done <- result{out, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil || string(r.out) != "hi" {
+			t.Fatalf("call after a stray request = %q, %v", r.out, r.err)
+		}
+	case <-time.After(10 * time.Second):
+		x.Close() // unblocks the wedged send, so that the cleanup ends
+		t.Fatal("a client wedged by answering a stray request into a full mailbox")
+	}
+}

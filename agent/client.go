@@ -14,7 +14,6 @@ import (
 // tag and label. Close it when done.
 type Client struct {
 	ep   *endpoint
-	mb   exchange.Mailbox
 	stop context.CancelFunc
 	done chan struct{}
 	once sync.Once
@@ -39,7 +38,7 @@ func NewClient(ctx context.Context, x exchange.Exchange, opts ...Option) (*Clien
 		return nil, err
 	}
 	lctx, stop := context.WithCancel(context.Background())
-	c := &Client{ep: newEndpoint(x, id, &o), mb: mb, stop: stop, done: make(chan struct{})}
+	c := &Client{ep: newEndpoint(x, id, &o), stop: stop, done: make(chan struct{})}
 	c.ep.mb = mb
 	go func() {
 		defer close(c.done)
@@ -76,7 +75,7 @@ func (c *Client) Close() error {
 		ctx := context.Background()
 		err = c.ep.x.Terminate(ctx, c.ep.id)
 		c.stop()
-		c.mb.Close()
+		c.ep.mb.Close()
 		<-c.done
 		c.ep.recvMu.Lock() // wait for a caller still receiving
 		c.ep.recvMu.Unlock()

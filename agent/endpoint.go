@@ -440,6 +440,10 @@ func (ep *endpoint) receive(ctx context.Context, c *call) error {
 	}
 }
 
+// strayAnswerTimeout bounds how long a client waits for room in the mailbox
+// of a peer that sent it a request, to answer it with an error.
+const strayAnswerTimeout = 100 * time.Millisecond
+
 // route handles a message received in a client's mailbox and returns the
 // Message to receive the next one into.
 func (ep *endpoint) route(m *exchange.Message) *exchange.Message {
@@ -449,10 +453,15 @@ func (ep *endpoint) route(m *exchange.Message) *exchange.Message {
 			return ep.getMsg()
 		}
 	case m.Kind.IsRequest():
+		// Answer a stray request, but never wait long for the sender's
+		// mailbox: the receive token is held, and its holder's calls
+		// depend on it.
 		m.SetErrorResponse(m, &exchange.RemoteError{Kind: ErrorKindNotAnAgent, Message: "mailbox " + ep.id.String() + " is a client"})
-		if err := ep.x.Send(context.Background(), m); err != nil {
-			ep.log.Debug("agent: client could not answer a request", "err", err)
+		ctx, cancel := context.WithTimeout(context.Background(), strayAnswerTimeout)
+		if err := ep.x.Send(ctx, m); err != nil {
+			ep.log.Debug("agent: client could not answer a request", "to", m.Dest, "err", err)
 		}
+		cancel()
 	}
 	return m
 }

@@ -62,16 +62,7 @@ func (h *Handle) initCall(c *call, kind exchange.Kind) (*call, *exchange.Message
 // ActionRaw sends a request for action with args (raw MessagePack, copied
 // before it returns) and returns a future of the raw result.
 func (h *Handle) ActionRaw(ctx context.Context, action string, args []byte) (*Future[[]byte], error) {
-	f := &Future[[]byte]{codec: rawCodec{}}
-	c, m := h.initCall(&f.call, exchange.KindActionRequest)
-	f.c = c
-	m.SetAction(action)
-	m.Args = append(m.Args[:0], args...)
-	if err := h.ep.send(ctx, c, m); err != nil {
-		return nil, err
-	}
-	h.ep.wakeListener(false)
-	return f, nil
+	return ActionCodec(ctx, h, action, args, rawCodec{}, rawCodec{})
 }
 
 // Ping sends a ping and returns the round-trip time once the agent
@@ -81,7 +72,8 @@ func (h *Handle) Ping(ctx context.Context) (time.Duration, error) {
 	if err := h.ep.send(ctx, c, m); err != nil {
 		return 0, err
 	}
-	if err := c.wait(ctx); err != nil {
+	c.wait(ctx)
+	if err := c.outcome(); err != nil {
 		return 0, err
 	}
 	return c.rtt, nil
@@ -95,7 +87,8 @@ func (h *Handle) Shutdown(ctx context.Context) error {
 	c, m := h.newCall(exchange.KindShutdownRequest)
 	err := h.ep.send(ctx, c, m)
 	if err == nil {
-		err = c.wait(ctx)
+		c.wait(ctx)
+		err = c.outcome()
 	}
 	if errors.Is(err, ErrAgentTerminated) {
 		return nil
@@ -125,8 +118,9 @@ func (h *Handle) Close(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// wait waits for c; when ctx ends first it cancels c.
-func (c *call) wait(ctx context.Context) error {
+// wait waits until c is complete; when ctx ends first it cancels c, which
+// then completes with ctx's error (unless it completed meanwhile).
+func (c *call) wait(ctx context.Context) {
 	if err := c.ep.await(ctx, c); err != nil {
 		if c.ep.take(c.tag) == c {
 			c.complete(nil, err)
@@ -134,14 +128,16 @@ func (c *call) wait(ctx context.Context) error {
 			<-c.done
 		}
 	}
-	if c.err != nil {
-		return c.err
-	}
-	err := error(nil)
-	if c.resp.IsError() {
-		err = remoteErr(c.resp)
-	}
-	if c.kind != exchange.KindActionRequest {
+}
+
+// outcome returns the error of the complete call c, local or remote, and
+// recycles its response (of a ping or a shutdown: no result to decode).
+func (c *call) outcome() error {
+	err := c.err
+	if c.resp != nil {
+		if c.resp.IsError() {
+			err = remoteErr(c.resp)
+		}
 		c.ep.putMsg(c.resp)
 		c.resp = nil
 	}
@@ -296,12 +292,6 @@ func Call[Out, In any](ctx context.Context, h *Handle, name string, in In) (Out,
 	if err != nil {
 		return zero, err
 	}
-	out, err := f.Wait(ctx)
-	if err != nil && ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-		if f.Cancel() {
-			return out, err
-		}
-		return f.result() // completed meanwhile
-	}
-	return out, err
+	f.c.wait(ctx)
+	return f.result()
 }

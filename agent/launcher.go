@@ -114,8 +114,8 @@ func (in *Instance) finish(err error) {
 // Behavior returns the name of the instance's behavior.
 func (in *Instance) Behavior() string { return in.behavior }
 
-// ID returns the id of the agent's current run (a restart registers a new
-// id).
+// ID returns the id of the agent's current run (a restart keeps it when the
+// exchange can reopen the mailbox, and registers a new one otherwise).
 func (in *Instance) ID() exchange.EntityID { return *in.target.Load() }
 
 // IDs returns the ids of all the agent's runs, the first first.

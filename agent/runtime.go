@@ -484,8 +484,10 @@ func (r *Runtime) runAction(m *exchange.Message) {
 	if err != nil {
 		m.SetErrorResponse(m, err)
 	} else {
+		// res was appended to m.Result's buffer: keep it in place rather
+		// than have SetResponse copy it onto itself.
+		m.SetResponse(m, nil)
 		m.Result = res
-		m.SetResponse(m, m.Result)
 	}
 	r.sendResponse(m)
 	r.ep.putMsg(m)

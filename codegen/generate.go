@@ -30,6 +30,7 @@ type method struct {
 type iface struct {
 	name    string
 	methods []method
+	quals   map[string]bool // package names the argument and result types use
 }
 
 // Generate parses the Go package in dir (test files and the output file
@@ -66,7 +67,7 @@ func Generate(dir string, names []string, output string) ([]byte, error) {
 		}
 		for _, spec := range file.Imports {
 			path, _ := strconv.Unquote(spec.Path.Value)
-			local := path[strings.LastIndex(path, "/")+1:]
+			local := importName(path)
 			if spec.Name != nil {
 				local = spec.Name.Name
 			}
@@ -89,14 +90,11 @@ func Generate(dir string, names []string, output string) ([]byte, error) {
 	}
 	used := map[string]bool{"context": true}
 	for _, in := range ifaces {
-		for _, m := range in.methods {
-			for _, t := range []string{m.arg, m.result} {
-				for local := range imports {
-					if strings.Contains(t, local+".") {
-						used[local] = true
-					}
-				}
+		for q := range in.quals {
+			if _, ok := imports[q]; !ok {
+				return nil, fmt.Errorf("%s: no import of its file is named %s (import it with an explicit name)", in.name, q)
 			}
+			used[q] = true
 		}
 	}
 	var b bytes.Buffer
@@ -128,6 +126,31 @@ func Generate(dir string, names []string, output string) ([]byte, error) {
 	return src, nil
 }
 
+// importName returns the package name an import of path without a name
+// is assumed to have: its last element, or the one before a major version
+// suffix (".../foo/v2" is foo).
+func importName(path string) string {
+	elems := strings.Split(path, "/")
+	name := elems[len(elems)-1]
+	if len(elems) > 1 && len(name) > 1 && name[0] == 'v' && strings.Trim(name[1:], "0123456789") == "" {
+		name = elems[len(elems)-2]
+	}
+	return name
+}
+
+// qualifiers adds to quals the package names that the type e refers to.
+func qualifiers(e ast.Expr, quals map[string]bool) {
+	ast.Inspect(e, func(n ast.Node) bool {
+		if sel, ok := n.(*ast.SelectorExpr); ok {
+			if id, ok := sel.X.(*ast.Ident); ok {
+				quals[id.Name] = true
+			}
+			return false
+		}
+		return true
+	})
+}
+
 // find returns the interface type called name and its file.
 func find(files []*ast.File, name string) (*ast.InterfaceType, *ast.File, error) {
 	for _, f := range files {
@@ -157,7 +180,7 @@ func find(files []*ast.File, name string) (*ast.InterfaceType, *ast.File, error)
 
 // parseInterface checks the methods of it and returns them.
 func parseInterface(fset *token.FileSet, name string, it *ast.InterfaceType, ctxName string) (iface, error) {
-	in := iface{name: name}
+	in := iface{name: name, quals: map[string]bool{}}
 	str := func(e ast.Expr) string {
 		var b bytes.Buffer
 		format.Node(&b, fset, e)
@@ -198,6 +221,7 @@ func parseInterface(fset *token.FileSet, name string, it *ast.InterfaceType, ctx
 				return in, fmt.Errorf("%s: variadic arguments are not supported", where)
 			}
 			m.arg, m.argName = str(params[1]), pnames[1]
+			qualifiers(params[1], in.quals)
 			if m.argName == "" || m.argName == "_" || m.argName == "ctx" || m.argName == "h" {
 				m.argName = "in"
 			}
@@ -215,6 +239,7 @@ func parseInterface(fset *token.FileSet, name string, it *ast.InterfaceType, ctx
 		}
 		if len(results) == 2 {
 			m.result = str(results[0])
+			qualifiers(results[0], in.quals)
 		}
 		if slices.ContainsFunc(in.methods, func(o method) bool { return o.name == mname+"Async" }) ||
 			strings.HasSuffix(mname, "Async") && slices.ContainsFunc(in.methods, func(o method) bool { return o.name+"Async" == mname }) {

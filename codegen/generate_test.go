@@ -53,6 +53,44 @@ var _ pkg.X
 	}
 }
 
+// TestGenerateImportNames: an import is kept when a type names it, not when
+// its name is a suffix of another one's (pkg in mypkg.T); a major version
+// suffix is not the package's name; a qualifier no import names is an error.
+func TestGenerateImportNames(t *testing.T) {
+	dir := writePkg(t, `package api
+
+import (
+	"context"
+	"example.com/mypkg"
+	"example.com/pkg"
+	"example.com/vers/v2"
+)
+
+type API interface {
+	Get(ctx context.Context, k mypkg.Key) (vers.Value, error)
+}
+
+var _ pkg.X
+`)
+	src, err := Generate(dir, []string{"API"}, "api_shmex.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := string(src)
+	for _, want := range []string{`"example.com/mypkg"`, `vers "example.com/vers/v2"`} {
+		if !strings.Contains(s, want) {
+			t.Errorf("generated code lacks %q:\n%s", want, s)
+		}
+	}
+	if strings.Contains(s, `"example.com/pkg"`) {
+		t.Errorf("generated code imports an unused package:\n%s", s)
+	}
+	dir = writePkg(t, "package api\n\nimport (\n\t\"context\"\n\t\"gopkg.in/yaml.v3\"\n)\n\nvar _ yaml.Node\n\ntype API interface {\n\tGet(ctx context.Context) (yaml.Node, error)\n}\n")
+	if _, err := Generate(dir, []string{"API"}, "x.go"); err == nil || !strings.Contains(err.Error(), "explicit name") {
+		t.Fatalf("type of an import whose name is unknown: err = %v", err)
+	}
+}
+
 func TestGenerateErrors(t *testing.T) {
 	for _, tc := range []struct{ name, body, want string }{
 		{"no context", "Do(n int) error", "context.Context"},

@@ -21,6 +21,7 @@ import (
 	"github.com/shmex/shmex/agent"
 	"github.com/shmex/shmex/exchange"
 	"github.com/shmex/shmex/proxystore"
+	"github.com/tinylib/msgp/msgp"
 )
 
 // store is the agent process's arena store, for its action to resolve
@@ -146,7 +147,9 @@ func run(ctx context.Context, w io.Writer, size int) error {
 	for i := range heap {
 		heap[i] = byte(i)
 	}
-	bin := msgpBin(heap)
+	// Put takes what a proxy of a []byte stands for: its MessagePack bin
+	// encoding (AllocBytes writes the header in place instead).
+	bin := msgp.AppendBytes(make([]byte, 0, 5+len(heap)), heap)
 	t0 = time.Now()
 	p, err = a.Put(ctx, bin, proxystore.WithSingleUse())
 	if err != nil {
@@ -160,15 +163,6 @@ func run(ctx context.Context, w io.Writer, size int) error {
 	fmt.Fprintf(w, "copied %d MiB in with Put in %v (the copy a loan avoids): the agent summed it to %d (want %d) in a %v round trip\n",
 		size>>20, put.Round(time.Millisecond), got, want, rtt.Round(time.Microsecond))
 	return m.Shutdown(ctx, h.AgentID(), true)
-}
-
-// msgpBin returns b encoded as a MessagePack bin, what a proxy of a []byte
-// stands for (AllocBytes writes the header in place instead).
-func msgpBin(b []byte) []byte {
-	out := make([]byte, 5, 5+len(b))
-	out[0] = 0xc6
-	out[1], out[2], out[3], out[4] = byte(len(b)>>24), byte(len(b)>>16), byte(len(b)>>8), byte(len(b))
-	return append(out, b...)
 }
 
 func main() {
