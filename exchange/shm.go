@@ -744,12 +744,11 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
 	defer x.leave()
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
-	r := mb.d.r
 	for {
 		got := false
 		var derr error
 		_, err := mb.c.Receive(ctx, func(typ int32, p []byte) {
-			if Kind(typ).IsRequest() && r.Closed() {
+			if Kind(typ).IsRequest() && mb.terminated() {
 				if mb.answer.Decode(p) == nil {
 					x.answerTerminated(ctx, mb.d.id, &mb.answer)
 				}
@@ -779,6 +778,18 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
 		}
 		return err
 	}
+}
+
+// terminated reports whether the mailbox was terminated (or reopened on a
+// new ring). It reads the registry entry, a line that changes only when
+// the mailbox does, rather than the ring's closed bit, which lives in the
+// tail word that every send writes: loading it per request would cost a
+// cache-line transfer per message. terminate closes the ring before it
+// marks the entry, so a request read in between is delivered, as one read
+// just before the close would be.
+func (mb *shmMailbox) terminated() bool {
+	reg, d := mb.x.reg, mb.d
+	return reg.state(d.index) == regTerminated || reg.incarnation(d.index) != d.inc
 }
 
 // Close implements [Mailbox.Close]: it detaches this receiver; the mailbox

@@ -56,18 +56,25 @@ func SpinThenPark(n int) IdleStrategy { return IdleStrategy{Spins: n} }
 // time (across all processes); it is not safe for concurrent use.
 //
 // Consumer invariants:
-//   - The consumer reads at its own position (head below) and publishes the
-//     shared head (pub) behind it: it zeroes what it consumed and only then
-//     publishes that space to the producers. Producers claim only inside
+//   - The consumer reads at its own position (head below), stores it in
+//     the shared consumed word after every batch (where a successor
+//     starts), and publishes the shared head (pub) behind it: it zeroes
+//     what it consumed and only then publishes that space to the producers. Producers claim only inside
 //     [pub, pub+capacity), so every claim lies there, and everything in
 //     [head, pub+capacity) that no claim covers is zero. A header word at the
 //     consumer's position is thus zero (not yet claimed, or claimed an
 //     instant ago), negative (claimed) or positive (committed), never stale;
 //     and a batch never reads at or past pub+capacity, where the memory is
 //     consumed but not yet zeroed.
-//   - Read publishes what it consumed at the end of every batch, so pub
-//     equals head between calls; the paths that publish before sleeping or
-//     when a producer waits are there for a consumer that holds back space.
+//   - Zeroing is the one cost of consuming that the consumer's next send
+//     would wait for (its next fence drains the zeroing stores, each of
+//     which must take a line back from the producer's core), so the consumer
+//     publishes when it is idle: a Read that finds nothing publishes what
+//     was consumed, and so does Receive before it spins or sleeps. A busy
+//     consumer publishes once it holds back 1/publishLag of the ring, and
+//     at once when a producer waits for space. The space held back is thus
+//     below a quarter of the ring, and a record (at most half of it) always
+//     fits in an empty ring.
 //   - The head only moves over committed records and padding, so nothing
 //     committed is skipped, and a record is delivered at most once.
 //   - A stuck record (head < tail, header not positive) is turned into
@@ -84,7 +91,8 @@ type Consumer struct {
 	stuckPos   uint64
 	stuckSince time.Time
 
-	burst       int // records handed over by the last Receive
+	burst       int  // records handed over by the last Receive
+	sink        byte // what fetchLines loaded, kept so that the loads stay
 	interrupted atomic.Bool
 	cancel      shm.CancelRinger // rings recvBell when Receive's context is done
 }
@@ -105,10 +113,11 @@ func (c *Consumer) ClearInterrupt() { c.interrupted.Store(false) }
 // NewConsumer attaches the ring's consumer for the process whose liveness id
 // is owner (non-zero). It fails with ErrBusy when the ring has a consumer,
 // unless Options.Alive reports that consumer's process dead: then the new
-// consumer takes over where the dead one published its head. (Records the
-// dead consumer had read but not yet released are delivered again; a batch
-// it was zeroing when it died may leave zeroed records that recovery pads
-// after UnknownOwnerTimeout.)
+// consumer takes over after the last batch the dead one finished reading,
+// published or not (the consumed word). (Records of the batch it was
+// reading when it died are delivered again; a batch it was zeroing when it
+// died may leave zeroed records that recovery pads after
+// UnknownOwnerTimeout.)
 func (r *Ring) NewConsumer(owner uint64, idle IdleStrategy) (*Consumer, error) {
 	if owner == 0 {
 		return nil, ErrBadOwner
@@ -124,8 +133,17 @@ func (r *Ring) NewConsumer(owner uint64, idle IdleStrategy) (*Consumer, error) {
 			break
 		}
 	}
+	// Start after what the last consumer read, even what it had not
+	// published yet; a consumed word that cannot be right (a damaged
+	// header) falls back to the head: records may then come again, but
+	// nothing is skipped.
 	head := atomic.LoadUint64(r.head)
-	return &Consumer{r: r, owner: owner, idle: idle, head: head, pub: head}, nil
+	from := atomic.LoadUint64(r.consumed)
+	tail := atomic.LoadUint64(r.tail) &^ closedBit
+	if from < head || from > tail || from-head >= r.capacity || from%RecordAlign != 0 {
+		from = head
+	}
+	return &Consumer{r: r, owner: owner, idle: idle, head: from, pub: head}, nil
 }
 
 // Sweep walks the records committed at the head without consuming them and
@@ -202,15 +220,21 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 			break
 		}
 		if typ != PaddingType {
+			c.sink = fetchLines(payload)
 			fn(typ, payload)
 			n++
 		}
 		pos += size
 	}
-	if pos != head {
+	switch {
+	case pos != head && atomic.LoadUint32(r.spaceWaiters) != 0:
+		c.head = pos
+		storeRelease(r.consumed, pos)
+		c.publish(pos) // a producer waits for space
+	case pos != head:
 		c.release(pos)
-	} else if c.pub != head && atomic.LoadUint32(r.spaceWaiters) != 0 {
-		c.publish(head) // a producer waits for space this consumer holds back
+	case c.pub != head:
+		c.publish(head) // idle: hand back what was consumed
 	}
 	if n == 0 && c.err != nil {
 		return 0, c.err
@@ -240,15 +264,38 @@ func (c *Consumer) committed(pos uint64) (typ int32, payload []byte, size uint64
 	return typ, r.data[idx+HeaderLen : idx+uint64(length)], size, true
 }
 
-// release records that everything before to is consumed and publishes it.
-// (Publishing only whole lines, in chunks, so as never to write the line a
-// producer is writing just ahead was tried: it made no measurable
-// difference to throughput here, and it kept space from a sender that
-// blocks after a receive, so every batch publishes what it consumed.)
+// fetchLines loads one byte of each cache line of the first fetchLimit
+// bytes of a record, in loads that do not depend on one another, so that
+// the core fetches those lines from the producer's core in parallel. A
+// handler that parses the record (each length found in the bytes before the
+// next field) would otherwise miss on one line after the other. Past
+// fetchLimit, the hardware prefetcher follows a sequential reader.
+func fetchLines(p []byte) byte {
+	n := min(len(p), fetchLimit)
+	var x byte
+	for i := 64; i < n; i += 64 {
+		x |= p[i]
+	}
+	return x
+}
+
+// fetchLimit bounds fetchLines and prefetchClaim.
+const fetchLimit = 1024
+
+// release records that everything before to is consumed. It publishes it
+// only when the consumer holds back a quarter of the ring; otherwise the
+// next idle Read or Receive does (see the invariants on Consumer).
 func (c *Consumer) release(to uint64) {
 	c.head = to
-	c.publish(to)
+	storeRelease(c.r.consumed, to) // on the consumer's own line: no transfer
+	if to-c.pub >= c.r.capacity/publishLag {
+		c.publish(to)
+	}
 }
+
+// publishLag: a busy consumer publishes once it holds back 1/publishLag
+// of the ring.
+const publishLag = 4
 
 // publish zeroes [pub, to) and hands it back to the producers.
 func (c *Consumer) publish(to uint64) {
@@ -295,9 +342,6 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 				cpuRelax()
 			}
 			continue
-		}
-		if c.pub != c.head && atomic.LoadUint32(r.spaceWaiters) != 0 {
-			c.publish(c.head)
 		}
 		if c.idle.Spins < 0 || i < c.idle.Spins {
 			cpuRelax()

@@ -18,8 +18,9 @@ package ring
 //	      40      8     regionSize        New: bytes of the region in use
 //	      48      4     checksum          New: CRC-32C of bytes [0, 48)
 //	1     128     8     tail              producers (CAS); bit 63 = closed
-//	2     256     8     head              the consumer
+//	2     256     8     head              the consumer: zeroed and handed back to producers
 //	      264     8     consumer          owner id of the consumer, 0 = none
+//	      272     8     consumed          the consumer: read up to here (head <= consumed <= tail)
 //	3     384     4     recvWaiting       consumer sets, a producer clears
 //	      388     4     recvBell          doorbell the consumer sleeps on
 //	4     512     4     spaceWaiters      producers waiting for space (count)
@@ -69,6 +70,7 @@ const (
 	offTail             = 1 * lineSize
 	offHead             = 2 * lineSize
 	offConsumer         = 2*lineSize + 8
+	offConsumed         = 2*lineSize + 16
 	offRecvWaiting      = 3 * lineSize
 	offRecvBell         = 3*lineSize + 4
 	offSpaceWaiters     = 4 * lineSize
@@ -93,7 +95,7 @@ const (
 	noIntent = ^uint64(0)
 
 	// Version is the layout version written by New and required by Attach.
-	Version uint32 = 2
+	Version uint32 = 3
 
 	// MinCapacity and MaxCapacity bound the data area.
 	MinCapacity = 1 << 10

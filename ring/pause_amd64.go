@@ -2,3 +2,9 @@ package ring
 
 // cpuRelax backs off briefly inside a spin-wait loop (PAUSE instructions).
 func cpuRelax()
+
+// prefetchW hints that the lines of [addr, addr+n) are about to be written
+// (PREFETCHW). A hint: it never faults, whatever the address.
+//
+//go:noescape
+func prefetchW(addr uintptr, n uintptr)

@@ -93,6 +93,7 @@ type Ring struct {
 	tail         *uint64
 	head         *uint64
 	consumer     *uint64
+	consumed     *uint64
 	recvWaiting  *uint32
 	recvBell     shm.Doorbell
 	spaceWaiters *uint32
@@ -190,6 +191,7 @@ func view(region []byte, capacity, maxRecord, slots int, opts Options) *Ring {
 	r.tail = r.word64(offTail)
 	r.head = r.word64(offHead)
 	r.consumer = r.word64(offConsumer)
+	r.consumed = r.word64(offConsumed)
 	r.recvWaiting = r.word32(offRecvWaiting)
 	r.recvBell = shm.NewDoorbell(r.word32(offRecvBell))
 	r.spaceWaiters = r.word32(offSpaceWaiters)

@@ -560,3 +560,75 @@ func TestReadReleasesSpaceToWaitingProducer(t *testing.T) {
 		runtime.Gosched()
 	}
 }
+
+// TestTakeoverBeforePublish: a consumer publishes what it read only when
+// it is idle (or holds back a quarter of the ring), so it may die with
+// records read but neither zeroed nor handed back. Its successor starts
+// after them (the consumed word) and zeroes them before producers reuse
+// the space: many laps later every record still arrives once, in order.
+// A consumed word that cannot be right makes the successor start at the
+// published head instead: records come again, none is skipped.
+func TestTakeoverBeforePublish(t *testing.T) {
+	for _, damaged := range []bool{false, true} {
+		dead := map[uint64]bool{}
+		var mu sync.Mutex
+		region := make([]byte, ring.Size(4096, 16))
+		r, err := ring.New(region, ring.Config{Capacity: 4096, Slots: 16}, ring.Options{Alive: func(o uint64) bool {
+			mu.Lock()
+			defer mu.Unlock()
+			return !dead[o]
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := r.NewProducer(1)
+		ctx := ctxT(t, 10*time.Second)
+		seq := 0
+		write := func(n int) {
+			for range n {
+				if err := p.Write(ctx, 0, binary.LittleEndian.AppendUint64(nil, uint64(seq))); err != nil {
+					t.Fatal(err)
+				}
+				seq++
+			}
+		}
+		write(5)
+		c1, _ := r.NewConsumer(5, ring.Park)
+		var got []rec
+		if n, err := c1.Read(collect(&got), 0); n != 5 || err != nil {
+			t.Fatalf("read %d: %v", n, err)
+		}
+		if st := r.Stats(); st.Head != 0 {
+			t.Fatalf("head published at %d before the consumer was idle", st.Head)
+		}
+		want := uint64(5)
+		if damaged {
+			binary.LittleEndian.PutUint64(region[272:], 1<<40) // the consumed word
+			want = 0
+		}
+		mu.Lock()
+		dead[5] = true
+		mu.Unlock()
+		c2, err := r.NewConsumer(6, ring.Park)
+		if err != nil {
+			t.Fatal(err)
+		}
+		next := want
+		for lap := 0; lap < 40; lap++ {
+			write(50) // 50 × 16 bytes: 40 rounds are 8 laps of the ring
+			var batch []rec
+			if _, err := c2.Read(collect(&batch), 0); err != nil {
+				t.Fatalf("damaged=%v round %d: %v", damaged, lap, err)
+			}
+			for _, x := range batch {
+				if v := binary.LittleEndian.Uint64(x.data); v != next {
+					t.Fatalf("damaged=%v: record %d, want %d", damaged, v, next)
+				}
+				next++
+			}
+		}
+		if next != uint64(seq) {
+			t.Fatalf("damaged=%v: read up to %d of %d", damaged, next, seq)
+		}
+	}
+}
