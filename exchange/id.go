@@ -8,6 +8,7 @@ package exchange
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	mrand "math/rand/v2"
@@ -49,7 +50,14 @@ func (u UUID) setV4() UUID {
 }
 
 // IsZero reports whether u is the zero UUID.
-func (u UUID) IsZero() bool { return u == UUID{} }
+func (u UUID) IsZero() bool { return u.isZero() }
+
+// isZero is IsZero through a pointer, in two word loads: on a value the
+// compiler copies the array to the stack first, which stalls on store
+// forwarding when the next load reads it back in other sizes.
+func (u *UUID) isZero() bool {
+	return binary.LittleEndian.Uint64(u[:8])|binary.LittleEndian.Uint64(u[8:]) == 0
+}
 
 // String returns the canonical form xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx in
 // lower-case hex.
@@ -179,7 +187,10 @@ func NewClientID() EntityID { return EntityID{UUID: NewUUID(), Role: RoleClient}
 func (id EntityID) IsZero() bool { return id == EntityID{} }
 
 // Valid reports whether id has a valid role and a non-zero UUID.
-func (id EntityID) Valid() bool { return id.Role.Valid() && !id.UUID.IsZero() }
+func (id EntityID) Valid() bool { return id.valid() }
+
+// valid is Valid through a pointer (see UUID.isZero).
+func (id *EntityID) valid() bool { return id.Role.Valid() && !id.UUID.isZero() }
 
 // IsAgent reports whether id is an agent's id.
 func (id EntityID) IsAgent() bool { return id.Role == RoleAgent }

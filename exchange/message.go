@@ -274,11 +274,11 @@ func (m *Message) Validate() error {
 	switch {
 	case !m.Kind.Valid():
 		why = "invalid kind"
-	case m.Tag.IsZero():
+	case m.Tag.isZero():
 		why = "zero tag"
-	case !m.Src.Valid():
+	case !m.Src.valid():
 		why = "invalid src"
-	case !m.Dest.Valid():
+	case !m.Dest.valid():
 		why = "invalid dest"
 	case m.Kind == KindActionRequest && len(m.Action) == 0:
 		why = "action request without action"
@@ -318,14 +318,19 @@ func (m *Message) EncodeTo(dst []byte) (int, error) {
 	if len(dst) < n {
 		return 0, io.ErrShortBuffer
 	}
-	out, err := m.MarshalMsg(dst[:0:n])
+	return n, m.encodeSized(dst[:n])
+}
+
+// encodeSized is EncodeTo for a dst of exactly m.EncodedSize() bytes.
+func (m *Message) encodeSized(dst []byte) error {
+	out, err := m.MarshalMsg(dst[:0])
 	if err != nil {
-		return 0, err
+		return err
 	}
-	if len(out) != n || (n > 0 && &out[0] != &dst[0]) {
-		return 0, errors.New("exchange: internal error: Msgsize disagrees with MarshalMsg")
+	if len(out) != len(dst) || (len(out) > 0 && &out[0] != &dst[0]) {
+		return errors.New("exchange: internal error: Msgsize disagrees with MarshalMsg")
 	}
-	return n, nil
+	return nil
 }
 
 // Decode decodes one whole message from b into m, reusing m's capacity, and

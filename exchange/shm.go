@@ -448,7 +448,7 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait bool) error {
 		}
 		return err
 	}
-	if _, err := m.EncodeTo(c.Bytes()); err != nil {
+	if err := m.encodeSized(c.Bytes()); err != nil {
 		c.Abort()
 		return err
 	}

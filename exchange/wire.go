@@ -102,6 +102,13 @@ func (t Text) MarshalMsg(b []byte) ([]byte, error) {
 // UnmarshalMsg reads a MessagePack str (or nil) into t, reusing t's
 // capacity, and returns the remaining bytes.
 func (t *Text) UnmarshalMsg(b []byte) ([]byte, error) {
+	// Fast path: a fixstr (up to 31 bytes), the form of every action name.
+	if len(b) > 0 && b[0]&0xe0 == 0xa0 {
+		if n := int(b[0] & 0x1f); len(b) > n {
+			*t = append((*t)[:0], b[1:1+n]...)
+			return b[1+n:], nil
+		}
+	}
 	if msgp.IsNil(b) {
 		*t = (*t)[:0]
 		return b[1:], nil
@@ -158,6 +165,13 @@ func (p Payload) MarshalMsg(b []byte) ([]byte, error) {
 // UnmarshalMsg reads a MessagePack bin (or nil) into p, reusing p's
 // capacity, and returns the remaining bytes.
 func (p *Payload) UnmarshalMsg(b []byte) ([]byte, error) {
+	// Fast path: a bin8 (up to 255 bytes).
+	if len(b) > 1 && b[0] == 0xc4 {
+		if n := int(b[1]); len(b) >= 2+n {
+			*p = append((*p)[:0], b[2:2+n]...)
+			return b[2+n:], nil
+		}
+	}
 	if msgp.IsNil(b) {
 		*p = (*p)[:0]
 		return b[1:], nil
@@ -203,10 +217,17 @@ func (p *Payload) DecodeMsg(r *msgp.Reader) error {
 func (u *UUID) Msgsize() int { return 2 + len(u) }
 
 // MarshalMsg appends u as a MessagePack bin of 16 bytes.
-func (u *UUID) MarshalMsg(b []byte) ([]byte, error) { return msgp.AppendBytes(b, u[:]), nil }
+func (u *UUID) MarshalMsg(b []byte) ([]byte, error) {
+	return append(append(b, 0xc4, byte(len(u))), u[:]...), nil // bin8 header, as msgp.AppendBytes writes it
+}
 
 // UnmarshalMsg reads a MessagePack bin of exactly 16 bytes into u.
 func (u *UUID) UnmarshalMsg(b []byte) ([]byte, error) {
+	// Fast path: the bin8 form MarshalMsg writes.
+	if len(b) >= 2+len(u) && b[0] == 0xc4 && int(b[1]) == len(u) {
+		*u = UUID(b[2 : 2+len(u)])
+		return b[2+len(u):], nil
+	}
 	// msgp.ReadExactBytes checks the declared length but copies short
 	// input silently: check the remaining bytes first.
 	if len(b) < 2+len(u) {
@@ -230,6 +251,10 @@ func (r Role) MarshalMsg(b []byte) ([]byte, error) { return msgp.AppendUint8(b, 
 // UnmarshalMsg reads a MessagePack integer in 0..255 into r. It does not
 // check that r is valid; [Message.Validate] does.
 func (r *Role) UnmarshalMsg(b []byte) ([]byte, error) {
+	if len(b) > 0 && b[0] < 0x80 { // fast path: a positive fixint
+		*r = Role(b[0])
+		return b[1:], nil
+	}
 	v, o, err := msgp.ReadUint8Bytes(b)
 	if err != nil {
 		return b, err
@@ -260,6 +285,10 @@ func (k Kind) MarshalMsg(b []byte) ([]byte, error) { return msgp.AppendUint8(b, 
 // UnmarshalMsg reads a MessagePack integer in 0..255 into k. It does not
 // check that k is valid; [Message.Validate] does.
 func (k *Kind) UnmarshalMsg(b []byte) ([]byte, error) {
+	if len(b) > 0 && b[0] < 0x80 { // fast path: a positive fixint
+		*k = Kind(b[0])
+		return b[1:], nil
+	}
 	v, o, err := msgp.ReadUint8Bytes(b)
 	if err != nil {
 		return b, err

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/shmex/shmex/shm"
 )
@@ -272,8 +273,13 @@ func (c *Consumer) committed(pos uint64) (typ int32, payload []byte, size uint64
 // fetchLimit, the hardware prefetcher follows a sequential reader.
 func fetchLines(p []byte) byte {
 	n := min(len(p), fetchLimit)
+	if n == 0 {
+		return 0
+	}
 	var x byte
-	for i := 64; i < n; i += 64 {
+	// The first byte of each line after the one p starts in (the header's
+	// line, which the consumer has just read).
+	for i := 64 - int(uintptr(unsafe.Pointer(&p[0]))&63); i < n; i += 64 {
 		x |= p[i]
 	}
 	return x
