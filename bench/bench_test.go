@@ -509,14 +509,44 @@ func TestPhaseLoop(t *testing.T) {
 // Benchmarks: the scenarios as `go test -bench`, one round trip or one
 // message per op.
 
-func benchEnv(b *testing.B) *Env {
-	env := NewEnv(Config{ChildTimeout: 30 * time.Second, MemcpyBytes: 256 << 20})
+func benchEnv(b *testing.B) *Env { return benchEnvPin(b, false) }
+
+// benchEnvPin is benchEnv, with the two processes of a pair pinned to
+// different CPUs when pin is set. The futex round trips pin: on a VM, a
+// wake-up that lands on the waker's own CPU (a context switch, a few
+// microseconds) is ten times cheaper than one that crosses to the other,
+// halted CPU (an interrupt), and unpinned runs mix the two in proportions
+// that differ from one benchmark to the next.
+func benchEnvPin(b *testing.B, pin bool) *Env {
+	env := NewEnv(Config{ChildTimeout: 30 * time.Second, MemcpyBytes: 256 << 20, Pin: pin})
 	b.Cleanup(func() { env.Close() })
 	return env
 }
 
+// loopRTT runs rt b.N times. For futex round trips it also reports the
+// median (p50-ns), which a few wake-ups of the other kind do not move.
+func loopRTT(b *testing.B, futex bool, rt func() error) {
+	var lat []time.Duration // the first 1M round trips; allocated before the loop, which counts allocations
+	if futex {
+		lat = make([]time.Duration, 0, 1<<20)
+	}
+	for b.Loop() {
+		start := time.Now()
+		if err := rt(); err != nil {
+			b.Fatal(err)
+		}
+		if len(lat) < cap(lat) {
+			lat = append(lat, time.Since(start))
+		}
+	}
+	if len(lat) > 0 {
+		slices.Sort(lat)
+		b.ReportMetric(float64(lat[len(lat)/2].Nanoseconds()), "p50-ns")
+	}
+}
+
 func benchPair(b *testing.B, role string, futex bool) {
-	env := benchEnv(b)
+	env := benchEnvPin(b, futex)
 	p, err := startPair(context.Background(), env, role, role)
 	if err != nil {
 		b.Fatal(err)
@@ -528,11 +558,7 @@ func benchPair(b *testing.B, role string, futex bool) {
 	}
 	unlock := env.LockThread()
 	defer unlock()
-	for b.Loop() {
-		if err := rt(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	loopRTT(b, futex, rt)
 }
 
 func BenchmarkLimitSharedWordRTT(b *testing.B) { benchPair(b, "limit-word", false) }
@@ -542,7 +568,7 @@ func BenchmarkLimitFutexRTT(b *testing.B) { benchPair(b, "limit-futex", true) }
 // benchRingRTT is the ring round trip of a 64-byte record with a child
 // process, receivers spinning or sleeping on the futex.
 func benchRingRTT(b *testing.B, mode string) {
-	env := benchEnv(b)
+	env := benchEnvPin(b, mode == "park")
 	rp, err := startRingPair(context.Background(), env, mode)
 	if err != nil {
 		b.Fatal(err)
@@ -550,11 +576,7 @@ func benchRingRTT(b *testing.B, mode string) {
 	defer rp.close()
 	unlock := env.LockThread()
 	defer unlock()
-	for b.Loop() {
-		if err := rp.rtt(); err != nil {
-			b.Fatal(err)
-		}
-	}
+	loopRTT(b, mode == "park", rp.rtt)
 }
 
 func BenchmarkRingRTTSpin(b *testing.B)  { benchRingRTT(b, "spin") }
@@ -563,7 +585,7 @@ func BenchmarkRingRTTFutex(b *testing.B) { benchRingRTT(b, "park") }
 // benchExchangeRTT is the exchange round trip of an ActionRequest with 64
 // bytes of arguments and its response, with an agent in a child process.
 func benchExchangeRTT(b *testing.B, mode string) {
-	env := benchEnv(b)
+	env := benchEnvPin(b, mode == "park")
 	root, err := env.Dir()
 	if err != nil {
 		b.Fatal(err)
@@ -584,11 +606,7 @@ func benchExchangeRTT(b *testing.B, mode string) {
 	unlock := env.LockThread()
 	defer unlock()
 	b.ReportAllocs()
-	for b.Loop() {
-		if err := p.call(args, MsgSize); err != nil {
-			b.Fatal(err)
-		}
-	}
+	loopRTT(b, mode == "park", func() error { return p.call(args, MsgSize) })
 }
 
 func BenchmarkExchangeRTTSpin(b *testing.B)  { benchExchangeRTT(b, "spin") }
