@@ -478,3 +478,66 @@ func TestShutdownWithQueuedRequests(t *testing.T) {
 		}
 	})
 }
+
+// TestShutdownWithStuckRequester: a requester that never reads its mailbox,
+// which is full, cannot keep an agent from shutting down: the response to
+// its request waits at most the response grace once the shutdown begins,
+// and is then dropped. While the agent serves, the response waits.
+func TestShutdownWithStuckRequester(t *testing.T) {
+	ctx := testCtx(t)
+	x := newSHM(t, exchange.WithMailboxBytes(4096))
+	b := agent.NewBehavior("Echo")
+	if err := b.AddRawAction("echo", func(_ context.Context, args, out []byte) ([]byte, error) {
+		return append(out, args...), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := agent.NewRuntime(ctx, x, b, agent.WithResponseGrace(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- rt.Run(ctx) }()
+
+	// A requester whose mailbox is open, never read, and full.
+	stuck, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.Mailbox(ctx, stuck); err != nil {
+		t.Fatal(err)
+	}
+	filler, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; ; i++ {
+		fctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		err := x.Send(fctx, exchange.NewActionRequest(filler, stuck, "fill", make([]byte, 64)))
+		cancel()
+		if err != nil {
+			break
+		}
+		if i > 10_000 {
+			t.Fatal("the mailbox never filled up")
+		}
+	}
+	if err := x.Send(ctx, exchange.NewActionRequest(stuck, rt.ID(), "echo", []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the response is now waiting for space
+	select {
+	case err := <-ran:
+		t.Fatalf("agent stopped on its own: %v", err)
+	default:
+	}
+	rt.Shutdown()
+	select {
+	case err := <-ran:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent did not finish shutting down: a response to a full mailbox held it")
+	}
+}

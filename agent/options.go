@@ -20,6 +20,7 @@ type options struct {
 	name            string
 	statusPoll      time.Duration
 	grace           time.Duration
+	responseGrace   time.Duration
 	restarts        int
 }
 
@@ -30,6 +31,7 @@ func defaultOptions() options {
 		terminateOnErr:  true,
 		statusPoll:      100 * time.Millisecond,
 		grace:           time.Second,
+		responseGrace:   10 * time.Second,
 	}
 }
 
@@ -97,6 +99,20 @@ func WithTerminatedGrace(d time.Duration) Option {
 	return func(o *options) {
 		if d >= 0 {
 			o.grace = d
+		}
+	}
+}
+
+// WithResponseGrace sets how long, once the agent shuts down, a response
+// may wait for space in its requester's mailbox (default 10 s). While the
+// agent serves, a response waits as long as it takes, like any send to a
+// full mailbox; at shutdown, a requester that never reads its mailbox would
+// otherwise keep the agent from ever finishing. A response dropped this way
+// is logged.
+func WithResponseGrace(d time.Duration) Option {
+	return func(o *options) {
+		if d >= 0 {
+			o.responseGrace = d
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -37,7 +38,7 @@ type Runtime struct {
 	loopErr   error // first loop error that stopped the agent
 
 	actx    context.Context // actions' context, cancelled at shutdown
-	sendCtx context.Context // for responses: not cancelled by shutdown
+	sendCtx context.Context // for responses: ends responseGrace after shutdown begins
 
 	sctx context.Context // the serving context, cancelled by a stop request
 
@@ -172,7 +173,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 	defer close(r.done)
 	log := r.o.log.With("agent", r.ep.id, "behavior", r.b.name)
 	base := context.WithValue(context.WithoutCancel(ctx), runtimeKey{}, r)
-	r.sendCtx = base
+	// Sends consult their context only to wait for space in a full
+	// mailbox: once sendCtx ends, a response still goes out when there is
+	// room, and no longer waits when there is none.
+	sendCtx, sendCancel := context.WithCancel(base)
+	defer sendCancel()
+	r.sendCtx = sendCtx
 	actx, acancel := context.WithCancel(base)
 	defer acancel()
 	r.actx = actx
@@ -240,7 +246,11 @@ func (r *Runtime) Run(ctx context.Context) error {
 		close(drained)
 	}
 
-	// 3. Cancel the actions' context and wait for the running actions.
+	// 3. Cancel the actions' context and wait for the running actions,
+	// whose responses wait at most responseGrace for space in their
+	// requesters' mailboxes.
+	stopSends := time.AfterFunc(r.o.responseGrace, sendCancel)
+	defer stopSends.Stop()
 	acancel()
 	r.wmu.Lock()
 	rest := r.queue[r.qhead:]
@@ -462,8 +472,13 @@ func (r *Runtime) drain(ctx context.Context, done chan<- struct{}) {
 }
 
 func (r *Runtime) sendResponse(m *exchange.Message) {
-	if err := r.ep.x.Send(r.sendCtx, m); err != nil {
-		r.o.log.Debug("agent: could not send a response", "agent", r.ep.id, "to", m.Dest, "err", err)
+	ctx := r.sendCtx
+	if err := r.ep.x.Send(ctx, m); err != nil {
+		level := slog.LevelDebug
+		if ctx.Err() != nil {
+			level = slog.LevelWarn // dropped at shutdown: the requester's mailbox stayed full
+		}
+		r.o.log.Log(ctx, level, "agent: could not send a response", "agent", r.ep.id, "to", m.Dest, "err", err)
 	}
 }
 
