@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		duration    = fs.Duration("duration", 0, "length of one measuring phase (default 200ms, 2s with -full)")
 		iterations  = fs.Int("iterations", 0, "run exactly this many round trips or messages per phase instead of -duration")
 		reps        = fs.Int("reps", 0, "repetitions of every measurement (default 3, 5 with -full)")
-		pin         = fs.Bool("pin", false, "pin the two processes of a pair to different CPUs")
+		pin         = fs.Bool("pin", true, "pin the two processes of a pair to different CPUs (-pin=false: let the scheduler place them; on a VM futex wake-ups then mix two speeds)")
 		redisServer = fs.String("redis-server", "redis-server", `redis-server program to start for the Redis rows ("none" skips them)`)
 		timeout     = fs.Duration("timeout", 10*time.Minute, "give up after this long")
 		verbose     = fs.Bool("v", false, "log diagnostics to standard error")
