@@ -56,7 +56,9 @@ func (x *SHM) Entities(ctx context.Context) ([]EntityInfo, error) {
 //     ([StatusTerminated]); sends to it keep failing with
 //     [ErrMailboxClosed], and a Mailbox client of it reports
 //     [ErrMailboxClosed] at once. Processes that mapped the segment keep a
-//     valid mapping.
+//     valid mapping; this handle releases its own mappings of collected
+//     and reopened mailboxes' rings here, other handles at their next send
+//     to the mailbox (or their next Collect).
 //   - the liveness lock files of dead processes;
 //   - temporary files older than a minute (segments whose creator died
 //     before publishing them).
@@ -86,6 +88,9 @@ func (x *SHM) Collect(ctx context.Context) (CollectStats, error) {
 			st.Rings++
 		}
 	}
+	// This handle's mappings of the rings removed (by this Collect or
+	// another process's) and of reopened mailboxes go now.
+	x.reapAll()
 	entries, err := os.ReadDir(x.dir)
 	if err != nil {
 		return st, err

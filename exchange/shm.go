@@ -5,9 +5,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"math/bits"
 	mrand "math/rand/v2"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -86,10 +88,13 @@ type SHM struct {
 	closing atomic.Bool
 	closed  bool
 
-	dests   sync.Map             // UUID -> *dest
-	last    atomic.Pointer[dest] // the dest found last: most sends go where the previous one went
-	destMu  sync.Mutex
-	retired []*dest // mappings of reopened mailboxes' old rings, unmapped by Close
+	// The mappings of destination rings: see "Mapping lifecycle" at dest
+	// for who may use a mapping and when it is unmapped.
+	dests    sync.Map             // UUID -> *dest; changed only under destMu
+	last     atomic.Pointer[dest] // the dest found last: most sends go where the previous one went
+	destMu   sync.Mutex
+	retired  []*dest      // unlinked mappings not yet unmapped (a user may hold them); under destMu
+	nretired atomic.Int32 // len(retired), read without destMu
 
 	mbMu   sync.Mutex
 	mboxes map[*shmMailbox]struct{}
@@ -99,6 +104,57 @@ var _ Exchange = (*SHM)(nil)
 
 // dest is a mapped mailbox ring, shared by the senders and receivers of one
 // handle.
+//
+// Mapping lifecycle. A handle maps a mailbox's ring at its first use and
+// keeps the mapping while it can carry messages. One that cannot any more
+// (its mailbox was reopened on a new ring, or terminated and its ring
+// collected) is retired, then unmapped once nobody uses it, while the
+// handle lives; the steady-state send path pays nothing for it (no atomic,
+// no lock beyond the box CAS it always made). Invariants:
+//
+//  1. Reachability. x.dests and x.last are the only ways to a dest. Every
+//     change of x.dests is made under destMu. retire removes a dest from
+//     x.dests, then sets dead, then clears x.last if it points at it; a
+//     dest is stored in x.dests only when freshly mapped, so a dead one is
+//     never stored there again. x.last may still come to point at a dead
+//     dest (a dest call that loaded it from x.dests just before the removal
+//     stores it after the clear): whoever finds it dead (every box closed,
+//     or a pin refused) clears x.last again, so it does not stay, and until
+//     then its mapping is still valid or its boxes refuse every sender.
+//  2. Users. The mapped memory of a dest (its ring, producers and consumer)
+//     is touched only by the holder of one of its producer boxes (a send:
+//     busy moved from boxIdle to boxBusy by CAS, back to boxIdle by its
+//     holder alone), or by the holder of a pin (pins > 0, taken while dead
+//     is false: a mailbox client for its whole life, Terminate, Status and
+//     sendOnce terminating a dead owner's mailbox). The Go fields of a dest
+//     (id, index, inc, r's configuration) stay readable after the unmap.
+//  3. Release. releaseIfIdle unmaps a dead dest only after it has seen pins
+//     == 0 and turned every box from boxIdle to boxClosed by CAS. A pin is
+//     taken by incrementing pins, then loading dead (and undone when dead
+//     is set): with dead set before releaseIfIdle loads pins, either the
+//     pinner sees dead or the releaser sees the pin. A closed box never
+//     opens again, so once all are closed no sender holds one and none can
+//     take one. This is the race of a sender that loaded the dest just
+//     before it was unlinked: its box CAS either comes first (the box is
+//     busy, the dest stays mapped, and its write lands in a closed but
+//     valid ring) or fails (the box is closed); no check can go stale
+//     between the validation and the use, as the CAS is both. A sender that
+//     finds every box busy looks at dead and, set, goes back to x.dests
+//     (errRetired).
+//  4. Progress. A dead dest that still has a user when reclaimLocked looks
+//     at it stays in x.retired (its idle boxes already closed). reclaim
+//     runs whenever dest's slow path runs (it retires a reopened
+//     mailbox's dest there), after a Reopen and a Collect of this handle,
+//     when a send had to retry off an old ring (its box free by then) or
+//     found its mailbox terminated and its ring collected, and when the
+//     last pin of a dead dest goes. A send holds a box for one claim, so
+//     the dests left over by a pass are at most those with a send in
+//     progress at that moment, or pinned (an open mailbox client, a
+//     termination): a number bounded by the goroutines using the handle,
+//     not by the incarnations seen.
+//  5. Close unmaps every dest left, with x.mu held for writing: no
+//     operation, hence no user, is in progress then. Every reclaim runs
+//     inside an operation (x.mu held for reading), never alongside Close.
 type dest struct {
 	id        EntityID
 	index     int    // registry entry
@@ -107,14 +163,23 @@ type dest struct {
 	r         *ring.Ring
 	boxes     [producersPerDest]prodBox
 	lastCheck atomic.Int64 // unix nanos of the last owner liveness check
+	dead      atomic.Bool  // retired: unlinked from x.dests, never linked again
+	pins      atomic.Int32 // users that hold no box (see the lifecycle above)
 }
 
 // prodBox holds one ring producer, used by one sending goroutine at a time.
 type prodBox struct {
-	busy atomic.Uint32
+	busy atomic.Uint32 // boxIdle, boxBusy or boxClosed
 	p    *ring.Producer
 	_    [48]byte // keep boxes on separate cache lines
 }
+
+// States of a prodBox.
+const (
+	boxIdle   = 0 // free to take
+	boxBusy   = 1 // held by one sending goroutine
+	boxClosed = 2 // taken for good by releaseIfIdle: the mapping goes away
+)
 
 // Open creates the exchange called name (letters, digits, '-', '_', '.'),
 // or joins it if it exists, under the root directory (WithRoot): its
@@ -281,6 +346,7 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 	}
 	x.destMu.Lock()
 	defer x.destMu.Unlock()
+	x.reclaimLocked()
 	if v, ok := x.dests.Load(id.UUID); ok {
 		d := v.(*dest)
 		if d.id != id {
@@ -289,9 +355,10 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 		if x.reg.incarnation(d.index) == d.inc {
 			return d, nil
 		}
-		// Reopened: other goroutines may still use the old mapping.
-		x.dests.Delete(id.UUID)
-		x.retired = append(x.retired, d)
+		// Reopened: other goroutines may still use the old mapping; it
+		// is unmapped when they are done (see the lifecycle at dest).
+		x.retireLocked(d)
+		x.reclaimLocked()
 	}
 	i := x.lookup(id)
 	if i < 0 {
@@ -330,23 +397,168 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 	return d, nil
 }
 
+// destPinned is dest for a user of the mapping that holds no producer box
+// (see the lifecycle at dest): it returns d pinned; unpin it when done.
+func (x *SHM) destPinned(id EntityID) (*dest, error) {
+	for {
+		d, err := x.dest(id)
+		if err != nil {
+			return nil, err
+		}
+		if x.pin(d) {
+			return d, nil
+		}
+		x.last.CompareAndSwap(d, nil) // retired meanwhile: look again
+	}
+}
+
+// pin takes a pin on d, unless d is retired (false, and no pin held).
+func (x *SHM) pin(d *dest) bool {
+	d.pins.Add(1)
+	if !d.dead.Load() {
+		return true
+	}
+	x.unpin(d)
+	return false
+}
+
+// unpin drops a pin of d, unmapping d if it was the last one of a retired
+// dest. The caller has entered and does not hold destMu.
+func (x *SHM) unpin(d *dest) {
+	if d.pins.Add(-1) == 0 && d.dead.Load() {
+		x.reclaim()
+	}
+}
+
+// retireLocked unlinks d, the mapping of a mailbox that can carry no more
+// messages through it, and queues it for unmapping. destMu is held.
+func (x *SHM) retireLocked(d *dest) {
+	if !x.dests.CompareAndDelete(d.id.UUID, d) {
+		return // not linked: retired already
+	}
+	d.dead.Store(true)
+	x.last.CompareAndSwap(d, nil)
+	x.retired = append(x.retired, d)
+	x.nretired.Store(int32(len(x.retired)))
+}
+
+// reclaim unmaps the retired dests that nobody uses any more. The caller
+// has entered and does not hold destMu.
+func (x *SHM) reclaim() {
+	x.destMu.Lock()
+	x.reclaimLocked()
+	x.destMu.Unlock()
+}
+
+// reclaimLocked is reclaim with destMu held.
+func (x *SHM) reclaimLocked() {
+	if len(x.retired) == 0 {
+		return
+	}
+	kept := x.retired[:0]
+	for _, d := range x.retired {
+		if !d.releaseIfIdle() {
+			kept = append(kept, d)
+		}
+	}
+	clear(x.retired[len(kept):])
+	x.retired = kept
+	x.nretired.Store(int32(len(kept)))
+}
+
+// releaseIfIdle unmaps the retired d when it has no user: no pin, and every
+// box closed (those still held by a send stay open and d stays mapped; the
+// others are closed already, for the next attempt). It reports whether it
+// unmapped d.
+func (d *dest) releaseIfIdle() bool {
+	if d.pins.Load() != 0 { // dead is set: no pin can be taken any more
+		return false
+	}
+	idle := true
+	for i := range d.boxes {
+		b := &d.boxes[i]
+		if b.busy.Load() != boxClosed && !b.busy.CompareAndSwap(boxIdle, boxClosed) {
+			idle = false
+		}
+	}
+	if !idle {
+		return false
+	}
+	// Every box is closed, and was released (or never taken) before:
+	// the producers' writes happened before the CASes that closed them.
+	for i := range d.boxes {
+		if p := d.boxes[i].p; p != nil {
+			p.Close()
+			d.boxes[i].p = nil
+		}
+	}
+	d.seg.Close()
+	return true
+}
+
+// stale reports whether the mapping d can never carry a message again: its
+// mailbox was reopened on another ring, or it is terminated and its ring was
+// collected (a ring's path is never used again once removed).
+func (x *SHM) stale(d *dest) bool {
+	if x.reg.incarnation(d.index) != d.inc {
+		return true
+	}
+	if x.reg.state(d.index) != regTerminated {
+		return false
+	}
+	_, err := os.Stat(ringPath(x.dir, d.id.UUID, d.inc))
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// reap retires and unmaps this handle's mapping of mailbox u if it is
+// stale. The caller has entered.
+func (x *SHM) reap(u UUID) {
+	v, ok := x.dests.Load(u)
+	if !ok || !x.stale(v.(*dest)) {
+		return
+	}
+	x.destMu.Lock()
+	x.retireLocked(v.(*dest))
+	x.reclaimLocked()
+	x.destMu.Unlock()
+}
+
+// reapClosed is reap for a send to id that failed with [ErrMailboxClosed]:
+// a mailbox that stays terminated and whose ring was collected keeps no
+// mapping here.
+func (x *SHM) reapClosed(id EntityID) { x.reap(id.UUID) }
+
+// reapAll retires and unmaps every stale mapping of this handle. The caller
+// has entered.
+func (x *SHM) reapAll() {
+	x.dests.Range(func(k, _ any) bool {
+		x.reap(k.(UUID))
+		return true
+	})
+	if x.nretired.Load() != 0 {
+		x.reclaim()
+	}
+}
+
 // acquire returns a free producer box of d, creating its producer on first
-// use; release it with box.busy.Store(0). When every box is busy, or the
-// ring has no free producer slot (other processes hold them all), it waits
-// until ctx is done or this handle is closed: first yielding, then, when
-// no slot frees up soon, sleeping between attempts.
+// use; release it with box.busy.Store(boxIdle). When every box is busy, or
+// the ring has no free producer slot (other processes hold them all), it
+// waits until ctx is done or this handle is closed: first yielding, then,
+// when no slot frees up soon, sleeping between attempts. It fails with
+// errRetired when d was retired and its free boxes closed: the caller
+// looks for the mailbox's mapping again.
 func (x *SHM) acquire(ctx context.Context, d *dest) (*prodBox, error) {
 	for spins := 0; ; spins++ {
 		noSlot := false
 		for i := range d.boxes {
 			b := &d.boxes[i]
-			if b.busy.Load() != 0 || !b.busy.CompareAndSwap(0, 1) {
+			if b.busy.Load() != boxIdle || !b.busy.CompareAndSwap(boxIdle, boxBusy) {
 				continue
 			}
 			if b.p == nil {
 				p, err := d.r.NewProducer(x.life.id())
 				if err != nil {
-					b.busy.Store(0)
+					b.busy.Store(boxIdle)
 					if errors.Is(err, ring.ErrNoSlot) {
 						noSlot = true
 						break // wait for a box that has a producer, or a slot
@@ -356,6 +568,10 @@ func (x *SHM) acquire(ctx context.Context, d *dest) (*prodBox, error) {
 				b.p = p
 			}
 			return b, nil
+		}
+		// Not on the steady-state path: only when no box was free.
+		if d.dead.Load() {
+			return nil, errRetired
 		}
 		if spins&63 == 63 {
 			if x.closing.Load() {
@@ -396,13 +612,28 @@ func (x *SHM) Send(ctx context.Context, m *Message) error {
 // errReopened tells send that the mailbox was reopened under its feet.
 var errReopened = errors.New("exchange: mailbox reopened")
 
+// errRetired tells send that the mapping it took was retired meanwhile.
+var errRetired = errors.New("exchange: mailbox mapping retired")
+
 // send is Send for a caller that has entered. wait says whether to wait
 // for space in a full mailbox.
 func (x *SHM) send(ctx context.Context, m *Message, wait bool) error {
 	for {
-		if err := x.sendOnce(ctx, m, wait); err != errReopened {
-			return err
+		err := x.sendOnce(ctx, m, wait)
+		switch {
+		case err == nil:
+			return nil
+		case err == errReopened || err == errRetired:
+			// The box this send held on the old ring is free now: the
+			// ring may be unmapped, if no one else holds it.
+			if x.nretired.Load() != 0 {
+				x.reclaim()
+			}
+			continue
+		case errors.Is(err, ErrMailboxClosed):
+			x.reapClosed(m.Dest)
 		}
+		return err
 	}
 }
 
@@ -420,7 +651,12 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait bool) error {
 	// mailbox is checked at once, in claimSlow.
 	if mrand.Uint32()&(ownerCheckEvery-1) == 0 && d.ownerCheckDue() &&
 		x.reg.state(d.index) == regActive && !x.alive(x.reg.owner(d.index)) {
+		if !x.pin(d) {
+			x.last.CompareAndSwap(d, nil)
+			return errRetired
+		}
 		x.terminateDead(d)
+		x.unpin(d)
 		return fmt.Errorf("%w: %v (its owner died)", ErrMailboxClosed, m.Dest)
 	}
 	n := m.EncodedSize()
@@ -429,9 +665,12 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait bool) error {
 	}
 	b, err := x.acquire(ctx, d)
 	if err != nil {
+		if err == errRetired {
+			x.last.CompareAndSwap(d, nil) // it may have come from there
+		}
 		return err
 	}
-	defer b.busy.Store(0)
+	defer b.busy.Store(boxIdle)
 	c, err := b.p.TryClaim(int32(m.Kind), n)
 	if errors.Is(err, ring.ErrFull) {
 		if !wait {
@@ -496,8 +735,9 @@ func (x *SHM) status(i int, id EntityID) Status {
 		return StatusTerminated
 	}
 	if !x.alive(x.reg.owner(i)) {
-		if d, err := x.dest(id); err == nil {
+		if d, err := x.destPinned(id); err == nil {
 			x.terminateDead(d)
+			x.unpin(d)
 		}
 		return StatusTerminated
 	}
@@ -559,13 +799,16 @@ func (x *SHM) Terminate(ctx context.Context, id EntityID) error {
 	if i < 0 || x.reg.state(i) == regTerminated {
 		return nil
 	}
-	d, err := x.dest(id)
+	d, err := x.destPinned(id)
 	if err != nil {
 		return err
 	}
+	defer x.unpin(d)
 	return x.terminate(ctx, d)
 }
 
+// terminate terminates the mailbox of d; the caller holds a pin or a box
+// of d.
 func (x *SHM) terminate(ctx context.Context, d *dest) error {
 	if err := x.reg.lock(); err != nil {
 		return err
@@ -643,7 +886,7 @@ func (x *SHM) Mailbox(ctx context.Context, id EntityID) (Mailbox, error) {
 		return nil, err
 	}
 	defer x.leave()
-	d, err := x.dest(id)
+	d, err := x.destPinned(id) // for the life of the client
 	if errors.Is(err, ErrMailboxClosed) {
 		return closedMailbox{id}, nil // terminated, and its ring collected
 	}
@@ -652,6 +895,7 @@ func (x *SHM) Mailbox(ctx context.Context, id EntityID) (Mailbox, error) {
 	}
 	c, err := d.r.NewConsumer(x.life.id(), x.opts.idle)
 	if err != nil {
+		x.unpin(d)
 		if errors.Is(err, ring.ErrBusy) {
 			return nil, fmt.Errorf("%w: %v", ErrMailboxBusy, id)
 		}
@@ -660,6 +904,7 @@ func (x *SHM) Mailbox(ctx context.Context, id EntityID) (Mailbox, error) {
 	if x.reg.state(d.index) == regActive && x.reg.owner(d.index) != x.life.id() {
 		if err := x.reg.lock(); err != nil {
 			c.Close()
+			x.unpin(d)
 			return nil, err
 		}
 		atomic.StoreUint64(x.reg.ownerWord(d.index), x.life.id())
@@ -709,9 +954,12 @@ func (x *SHM) Close() error {
 		unmap(v.(*dest))
 		return true
 	})
+	x.destMu.Lock()
 	for _, d := range x.retired {
 		unmap(d)
 	}
+	x.retired = nil
+	x.destMu.Unlock()
 	x.reg.close()
 	x.life.release()
 	return nil
@@ -734,9 +982,6 @@ func (mb *shmMailbox) ID() EntityID { return mb.d.id }
 // was damaged (by a faulty or hostile process) terminates the mailbox:
 // Recv returns [ErrMailboxClosed], wrapping [ring.ErrCorrupt].
 func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
-	if mb.closed.Load() {
-		return ErrMailboxClosed
-	}
 	x := mb.x
 	if err := x.enter(); err != nil {
 		return ErrMailboxClosed
@@ -744,6 +989,11 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
 	defer x.leave()
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
+	// Looked at under mu: a Recv that waited for a Close to finish must
+	// not touch the ring, which may be unmapped by now.
+	if mb.closed.Load() {
+		return ErrMailboxClosed
+	}
 	for {
 		got := false
 		var derr error
@@ -800,13 +1050,21 @@ func (mb *shmMailbox) Close() error {
 	}
 	mb.c.Interrupt()
 	mb.mu.Lock() // wait for a Recv in progress
-	defer mb.mu.Unlock()
 	x := mb.x
 	x.mbMu.Lock()
-	defer x.mbMu.Unlock()
-	if x.mboxes != nil {
+	live := x.mboxes != nil // else the handle's Close closed the consumer
+	if live {
 		delete(x.mboxes, mb)
 		mb.c.Close()
+	}
+	x.mbMu.Unlock()
+	mb.mu.Unlock()
+	// The client's pin goes last, holding no lock: releasing a retired
+	// ring enters the handle, which must not wait for a Close of the
+	// handle while mu keeps a Recv (that has entered) waiting.
+	if live && mb.d.pins.Add(-1) == 0 && mb.d.dead.Load() && x.enter() == nil {
+		x.reclaim()
+		x.leave()
 	}
 	return nil
 }
@@ -926,6 +1184,7 @@ func (x *SHM) Reopen(ctx context.Context, id EntityID) error {
 	atomic.StoreUint32(x.reg.stateWord(i), regActive)
 	atomic.AddUint64(x.reg.gen, 1)
 	shm.Remove(old) // mappings of it stay valid; new ones go to the new ring
+	x.reap(id.UUID) // this handle's own mapping of it
 	return nil
 }
 
