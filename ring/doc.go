@@ -6,8 +6,12 @@
 // the payload in place ([Producer.Claim], [Claim.Bytes]) and commit by storing
 // the positive length. A record that does not fit before the end of the data
 // area is preceded by a padding record. The single [Consumer] reads committed
-// records in batches ([Consumer.Read]), zeroes what it consumed and advances
-// the head. The layout is in descriptor.go; the invariants are written next to
+// records in batches ([Consumer.Read]), records how far it read (the
+// consumed word, where a successor starts), and zeroes what it consumed and
+// advances the head when it is idle (or holds back a quarter of the ring,
+// or a producer waits for space): zeroing takes each line back from the
+// producer's core, and done at once it would delay the consumer's own next
+// send. The layout is in descriptor.go; the invariants are written next to
 // the code that keeps them (producer.go, consumer.go).
 //
 // # Waiting
