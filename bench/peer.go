@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/shmex/shmex/exchange"
 )
@@ -61,16 +62,19 @@ func serveAgent(x *exchange.SHM, behavior string, answer func(m *exchange.Messag
 
 // msgPeer is the parent side: the child serving an agent, the agent's
 // id, a client of this process with its mailbox, and a context that ends
-// when the child exits (so that a dead peer fails the measurement instead
-// of hanging it).
+// when the child exits or when no round trip completes for the child
+// timeout (so that a dead or silent peer fails the measurement instead of
+// hanging it).
 type msgPeer struct {
 	x     *exchange.SHM
 	child *Child
 	aid   exchange.EntityID
 	cid   exchange.EntityID
 	mb    exchange.Mailbox
-	ctx   context.Context
+	ctx   context.Context // ends when the child exits
 	stop  context.CancelFunc
+	wd    *Watchdog         // ctx, ended also by ChildTimeout without a round trip
+	limit time.Duration     // the child timeout
 	req   *exchange.Message // an ActionRequest from cid to aid
 	resp  exchange.Message
 	done  bool // closed
@@ -104,6 +108,8 @@ func startMsgPeer(ctx context.Context, env *Env, x *exchange.SHM, role string, a
 		return fail(err)
 	}
 	p.ctx, p.stop = child.Context(ctx)
+	p.limit = env.ChildTimeout
+	p.wd = newWatchdog(p.ctx, p.limit)
 	p.req = exchange.NewActionRequest(p.cid, p.aid, "work", nil)
 	return p, nil
 }
@@ -112,12 +118,13 @@ func startMsgPeer(ctx context.Context, env *Env, x *exchange.SHM, role string, a
 // carry a result of resultLen bytes (any length when negative).
 func (p *msgPeer) call(args []byte, resultLen int) error {
 	p.req.Args = args
-	if err := p.x.Send(p.ctx, p.req); err != nil {
-		return err
+	if err := p.x.Send(p.wd, p.req); err != nil {
+		return p.silent(err)
 	}
-	if err := p.mb.Recv(p.ctx, &p.resp); err != nil {
-		return fmt.Errorf("bench: response: %w", err)
+	if err := p.mb.Recv(p.wd, &p.resp); err != nil {
+		return fmt.Errorf("bench: response: %w", p.silent(err))
 	}
+	p.wd.Progress()
 	if err := p.resp.Err(); err != nil {
 		return err
 	}
@@ -127,6 +134,14 @@ func (p *msgPeer) call(args []byte, resultLen int) error {
 	return nil
 }
 
+// silent explains err when the watchdog, not the child's exit, ended it.
+func (p *msgPeer) silent(err error) error {
+	if p.wd.Err() != nil && p.ctx.Err() == nil {
+		return fmt.Errorf("bench: agent %s sent nothing for %v: %w", p.child.Role, p.limit, err)
+	}
+	return err
+}
+
 // close shuts the agent down, waits for the child and returns its error.
 // Later calls do nothing.
 func (p *msgPeer) close(ctx context.Context) error {
@@ -134,6 +149,7 @@ func (p *msgPeer) close(ctx context.Context) error {
 		return nil
 	}
 	p.done = true
+	p.wd.Stop()
 	p.x.Send(ctx, exchange.NewShutdownRequest(p.cid, p.aid, false))
 	err := p.child.Wait()
 	p.child.Close()
