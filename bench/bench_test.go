@@ -49,6 +49,23 @@ func init() {
 		Ready("")
 		select {}
 	})
+	// test-silent-agent registers an agent in exchange args[1] under root
+	// args[0], says its id, and never answers.
+	RegisterChild("test-silent-agent", func(args []string) error {
+		x, err := exchange.Open(args[1], exchange.WithRoot(args[0]))
+		if err != nil {
+			return err
+		}
+		aid, err := x.RegisterAgent(context.Background(), exchange.Behavior{Name: "Silent"})
+		if err != nil {
+			return err
+		}
+		if _, err := x.Mailbox(context.Background(), aid); err != nil {
+			return err
+		}
+		Ready(aid.UUID.String())
+		select {}
+	})
 	// test-parent starts a grandchild and reports its pid; the test kills
 	// this process and checks that the grandchild dies with it.
 	RegisterChild("test-parent", func(args []string) error {
@@ -779,5 +796,38 @@ func TestChildFailureStatus(t *testing.T) {
 		if err := f.Close(); err == nil {
 			t.Fatalf("run %d: failing child exited 0", i)
 		}
+	}
+}
+
+// TestMsgPeerSilentAgent: an agent process that stays alive but answers
+// nothing fails a round trip after the child timeout instead of hanging it.
+func TestMsgPeerSilentAgent(t *testing.T) {
+	env := testEnv(t, func(c *Config) { c.ChildTimeout = 300 * time.Millisecond })
+	root, err := env.Dir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, err := exchange.Open("silent", exchange.WithRoot(root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	p, err := startMsgPeer(ctx, env, x, "test-silent-agent", root, "silent")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		p.child.Kill()
+		p.close(ctx)
+	}()
+	start := time.Now()
+	err = p.call(make([]byte, MsgSize), MsgSize)
+	if err == nil || !strings.Contains(err.Error(), "sent nothing") {
+		t.Fatalf("call to a silent agent: %v", err)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Fatalf("the call failed only after %v", d)
 	}
 }
