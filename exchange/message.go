@@ -321,9 +321,12 @@ func (m *Message) EncodeTo(dst []byte) (int, error) {
 	return n, m.encodeSized(dst[:n])
 }
 
-// encodeSized is EncodeTo for a dst of exactly m.EncodedSize() bytes.
+// encodeSized is EncodeTo for a dst of exactly m.EncodedSize() bytes. The
+// capacity is cut to len(dst): dst may be a claim in a ring, whose slice
+// reaches over the records after it, and an encoding longer than expected
+// must then reallocate (and fail the check below) rather than write there.
 func (m *Message) encodeSized(dst []byte) error {
-	out, err := m.MarshalMsg(dst[:0])
+	out, err := m.MarshalMsg(dst[:0:len(dst)])
 	if err != nil {
 		return err
 	}

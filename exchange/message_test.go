@@ -620,3 +620,21 @@ func BenchmarkMessageDecode(b *testing.B) {
 		}
 	}
 }
+
+// TestEncodeSizedStaysInside: encodeSized writes into space claimed in a
+// ring, whose slice has capacity up to the end of the data area, over other
+// processes' records. Should the size it is given ever disagree with what
+// MarshalMsg writes (a bug in a Msgsize, a Message changed by another
+// goroutine between the two), it must fail without writing past len(dst):
+// the encoding may append only within dst's length.
+func TestEncodeSizedStaysInside(t *testing.T) {
+	m := NewActionRequest(testSrc, testDest, "act", []byte("some arguments"))
+	n := m.EncodedSize()
+	buf := bytes.Repeat([]byte{0xcc}, n+64)
+	if err := m.encodeSized(buf[:n-1]); err == nil {
+		t.Fatal("encodeSized into one byte less than the encoding: no error")
+	}
+	if !bytes.Equal(buf[n-1:], bytes.Repeat([]byte{0xcc}, 65)) {
+		t.Fatalf("encodeSized wrote past the end of its space: % x", buf[n-1:n+3])
+	}
+}

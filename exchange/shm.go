@@ -525,8 +525,19 @@ func (x *SHM) reap(u UUID) {
 
 // reapClosed is reap for a send to id that failed with [ErrMailboxClosed]:
 // a mailbox that stays terminated and whose ring was collected keeps no
-// mapping here.
-func (x *SHM) reapClosed(id EntityID) { x.reap(id.UUID) }
+// mapping here. The send may have gone through a retired mapping still
+// cached in x.last, whose box it held, so that the retire could not close
+// it: that mapping is uncached and, its box free now, unmapped as well
+// (x.dests has no entry for it, so no lookup's slow path would).
+func (x *SHM) reapClosed(id EntityID) {
+	if d := x.last.Load(); d != nil && d.dead.Load() {
+		x.last.CompareAndSwap(d, nil)
+	}
+	x.reap(id.UUID)
+	if x.nretired.Load() != 0 {
+		x.reclaim()
+	}
+}
 
 // reapAll retires and unmaps every stale mapping of this handle. The caller
 // has entered.
@@ -1048,9 +1059,17 @@ func (mb *shmMailbox) Close() error {
 	if mb.closed.Swap(true) {
 		return nil
 	}
-	mb.c.Interrupt()
-	mb.mu.Lock() // wait for a Recv in progress
 	x := mb.x
+	// The interrupt rings the doorbell in the ring: only while entered,
+	// so that a concurrent Close of the handle cannot unmap the ring (nor
+	// detach the consumer) under it. A handle that is closing interrupts
+	// its receivers itself. (The client's pin keeps every other unmap
+	// away.)
+	if x.enter() == nil {
+		mb.c.Interrupt()
+		x.leave()
+	}
+	mb.mu.Lock() // wait for a Recv in progress
 	x.mbMu.Lock()
 	live := x.mboxes != nil // else the handle's Close closed the consumer
 	if live {

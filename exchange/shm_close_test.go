@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"path/filepath"
 	"strconv"
+	"sync"
 	"testing"
 	"time"
 
@@ -206,5 +208,43 @@ func TestSHMCorruptRing(t *testing.T) {
 	}
 	if err := x.Send(ctx, exchange.NewPingRequest(client, agent)); !errors.Is(err, exchange.ErrMailboxClosed) {
 		t.Fatalf("Send to the corrupt mailbox: %v, want ErrMailboxClosed", err)
+	}
+}
+
+// TestSHMMailboxCloseRacesHandleClose: a Mailbox client closed while its
+// handle closes. The client's Close interrupts its receiver through the
+// ring; the handle's Close detaches that consumer and unmaps the ring. The
+// interrupt must not touch the ring once the handle may unmap it (a fault
+// on the unmapped doorbell); under -race, the read of the consumer's ring
+// raced with the handle's Close setting it to nil.
+func TestSHMMailboxCloseRacesHandleClose(t *testing.T) {
+	root := filepath.Join(t.TempDir(), "root") // EnsureDir makes it 0700
+	ctx := context.Background()
+	for i := range 400 {
+		x := openSHM(t, root, "mbclose"+strconv.Itoa(i))
+		id, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Unit"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		mb, err := x.Mailbox(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recvd := make(chan error, 1)
+		if i%2 == 0 { // half the rounds with a receiver waiting
+			go func() { recvd <- mb.Recv(ctx, new(exchange.Message)) }()
+		} else {
+			recvd <- exchange.ErrMailboxClosed
+		}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() { defer wg.Done(); <-start; mb.Close() }()
+		go func() { defer wg.Done(); <-start; x.Close() }()
+		close(start)
+		wg.Wait()
+		if err := <-recvd; !errors.Is(err, exchange.ErrMailboxClosed) {
+			t.Fatalf("round %d: Recv: %v", i, err)
+		}
 	}
 }

@@ -290,3 +290,47 @@ func testContext(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// TestCollectedDestHeldBySenderUnmapped: a sender holds a box of the
+// mapping when its terminated mailbox's ring is collected, so that box is
+// not closed by the retire; and a dest call that loaded the mapping just
+// before the unlink stores it back in x.last (invariant 1 admits it). Once
+// the box is free, the sends that go through x.last take that box, fail
+// with ErrMailboxClosed on the closed ring, and must clear x.last and
+// unmap the mapping: with nothing else in x.dests, no other slow path may
+// ever come. They kept it mapped, and cached, for as long as they went on.
+func TestCollectedDestHeldBySenderUnmapped(t *testing.T) {
+	x, id := unitSHM(t)
+	ctx := testContext(t)
+	if err := x.Send(ctx, ping(id)); err != nil {
+		t.Fatal(err)
+	}
+	d := cached(x, id)
+	b, err := x.acquire(ctx, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Terminate(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+	if err := shm.Remove(ringPath(x.dir, id.UUID, d.inc)); err != nil {
+		t.Fatal(err)
+	}
+	x.reap(id.UUID) // as a Collect does
+	if !d.dead.Load() || !mapped(d) {
+		t.Fatalf("retired with a box held: dead %v, mapped %v; want dead and mapped", d.dead.Load(), mapped(d))
+	}
+	x.last.Store(d) // a dest call that loaded it before the unlink
+	b.busy.Store(boxIdle)
+	for range 3 {
+		if err := x.Send(ctx, ping(id)); !errors.Is(err, ErrMailboxClosed) {
+			t.Fatalf("Send: %v, want ErrMailboxClosed", err)
+		}
+	}
+	if x.last.Load() == d || mapped(d) {
+		t.Fatalf("after sends that failed on it: cached in x.last %v, mapped %v; want neither", x.last.Load() == d, mapped(d))
+	}
+	if n := x.MappedRings(); n != 0 {
+		t.Fatalf("%d mappings, want 0", n)
+	}
+}

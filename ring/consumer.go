@@ -73,9 +73,11 @@ func SpinThenPark(n int) IdleStrategy { return IdleStrategy{Spins: n} }
 //     publishes when it is idle: a Read that finds nothing publishes what
 //     was consumed, and so does Receive before it spins or sleeps. A busy
 //     consumer publishes once it holds back 1/publishLag of the ring, and
-//     at once when a producer waits for space. The space held back is thus
-//     below a quarter of the ring, and a record (at most half of it) always
-//     fits in an empty ring.
+//     at its next Read when a producer waits for space. The space held
+//     back after a Read is thus below a quarter of the ring, and a record
+//     (at most half of it) fits in an empty ring unless it wraps (padding
+//     up to the end of the data area, then the record, may need more than
+//     three quarters): then it waits for the consumer's next Read.
 //   - The head only moves over committed records and padding, so nothing
 //     committed is skipped, and a record is delivered at most once.
 //   - A stuck record (head < tail, header not positive) is turned into
@@ -100,7 +102,8 @@ type Consumer struct {
 
 // Interrupt makes a Receive that is waiting, or the next one, return
 // ErrInterrupted. It is the one Consumer method that is safe to call from
-// another goroutine; ClearInterrupt re-arms the consumer.
+// another goroutine, though not concurrently with Close (nor with the unmap
+// of the ring); ClearInterrupt re-arms the consumer.
 func (c *Consumer) Interrupt() {
 	c.interrupted.Store(true)
 	if r := c.r; r != nil {
@@ -143,6 +146,11 @@ func (r *Ring) NewConsumer(owner uint64, idle IdleStrategy) (*Consumer, error) {
 	tail := atomic.LoadUint64(r.tail) &^ closedBit
 	if from < head || from > tail || from-head >= r.capacity || from%RecordAlign != 0 {
 		from = head
+		// Repair the word now: left as it was, a damaged value past the
+		// tail would become plausible once the tail passes it, and a
+		// successor of this consumer (dead before its first batch) would
+		// start there, in the middle of the records.
+		storeRelease(r.consumed, from)
 	}
 	return &Consumer{r: r, owner: owner, idle: idle, head: from, pub: head}, nil
 }
@@ -196,9 +204,12 @@ func (c *Consumer) Close() error {
 }
 
 // Read hands up to limit committed records (all of them when limit <= 0) to
-// fn, in order, then releases their space. It returns how many it handed
-// over; it never blocks. A ring found corrupt returns ErrCorrupt, now and on
-// every later call.
+// fn, in order, then marks them consumed; their space goes back to the
+// producers when the consumer is idle, holds back a quarter of the ring or
+// sees a producer waiting (see the invariants on Consumer), so a consumer
+// that stops calling Read may keep that much from the producers. It
+// returns how many it handed over; it never blocks. A ring found corrupt
+// returns ErrCorrupt, now and on every later call.
 func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 	if c.err != nil {
 		return 0, c.err

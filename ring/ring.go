@@ -244,7 +244,7 @@ func (r *Ring) Closed() bool { return atomic.LoadUint64(r.tail)&closedBit != 0 }
 // Stats is a snapshot of a ring's positions and counters.
 type Stats struct {
 	Capacity           int    // data area bytes
-	Head               uint64 // consumer position
+	Head               uint64 // head published to producers (the consumer may have read further: Consumer.Position)
 	Tail               uint64 // claim position
 	Closed             bool   // closed flag
 	Recovered          uint64 // stuck records of dead producers turned into padding

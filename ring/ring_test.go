@@ -632,3 +632,68 @@ func TestTakeoverBeforePublish(t *testing.T) {
 		}
 	}
 }
+
+// TestTakeoverFallbackRepairsConsumed: a successor that finds the consumed
+// word impossible starts at the published head, and writes that position
+// back, so that the damaged value cannot become plausible later (once the
+// tail passes it) and make a third consumer start in the middle of the
+// records, skipping those before. Without the write-back the third
+// consumer started at the damaged position.
+func TestTakeoverFallbackRepairsConsumed(t *testing.T) {
+	dead := map[uint64]bool{}
+	var mu sync.Mutex
+	region := make([]byte, ring.Size(4096, 4))
+	r, err := ring.New(region, ring.Config{Capacity: 4096, Slots: 4}, ring.Options{Alive: func(o uint64) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return !dead[o]
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kill := func(o uint64) {
+		mu.Lock()
+		dead[o] = true
+		mu.Unlock()
+	}
+	p, _ := r.NewProducer(1)
+	ctx := ctxT(t, 10*time.Second)
+	seq := 0
+	write := func(n int) {
+		for range n {
+			if err := p.Write(ctx, 0, binary.LittleEndian.AppendUint64(nil, uint64(seq))); err != nil {
+				t.Fatal(err)
+			}
+			seq++
+		}
+	}
+	write(5) // 5 × 16 bytes: the tail is at 80
+	c1, _ := r.NewConsumer(5, ring.Park)
+	if n, err := c1.Read(func(int32, []byte) {}, 0); n != 5 || err != nil {
+		t.Fatalf("read %d: %v", n, err)
+	}
+	binary.LittleEndian.PutUint64(region[272:], 800) // the consumed word: past the tail, aligned
+	kill(5)
+	if _, err := ring.Attach(region, ring.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.NewConsumer(6, ring.Park); err != nil { // falls back to the head (0), reads nothing, dies
+		t.Fatal(err)
+	}
+	kill(6)
+	write(60) // the tail passes 800
+	c3, err := r.NewConsumer(7, ring.Park)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []rec
+	if _, err := c3.Read(collect(&got), 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) == 0 {
+		t.Fatal("read nothing")
+	}
+	if first := binary.LittleEndian.Uint64(got[0].data); first != 0 || len(got) != seq {
+		t.Fatalf("the third consumer read %d records from record %d; want all %d from 0", len(got), first, seq)
+	}
+}
