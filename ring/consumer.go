@@ -288,9 +288,10 @@ func fetchLines(p []byte) byte {
 		return 0
 	}
 	var x byte
-	// The first byte of each line after the one p starts in (the header's
-	// line, which the consumer has just read).
-	for i := 64 - int(uintptr(unsafe.Pointer(&p[0]))&63); i < n; i += 64 {
+	// The first byte of each line after the header's (which the consumer
+	// has just read); the header is the HeaderLen bytes before p.
+	h := uintptr(unsafe.Pointer(&p[0])) - HeaderLen
+	for i := int((h | 63) + 1 - uintptr(unsafe.Pointer(&p[0]))); i < n; i += 64 {
 		x |= p[i]
 	}
 	return x

@@ -19,6 +19,7 @@ TEXT ·prefetchW(SB), NOSPLIT, $0-16
 	MOVQ addr+0(FP), AX
 	MOVQ n+8(FP), CX
 	ADDQ AX, CX
+	ANDQ $~63, AX // from the start of addr's line: every line is covered
 
 loop:
 	CMPQ AX, CX
