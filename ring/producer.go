@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"time"
 	"unsafe"
+
+	"github.com/shmex/shmex/shm"
 )
 
 // Producer writes records into a ring. It owns one producer slot of the
@@ -210,24 +212,24 @@ func (p *Producer) claim(ctx context.Context, typ int32, n int, wait bool) (Clai
 		// The CAS below is a full fence, so release stores suffice to
 		// make the intent visible before the claim.
 		if need != p.lastLen {
-			storeRelease(p.lenWord, need)
+			shm.StoreRelease(p.lenWord, need)
 			p.lastLen = need
 		}
-		storeRelease(p.intent, tail)
+		shm.StoreRelease(p.intent, tail)
 		if !atomic.CompareAndSwapUint64(r.tail, tail, tail+need) {
-			storeRelease(p.intent, noIntent)
+			shm.StoreRelease(p.intent, noIntent)
 			continue
 		}
 		// Invariant 3. These headers need no fence of their own: the
 		// consumer reads them only when the record stays stuck.
 		if need != aligned {
-			storeRelease(r.header(idx), (r.capacity-idx)|paddingBits)
+			shm.StoreRelease(r.header(idx), (r.capacity-idx)|paddingBits)
 			idx = 0
 		}
 		// The lines of the record are in the consumer's cache, which
 		// zeroed them: fetch them all at once rather than one per store.
 		prefetchW(uintptr(unsafe.Pointer(&r.data[idx])), uintptr(min(length, fetchLimit)))
-		storeRelease(r.header(idx), uint64(uint32(-int32(length)))|uint64(uint32(p.slot))<<32)
+		shm.StoreRelease(r.header(idx), uint64(uint32(-int32(length)))|uint64(uint32(p.slot))<<32)
 		return Claim{r: r, idx: idx, length: int32(length), typ: typ}, nil
 	}
 }

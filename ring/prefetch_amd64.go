@@ -1,8 +1,5 @@
 package ring
 
-// cpuRelax backs off briefly inside a spin-wait loop (PAUSE instructions).
-func cpuRelax()
-
 // prefetchW hints that the lines of [addr, addr+n) are about to be written
 // (PREFETCHW). A hint: it never faults, whatever the address.
 //

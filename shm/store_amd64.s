@@ -2,10 +2,10 @@
 
 #include "textflag.h"
 
-// func storeRelease(addr *uint64, v uint64)
+// func StoreRelease(addr *uint64, v uint64)
 // A plain MOV: on amd64 (TSO) a store is never reordered with earlier
 // stores, so this is a release store. It is not a StoreLoad fence.
-TEXT ·storeRelease(SB), NOSPLIT, $0-16
+TEXT ·StoreRelease(SB), NOSPLIT, $0-16
 	MOVQ addr+0(FP), AX
 	MOVQ v+8(FP), BX
 	MOVQ BX, 0(AX)

@@ -1,15 +1,5 @@
 #include "textflag.h"
 
-// func cpuRelax()
-// PAUSE a few times: tells the core it is in a spin-wait loop, which stops
-// it from hammering a cache line another core is writing.
-TEXT ·cpuRelax(SB), NOSPLIT, $0-0
-	PAUSE
-	PAUSE
-	PAUSE
-	PAUSE
-	RET
-
 // func prefetchW(addr uintptr, n uintptr)
 // PREFETCHW each 64-byte line of [addr, addr+n): asks for the lines in
 // exclusive state at once, so that the fetches from the consumer's core

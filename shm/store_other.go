@@ -1,10 +1,10 @@
 //go:build !amd64 || race
 
-package ring
+package shm
 
 import "sync/atomic"
 
-// storeRelease stores v at addr with at least release ordering. Elsewhere
+// StoreRelease stores v at addr with at least release ordering. Elsewhere
 // than amd64, and under the race detector (which must see the store as an
 // atomic to know what it orders), it is sync/atomic's Store.
-func storeRelease(addr *uint64, v uint64) { atomic.StoreUint64(addr, v) }
+func StoreRelease(addr *uint64, v uint64) { atomic.StoreUint64(addr, v) }

@@ -1,0 +1,6 @@
+#include "textflag.h"
+
+// func SpinPause()
+TEXT ·SpinPause(SB), NOSPLIT, $0-0
+	PAUSE
+	RET
