@@ -374,7 +374,7 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 	for attempt := 0; ; attempt++ {
 		inc = x.reg.incarnation(i)
 		var err error
-		seg, err = shm.Open(ringPath(x.dir, id.UUID, inc), shm.KindRing)
+		seg, err = shm.Open(ringPath(x.dir, id.UUID, inc), shm.KindRing, shm.Populate())
 		if err == nil {
 			break
 		}

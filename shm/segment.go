@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -45,18 +46,37 @@ type Option func(*options)
 
 type options struct {
 	readOnly bool
+	populate bool
 }
 
 // ReadOnly maps the segment without write permission. Writes to its memory
 // fault. Only Open accepts it.
 func ReadOnly() Option { return func(o *options) { o.readOnly = true } }
 
+// Populate makes the whole mapping ready when it is made, so that the
+// first pass through the memory pays nothing per page: the page tables are
+// filled in (MADV_POPULATE_WRITE, or _READ for a read-only mapping), and one
+// byte of every page is read. On the virtual machines measured, the first
+// access to each page of a new mapping costs about 5 µs even when its
+// page-table entry exists (no fault is counted), so that a 64 KiB message
+// written into a fresh mailbox took 30 times as long as the same message a
+// lap later. It suits memory that will all be touched soon, such as a
+// ring, and costs time in proportion to the size at mapping (on those
+// machines, about 1.3 ms per MiB). Open and Create accept it. Best effort:
+// on a kernel without the advice (before Linux 5.14) the reads map the
+// pages.
+func Populate() Option { return func(o *options) { o.populate = true } }
+
 // Create makes a new segment of the given kind and total size (header
 // included) at path, whose directory must exist (see EnsureDir). init, when
 // not nil, fills the body before any other process can open the segment. The
 // pages are reserved up front: a full file system is ErrNoSpace here, never a
 // SIGBUS later. Create fails with ErrExist when path exists.
-func Create(path string, kind Kind, size int64, init func(body []byte) error) (*Segment, error) {
+func Create(path string, kind Kind, size int64, init func(body []byte) error, opts ...Option) (*Segment, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if size < HeaderSize || size > maxSegmentSize {
 		return nil, fmt.Errorf("%w: %d bytes", ErrBadSize, size)
 	}
@@ -92,6 +112,9 @@ func Create(path string, kind Kind, size int64, init func(body []byte) error) (*
 	m, err = mmap.MapRegion(f, int(size), mmap.RDWR, 0, 0)
 	if err != nil {
 		return nil, fmt.Errorf("shm: map %s: %w", path, err)
+	}
+	if o.populate {
+		populate(m, false)
 	}
 	info := Info{Kind: kind, Size: size, UID: uint32(os.Geteuid()), PID: uint32(os.Getpid()), Created: time.Now()}
 	putHeader(m[:HeaderSize], info)
@@ -210,8 +233,32 @@ func Open(path string, kind Kind, opts ...Option) (*Segment, error) {
 	if err != nil {
 		return nil, fmt.Errorf("shm: map %s: %w", path, err)
 	}
+	if o.populate {
+		populate(m, o.readOnly)
+	}
 	return &Segment{path: path, info: info, readOnly: o.readOnly, data: m}, nil
 }
+
+// populate makes every page of m ready now (see Populate). The pages are
+// reserved (fallocate) and the mapping is the file's size, so touching them
+// cannot fault beyond the minor fault taken here.
+func populate(m []byte, readOnly bool) {
+	advice := unix.MADV_POPULATE_WRITE
+	if readOnly {
+		advice = unix.MADV_POPULATE_READ
+	}
+	_ = unix.Madvise(m, advice) // best effort: the reads below map the pages too
+	var sink byte
+	for i := 0; i < len(m); i += pageSize {
+		sink |= m[i]
+	}
+	populateSink.Store(uint32(sink))
+}
+
+var (
+	pageSize     = os.Getpagesize()
+	populateSink atomic.Uint32 // keeps populate's loads
+)
 
 // ParseHeader validates a segment header held in b and decodes it. It checks,
 // in this order, length, magic, version, checksum and the size field.
