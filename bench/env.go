@@ -188,13 +188,13 @@ func (e *Env) Dir() (string, error) {
 }
 
 // NewSegment creates a scratch segment (kind shm.KindScratch) of the given
-// body size in Dir. The caller closes it; Close of the Env removes the file.
+// body size in Dir, populated (shm.Populate) as the exchange's rings are. The caller closes it; Close of the Env removes the file.
 func (e *Env) NewSegment(name string, bodySize int) (*shm.Segment, error) {
 	dir, err := e.Dir()
 	if err != nil {
 		return nil, err
 	}
-	return shm.Create(filepath.Join(dir, name), shm.KindScratch, int64(shm.HeaderSize+bodySize), nil)
+	return shm.Create(filepath.Join(dir, name), shm.KindScratch, int64(shm.HeaderSize+bodySize), nil, shm.Populate())
 }
 
 // Close kills the children still running and removes the scratch directory.

@@ -198,7 +198,7 @@ func openPairSegment(args []string) (*shm.Segment, error) {
 	if len(args) != 1 {
 		return nil, fmt.Errorf("want 1 argument (segment path), got %d", len(args))
 	}
-	return shm.Open(args[0], shm.KindScratch)
+	return shm.Open(args[0], shm.KindScratch, shm.Populate())
 }
 
 // childSharedWord echoes ping to pong by spinning until the stop word.

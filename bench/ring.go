@@ -81,7 +81,7 @@ func childRingEcho(args []string) error {
 	if len(args) != 2 {
 		return fmt.Errorf("want 2 arguments, got %d", len(args))
 	}
-	seg, err := shm.Open(args[0], shm.KindScratch)
+	seg, err := shm.Open(args[0], shm.KindScratch, shm.Populate())
 	if err != nil {
 		return err
 	}
@@ -241,7 +241,7 @@ func childRingProduce(args []string) error {
 	if len(args) != 1 {
 		return fmt.Errorf("want 1 argument, got %d", len(args))
 	}
-	seg, err := shm.Open(args[0], shm.KindScratch)
+	seg, err := shm.Open(args[0], shm.KindScratch, shm.Populate())
 	if err != nil {
 		return err
 	}
