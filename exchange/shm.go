@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/bits"
-	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -83,7 +82,9 @@ type SHM struct {
 	reg  *registry
 
 	// mu is held for reading by every operation that touches mapped
-	// memory, and for writing by Close, which unmaps it.
+	// memory outside the two steady-state paths (a send holding a producer
+	// box, a receive holding its mailbox's mu), and for writing by Close,
+	// which unmaps it once those have ended too (see Close).
 	mu      sync.RWMutex
 	closing atomic.Bool
 	closed  bool
@@ -152,9 +153,14 @@ var _ Exchange = (*SHM)(nil)
 //     progress at that moment, or pinned (an open mailbox client, a
 //     termination): a number bounded by the goroutines using the handle,
 //     not by the incarnations seen.
-//  5. Close unmaps every dest left, with x.mu held for writing: no
-//     operation, hence no user, is in progress then. Every reclaim runs
-//     inside an operation (x.mu held for reading), never alongside Close.
+//  5. Close. A send uses a mapping (and reads the registry) only while it
+//     holds a box, without having entered; a receive only while it holds
+//     its mailbox client's mu. Close takes x.mu for writing (no entered
+//     operation is in progress, and none can start), waits for each
+//     mailbox client's mu (its receiver interrupted), then closes every
+//     box of every dest, waiting for those held; only then does it unmap
+//     the dests and the registry. Every reclaim runs inside an entered
+//     operation, never alongside Close.
 type dest struct {
 	id        EntityID
 	index     int    // registry entry
@@ -169,9 +175,29 @@ type dest struct {
 
 // prodBox holds one ring producer, used by one sending goroutine at a time.
 type prodBox struct {
-	busy atomic.Uint32 // boxIdle, boxBusy or boxClosed
-	p    *ring.Producer
-	_    [48]byte // keep boxes on separate cache lines
+	busy  uint32 // boxIdle, boxBusy or boxClosed; atomic, released by shm.StoreRelease32
+	sends uint32 // sends made through the box; the holder's alone
+	p     *ring.Producer
+	_     [48]byte // keep boxes on separate cache lines
+}
+
+// take moves b from idle to busy.
+func (b *prodBox) take() bool {
+	return atomic.LoadUint32(&b.busy) == boxIdle && atomic.CompareAndSwapUint32(&b.busy, boxIdle, boxBusy)
+}
+
+// release gives b back. A release store is enough: whoever takes or
+// closes b next does so by CAS, a full fence, after which the holder's
+// writes to the ring are visible.
+func (b *prodBox) release() { shm.StoreRelease32(&b.busy, boxIdle) }
+
+// close moves b to closed for good, waiting for its holder to release it
+// if it is busy (Close: a send holds a box for one claim, or until it
+// notices the handle closing while it waits for space).
+func (b *prodBox) close() {
+	for atomic.LoadUint32(&b.busy) != boxClosed && !atomic.CompareAndSwapUint32(&b.busy, boxIdle, boxClosed) {
+		runtime.Gosched()
+	}
 }
 
 // States of a prodBox.
@@ -229,10 +255,13 @@ func (x *SHM) Name() string { return x.name }
 
 // enter guards an operation against a concurrent Close.
 func (x *SHM) enter() error {
-	if x.closing.Load() {
+	// Only Close takes mu for writing, after setting closing: a failed
+	// TryRLock means that Close is under way. Never blocking here is what
+	// lets Close wait for a send or a receive in progress while holding
+	// mu, whatever that send or receive calls.
+	if x.closing.Load() || !x.mu.TryRLock() {
 		return ErrExchangeClosed
 	}
-	x.mu.RLock()
 	if x.closed {
 		x.mu.RUnlock()
 		return ErrExchangeClosed
@@ -397,6 +426,23 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 	return d, nil
 }
 
+// cachedDest returns the mapping of id's mailbox that this handle has
+// cached, or nil. It reads no mapped memory (a send calls it before it
+// holds a box): the mapping may be of an earlier incarnation, or retired,
+// which the send finds out once it holds a box.
+func (x *SHM) cachedDest(id EntityID) *dest {
+	if d := x.last.Load(); d != nil && d.id == id {
+		return d
+	}
+	if v, ok := x.dests.Load(id.UUID); ok {
+		if d := v.(*dest); d.id == id {
+			x.last.Store(d)
+			return d
+		}
+	}
+	return nil
+}
+
 // destPinned is dest for a user of the mapping that holds no producer box
 // (see the lifecycle at dest): it returns d pinned; unpin it when done.
 func (x *SHM) destPinned(id EntityID) (*dest, error) {
@@ -477,7 +523,7 @@ func (d *dest) releaseIfIdle() bool {
 	idle := true
 	for i := range d.boxes {
 		b := &d.boxes[i]
-		if b.busy.Load() != boxClosed && !b.busy.CompareAndSwap(boxIdle, boxClosed) {
+		if atomic.LoadUint32(&b.busy) != boxClosed && !atomic.CompareAndSwapUint32(&b.busy, boxIdle, boxClosed) {
 			idle = false
 		}
 	}
@@ -552,24 +598,25 @@ func (x *SHM) reapAll() {
 }
 
 // acquire returns a free producer box of d, creating its producer on first
-// use; release it with box.busy.Store(boxIdle). When every box is busy, or
-// the ring has no free producer slot (other processes hold them all), it
-// waits until ctx is done or this handle is closed: first yielding, then,
-// when no slot frees up soon, sleeping between attempts. It fails with
-// errRetired when d was retired and its free boxes closed: the caller
-// looks for the mailbox's mapping again.
+// use; release it with b.release(). While the box is held, d's ring and the
+// registry stay mapped (see Close). When every box is busy, or the ring has
+// no free producer slot (other processes hold them all), it waits until ctx
+// is done or this handle is closed: first yielding, then, when no slot
+// frees up soon, sleeping between attempts. It fails with errRetired when d
+// was retired and its free boxes closed: the caller looks for the
+// mailbox's mapping again.
 func (x *SHM) acquire(ctx context.Context, d *dest) (*prodBox, error) {
 	for spins := 0; ; spins++ {
 		noSlot := false
 		for i := range d.boxes {
 			b := &d.boxes[i]
-			if b.busy.Load() != boxIdle || !b.busy.CompareAndSwap(boxIdle, boxBusy) {
+			if !b.take() {
 				continue
 			}
 			if b.p == nil {
 				p, err := d.r.NewProducer(x.life.id())
 				if err != nil {
-					b.busy.Store(boxIdle)
+					b.release()
 					if errors.Is(err, ring.ErrNoSlot) {
 						noSlot = true
 						break // wait for a box that has a producer, or a slot
@@ -584,10 +631,10 @@ func (x *SHM) acquire(ctx context.Context, d *dest) (*prodBox, error) {
 		if d.dead.Load() {
 			return nil, errRetired
 		}
+		if x.closing.Load() {
+			return nil, ErrExchangeClosed // Close closes the boxes
+		}
 		if spins&63 == 63 {
-			if x.closing.Load() {
-				return nil, ErrExchangeClosed
-			}
 			if err := ctx.Err(); err != nil {
 				if noSlot {
 					return nil, fmt.Errorf("exchange: no free producer slot in mailbox %v: %w", d.id, err)
@@ -613,10 +660,6 @@ func (x *SHM) Send(ctx context.Context, m *Message) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	if err := x.enter(); err != nil {
-		return err
-	}
-	defer x.leave()
 	return x.send(ctx, m, true)
 }
 
@@ -626,49 +669,55 @@ var errReopened = errors.New("exchange: mailbox reopened")
 // errRetired tells send that the mapping it took was retired meanwhile.
 var errRetired = errors.New("exchange: mailbox mapping retired")
 
-// send is Send for a caller that has entered. wait says whether to wait
-// for space in a full mailbox.
+// send is Send without the validation. wait says whether to wait for space
+// in a full mailbox. It needs no enter: the steady state touches mapped
+// memory only while holding a producer box, and the slow paths enter.
 func (x *SHM) send(ctx context.Context, m *Message, wait bool) error {
+	lookup := false
 	for {
-		err := x.sendOnce(ctx, m, wait)
+		err := x.sendOnce(ctx, m, wait, lookup)
 		switch {
 		case err == nil:
 			return nil
 		case err == errReopened || err == errRetired:
 			// The box this send held on the old ring is free now: the
-			// ring may be unmapped, if no one else holds it.
-			if x.nretired.Load() != 0 {
+			// ring may be unmapped, if no one else holds it. The next
+			// attempt looks the mailbox up (and retires a reopened
+			// mailbox's old mapping there).
+			lookup = true
+			if x.nretired.Load() != 0 && x.enter() == nil {
 				x.reclaim()
+				x.leave()
 			}
 			continue
 		case errors.Is(err, ErrMailboxClosed):
-			x.reapClosed(m.Dest)
+			if x.enter() == nil {
+				x.reapClosed(m.Dest)
+				x.leave()
+			}
 		}
 		return err
 	}
 }
 
 // sendOnce is one attempt of send, on the ring of the mailbox's current
-// incarnation; errReopened when it was reopened meanwhile.
-func (x *SHM) sendOnce(ctx context.Context, m *Message, wait bool) error {
-	d, err := x.dest(m.Dest)
-	if err != nil {
-		return err
+// incarnation; errReopened when it was reopened meanwhile. lookup skips the
+// cached mappings.
+func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) error {
+	var d *dest
+	if !lookup {
+		d = x.cachedDest(m.Dest)
 	}
-	// A mailbox whose owner died is terminated rather than filled: look at
-	// the owner at most once per ownerCheckInterval per mailbox, and at the
-	// clock at one send in ownerCheckEvery, drawn at random (a shared
-	// counter would be a cache line that every sender writes). A full
-	// mailbox is checked at once, in claimSlow.
-	if mrand.Uint32()&(ownerCheckEvery-1) == 0 && d.ownerCheckDue() &&
-		x.reg.state(d.index) == regActive && !x.alive(x.reg.owner(d.index)) {
-		if !x.pin(d) {
-			x.last.CompareAndSwap(d, nil)
-			return errRetired
+	if d == nil {
+		if err := x.enter(); err != nil {
+			return err
 		}
-		x.terminateDead(d)
-		x.unpin(d)
-		return fmt.Errorf("%w: %v (its owner died)", ErrMailboxClosed, m.Dest)
+		var err error
+		d, err = x.dest(m.Dest)
+		x.leave()
+		if err != nil {
+			return err
+		}
 	}
 	n := m.EncodedSize()
 	if n > d.r.MaxPayload() {
@@ -681,7 +730,22 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait bool) error {
 		}
 		return err
 	}
-	defer b.busy.Store(boxIdle)
+	// From here on the box keeps d's ring and the registry mapped.
+	if x.reg.incarnation(d.index) != d.inc {
+		b.release()
+		return errReopened
+	}
+	// A mailbox whose owner died is terminated rather than filled: look at
+	// the owner at most once per ownerCheckInterval per mailbox, and at the
+	// clock at one send in ownerCheckEvery through a box (a counter shared
+	// by the senders would be a cache line that every one writes). A full
+	// mailbox is checked at once, in claimSlow.
+	if b.sends++; b.sends&(ownerCheckEvery-1) == 0 && d.ownerCheckDue() &&
+		x.reg.state(d.index) == regActive && !x.alive(x.reg.owner(d.index)) {
+		b.release()
+		return x.ownerDied(d)
+	}
+	defer b.release()
 	c, err := b.p.TryClaim(int32(m.Kind), n)
 	if errors.Is(err, ring.ErrFull) {
 		if !wait {
@@ -704,6 +768,22 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait bool) error {
 	}
 	c.Commit()
 	return nil
+}
+
+// ownerDied terminates the mailbox of d, whose owner a send found dead,
+// and fails the send.
+func (x *SHM) ownerDied(d *dest) error {
+	if err := x.enter(); err != nil {
+		return err
+	}
+	defer x.leave()
+	if !x.pin(d) {
+		x.last.CompareAndSwap(d, nil)
+		return errRetired
+	}
+	x.terminateDead(d)
+	x.unpin(d)
+	return fmt.Errorf("%w: %v (its owner died)", ErrMailboxClosed, d.id)
 }
 
 // claimSlow waits for space in a full mailbox, in steps, so that it notices
@@ -924,6 +1004,12 @@ func (x *SHM) Mailbox(ctx context.Context, id EntityID) (Mailbox, error) {
 	}
 	mb := &shmMailbox{x: x, d: d, c: c}
 	x.mbMu.Lock()
+	if x.mboxes == nil { // Close took the clients already
+		x.mbMu.Unlock()
+		c.Close()
+		x.unpin(d)
+		return nil, ErrExchangeClosed
+	}
 	x.mboxes[mb] = struct{}{}
 	x.mbMu.Unlock()
 	return mb, nil
@@ -938,21 +1024,45 @@ func (x *SHM) Close() error {
 	if x.closing.Swap(true) {
 		return nil
 	}
+	// The mailbox clients: closed and their receivers woken. No client is
+	// added afterwards (Mailbox looks at mboxes under mbMu), and one
+	// closed meanwhile by its own Close finds mboxes nil and leaves its
+	// consumer to this Close.
 	x.mbMu.Lock()
-	for mb := range x.mboxes {
+	mboxes := x.mboxes
+	x.mboxes = nil
+	for mb := range mboxes {
 		mb.closed.Store(true)
 		mb.c.Interrupt()
 	}
 	x.mbMu.Unlock()
+	// No entered operation is in progress once mu is held, and none can
+	// start (enter fails without blocking).
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	x.closed = true
-	x.mbMu.Lock()
-	for mb := range x.mboxes {
+	// A receive holds its client's mu while it touches the ring and the
+	// registry: wait for those in progress (interrupted above).
+	for mb := range mboxes {
+		mb.mu.Lock()
 		mb.c.Close()
+		mb.mu.Unlock()
 	}
-	x.mboxes = nil
-	x.mbMu.Unlock()
+	// A send holds a producer box while it touches a ring and the
+	// registry: close every box, waiting for those held.
+	x.dests.Range(func(_, v any) bool {
+		for i := range v.(*dest).boxes {
+			v.(*dest).boxes[i].close()
+		}
+		return true
+	})
+	x.destMu.Lock()
+	for _, d := range x.retired {
+		for i := range d.boxes {
+			d.boxes[i].close()
+		}
+	}
+	x.destMu.Unlock()
 	unmap := func(d *dest) {
 		for i := range d.boxes {
 			if p := d.boxes[i].p; p != nil {
@@ -994,10 +1104,8 @@ func (mb *shmMailbox) ID() EntityID { return mb.d.id }
 // Recv returns [ErrMailboxClosed], wrapping [ring.ErrCorrupt].
 func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
 	x := mb.x
-	if err := x.enter(); err != nil {
-		return ErrMailboxClosed
-	}
-	defer x.leave()
+	// mu, not enter, keeps the ring and the registry mapped: Close of the
+	// handle waits for it (see Close).
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
 	// Looked at under mu: a Recv that waited for a Close to finish must
@@ -1031,9 +1139,10 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
 			// ErrBadMessage, which a receive loop skips (it would spin).
 			// Terminate the mailbox so that its senders and callers are
 			// not left waiting; a supervisor may Reopen it, on a new ring.
-			if x.reg.state(mb.d.index) != regTerminated {
+			if x.reg.state(mb.d.index) != regTerminated && x.enter() == nil {
 				x.opts.log.Error("shmex: mailbox ring corrupt; terminating the mailbox", "exchange", x.name, "mailbox", mb.d.id, "err", err)
 				x.terminate(ctx, mb.d)
+				x.leave()
 			}
 			return fmt.Errorf("%w: mailbox %v: %w", ErrMailboxClosed, mb.d.id, err)
 		}
@@ -1079,8 +1188,7 @@ func (mb *shmMailbox) Close() error {
 	x.mbMu.Unlock()
 	mb.mu.Unlock()
 	// The client's pin goes last, holding no lock: releasing a retired
-	// ring enters the handle, which must not wait for a Close of the
-	// handle while mu keeps a Recv (that has entered) waiting.
+	// ring enters the handle.
 	if live && mb.d.pins.Add(-1) == 0 && mb.d.dead.Load() && x.enter() == nil {
 		x.reclaim()
 		x.leave()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"sync"
@@ -246,5 +247,142 @@ func TestSHMMailboxCloseRacesHandleClose(t *testing.T) {
 		if err := <-recvd; !errors.Is(err, exchange.ErrMailboxClosed) {
 			t.Fatalf("round %d: Recv: %v", i, err)
 		}
+	}
+}
+
+// TestSHMCloseRacesSendAndRecv: Close of a handle while its goroutines send
+// (on the steady-state path, through producer boxes, without entering the
+// handle) and receive (holding their client's lock), and while another
+// goroutine opens a mailbox client. Close must wait for each send and
+// receive in progress before it unmaps anything: none may fault, each must
+// end with the handle's or the mailbox's closed error, and Close and all of
+// them must return.
+func TestSHMCloseRacesSendAndRecv(t *testing.T) {
+	rounds := 150
+	if testing.Short() {
+		rounds = 30
+	}
+	root := filepath.Join(t.TempDir(), "root") // EnsureDir makes it 0700
+	ctx := context.Background()
+	for i := range rounds {
+		name := "closerace" + strconv.Itoa(i)
+		idle := exchange.WithIdle(ring.SpinThenPark(50))
+		y := openSHM(t, root, name, idle) // stays open: owns the mailbox x sends to
+		x := openSHM(t, root, name, idle) // closed under its users
+		peer, err := y.RegisterAgent(ctx, exchange.Behavior{Name: "Peer"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		peerMB, err := y.Mailbox(ctx, peer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		own, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Own"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ownMB, err := x.Mailbox(ctx, own)
+		if err != nil {
+			t.Fatal(err)
+		}
+		late, err := x.RegisterClient(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, 8)
+		stop := make(chan struct{})
+		send := func(h *exchange.SHM, to exchange.EntityID, want error) {
+			defer wg.Done()
+			req := exchange.NewActionRequest(exchange.NewClientID(), to, "work", make([]byte, 64))
+			for {
+				sctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+				err := h.Send(sctx, req) // the first send maps the ring; the rest take the steady state
+				cancel()
+				if err == nil || errors.Is(err, context.DeadlineExceeded) {
+					select {
+					case <-stop:
+						errs <- nil
+						return
+					default:
+						continue
+					}
+				}
+				if !errors.Is(err, want) {
+					err = fmt.Errorf("send to %v: %w, want %v", to, err, want)
+				} else {
+					err = nil
+				}
+				errs <- err
+				return
+			}
+		}
+		wg.Add(4)
+		go send(x, peer, exchange.ErrExchangeClosed)
+		go send(x, peer, exchange.ErrExchangeClosed)
+		go send(y, own, nil) // y stays open: runs until stop
+		go func() {          // x's own mailbox: received until closed
+			defer wg.Done()
+			var m exchange.Message
+			for {
+				if err := ownMB.Recv(ctx, &m); err != nil {
+					if !errors.Is(err, exchange.ErrMailboxClosed) {
+						err = fmt.Errorf("Recv: %w", err)
+					} else {
+						err = nil
+					}
+					errs <- err
+					return
+				}
+			}
+		}()
+		drained := make(chan struct{}) // peer's mailbox drained so that x's sends do not all wait
+		go func() {
+			defer close(drained)
+			var m exchange.Message
+			for peerMB.Recv(ctx, &m) == nil {
+			}
+		}()
+		opened := make(chan error, 1)
+		go func() { // a client opened while x closes
+			mb, err := x.Mailbox(ctx, late)
+			if err == nil {
+				err = mb.Close()
+			} else if errors.Is(err, exchange.ErrExchangeClosed) {
+				err = nil
+			}
+			opened <- err
+		}()
+		time.Sleep(time.Duration(i%10) * 100 * time.Microsecond)
+		closed := make(chan error, 1)
+		go func() { closed <- x.Close() }()
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Fatalf("round %d: Close: %v", i, err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: Close did not return", i)
+		}
+		close(stop)
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: a send or receive did not return after Close", i)
+		}
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+		}
+		if err := <-opened; err != nil {
+			t.Fatalf("round %d: Mailbox during Close: %v", i, err)
+		}
+		peerMB.Close()
+		<-drained
+		y.Close()
 	}
 }

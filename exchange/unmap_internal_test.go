@@ -118,8 +118,8 @@ func TestRetiredDestHeldBySender(t *testing.T) {
 		t.Fatalf("retired with a box held: dead %v, mapped %v; want dead and mapped", d.dead.Load(), mapped(d))
 	}
 	for i := range d.boxes {
-		if bb := &d.boxes[i]; bb != b && bb.busy.Load() != boxClosed {
-			t.Errorf("idle box %d not closed: %d", i, bb.busy.Load())
+		if bb := &d.boxes[i]; bb != b && atomic.LoadUint32(&bb.busy) != boxClosed {
+			t.Errorf("idle box %d not closed: %d", i, atomic.LoadUint32(&bb.busy))
 		}
 	}
 	if _, err := b.p.TryClaim(int32(KindPingResponse), 16); !errors.Is(err, ring.ErrClosed) {
@@ -128,7 +128,7 @@ func TestRetiredDestHeldBySender(t *testing.T) {
 	if _, err := x.acquire(ctx, d); err != errRetired {
 		t.Fatalf("second acquire: %v, want errRetired", err)
 	}
-	b.busy.Store(boxIdle)
+	b.release()
 	if !mapped(d) {
 		t.Fatal("unmapped before any reclaim")
 	}
@@ -142,8 +142,8 @@ func TestRetiredDestHeldBySender(t *testing.T) {
 	if n := x.MappedRings(); n != 1 {
 		t.Fatalf("%d mappings, want 1", n)
 	}
-	if b.busy.Load() != boxClosed {
-		t.Fatalf("released box: %d, want closed", b.busy.Load())
+	if atomic.LoadUint32(&b.busy) != boxClosed {
+		t.Fatalf("released box: %d, want closed", atomic.LoadUint32(&b.busy))
 	}
 }
 
@@ -254,7 +254,7 @@ func TestRetireRace(t *testing.T) {
 					c.Abort()
 				}
 				held.Add(1)
-				b.busy.Store(boxIdle)
+				b.release()
 				runtime.Gosched()
 			}
 		}()
@@ -321,7 +321,7 @@ func TestCollectedDestHeldBySenderUnmapped(t *testing.T) {
 		t.Fatalf("retired with a box held: dead %v, mapped %v; want dead and mapped", d.dead.Load(), mapped(d))
 	}
 	x.last.Store(d) // a dest call that loaded it before the unlink
-	b.busy.Store(boxIdle)
+	b.release()
 	for range 3 {
 		if err := x.Send(ctx, ping(id)); !errors.Is(err, ErrMailboxClosed) {
 			t.Fatalf("Send: %v, want ErrMailboxClosed", err)

@@ -11,3 +11,8 @@ package shm
 //
 //go:noescape
 func StoreRelease(addr *uint64, v uint64)
+
+// StoreRelease32 is StoreRelease for a 32-bit word.
+//
+//go:noescape
+func StoreRelease32(addr *uint32, v uint32)

@@ -10,3 +10,10 @@ TEXT ·StoreRelease(SB), NOSPLIT, $0-16
 	MOVQ v+8(FP), BX
 	MOVQ BX, 0(AX)
 	RET
+
+// func StoreRelease32(addr *uint32, v uint32)
+TEXT ·StoreRelease32(SB), NOSPLIT, $0-12
+	MOVQ addr+0(FP), AX
+	MOVL v+8(FP), BX
+	MOVL BX, 0(AX)
+	RET
