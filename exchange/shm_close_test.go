@@ -321,7 +321,8 @@ func TestSHMCloseRacesSendAndRecv(t *testing.T) {
 		go send(x, peer, exchange.ErrExchangeClosed)
 		go send(x, peer, exchange.ErrExchangeClosed)
 		go send(y, own, nil) // y stays open: runs until stop
-		go func() {          // x's own mailbox: received until closed
+		// x's own mailbox: received until closed.
+		go func() {
 			defer wg.Done()
 			var m exchange.Message
 			for {
