@@ -125,6 +125,16 @@ func (x *SHM) Collect(ctx context.Context) (CollectStats, error) {
 // entry i) unless a live receiver is attached to it. It reports whether it
 // removed it.
 func (x *SHM) collectRing(i int, id EntityID) (bool, error) {
+	// Under the registry's lock, looked at again: a Reopen since the
+	// caller looked makes the mailbox active on a new ring, which must
+	// not be taken for the terminated one.
+	if err := x.reg.lock(); err != nil {
+		return false, err
+	}
+	defer x.reg.unlock()
+	if x.reg.state(i) != regTerminated || x.alive(x.reg.owner(i)) {
+		return false, nil
+	}
 	path := ringPath(x.dir, id.UUID, x.reg.incarnation(i))
 	seg, err := shm.Open(path, shm.KindRing)
 	if errors.Is(err, shm.ErrNotExist) || errors.Is(err, fs.ErrNotExist) {

@@ -407,10 +407,14 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 		if err == nil {
 			break
 		}
+		// The state before the incarnation: Reopen stores the new
+		// incarnation, then the active state, so an active state read
+		// first comes with the new incarnation.
+		st := x.reg.state(i)
 		if errors.Is(err, shm.ErrNotExist) && x.reg.incarnation(i) != inc && attempt < 8 {
 			continue // reopened while we looked
 		}
-		if errors.Is(err, shm.ErrNotExist) && x.reg.state(i) == regTerminated {
+		if errors.Is(err, shm.ErrNotExist) && st == regTerminated {
 			return nil, fmt.Errorf("%w: %v (collected)", ErrMailboxClosed, id)
 		}
 		return nil, fmt.Errorf("exchange: mailbox %v: %w", id, err)
@@ -718,6 +722,9 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) error
 		if err != nil {
 			return err
 		}
+	}
+	if x.closing.Load() { // a closed handle says so before anything else
+		return ErrExchangeClosed
 	}
 	n := m.EncodedSize()
 	if n > d.r.MaxPayload() {
@@ -1180,12 +1187,16 @@ func (mb *shmMailbox) Close() error {
 	}
 	mb.mu.Lock() // wait for a Recv in progress
 	x.mbMu.Lock()
-	live := x.mboxes != nil // else the handle's Close closed the consumer
+	live := x.mboxes != nil // else the handle's Close has taken the client
 	if live {
 		delete(x.mboxes, mb)
-		mb.c.Close()
 	}
 	x.mbMu.Unlock()
+	// Detached here either way, so that the mailbox has no receiver once
+	// Close returns. When the handle's Close has taken the client, the ring
+	// stays mapped until that Close has held mu (after this), or the
+	// consumer is closed already and this touches nothing.
+	mb.c.Close()
 	mb.mu.Unlock()
 	// The client's pin goes last, holding no lock: releasing a retired
 	// ring enters the handle.
@@ -1257,8 +1268,8 @@ func (d *dest) ownerCheckDue() bool {
 // mailbox move to the new one at their next send. It is a no-op when the
 // mailbox is active and owned by this process; it fails with
 // [ErrMailboxBusy] when it is active under a live owner, or when a live
-// receiver is still attached to the terminated one (it drains it), and
-// with [ErrBadEntityID] when id is not registered. Messages still queued in
+// receiver stays attached to the terminated one (it drains it) for a
+// second, and with [ErrBadEntityID] when id is not registered. Messages still queued in
 // the terminated mailbox are dropped (its requests were answered when it
 // was terminated).
 func (x *SHM) Reopen(ctx context.Context, id EntityID) error {
@@ -1280,6 +1291,16 @@ func (x *SHM) Reopen(ctx context.Context, id EntityID) error {
 		}
 		return fmt.Errorf("%w: %v is active", ErrMailboxBusy, id)
 	}
+	// A receiver still attached to the old ring is most often on its way
+	// out: a sweep (by any process) answering the requests queued when
+	// the mailbox was terminated, or a receiver about to find it closed.
+	// Give it a moment, outside the registry's lock.
+	for wait := time.Now().Add(reopenBusyWait); x.ringHasReceiver(ringPath(x.dir, id.UUID, x.reg.incarnation(i))); {
+		if time.Now().After(wait) || ctx.Err() != nil {
+			break // the check under the lock reports it
+		}
+		time.Sleep(time.Millisecond)
+	}
 	if err := x.reg.lock(); err != nil {
 		return err
 	}
@@ -1289,19 +1310,8 @@ func (x *SHM) Reopen(ctx context.Context, id EntityID) error {
 	}
 	inc := x.reg.incarnation(i)
 	old := ringPath(x.dir, id.UUID, inc)
-	if seg, err := shm.Open(old, shm.KindRing); err == nil {
-		busy := false
-		if r, err := ring.Attach(seg.Body(), ring.Options{Alive: x.alive}); err == nil {
-			c, err := r.NewConsumer(x.life.id(), ring.Park)
-			busy = errors.Is(err, ring.ErrBusy)
-			if err == nil {
-				c.Close()
-			}
-		}
-		seg.Close()
-		if busy {
-			return fmt.Errorf("%w: %v is still drained by a live receiver", ErrMailboxBusy, id)
-		}
+	if x.ringHasReceiver(old) {
+		return fmt.Errorf("%w: %v is still drained by a live receiver", ErrMailboxBusy, id)
 	}
 	if err := createRing(ringPath(x.dir, id.UUID, inc+1), e.ringCap, e.maxRecord); err != nil {
 		return fmt.Errorf("exchange: reopening %v: %w", id, err)
@@ -1313,6 +1323,29 @@ func (x *SHM) Reopen(ctx context.Context, id EntityID) error {
 	shm.Remove(old) // mappings of it stay valid; new ones go to the new ring
 	x.reap(id.UUID) // this handle's own mapping of it
 	return nil
+}
+
+// reopenBusyWait bounds how long Reopen waits for a receiver of the old
+// ring to go.
+const reopenBusyWait = time.Second
+
+// ringHasReceiver reports whether the ring segment at path has a live
+// receiver (consumer) attached.
+func (x *SHM) ringHasReceiver(path string) bool {
+	seg, err := shm.Open(path, shm.KindRing)
+	if err != nil {
+		return false
+	}
+	defer seg.Close()
+	r, err := ring.Attach(seg.Body(), ring.Options{Alive: x.alive})
+	if err != nil {
+		return false
+	}
+	c, err := r.NewConsumer(x.life.id(), ring.Park)
+	if err == nil {
+		c.Close()
+	}
+	return errors.Is(err, ring.ErrBusy)
 }
 
 // Incarnation implements [Reopener]: how many times the mailbox of id was

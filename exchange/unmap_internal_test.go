@@ -98,6 +98,19 @@ func TestRetiredDestUnmapped(t *testing.T) {
 	}
 }
 
+// holdBox takes a producer box of d, as a send does, and gives it back at
+// the end of the test if the test did not (a box held for ever would keep
+// the handle's Close waiting).
+func holdBox(t *testing.T, x *SHM, d *dest) *prodBox {
+	t.Helper()
+	b, err := x.acquire(testContext(t), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { atomic.CompareAndSwapUint32(&b.busy, boxBusy, boxIdle) })
+	return b
+}
+
 // TestRetiredDestHeldBySender: a sender holds a box of the mapping when it
 // is retired: the mapping stays (the sender's claim fails with ErrClosed
 // on valid memory), the idle boxes are closed, and it is unmapped at the
@@ -109,10 +122,7 @@ func TestRetiredDestHeldBySender(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := x.acquire(ctx, d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := holdBox(t, x, d)
 	cycle(t, x, id)
 	if !d.dead.Load() || !mapped(d) {
 		t.Fatalf("retired with a box held: dead %v, mapped %v; want dead and mapped", d.dead.Load(), mapped(d))
@@ -306,10 +316,7 @@ func TestCollectedDestHeldBySenderUnmapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := cached(x, id)
-	b, err := x.acquire(ctx, d)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := holdBox(t, x, d)
 	if err := x.Terminate(ctx, id); err != nil {
 		t.Fatal(err)
 	}

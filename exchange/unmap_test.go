@@ -409,6 +409,24 @@ func TestSHMProcessRestartsUnmap(t *testing.T) {
 	if maxMapped > senders+2 {
 		t.Errorf("the sending handle held up to %d mappings over %d incarnations, want at most %d", maxMapped, restarts+1, senders+2)
 	}
+	// Nobody drained the last incarnation while the senders went on:
+	// drain it, so that the last send finds space.
+	mb, err := sup.Mailbox(ctx, agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
+		err := mb.Recv(rctx, new(exchange.Message))
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("draining the last incarnation: %v", err)
+		}
+	}
+	mb.Close()
 	if err := snd.Send(ctx, exchange.NewActionResponse(agent, agent, exchange.NewUUID(), nil)); err != nil {
 		t.Fatalf("Send to the last incarnation: %v", err)
 	}
