@@ -1189,14 +1189,20 @@ func (mb *shmMailbox) Close() error {
 	x.mbMu.Lock()
 	live := x.mboxes != nil // else the handle's Close has taken the client
 	if live {
+		// Under mbMu: the handle's Close, which takes its clients under
+		// mbMu, will not know this one, so it must be detached before
+		// that Close can unmap the ring.
 		delete(x.mboxes, mb)
+		mb.c.Close()
 	}
 	x.mbMu.Unlock()
-	// Detached here either way, so that the mailbox has no receiver once
-	// Close returns. When the handle's Close has taken the client, the ring
-	// stays mapped until that Close has held mu (after this), or the
-	// consumer is closed already and this touches nothing.
-	mb.c.Close()
+	if !live {
+		// The handle's Close has taken this client: it detaches it under
+		// mu before it unmaps, so the ring is mapped while mu is held
+		// here. Detached here too, so that the mailbox has no receiver
+		// once this Close returns (a no-op if that Close came first).
+		mb.c.Close()
+	}
 	mb.mu.Unlock()
 	// The client's pin goes last, holding no lock: releasing a retired
 	// ring enters the handle.
