@@ -200,6 +200,13 @@ func (b *prodBox) close() {
 	}
 }
 
+// closeBoxes closes every box of d, waiting for those held (Close).
+func (d *dest) closeBoxes() {
+	for i := range d.boxes {
+		d.boxes[i].close()
+	}
+}
+
 // States of a prodBox.
 const (
 	boxIdle   = 0 // free to take
@@ -1032,9 +1039,9 @@ func (x *SHM) Close() error {
 		return nil
 	}
 	// The mailbox clients: closed and their receivers woken. No client is
-	// added afterwards (Mailbox looks at mboxes under mbMu), and one
-	// closed meanwhile by its own Close finds mboxes nil and leaves its
-	// consumer to this Close.
+	// added afterwards (Mailbox looks at mboxes under mbMu); one closed
+	// meanwhile by its own Close finds mboxes nil and detaches its
+	// receiver under its mu, as this Close does below.
 	x.mbMu.Lock()
 	mboxes := x.mboxes
 	x.mboxes = nil
@@ -1058,16 +1065,12 @@ func (x *SHM) Close() error {
 	// A send holds a producer box while it touches a ring and the
 	// registry: close every box, waiting for those held.
 	x.dests.Range(func(_, v any) bool {
-		for i := range v.(*dest).boxes {
-			v.(*dest).boxes[i].close()
-		}
+		v.(*dest).closeBoxes()
 		return true
 	})
 	x.destMu.Lock()
 	for _, d := range x.retired {
-		for i := range d.boxes {
-			d.boxes[i].close()
-		}
+		d.closeBoxes()
 	}
 	x.destMu.Unlock()
 	unmap := func(d *dest) {
