@@ -188,7 +188,8 @@ func (e *Env) Dir() (string, error) {
 }
 
 // NewSegment creates a scratch segment (kind shm.KindScratch) of the given
-// body size in Dir, populated (shm.Populate) as the exchange's rings are. The caller closes it; Close of the Env removes the file.
+// body size in Dir, populated (shm.Populate) as the exchange's rings are.
+// The caller closes it; Close of the Env removes the file.
 func (e *Env) NewSegment(name string, bodySize int) (*shm.Segment, error) {
 	dir, err := e.Dir()
 	if err != nil {

@@ -3,6 +3,7 @@ package exchange
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strconv"
@@ -175,21 +176,9 @@ func TestCloseInterplay(t *testing.T) {
 			}
 		}()
 		time.Sleep(time.Duration(2+round%15) * time.Millisecond)
-		closed := make(chan struct{})
-		go func() { x.Close(); close(closed) }()
-		select {
-		case <-closed:
-		case <-time.After(15 * time.Second):
-			t.Fatalf("round %d: Close did not return", round)
-		}
+		Within(t, 15*time.Second, fmt.Sprintf("round %d: Close", round), func() { x.Close() })
 		close(stop)
-		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Fatalf("round %d: a goroutine did not return after Close", round)
-		}
+		Within(t, 15*time.Second, fmt.Sprintf("round %d: the goroutines, after Close,", round), wg.Wait)
 		if v := unexpected.Load(); v != nil {
 			t.Fatalf("round %d: %v", round, v)
 		}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -136,29 +135,20 @@ func (x *SHM) collectRing(i int, id EntityID) (bool, error) {
 		return false, nil
 	}
 	path := ringPath(x.dir, id.UUID, x.reg.incarnation(i))
-	seg, err := shm.Open(path, shm.KindRing)
-	if errors.Is(err, shm.ErrNotExist) || errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
+	seg, c, err := x.probeRing(path)
+	switch {
+	case errors.Is(err, shm.ErrNotExist), errors.Is(err, ring.ErrBusy):
+		return false, nil // gone already, or a live receiver still drains it
+	case errors.Is(err, errDamagedRing):
 		// A segment that does not validate cannot be drained either.
 		x.opts.log.Warn("shmex: removing damaged ring segment", "exchange", x.name, "mailbox", id, "err", err)
 		return removeFile(path), nil
-	}
-	defer seg.Close()
-	r, err := ring.Attach(seg.Body(), ring.Options{Alive: x.alive})
-	if err != nil {
-		x.opts.log.Warn("shmex: removing damaged ring", "exchange", x.name, "mailbox", id, "err", err)
-		return removeFile(path), nil
-	}
-	c, err := r.NewConsumer(x.life.id(), ring.Park)
-	if errors.Is(err, ring.ErrBusy) {
-		return false, nil // a live receiver still drains it
-	}
-	if err != nil {
+	case err != nil:
 		return false, fmt.Errorf("exchange: collecting mailbox %v: %w", id, err)
 	}
-	defer c.Close() // no receiver attaches while the segment is removed
+	// No receiver attaches while the segment is removed.
+	defer seg.Close()
+	defer c.Close()
 	return removeFile(path), nil
 }
 

@@ -1,5 +1,10 @@
 package exchange
 
+import (
+	"testing"
+	"time"
+)
+
 // MappedRings returns how many mailbox ring segments x holds mapped: its
 // cached destinations and the retired ones it has not unmapped yet. Tests
 // use it to see that a long-lived handle does not accumulate mappings.
@@ -9,4 +14,21 @@ func (x *SHM) MappedRings() int {
 	n := len(x.retired)
 	x.dests.Range(func(_, _ any) bool { n++; return true })
 	return n
+}
+
+// Within runs f in a goroutine and fails the test if f has not returned
+// after d: a Close or a goroutine that hangs fails instead of holding the
+// test until its timeout.
+func Within(t *testing.T, d time.Duration, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		t.Fatalf("%s did not return within %v", what, d)
+	}
 }

@@ -192,11 +192,16 @@ func (b *prodBox) take() bool {
 func (b *prodBox) release() { shm.StoreRelease32(&b.busy, boxIdle) }
 
 // close moves b to closed for good, waiting for its holder to release it
-// if it is busy (Close: a send holds a box for one claim, or until it
-// notices the handle closing while it waits for space).
+// if it is busy (Close: a send holds a box for one claim, or, waiting for
+// space, until its next look at the handle, within ownerCheckInterval).
+// It yields at first, then sleeps, rather than spin through such a wait.
 func (b *prodBox) close() {
-	for atomic.LoadUint32(&b.busy) != boxClosed && !atomic.CompareAndSwapUint32(&b.busy, boxIdle, boxClosed) {
-		runtime.Gosched()
+	for spins := 0; atomic.LoadUint32(&b.busy) != boxClosed && !atomic.CompareAndSwapUint32(&b.busy, boxIdle, boxClosed); spins++ {
+		if spins < 64 {
+			runtime.Gosched()
+		} else {
+			time.Sleep(100 * time.Microsecond)
+		}
 	}
 }
 
@@ -1341,20 +1346,42 @@ const reopenBusyWait = time.Second
 // ringHasReceiver reports whether the ring segment at path has a live
 // receiver (consumer) attached.
 func (x *SHM) ringHasReceiver(path string) bool {
-	seg, err := shm.Open(path, shm.KindRing)
-	if err != nil {
-		return false
-	}
-	defer seg.Close()
-	r, err := ring.Attach(seg.Body(), ring.Options{Alive: x.alive})
-	if err != nil {
-		return false
-	}
-	c, err := r.NewConsumer(x.life.id(), ring.Park)
+	seg, c, err := x.probeRing(path)
 	if err == nil {
 		c.Close()
+		seg.Close()
 	}
 	return errors.Is(err, ring.ErrBusy)
+}
+
+// errDamagedRing tells probeRing's caller that the segment at the path does
+// not hold a valid ring: nobody can drain it.
+var errDamagedRing = errors.New("exchange: damaged ring segment")
+
+// probeRing maps the ring segment at path and attaches a consumer of this
+// process to it, which succeeds only when no live receiver is attached
+// (else ring.ErrBusy). The caller closes c, then seg. A segment or ring
+// that does not validate is errDamagedRing (wrapping the reason); a
+// missing one is shm.ErrNotExist.
+func (x *SHM) probeRing(path string) (*shm.Segment, *ring.Consumer, error) {
+	seg, err := shm.Open(path, shm.KindRing)
+	if errors.Is(err, shm.ErrNotExist) || errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, shm.ErrNotExist
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", errDamagedRing, err)
+	}
+	r, err := ring.Attach(seg.Body(), ring.Options{Alive: x.alive})
+	if err != nil {
+		seg.Close()
+		return nil, nil, fmt.Errorf("%w: %w", errDamagedRing, err)
+	}
+	c, err := r.NewConsumer(x.life.id(), ring.Park)
+	if err != nil {
+		seg.Close()
+		return nil, nil, err
+	}
+	return seg, c, nil
 }
 
 // Incarnation implements [Reopener]: how many times the mailbox of id was

@@ -355,24 +355,13 @@ func TestSHMCloseRacesSendAndRecv(t *testing.T) {
 			opened <- err
 		}()
 		time.Sleep(time.Duration(i%10) * 100 * time.Microsecond)
-		closed := make(chan error, 1)
-		go func() { closed <- x.Close() }()
-		select {
-		case err := <-closed:
-			if err != nil {
-				t.Fatalf("round %d: Close: %v", i, err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Fatalf("round %d: Close did not return", i)
+		var cerr error
+		exchange.Within(t, 10*time.Second, fmt.Sprintf("round %d: Close", i), func() { cerr = x.Close() })
+		if cerr != nil {
+			t.Fatalf("round %d: Close: %v", i, cerr)
 		}
 		close(stop)
-		done := make(chan struct{})
-		go func() { wg.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("round %d: a send or receive did not return after Close", i)
-		}
+		exchange.Within(t, 10*time.Second, fmt.Sprintf("round %d: the sends and receives, after Close,", i), wg.Wait)
 		close(errs)
 		for err := range errs {
 			if err != nil {

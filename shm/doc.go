@@ -42,4 +42,16 @@
 // process; [Alive] tests it with a non-blocking lock attempt. The kernel drops
 // the lock when the process dies, however it dies, so the test is right after
 // SIGKILL and immune to pid reuse.
+//
+// # Spinning
+//
+// A process that polls a word another process writes puts [SpinPause]
+// between two polls: without it, on the x86 machines measured, the poller's
+// loads keep taking the cache line back while the writer waits to own it,
+// which made a ping-pong of one word twice as slow. [StoreRelease]
+// publishes a word without the full fence of sync/atomic's Store (an XCHG
+// on amd64), for stores that need no StoreLoad ordering (see the claim
+// protocol of package ring for where that holds). [Populate] makes a
+// mapping ready before its first use: on the virtual machines measured, the
+// first access to each page of a new mapping costs microseconds.
 package shm
