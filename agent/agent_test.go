@@ -80,7 +80,7 @@ func TestActions(t *testing.T) {
 			t.Fatalf("echo after errors = %q, %v", got, err)
 		}
 		// No codec: an error, not a panic.
-		if _, err := agent.Action[int](ctx, h, "echo", map[string]int{}); !errors.Is(err, agent.ErrNoCodec) {
+		if _, err := agent.Action[int](ctx, h, "echo", map[float64]int{}); !errors.Is(err, agent.ErrNoCodec) {
 			t.Fatalf("no codec: %v", err)
 		}
 

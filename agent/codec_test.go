@@ -75,12 +75,21 @@ func TestCodecs(t *testing.T) {
 	}
 
 	// Types with no codec are refused with ErrNoCodec, at registration too.
-	type named int
-	if _, err := agent.CodecFor[named](); !errors.Is(err, agent.ErrNoCodec) {
-		t.Errorf("CodecFor[named]: %v", err)
+	type namedArray [4]int
+	if _, err := agent.CodecFor[namedArray](); !errors.Is(err, agent.ErrNoCodec) {
+		t.Errorf("CodecFor[namedArray]: %v", err)
 	}
-	if _, err := agent.CodecFor[map[string]int](); !errors.Is(err, agent.ErrNoCodec) {
-		t.Errorf("CodecFor[map]: %v", err)
+	if _, err := agent.CodecFor[map[float64]int](); !errors.Is(err, agent.ErrNoCodec) {
+		t.Errorf("CodecFor[map with float keys]: %v", err)
+	}
+	if _, err := agent.CodecFor[[]any](); !errors.Is(err, agent.ErrNoCodec) {
+		t.Errorf("CodecFor[[]any]: %v", err)
+	}
+	if _, err := agent.CodecFor[*int](); !errors.Is(err, agent.ErrNoCodec) {
+		t.Errorf("CodecFor[*int]: %v", err)
+	}
+	if _, err := agent.CodecFor[[]struct{}](); !errors.Is(err, agent.ErrNoCodec) {
+		t.Errorf("CodecFor[[]struct{}]: %v", err)
 	}
 	b := agent.NewBehavior("X")
 	err := agent.AddAction(b, "bad", func(context.Context, struct{ A int }) (int, error) { return 0, nil })
