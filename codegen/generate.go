@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"go/ast"
 	"go/format"
-	"go/parser"
 	"go/token"
-	"os"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -21,6 +19,7 @@ const agentPath = "github.com/shmex/shmex/agent"
 // method is one action of an interface.
 type method struct {
 	name    string
+	action  string // the action's name
 	arg     string // type of the argument, "" for none
 	result  string // type of the result, "" for none
 	argName string
@@ -33,34 +32,63 @@ type iface struct {
 	quals   map[string]bool // package names the argument and result types use
 }
 
-// Generate parses the Go package in dir (test files and the output file
-// excluded) and returns the formatted source of the handles and action
-// tables of the named interfaces.
-func Generate(dir string, names []string, output string) ([]byte, error) {
-	fset := token.NewFileSet()
-	entries, err := os.ReadDir(dir)
+// Naming is how action names are made from method names.
+type Naming string
+
+// The naming rules.
+const (
+	// NamingSnake names the action of method GetValue "get_value": what
+	// Academy's Python agents and their callers use. The default.
+	NamingSnake Naming = "snake"
+	// NamingGo names it "GetValue", the method's name.
+	NamingGo Naming = "go"
+	// NamingCamel names it "getValue".
+	NamingCamel Naming = "camel"
+)
+
+// Config is what Generate needs besides the package.
+type Config struct {
+	// Names are the interfaces to generate for.
+	Names []string
+	// Output is the file name the generated code goes to; it is not read
+	// as input.
+	Output string
+	// Naming makes the action names (default NamingSnake). A method's
+	// doc comment may override it with a line "//shmex:action NAME".
+	Naming Naming
+}
+
+// Generate type-checks the Go package in dir (test files excluded) and
+// returns the formatted source of the handles and action tables of the
+// interfaces cfg names. It refuses, with the file, the line and the reason,
+// a method whose argument or result has no codec in the agent runtime.
+func Generate(dir string, cfg Config) ([]byte, error) {
+	switch cfg.Naming {
+	case "":
+		cfg.Naming = NamingSnake
+	case NamingSnake, NamingGo, NamingCamel:
+	default:
+		return nil, fmt.Errorf("unknown naming %q (want snake, go or camel)", cfg.Naming)
+	}
+	p, err := loadPackage(dir)
 	if err != nil {
 		return nil, err
 	}
 	var files []*ast.File
-	for _, e := range entries {
-		n := e.Name()
-		if e.IsDir() || !strings.HasSuffix(n, ".go") || strings.HasSuffix(n, "_test.go") || n == output {
-			continue
+	for _, f := range p.Syntax {
+		if filepath.Base(p.Fset.Position(f.Package).Filename) != cfg.Output {
+			files = append(files, f)
 		}
-		f, err := parser.ParseFile(fset, filepath.Join(dir, n), nil, parser.ParseComments|parser.SkipObjectResolution)
-		if err != nil {
-			return nil, err
-		}
-		files = append(files, f)
 	}
 	if len(files) == 0 {
 		return nil, fmt.Errorf("no Go files in %s", dir)
 	}
-	pkg := files[0].Name.Name
+	fset := p.Fset
+	pkg := p.Name
+	tc := newTypeChecker(p)
 	imports := map[string]string{} // local name -> path, of the files declaring the interfaces
 	var ifaces []iface
-	for _, name := range names {
+	for _, name := range cfg.Names {
 		it, file, err := find(files, name)
 		if err != nil {
 			return nil, err
@@ -68,7 +96,9 @@ func Generate(dir string, names []string, output string) ([]byte, error) {
 		for _, spec := range file.Imports {
 			path, _ := strconv.Unquote(spec.Path.Value)
 			local := importName(path)
-			if spec.Name != nil {
+			if pn := p.TypesInfo.PkgNameOf(spec); pn != nil {
+				local = pn.Name() // the package's real name, or the import's
+			} else if spec.Name != nil {
 				local = spec.Name.Name
 			}
 			if prev, ok := imports[local]; ok && prev != path {
@@ -82,8 +112,11 @@ func Generate(dir string, names []string, output string) ([]byte, error) {
 				ctxName = local
 			}
 		}
-		in, err := parseInterface(fset, name, it, ctxName)
+		in, err := parseInterface(fset, name, it, ctxName, cfg.Naming)
 		if err != nil {
+			return nil, err
+		}
+		if err := checkTypes(p, tc, name, it); err != nil {
 			return nil, err
 		}
 		ifaces = append(ifaces, in)
@@ -179,7 +212,7 @@ func find(files []*ast.File, name string) (*ast.InterfaceType, *ast.File, error)
 }
 
 // parseInterface checks the methods of it and returns them.
-func parseInterface(fset *token.FileSet, name string, it *ast.InterfaceType, ctxName string) (iface, error) {
+func parseInterface(fset *token.FileSet, name string, it *ast.InterfaceType, ctxName string, naming Naming) (iface, error) {
 	in := iface{name: name, quals: map[string]bool{}}
 	str := func(e ast.Expr) string {
 		var b bytes.Buffer
@@ -215,7 +248,14 @@ func parseInterface(fset *token.FileSet, name string, it *ast.InterfaceType, ctx
 		if len(params) > 2 {
 			return in, fmt.Errorf("%s: at most one argument after the context (pass a struct with a msgp codec)", where)
 		}
-		m := method{name: mname}
+		action, err := actionName(mname, f.Doc, naming)
+		if err != nil {
+			return in, fmt.Errorf("%s: %w", where, err)
+		}
+		if i := slices.IndexFunc(in.methods, func(o method) bool { return o.action == action }); i >= 0 {
+			return in, fmt.Errorf("%s: action name %q is %s's too", where, action, in.methods[i].name)
+		}
+		m := method{name: mname, action: action}
 		if len(params) == 2 {
 			if _, ok := params[1].(*ast.Ellipsis); ok {
 				return in, fmt.Errorf("%s: variadic arguments are not supported", where)
@@ -280,30 +320,30 @@ func New%[1]sHandle(h *agent.Handle) %[1]sHandle { return %[1]sHandle{H: h} }
 		}
 		if m.result != "" {
 			fmt.Fprintf(b, `
-// %[2]s calls the %[2]s action and waits for its result.
+// %[2]s calls the %[7]q action and waits for its result.
 func (h %[1]sHandle) %[2]s(%[3]s) (%[4]s, error) {
-	return agent.Call[%[4]s, %[5]s](ctx, h.H, %[2]q, %[6]s)
+	return agent.Call[%[4]s, %[5]s](ctx, h.H, %[7]q, %[6]s)
 }
-`, n, m.name, params, res, arg, argExpr)
+`, n, m.name, params, res, arg, argExpr, m.action)
 		} else {
 			fmt.Fprintf(b, `
-// %[2]s calls the %[2]s action and waits for it to complete.
+// %[2]s calls the %[6]q action and waits for it to complete.
 func (h %[1]sHandle) %[2]s(%[3]s) error {
-	_, err := agent.Call[agent.NoArgs, %[4]s](ctx, h.H, %[2]q, %[5]s)
+	_, err := agent.Call[agent.NoArgs, %[4]s](ctx, h.H, %[6]q, %[5]s)
 	return err
 }
-`, n, m.name, params, arg, argExpr)
+`, n, m.name, params, arg, argExpr, m.action)
 		}
 		fmt.Fprintf(b, `
-// %[2]sAsync starts the %[2]s action and returns its future.
+// %[2]sAsync starts the %[7]q action and returns its future.
 func (h %[1]sHandle) %[2]sAsync(%[3]s) (*agent.Future[%[4]s], error) {
-	return agent.Action[%[4]s, %[5]s](ctx, h.H, %[2]q, %[6]s)
+	return agent.Action[%[4]s, %[5]s](ctx, h.H, %[7]q, %[6]s)
 }
-`, n, m.name, params, res, arg, argExpr)
+`, n, m.name, params, res, arg, argExpr, m.action)
 	}
 	fmt.Fprintf(b, `
-// Add%[1]sActions registers the methods of impl as the actions of b, each
-// under its method's name.
+// Add%[1]sActions registers the methods of impl as the actions of b, under
+// the names %[1]sHandle calls.
 func Add%[1]sActions(b *agent.Behavior, impl %[1]s) error {
 `, n)
 	for _, m := range in.methods {
@@ -313,17 +353,17 @@ func Add%[1]sActions(b *agent.Behavior, impl %[1]s) error {
 		}
 		switch {
 		case m.arg != "" && m.result != "":
-			fmt.Fprintf(b, "\tif err := agent.AddAction(b, %q, impl.%s); err != nil {\n\t\treturn err\n\t}\n", m.name, m.name)
+			fmt.Fprintf(b, "\tif err := agent.AddAction(b, %q, impl.%s); err != nil {\n\t\treturn err\n\t}\n", m.action, m.name)
 		case m.result != "":
 			fmt.Fprintf(b, "\tif err := agent.AddAction(b, %q, func(ctx context.Context, _ %s) (%s, error) { return impl.%s(%s) }); err != nil {\n\t\treturn err\n\t}\n",
-				m.name, arg, m.result, m.name, call)
+				m.action, arg, m.result, m.name, call)
 		default:
 			inParam := "_ " + arg
 			if m.arg != "" {
 				inParam = "in " + arg
 			}
 			fmt.Fprintf(b, "\tif err := agent.AddAction(b, %q, func(ctx context.Context, %s) (agent.NoArgs, error) { return agent.NoArgs{}, impl.%s(%s) }); err != nil {\n\t\treturn err\n\t}\n",
-				m.name, inParam, m.name, call)
+				m.action, inParam, m.name, call)
 		}
 	}
 	b.WriteString("\treturn nil\n}\n")

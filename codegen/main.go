@@ -16,12 +16,23 @@
 //     result), plus an <Method>Async form of each method that returns an
 //     [agent.Future];
 //   - AddCounterActions(b, impl), which registers impl's methods as the
-//     actions of a behavior, under the methods' names.
+//     actions of a behavior.
+//
+// Action names: by default the snake_case form of the method's name
+// (Increment is "increment", GetValue "get_value"), which is what Academy's
+// Python agents and callers use; -names go keeps the Go names, -names camel
+// makes "getValue". A line "//shmex:action NAME" in a method's doc comment
+// names its action whatever the rule.
 //
 // Every method takes a context.Context first, then at most one argument,
 // and returns an error last, after at most one result. Arguments and
-// results travel as MessagePack: basic types, []byte, and types with msgp
-// codecs (see [agent.CodecFor]).
+// results travel as MessagePack. The generator type-checks the package
+// (with the go command) and refuses, with the file, the line and the
+// reason, any argument or result the agent runtime has no codec for (see
+// [agent.CodecFor]): it accepts the basic types and named types over them,
+// []byte, types with msgp codecs (or structs of a file that runs msgp from
+// go:generate) and pointers to them, slices of these, and maps from strings
+// or integers to these.
 package main
 
 import (
@@ -43,11 +54,12 @@ func run(args []string, stderr io.Writer) int {
 	types := fl.String("type", "", "comma-separated names of the interfaces to generate for (required)")
 	output := fl.String("output", "", "output file (default <file>_shmex.go, from $GOFILE, else <first type>_shmex.go)")
 	dir := fl.String("dir", ".", "directory of the package holding the interfaces")
+	naming := fl.String("names", string(NamingSnake), "how action names are made from method names: snake (GetValue is get_value), go (GetValue) or camel (getValue); a method's doc line \"//shmex:action NAME\" overrides it")
 	if err := fl.Parse(args); err != nil {
 		return 2
 	}
 	if *types == "" || fl.NArg() != 0 {
-		fmt.Fprintln(stderr, "usage: codegen -type Name[,Name...] [-output file] [-dir dir]")
+		fmt.Fprintln(stderr, "usage: codegen -type Name[,Name...] [-output file] [-dir dir] [-names snake|go|camel]")
 		return 2
 	}
 	names := strings.Split(*types, ",")
@@ -62,7 +74,7 @@ func run(args []string, stderr io.Writer) int {
 	if !filepath.IsAbs(out) {
 		out = filepath.Join(*dir, out)
 	}
-	src, err := Generate(*dir, names, filepath.Base(out))
+	src, err := Generate(*dir, Config{Names: names, Output: filepath.Base(out), Naming: Naming(*naming)})
 	if err != nil {
 		fmt.Fprintln(stderr, "codegen:", err)
 		return 1

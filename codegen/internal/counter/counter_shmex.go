@@ -21,89 +21,89 @@ var _ Counter = CounterHandle{}
 // NewCounterHandle returns the Counter view of h.
 func NewCounterHandle(h *agent.Handle) CounterHandle { return CounterHandle{H: h} }
 
-// Add calls the Add action and waits for its result.
+// Add calls the "add" action and waits for its result.
 func (h CounterHandle) Add(ctx context.Context, by int) (int, error) {
-	return agent.Call[int, int](ctx, h.H, "Add", by)
+	return agent.Call[int, int](ctx, h.H, "add", by)
 }
 
-// AddAsync starts the Add action and returns its future.
+// AddAsync starts the "add" action and returns its future.
 func (h CounterHandle) AddAsync(ctx context.Context, by int) (*agent.Future[int], error) {
-	return agent.Action[int, int](ctx, h.H, "Add", by)
+	return agent.Action[int, int](ctx, h.H, "add", by)
 }
 
-// Count calls the Count action and waits for its result.
+// Count calls the "count" action and waits for its result.
 func (h CounterHandle) Count(ctx context.Context) (int, error) {
-	return agent.Call[int, agent.NoArgs](ctx, h.H, "Count", agent.NoArgs{})
+	return agent.Call[int, agent.NoArgs](ctx, h.H, "count", agent.NoArgs{})
 }
 
-// CountAsync starts the Count action and returns its future.
+// CountAsync starts the "count" action and returns its future.
 func (h CounterHandle) CountAsync(ctx context.Context) (*agent.Future[int], error) {
-	return agent.Action[int, agent.NoArgs](ctx, h.H, "Count", agent.NoArgs{})
+	return agent.Action[int, agent.NoArgs](ctx, h.H, "count", agent.NoArgs{})
 }
 
-// Reset calls the Reset action and waits for it to complete.
+// Reset calls the "reset" action and waits for it to complete.
 func (h CounterHandle) Reset(ctx context.Context) error {
-	_, err := agent.Call[agent.NoArgs, agent.NoArgs](ctx, h.H, "Reset", agent.NoArgs{})
+	_, err := agent.Call[agent.NoArgs, agent.NoArgs](ctx, h.H, "reset", agent.NoArgs{})
 	return err
 }
 
-// ResetAsync starts the Reset action and returns its future.
+// ResetAsync starts the "reset" action and returns its future.
 func (h CounterHandle) ResetAsync(ctx context.Context) (*agent.Future[agent.NoArgs], error) {
-	return agent.Action[agent.NoArgs, agent.NoArgs](ctx, h.H, "Reset", agent.NoArgs{})
+	return agent.Action[agent.NoArgs, agent.NoArgs](ctx, h.H, "reset", agent.NoArgs{})
 }
 
-// Set calls the Set action and waits for it to complete.
+// Set calls the "set" action and waits for it to complete.
 func (h CounterHandle) Set(ctx context.Context, n int) error {
-	_, err := agent.Call[agent.NoArgs, int](ctx, h.H, "Set", n)
+	_, err := agent.Call[agent.NoArgs, int](ctx, h.H, "set", n)
 	return err
 }
 
-// SetAsync starts the Set action and returns its future.
+// SetAsync starts the "set" action and returns its future.
 func (h CounterHandle) SetAsync(ctx context.Context, n int) (*agent.Future[agent.NoArgs], error) {
-	return agent.Action[agent.NoArgs, int](ctx, h.H, "Set", n)
+	return agent.Action[agent.NoArgs, int](ctx, h.H, "set", n)
 }
 
-// Name calls the Name action and waits for its result.
+// Name calls the "name" action and waits for its result.
 func (h CounterHandle) Name(ctx context.Context) (string, error) {
-	return agent.Call[string, agent.NoArgs](ctx, h.H, "Name", agent.NoArgs{})
+	return agent.Call[string, agent.NoArgs](ctx, h.H, "name", agent.NoArgs{})
 }
 
-// NameAsync starts the Name action and returns its future.
+// NameAsync starts the "name" action and returns its future.
 func (h CounterHandle) NameAsync(ctx context.Context) (*agent.Future[string], error) {
-	return agent.Action[string, agent.NoArgs](ctx, h.H, "Name", agent.NoArgs{})
+	return agent.Action[string, agent.NoArgs](ctx, h.H, "name", agent.NoArgs{})
 }
 
-// Echo calls the Echo action and waits for its result.
+// Echo calls the "echo" action and waits for its result.
 func (h CounterHandle) Echo(ctx context.Context, b []byte) ([]byte, error) {
-	return agent.Call[[]byte, []byte](ctx, h.H, "Echo", b)
+	return agent.Call[[]byte, []byte](ctx, h.H, "echo", b)
 }
 
-// EchoAsync starts the Echo action and returns its future.
+// EchoAsync starts the "echo" action and returns its future.
 func (h CounterHandle) EchoAsync(ctx context.Context, b []byte) (*agent.Future[[]byte], error) {
-	return agent.Action[[]byte, []byte](ctx, h.H, "Echo", b)
+	return agent.Action[[]byte, []byte](ctx, h.H, "echo", b)
 }
 
-// AddCounterActions registers the methods of impl as the actions of b, each
-// under its method's name.
+// AddCounterActions registers the methods of impl as the actions of b, under
+// the names CounterHandle calls.
 func AddCounterActions(b *agent.Behavior, impl Counter) error {
-	if err := agent.AddAction(b, "Add", impl.Add); err != nil {
+	if err := agent.AddAction(b, "add", impl.Add); err != nil {
 		return err
 	}
-	if err := agent.AddAction(b, "Count", func(ctx context.Context, _ agent.NoArgs) (int, error) { return impl.Count(ctx) }); err != nil {
+	if err := agent.AddAction(b, "count", func(ctx context.Context, _ agent.NoArgs) (int, error) { return impl.Count(ctx) }); err != nil {
 		return err
 	}
-	if err := agent.AddAction(b, "Reset", func(ctx context.Context, _ agent.NoArgs) (agent.NoArgs, error) {
+	if err := agent.AddAction(b, "reset", func(ctx context.Context, _ agent.NoArgs) (agent.NoArgs, error) {
 		return agent.NoArgs{}, impl.Reset(ctx)
 	}); err != nil {
 		return err
 	}
-	if err := agent.AddAction(b, "Set", func(ctx context.Context, in int) (agent.NoArgs, error) { return agent.NoArgs{}, impl.Set(ctx, in) }); err != nil {
+	if err := agent.AddAction(b, "set", func(ctx context.Context, in int) (agent.NoArgs, error) { return agent.NoArgs{}, impl.Set(ctx, in) }); err != nil {
 		return err
 	}
-	if err := agent.AddAction(b, "Name", func(ctx context.Context, _ agent.NoArgs) (string, error) { return impl.Name(ctx) }); err != nil {
+	if err := agent.AddAction(b, "name", func(ctx context.Context, _ agent.NoArgs) (string, error) { return impl.Name(ctx) }); err != nil {
 		return err
 	}
-	if err := agent.AddAction(b, "Echo", impl.Echo); err != nil {
+	if err := agent.AddAction(b, "echo", impl.Echo); err != nil {
 		return err
 	}
 	return nil
