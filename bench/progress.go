@@ -16,14 +16,18 @@ func IsTerminal(f *os.File) bool {
 	return err == nil
 }
 
-// progressAfter is how long a run goes before it shows progress.
+// progressAfter is how long a run goes before it shows progress on a
+// terminal.
 const progressAfter = 2 * time.Second
 
-// progress keeps one status line on a terminal up to date while a run lasts
-// longer than progressAfter: "[3/9] uds 1.2s (total 5.4s)". It draws from its
-// own goroutine, so scenarios never call it.
+// progress tells how far a run is. On a terminal it keeps one status line up
+// to date while a run lasts longer than progressAfter: "[3/9] uds 1.2s
+// (total 5.4s)", drawn from its own goroutine, so scenarios never call it.
+// Anywhere else (a pipe, a file, a CI log) it writes one line per scenario
+// as it starts: "shmbench: [3/9] uds (5.4s so far)".
 type progress struct {
-	w io.Writer
+	w     io.Writer
+	lines bool // one line per scenario instead of a redrawn status line
 
 	mu      sync.Mutex
 	total   int
@@ -36,7 +40,12 @@ type progress struct {
 	wg      sync.WaitGroup
 }
 
-func newProgress(w io.Writer) *progress { return &progress{w: w} }
+// newProgress returns the progress of a run on w: a redrawn line when w is
+// a terminal, a line per scenario otherwise, nothing when w is nil.
+func newProgress(w io.Writer) *progress {
+	f, ok := w.(*os.File)
+	return &progress{w: w, lines: !ok || !IsTerminal(f)}
+}
 
 func (p *progress) start(total int) {
 	if p.w == nil {
@@ -48,6 +57,9 @@ func (p *progress) start(total int) {
 		return
 	}
 	p.total, p.started, p.quit = total, time.Now(), make(chan struct{})
+	if p.lines {
+		return
+	}
 	p.wg.Add(1)
 	go p.loop(p.quit)
 }
@@ -57,8 +69,11 @@ func (p *progress) begin(i int, name string) {
 		return
 	}
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	p.index, p.name, p.since = i, name, time.Now()
-	p.mu.Unlock()
+	if p.lines && p.quit != nil {
+		fmt.Fprintf(p.w, "shmbench: [%d/%d] %s (%.1fs so far)\n", i+1, p.total, name, time.Since(p.started).Seconds())
+	}
 }
 
 func (p *progress) loop(quit chan struct{}) {

@@ -357,6 +357,7 @@ func runRedis(ctx context.Context, env *Env) ([]Row, error) {
 		return nil, err
 	}
 	rtt := env.LatencyRow(MetricRedisRTT, l, MetricFutexRTT)
+	rtt.Transport = "redis" // as the payload sweep's series
 	rtt.Note = join("LPUSH+BRPOP each way", rtt.Note)
 	tp := env.RateRow(MetricRedisThroughput, "msgs/s", r, MetricChanThroughput)
 	tp.Note = join("one LPUSH per message", tp.Note)

@@ -11,7 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
-	"text/tabwriter"
+	"strings"
 	"time"
 )
 
@@ -30,7 +30,8 @@ type Report struct {
 
 // ReportSchema is the version of the Report layout. It changes only when a
 // field changes meaning or disappears; new metrics and fields keep it.
-const ReportSchema = 1
+// Version 2: Ratio divides p50s when both rows have percentiles.
+const ReportSchema = 2
 
 // Host describes the machine of a run.
 type Host struct {
@@ -84,6 +85,7 @@ func Run(ctx context.Context, env *Env, scenarios []Scenario, runExpr string) (*
 			"elapsed", time.Since(t0).Round(time.Millisecond), "err", err)
 		for j := range rows {
 			rows[j].Scenario = s.Name
+			rows[j].Targets = s.TargetsFor(rows[j].Metric)
 			if rows[j].Value != 0 && (math.IsNaN(rows[j].Value) || math.IsInf(rows[j].Value, 0)) {
 				rows[j].Error = join(rows[j].Error, fmt.Sprintf("non-finite value %v", rows[j].Value))
 				rows[j].Value = 0
@@ -124,21 +126,113 @@ func (r *Report) Row(metric string) (Row, bool) {
 	return r.Rows[i], true
 }
 
-// ComputeRatios sets every row's Ratio to its Value divided by the Value of
-// the row named in its CompareTo. Rows whose reference is missing (not run,
-// skipped, failed or zero) get ratio 0, shown as "-".
+// ComputeRatios sets every row's Ratio to its figure divided by the figure
+// of the row named in its CompareTo: the p50s when both rows have
+// percentiles, else the Values. Rows whose reference is missing (not run,
+// skipped, failed or zero) get ratio 0, shown as "-". It then judges every
+// row against its Targets (Met) and flags rows whose p50 is far from the
+// other rows of their Transport (Flag).
 func (r *Report) ComputeRatios() {
-	ref := map[string]float64{}
-	for _, x := range r.Rows {
-		if !x.Skipped && x.Error == "" && x.Value != 0 {
-			ref[x.Metric] = x.Value
+	byMetric := map[string]*Row{}
+	for i := range r.Rows {
+		byMetric[r.Rows[i].Metric] = &r.Rows[i]
+	}
+	for i := range r.Rows {
+		x := &r.Rows[i]
+		x.Ratio, x.RatioOf = 0, ""
+		ref := byMetric[x.CompareTo]
+		if x.CompareTo == "" || !measured(x) || !measured(ref) {
+			continue
+		}
+		v, stat := figure(x, StatAuto, ref)
+		rv, _ := figure(ref, stat, nil)
+		if v != 0 && rv != 0 {
+			x.Ratio, x.RatioOf = v/rv, stat
 		}
 	}
 	for i := range r.Rows {
 		x := &r.Rows[i]
-		x.Ratio = 0
-		if v, ok := ref[x.CompareTo]; ok && x.CompareTo != "" && !x.Skipped && x.Error == "" {
-			x.Ratio = x.Value / v
+		x.Met = ""
+		if len(x.Targets) == 0 {
+			continue
+		}
+		// short when one target is missed; pass only when every one is
+		// judged and met.
+		x.Met = MetPass
+		for _, t := range x.Targets {
+			met, judged := t.judge(byMetric)
+			switch {
+			case judged && !met:
+				x.Met = MetShort
+			case !judged && x.Met == MetPass:
+				x.Met = MetNone
+			}
+		}
+	}
+	r.flagPlacement()
+}
+
+// flagFactor is how far (either way) a row's p50 may be from the median
+// p50 of the other rows of its transport before it is flagged.
+const flagFactor = 1.5
+
+// flagMaxBytes is the largest payload of a sweep row that stands for its
+// series' transport when flagging.
+const flagMaxBytes = 4 << 10
+
+// transportOf returns the transport key of a row for flagging, "" for none.
+func transportOf(x *Row) string {
+	switch {
+	case x.Transport != "":
+		return x.Transport
+	case x.Series != "" && x.Bytes > 0 && x.Bytes <= flagMaxBytes:
+		return x.Series
+	}
+	return ""
+}
+
+// flagPlacement sets Flag on the latency rows whose p50 is more than
+// flagFactor away from the median p50 of the other rows of the same
+// transport. On a virtual machine the host may place the two vCPUs of a
+// pinned pair differently from one scenario to the next (a shared core, two
+// cores, two sockets): the same round trip then measures twice as fast or
+// slow, and a ratio taken across that change means nothing.
+func (r *Report) flagPlacement() {
+	groups := map[string][]int{}
+	var order []string
+	for i := range r.Rows {
+		x := &r.Rows[i]
+		x.Flag = ""
+		k := transportOf(x)
+		if k == "" || !measured(x) || x.Hist == nil || x.Hist.P50 <= 0 {
+			continue
+		}
+		if _, ok := groups[k]; !ok {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], i)
+	}
+	for _, k := range order {
+		g := groups[k]
+		if len(g) < 2 {
+			continue
+		}
+		for _, i := range g {
+			var others []float64
+			var names []string
+			for _, j := range g {
+				if j != i {
+					others = append(others, r.Rows[j].Hist.P50)
+					names = append(names, r.Rows[j].Metric)
+				}
+			}
+			m := median(others)
+			f := r.Rows[i].Hist.P50 / m
+			if f > flagFactor || f < 1/flagFactor {
+				r.Rows[i].Flag = fmt.Sprintf("p50 %s the median of the other %s rows (%s): "+
+					"the pair was likely placed differently (placement lottery); ratios with this row are suspect",
+					FormatRatio(f), k, strings.Join(names, ", "))
+			}
 		}
 	}
 }
@@ -152,7 +246,7 @@ func (r *Report) WriteJSON(w io.Writer) error {
 
 // CSVHeader is the header line of WriteCSV.
 var CSVHeader = []string{"metric", "scenario", "value", "unit", "count", "mean", "p50", "p99", "p999", "max",
-	"compare_to", "ratio", "skipped", "error", "note"}
+	"compare_to", "ratio", "skipped", "error", "note", "ratio_of", "target", "met", "flag"}
 
 // WriteCSV writes one line per row after the CSVHeader line. Empty cells
 // stand for missing values.
@@ -162,7 +256,7 @@ func (r *Report) WriteCSV(w io.Writer) error {
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 	for _, x := range r.Rows {
 		rec := []string{x.Metric, x.Scenario, f(x.Value), x.Unit, "", "", "", "", "", "", x.CompareTo, "",
-			strconv.FormatBool(x.Skipped), x.Error, x.Note}
+			strconv.FormatBool(x.Skipped), x.Error, x.Note, string(x.RatioOf), x.targetText(), x.Met, x.Flag}
 		if x.Hist != nil {
 			rec[4] = strconv.FormatInt(x.Hist.Count, 10)
 			rec[5], rec[6], rec[7], rec[8], rec[9] = f(x.Hist.Mean), f(x.Hist.P50), f(x.Hist.P99), f(x.Hist.P999), f(x.Hist.Max)
@@ -174,43 +268,6 @@ func (r *Report) WriteCSV(w io.Writer) error {
 	}
 	cw.Flush()
 	return cw.Error()
-}
-
-// WriteTable writes the report as an aligned text table, one line per row.
-// Figures are in the row's unit with k, M and G suffixes for thousands,
-// millions and billions; RATIO is VALUE divided by the VS row's value.
-func (r *Report) WriteTable(w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tMETRIC\tVALUE\tUNIT\tP50\tP99\tP99.9\tMAX\tVS\tRATIO\tNOTE")
-	for _, x := range r.Rows {
-		val := Human(x.Value)
-		note := x.Note
-		switch {
-		case x.Error != "":
-			val, note = "FAILED", join(x.Error, note)
-		case x.Skipped:
-			val = "skipped"
-		}
-		p := [4]string{"-", "-", "-", "-"}
-		if x.Hist != nil {
-			p = [4]string{Human(x.Hist.P50), Human(x.Hist.P99), Human(x.Hist.P999), Human(x.Hist.Max)}
-		}
-		vs, ratio := x.CompareTo, "-"
-		if vs == "" {
-			vs = "-"
-		}
-		if x.Ratio != 0 {
-			ratio = FormatRatio(x.Ratio)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", x.Scenario, x.Metric, val, x.Unit,
-			p[0], p[1], p[2], p[3], vs, ratio, note)
-	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	_, err := fmt.Fprintf(w, "%d rows in %.1fs on %d CPUs (%s); RATIO = VALUE / VS, measured in this run.\n",
-		len(r.Rows), r.Elapsed, r.Host.CPUs, r.Host.GoVersion)
-	return err
 }
 
 // FormatRatio formats a ratio as the table shows it: "151x", "13.9x",

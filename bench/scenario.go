@@ -48,6 +48,12 @@ type Scenario struct {
 	// Env.Close. A scenario that cannot run here (a missing program, say)
 	// returns SkipRows with the reason instead of an error.
 	Run func(ctx context.Context, env *Env) ([]Row, error)
+
+	// Targets are the goals the open issues set for the scenario's rows
+	// (see Target); the table judges each row against its targets in the
+	// same run. Register panics on a target for a metric the scenario does
+	// not produce.
+	Targets []Target
 }
 
 // Ranks of the scenario groups. Limits run first, then shmex itself, then the
@@ -83,7 +89,13 @@ func Register(s Scenario) {
 			}
 		}
 	}
+	for _, t := range s.Targets {
+		if !slices.Contains(s.Metrics, t.Metric) {
+			panic(fmt.Sprintf("bench: scenario %q has a target for %q, which it does not produce", s.Name, t.Metric))
+		}
+	}
 	s.Metrics = slices.Clone(s.Metrics)
+	s.Targets = slices.Clone(s.Targets)
 	registry = append(registry, s)
 }
 
@@ -142,9 +154,27 @@ type Row struct {
 	// CompareTo names the metric this row is compared with: a limit or a
 	// peer measured in the same run. Empty for rows that are not compared.
 	CompareTo string `json:"compare_to,omitempty"`
-	// Ratio is Value divided by the CompareTo row's Value; filled in by
+	// Ratio is this row's figure divided by the CompareTo row's: their p50s
+	// when both have percentiles (a stall of the mean does not decide it),
+	// else their Values; RatioOf says which. Filled in by
 	// Report.ComputeRatios, 0 when either row is missing, skipped or zero.
 	Ratio float64 `json:"ratio,omitempty"`
+	// RatioOf is the figure the Ratio divides: "p50" or "value".
+	RatioOf Stat `json:"ratio_of,omitempty"`
+	// Targets are the goals the row is judged against (from its
+	// scenario's Targets), and Met the verdict of this run: MetPass,
+	// MetShort, or MetNone when a row it needs is missing.
+	Targets []Target `json:"targets,omitempty"`
+	Met     string   `json:"met,omitempty"`
+	// Transport names the mechanism a round trip went through ("exchange",
+	// "uds"), for rows that measure it on a small payload (at most 4 KiB)
+	// in different scenarios; a payload-sweep row's Series stands for it.
+	// The report flags a row whose p50 is far from the others' of its
+	// transport (Flag): the two processes were placed differently.
+	Transport string `json:"transport,omitempty"`
+	// Flag says why the row's figure is suspect in this run; empty when
+	// it is not.
+	Flag string `json:"flag,omitempty"`
 	// Note is a short remark for the reader: how the figure was obtained,
 	// or why the row was skipped.
 	Note string `json:"note,omitempty"`

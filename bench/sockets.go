@@ -199,7 +199,9 @@ func runSocket(ctx context.Context, env *Env, network, rttMetric, tputMetric str
 	}
 	tp := env.RateRow(tputMetric, "msgs/s", r, MetricChanThroughput)
 	tp.Note = join("one write per message", tp.Note)
-	return []Row{env.LatencyRow(rttMetric, l, MetricFutexRTT), tp}, nil
+	rtt := env.LatencyRow(rttMetric, l, MetricFutexRTT)
+	rtt.Transport = map[string]string{"unix": "uds", "tcp": "tcp"}[network] // as the payload sweep's series
+	return []Row{rtt, tp}, nil
 }
 
 // childSockServer serves echo and sink connections one at a time until the
