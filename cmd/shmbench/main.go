@@ -5,7 +5,8 @@
 // bounced by spinning, a raw futex ping-pong, memory copy bandwidth), shmex
 // itself, and its peers on the same work (Unix domain sockets, TCP loopback,
 // Go channels, Redis lists against a redis-server it starts itself when one
-// is on PATH). Every figure is printed with its ratio to a limit or peer
+// is on PATH, iceoryx against a RouDi it starts itself when the iceoryx
+// packages are installed, shmipc-go). Every figure is printed with its ratio to a limit or peer
 // measured in the same run; latencies come with HDR-histogram percentiles.
 //
 // Usage:
@@ -28,7 +29,16 @@
 //	-quick           smoke-test sizes: checks the harness, the figures mean nothing
 //	-plot FILE.png   also draw the report (.png or .svg): latency against payload size for every
 //	                 transport (log-log), then latencies with percentiles, rates, bandwidth
+//	-progress        tell on standard error which scenario runs (default true; a status
+//	                 line on a terminal, a line per scenario on a pipe or file)
 //	-v               log diagnostics to standard error
+//
+// The table fits 120 columns: VALUE is the p50 of a latency row (its bulk
+// mean is MEAN), RATIO the row's p50 over the VS row's measured in the same
+// run, TARGET the goal of an open issue and MET whether this run met it; "!"
+// flags a row whose p50 is far from the other rows of its transport (the
+// pair was placed differently). Notes under the table say how each row was
+// measured and why a row was skipped.
 //
 // shmbench starts every peer process itself by re-running its own binary, and
 // kills them, and any redis-server it started, on every exit path.
@@ -88,6 +98,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		verbose     = fs.Bool("v", false, "log diagnostics to standard error")
 		plotFile    = fs.String("plot", "", "also draw the report to this PNG or SVG file")
 		sizes       = fs.String("sizes", "", "payload sizes of the sweep and proxy scenarios, such as 64,1KiB,1MiB,1GiB (default 64 B to 4 MiB inline, to 1 GiB by proxy)")
+		showProg    = fs.Bool("progress", true, "tell on standard error which scenario runs: a status line on a terminal, a line per scenario elsewhere")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: shmbench [flags]\n\nMeasures shmex against the limits of this machine and its peers.\n\n")
@@ -129,12 +140,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if *list {
-		for _, s := range scenarios {
-			fmt.Fprintf(stdout, "%-20s %s\n", s.Name, s.Doc)
-			for _, m := range s.Metrics {
-				fmt.Fprintf(stdout, "    %s\n", m)
-			}
-		}
+		writeList(stdout, scenarios)
 		return exitOK
 	}
 	if len(scenarios) == 0 {
@@ -151,8 +157,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Full: *full, Quick: *quick, Pin: *pin, RedisServer: *redisServer, Sizes: sizeList,
 		Logger: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
 	}
-	if f, ok := stderr.(*os.File); ok && bench.IsTerminal(f) && !*verbose {
-		cfg.Progress = f
+	if *showProg {
+		// A redrawn status line on a terminal (unless -v logs there too),
+		// a line per scenario on a pipe or file: a run piped to a file or
+		// to tee still says where it is.
+		cfg.Progress = stderr
+		if f, ok := stderr.(*os.File); ok && *verbose && bench.IsTerminal(f) {
+			cfg.Progress = lineWriter{f}
+		}
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
@@ -180,6 +192,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintln(stderr, "shmbench:", err)
 			return exitFailed
 		}
+		abs, err := filepath.Abs(*plotFile)
+		if err != nil {
+			abs = *plotFile
+		}
+		fmt.Fprintln(stderr, "shmbench: plot written to", abs)
 	}
 	switch {
 	case runErr != nil:
@@ -194,4 +211,49 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitFailed
 	}
 	return exitOK
+}
+
+// lineWriter makes the progress of a run write lines instead of redrawing
+// one (it hides the terminal from the progress).
+type lineWriter struct{ io.Writer }
+
+// writeList writes the scenarios, their metrics and their targets, within
+// bench.TableWidth columns.
+func writeList(w io.Writer, scenarios []bench.Scenario) {
+	const indent = 19
+	for _, s := range scenarios {
+		for i, l := range wrapText(s.Doc, bench.TableWidth-indent) {
+			if i == 0 {
+				l = fmt.Sprintf("%-*s%s", indent, s.Name+" ", l)
+			} else {
+				l = strings.Repeat(" ", indent) + l
+			}
+			fmt.Fprintln(w, l)
+		}
+		for _, m := range s.Metrics {
+			line := "    " + m
+			for _, t := range s.TargetsFor(m) {
+				line += "  target: " + t.Text("")
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+}
+
+// wrapText cuts s into lines of at most width runes at spaces.
+func wrapText(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, word := range strings.Fields(s) {
+		switch {
+		case line == "":
+			line = word
+		case len([]rune(line))+1+len([]rune(word)) > width:
+			lines = append(lines, line)
+			line = word
+		default:
+			line += " " + word
+		}
+	}
+	return append(lines, line)
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"gonum.org/v1/plot"
@@ -36,12 +37,12 @@ func writePlot(r *bench.Report, file string) error {
 		units         []string
 		log           bool
 	}{
-		{"Round trips (dot: mean; thick: p50-p99; thin: to p99.9)", "nanoseconds (log)", []string{"ns"}, true},
-		{"Rates", "per second (log)", []string{"msgs/s", "ops/s"}, true},
-		{"Bandwidth", "GB/s", []string{"GB/s"}, false},
-		{"Other", "", []string{"%"}, false},
+		{"Round trips (dot: p50; ring: mean; thick: p50 to p99; thin: to p99.9)", "round trip, ns (log)", []string{"ns"}, true},
+		{"Rates", "messages or operations per second (log)", []string{"msgs/s", "ops/s"}, true},
+		{"Bandwidth", "GB/s (10^9 bytes per second)", []string{"GB/s"}, false},
+		{"Other", "percent of one CPU", []string{"%"}, false},
 	}
-	var plots []*plot.Plot
+	var plots []drawer
 	var heights []vg.Length
 	const width = 11 * vg.Inch
 	rowH, extra := 0.42*vg.Inch, 1.1*vg.Inch
@@ -49,7 +50,7 @@ func writePlot(r *bench.Report, file string) error {
 		return err
 	} else if ok {
 		plots = append(plots, p)
-		heights = append(heights, 6*vg.Inch)
+		heights = append(heights, 6.5*vg.Inch)
 	}
 	for _, pn := range panels {
 		var rows []bench.Row
@@ -101,10 +102,34 @@ func writePlot(r *bench.Report, file string) error {
 	return f.Close()
 }
 
+// drawer is a panel of the figure.
+type drawer interface{ Draw(draw.Canvas) }
+
+// legendWidth is the strip right of the sweep's data that holds its legend.
+const legendWidth = 1.5 * vg.Inch
+
+// sweepFigure is the sweep's plot with its legend in a strip to the right
+// of the data, where it hides no line.
+type sweepFigure struct {
+	p      *plot.Plot
+	legend plot.Legend
+}
+
+// Draw implements drawer.
+func (f sweepFigure) Draw(c draw.Canvas) {
+	data := c
+	data.Max.X -= legendWidth
+	f.p.Draw(data)
+	strip := c
+	strip.Min.X = data.Max.X + vg.Points(8)
+	strip.Max.Y -= vg.Points(40) // below the title's height
+	f.legend.Draw(strip)
+}
+
 // sweepPanel draws the payload-sweep rows: median round trip against
-// payload size, one line per transport, log-log. ok is false when the
-// report has no sweep row.
-func sweepPanel(rows []bench.Row) (p *plot.Plot, ok bool, err error) {
+// payload size, one line per transport, log-log, the legend beside the
+// data. ok is false when the report has no sweep row.
+func sweepPanel(rows []bench.Row) (f drawer, ok bool, err error) {
 	series := map[string]plotter.XYs{}
 	var order []string
 	for _, x := range rows {
@@ -123,14 +148,15 @@ func sweepPanel(rows []bench.Row) (p *plot.Plot, ok bool, err error) {
 	if len(order) == 0 {
 		return nil, false, nil
 	}
-	p = plot.New()
-	p.Title.Text = "Round trip against payload size (median; request carries the payload, answer 64 B)"
-	p.X.Label.Text = "payload bytes (log)"
+	p := plot.New()
+	p.Title.Text = "Round trip against payload size (p50; the request carries the payload, the answer 64 B)"
+	p.X.Label.Text = "payload, bytes (log)"
 	p.Y.Label.Text = "round trip, ns (log)"
 	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
-	p.X.Tick.Marker, p.Y.Tick.Marker = humanLogTicks{}, humanLogTicks{}
+	p.X.Tick.Marker, p.Y.Tick.Marker = bytesTicks{}, humanLogTicks{}
 	p.Add(plotter.NewGrid())
-	p.Legend.Top, p.Legend.Left = true, true
+	legend := plot.NewLegend()
+	legend.Top, legend.Left = true, true
 	for i, s := range order {
 		l, pts, err := plotter.NewLinePoints(series[s])
 		if err != nil {
@@ -140,9 +166,9 @@ func sweepPanel(rows []bench.Row) (p *plot.Plot, ok bool, err error) {
 		l.Color, pts.Color = c, c
 		pts.Shape = plotutil.Shape(i)
 		p.Add(l, pts)
-		p.Legend.Add(s, l, pts)
+		legend.Add(s, l, pts)
 	}
-	return p, true, nil
+	return sweepFigure{p: p, legend: legend}, true, nil
 }
 
 // panel draws rows top to bottom in report order.
@@ -150,24 +176,37 @@ func panel(title, xlabel string, logScale bool, rows []bench.Row) (*plot.Plot, e
 	p := plot.New()
 	p.Title.Text = title
 	p.X.Label.Text = xlabel
+	p.Y.Label.Text = "metric"
 	p.Add(plotter.NewGrid())
 	n := len(rows)
 	names := make([]string, n)
 	marks := make(plotter.XYs, n)
+	var means plotter.XYs
 	labels := plotter.XYLabels{XYs: make(plotter.XYs, n), Labels: make([]string, n)}
 	spread := &spreads{}
 	lo, hi := math.Inf(1), math.Inf(-1)
 	for i, x := range rows {
 		y := float64(n - 1 - i)
 		names[n-1-i] = x.Metric
-		marks[i] = plotter.XY{X: x.Value, Y: y}
-		text := bench.Human(x.Value) + " " + x.Unit
+		v := x.Value
+		if x.Hist != nil && x.Hist.P50 > 0 {
+			v = x.Hist.P50
+			means = append(means, plotter.XY{X: x.Value, Y: y})
+		}
+		marks[i] = plotter.XY{X: v, Y: y}
+		text := bench.Human(v) + " " + x.Unit
 		if x.Ratio != 0 {
 			text += fmt.Sprintf("  (%s %s)", bench.FormatRatio(x.Ratio), x.CompareTo)
 		}
-		labels.XYs[i] = plotter.XY{X: x.Value, Y: y}
+		if x.Met != "" && x.Met != bench.MetNone {
+			text += "  target " + x.Met
+		}
+		if x.Flag != "" {
+			text += "  ! placement"
+		}
+		labels.XYs[i] = plotter.XY{X: v, Y: y}
 		labels.Labels[i] = text
-		lo, hi = math.Min(lo, x.Value), math.Max(hi, x.Value)
+		lo, hi = math.Min(lo, math.Min(v, x.Value)), math.Max(hi, math.Max(v, x.Value))
 		if h := x.Hist; h != nil && h.P50 > 0 {
 			spread.rows = append(spread.rows, spreadRow{y: y, p50: h.P50, p99: h.P99, p999: h.P999})
 			lo, hi = math.Min(lo, h.P50), math.Max(hi, h.P999)
@@ -183,6 +222,16 @@ func panel(title, xlabel string, logScale bool, rows []bench.Row) (*plot.Plot, e
 	sc.GlyphStyle.Shape = draw.CircleGlyph{}
 	sc.GlyphStyle.Radius = vg.Points(3.5)
 	p.Add(sc)
+	if len(means) > 0 {
+		ms, err := plotter.NewScatter(means)
+		if err != nil {
+			return nil, err
+		}
+		ms.GlyphStyle.Shape = draw.RingGlyph{}
+		ms.GlyphStyle.Radius = vg.Points(4)
+		ms.GlyphStyle.Color = color.RGBA{R: 200, G: 60, B: 40, A: 255}
+		p.Add(ms)
+	}
 	lb, err := plotter.NewLabels(labels)
 	if err != nil {
 		return nil, err
@@ -202,12 +251,13 @@ func panel(title, xlabel string, logScale bool, rows []bench.Row) (*plot.Plot, e
 		p.X.Max = math.Pow(10, math.Ceil(math.Log10(hi))+0.7) // room for the labels
 	} else {
 		p.X.Min, p.X.Max = 0, hi*1.8
+		p.X.Tick.Marker = plainTicks{}
 	}
 	return p, nil
 }
 
-// humanLogTicks are log-scale ticks labelled like the table: 100, 1000,
-// 100.0k, 1.000M.
+// humanLogTicks are log-scale ticks at powers of ten, labelled with the
+// same suffixes everywhere: 1, 10, 100, 1k, 10k, 100k, 1M, 10M, 1G.
 type humanLogTicks struct{}
 
 // Ticks implements plot.Ticker.
@@ -215,16 +265,65 @@ func (humanLogTicks) Ticks(lo, hi float64) []plot.Tick {
 	ticks := plot.LogTicks{Prec: -1}.Ticks(lo, hi)
 	for i := range ticks {
 		if ticks[i].Label != "" {
-			l := bench.Human(ticks[i].Value)
-			unit := strings.TrimLeft(l, "0123456789.")
-			num := strings.TrimSuffix(l, unit)
-			if strings.Contains(num, ".") {
-				num = strings.TrimRight(strings.TrimRight(num, "0"), ".")
-			}
-			ticks[i].Label = num + unit
+			ticks[i].Label = siLabel(ticks[i].Value)
 		}
 	}
 	return ticks
+}
+
+// siLabel writes a power of ten with a k, M or G suffix.
+func siLabel(v float64) string {
+	for _, u := range []struct {
+		f float64
+		s string
+	}{{1e9, "G"}, {1e6, "M"}, {1e3, "k"}} {
+		if v >= u.f {
+			return strconv.FormatFloat(v/u.f, 'g', 3, 64) + u.s
+		}
+	}
+	return strconv.FormatFloat(v, 'g', 3, 64)
+}
+
+// plainTicks are linear ticks labelled without trailing zeros (0, 0.2, 10).
+type plainTicks struct{}
+
+// Ticks implements plot.Ticker.
+func (plainTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.DefaultTicks{}.Ticks(lo, hi)
+	for i := range ticks {
+		if ticks[i].Label != "" {
+			ticks[i].Label = strconv.FormatFloat(ticks[i].Value, 'g', 4, 64)
+		}
+	}
+	return ticks
+}
+
+// bytesTicks are log-scale ticks for sizes in bytes at powers of four,
+// labelled as the rows name sizes: 64B, 256B, 1KiB, 4KiB, ... 1GiB.
+type bytesTicks struct{}
+
+// Ticks implements plot.Ticker.
+func (bytesTicks) Ticks(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	for v := 1.0; v <= hi*1.0001; v *= 4 {
+		if v >= lo*0.9999 {
+			ticks = append(ticks, plot.Tick{Value: v, Label: sizeLabel(int64(v))})
+		}
+	}
+	return ticks
+}
+
+// sizeLabel writes a power of two as 64B, 1KiB, 4MiB, 1GiB.
+func sizeLabel(n int64) string {
+	for _, u := range []struct {
+		f int64
+		s string
+	}{{1 << 30, "GiB"}, {1 << 20, "MiB"}, {1 << 10, "KiB"}} {
+		if n >= u.f && n%u.f == 0 {
+			return strconv.FormatInt(n/u.f, 10) + u.s
+		}
+	}
+	return strconv.FormatInt(n, 10) + "B"
 }
 
 // spreads draws, for each latency row, a thin line from p50 to p99.9 and a
