@@ -1,4 +1,4 @@
-// Package bench holds shmbench's scenarios (machine limits, shmex, and its peers: Unix sockets, TCP, Go channels, Redis lists); read each figure as its ratio to the limit or peer in its CompareTo, measured in the same run, not as an absolute.
+// Package bench holds shmbench's scenarios (machine limits, shmex, and its peers: Unix sockets, TCP, Go channels, Redis lists, iceoryx, shmipc-go); read each figure as its ratio to the limit or peer in its CompareTo, measured in the same run, not as an absolute.
 //
 // The limits are a 64-bit word bounced between two spinning processes, a raw
 // futex ping-pong between two processes, and the memory copy bandwidth of one
@@ -13,18 +13,24 @@
 // which every round trip was timed on its own with the monotonic clock
 // (time.Since a fixed base). Reading the clock costs 20 to 50 ns here, which
 // biases the histogram of sub-microsecond round trips upwards; the bulk mean
-// does not carry that cost, so it is the headline. With several repetitions
-// the Value is the median of the repetitions and the histogram merges them
-// all. Throughput rows (unit "msgs/s") are messages delivered and consumed
+// does not carry that cost, but one stall of a process (a preemption) can
+// double it, so the table's headline and the ratios use the p50, and the mean
+// stays as a column. With several repetitions the Value is the median of the
+// repetitions and the histogram merges them all. Throughput rows (unit "msgs/s") are messages delivered and consumed
 // end to end divided by the elapsed time, median over repetitions. Memory
 // bandwidth (unit "GB/s", 10^9 bytes) is the best repetition of one large
 // copy, counting the bytes copied once.
 //
-// Ratio is Value divided by the Value of the row named in CompareTo: for a
+// Ratio is the row's figure divided by the figure of the row named in
+// CompareTo, their p50s when both have percentiles, else their Values: for a
 // latency compared with a limit, 3.0 means three times the limit's round
 // trip; for a throughput compared with a peer, 3.0 means three times the
 // peer's rate. Ratios are computed by [Report.ComputeRatios] after every
-// scenario has run, so a scenario never depends on the order of others.
+// scenario has run, so a scenario never depends on the order of others; it
+// also judges each row against its targets ([Target], declared in
+// Scenario.Targets next to the rows: the goals of the open issues) and flags
+// a row whose p50 is far from the other rows of its Transport, which on a
+// virtual machine means the pair was placed differently for it.
 //
 // # Adding a scenario
 //

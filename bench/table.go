@@ -67,10 +67,20 @@ func (r *Report) WriteTable(w io.Writer) error {
 		if x.Flag != "" {
 			flag = "!"
 		}
-		cells = append(cells, []string{x.Metric, val, mean, p99, ratio, vs, x.targetText(), met, flag})
+		targets := x.targetTexts()
+		first := ""
+		if len(targets) > 0 {
+			first = targets[0]
+		}
+		cells = append(cells, []string{x.Metric, val, mean, p99, ratio, shortMetric(vs), first, met, flag})
+		for _, t := range targets[min(1, len(targets)):] { // one line per further target
+			cells = append(cells, []string{"", "", "", "", "", "", t, "", ""})
+		}
 	}
 	widths := columnWidths(cells)
-	for _, col := range []int{colVS, colTarget} {
+	// The TARGET column gives way first (a target naming another row than
+	// VS is written in full in the notes), then VS.
+	for _, col := range []int{colTarget, colVS} {
 		if over := totalWidth(widths) - TableWidth; over > 0 {
 			widths[col] = max(minShrunk, widths[col]-over)
 		}
@@ -99,13 +109,30 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return r.writeFooter(w)
 }
 
-// targetText writes the row's targets for the TARGET column.
-func (x *Row) targetText() string {
+// targetTexts writes the row's targets for the TARGET column, one each.
+func (x *Row) targetTexts() []string {
 	var parts []string
 	for _, t := range x.Targets {
 		parts = append(parts, t.Text(x.CompareTo))
 	}
-	return strings.Join(parts, ", ")
+	return parts
+}
+
+// targetText writes the row's targets on one line (CSV).
+func (x *Row) targetText() string { return strings.Join(x.targetTexts(), ", ") }
+
+// unitSuffixes end metric names; the VS column leaves them out, as the row
+// compared has the same unit.
+var unitSuffixes = []string{"_ns", "_msgs", "_ops", "_gbps", "_percent"}
+
+// shortMetric is a metric name without its unit suffix.
+func shortMetric(m string) string {
+	for _, s := range unitSuffixes {
+		if t, ok := strings.CutSuffix(m, s); ok && t != "" {
+			return t
+		}
+	}
+	return m
 }
 
 func columnWidths(cells [][]string) []int {
@@ -218,7 +245,8 @@ func (r *Report) writeFooter(w io.Writer) error {
 		reps = fmt.Sprintf(", medians of %d repetitions", r.Settings.Reps)
 	}
 	s := fmt.Sprintf("%d rows in %.1fs on %d CPUs (%s), %s%s. VALUE: p50 of round trips timed one by one (ns), "+
-		"or the rate; MEAN: bulk mean; RATIO = VALUE / the VS row's, both from this run. Targets: %d met, %d short",
+		"or the rate; MEAN: bulk mean; RATIO = VALUE / the VS row's (named without its unit), both from this run. "+
+		"Targets: %d met, %d short",
 		len(r.Rows), r.Elapsed, r.Host.CPUs, r.Host.GoVersion, how, reps, met, short)
 	if unjudged > 0 {
 		s += fmt.Sprintf(", %d not judged", unjudged)

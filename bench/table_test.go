@@ -108,7 +108,7 @@ func TestTargetText(t *testing.T) {
 		{Target{Metric: "a", Op: AtMost, Factor: 2, Vs: "b"}, "b", "≤ 2x"},
 		{Target{Metric: "a", Op: AtLeast, Factor: 0.3, Vs: "b"}, "b", "≥ 0.3x"},
 		{Target{Metric: "a", Op: AtMost, Factor: 1, Plus: 300, Vs: "b"}, "b", "≤ VS+300"},
-		{Target{Metric: "a", Op: AtMost, Factor: 0.5, Vs: "c"}, "b", "≤ 0.5x c"},
+		{Target{Metric: "a", Op: AtMost, Factor: 0.5, Vs: "c.rtt_ns"}, "b", "≤ 0.5x c.rtt"},
 		{Target{Metric: "a", Op: AtLeast, Factor: 1.5e6}, "b", "≥ 1.5M"},
 		{Target{Metric: "a", Stat: StatP99, Op: AtMost, Factor: 3, Vs: "a", VsStat: StatP50}, "b", "p99 ≤ 3x p50"},
 	} {
@@ -167,14 +167,14 @@ func TestFlagPlacement(t *testing.T) {
 // TableWidth, VALUE is the p50, MEAN the value, MET says SHORT and pass, and
 // the notes say why rows were skipped, failed or flagged.
 func TestTableFormat(t *testing.T) {
-	long := lat("ring.inproc_throughput_longest_name_ns", 9000, 1234, "exchange.throughput_64to1_msgs_long")
+	long := lat("ring.inproc_throughput_1to1_msgs", 9000, 1234, "exchange.throughput_64to1_msgs")
 	long.Targets = []Target{
 		{Metric: long.Metric, Op: AtMost, Factor: 1, Plus: 300, Vs: long.CompareTo},
 		{Metric: long.Metric, Stat: StatP99, Op: AtMost, Factor: 3, Vs: long.Metric, VsStat: StatP50},
 		{Metric: long.Metric, Op: AtMost, Factor: 0.5, Vs: "iceoryx.rtt_reqresp_poll_ns"},
 	}
 	long.Note = "spins; median of 3; pinned"
-	ref := lat("exchange.throughput_64to1_msgs_long", 700, 600, "")
+	ref := lat("exchange.throughput_64to1_msgs", 700, 600, "")
 	ice := lat("iceoryx.rtt_reqresp_poll_ns", 3000, 2500, "")
 	pass := rate("action.throughput_ops", 2e6, "")
 	pass.Targets = []Target{{Metric: pass.Metric, Op: AtLeast, Factor: 1.5e6}}
@@ -211,13 +211,19 @@ func TestTableFormat(t *testing.T) {
 		t.Fatalf("no line for %s:\n%s", metric, out)
 		return nil
 	}
-	if f := row(long.Metric); f[1] != "1234" || f[2] != "9000" || f[3] != "3702" || f[4] != "2.06x" || f[len(f)-1] != "SHORT" {
+	if f := row(long.Metric); f[1] != "1234" || f[2] != "9000" || f[3] != "3702" || f[4] != "2.06x" ||
+		f[5] != "exchange.throughput_64to1" || f[len(f)-1] != "SHORT" {
 		t.Errorf("long row %q", f)
+	}
+	// One line per further target, under the first.
+	if i := strings.Index(out, long.Metric); !strings.Contains(out[i:], "\n"+strings.Repeat(" ", 60)) ||
+		!strings.Contains(out, "p99 ≤ 3x p50") {
+		t.Errorf("targets of the long row:\n%s", out)
 	}
 	if f := row("action.throughput_ops"); f[1] != "2.000M" || f[len(f)-1] != "pass" {
 		t.Errorf("rate row %q", f)
 	}
-	if f := row("exchange.throughput_64to1_msgs_long"); f[len(f)-1] != "!" {
+	if f := row("exchange.throughput_64to1_msgs"); f[len(f)-1] != "!" {
 		t.Errorf("flagged row %q", f)
 	}
 	if f := row("redis.rtt_ns"); f[1] != "skipped" {

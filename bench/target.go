@@ -128,8 +128,11 @@ func (t Target) judge(rows map[string]*Row) (met, judged bool) {
 
 // Text writes the target for the table, short where the row's VS column
 // already names the reference: "≤ 2x", "≤ VS+300", "≥ 1.5M", "p99 ≤ 3x p50",
-// "≤ 0.5x iceoryx.rtt_reqresp_poll_ns".
-func (t Target) Text(compareTo string) string {
+// "≤ 0.5x iceoryx.rtt_reqresp_poll" (another reference, without its unit).
+func (t Target) Text(compareTo string) string { return t.text(compareTo, false) }
+
+// text writes the target; full keeps the unit suffix of a reference's name.
+func (t Target) text(compareTo string, full bool) string {
 	var b strings.Builder
 	if t.Stat != StatAuto && t.Stat != StatP50 {
 		b.WriteString(string(t.Stat) + " ")
@@ -154,6 +157,9 @@ func (t Target) Text(compareTo string) string {
 		b.WriteString(compactHuman(t.Factor) + "x " + string(vs) + plus)
 	default:
 		name := t.Vs
+		if !full {
+			name = shortMetric(t.Vs)
+		}
 		if t.Vs == compareTo {
 			name = "VS"
 		}
@@ -177,7 +183,7 @@ func (t Target) String() string {
 	if t.Stat != StatAuto {
 		s += string(t.Stat) + " "
 	}
-	return s + t.Text("")
+	return s + t.text("", true)
 }
 
 // compactHuman is Human without trailing zeros: 2, 0.3, 1.5M.

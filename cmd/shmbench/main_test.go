@@ -65,11 +65,20 @@ func TestJSON(t *testing.T) {
 			}
 		}
 	}
+	// The peers of issue 13: skipped only with a reason, and never under
+	// CI=true, where .ci/run installs iceoryx.
+	for _, m := range []string{bench.MetricIceoryxRRPoll, bench.MetricIceoryxRRWait, bench.MetricIceoryxPSPoll,
+		bench.MetricIceoryxPSWait, bench.MetricShmipcRTT} {
+		if row, ok := r.Row(m); ok && row.Skipped && os.Getenv("CI") == "true" {
+			t.Errorf("CI=true and %s skipped: %s", m, row.Note)
+		}
+	}
 	for _, m := range []string{"limit.shared_word_rtt_ns", "limit.futex_rtt_ns", "limit.memcpy_gbps",
 		"ring.rtt_spin_ns", "ring.rtt_futex_ns", "exchange.rtt_spin_ns", "exchange.rtt_futex_ns",
 		"ring.throughput_1to1_msgs", "ring.throughput_8to1_msgs", "chan.throughput_msgs",
 		"uds.rtt_ns", "tcp.rtt_ns", "redis.rtt_ns", "uds.throughput_msgs", "idle.cpu_percent",
-		"proxy.loan_rtt_1KiB_ns", "proxy.loan_rtt_1GiB_ns", "proxy.put_gbps"} {
+		"proxy.loan_rtt_1KiB_ns", "proxy.loan_rtt_1GiB_ns", "proxy.put_gbps",
+		bench.MetricIceoryxRRPoll, bench.MetricShmipcRTT} {
 		if _, ok := r.Row(m); !ok {
 			t.Errorf("required metric %s missing", m)
 		}
@@ -105,10 +114,36 @@ func TestTable(t *testing.T) {
 	if code != exitOK {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
-	for _, s := range []string{"SCENARIO", "uds.rtt_ns", "uds.throughput_msgs", "limit.futex_rtt_ns", "median of 2"} {
+	for _, s := range []string{"METRIC", "TARGET", "MET", "uds.rtt_ns", "uds.throughput_msgs", "limit.futex_rtt_ns",
+		"medians of 2 repetitions", "pinned"} {
 		if !strings.Contains(out, s) {
 			t.Errorf("table lacks %q:\n%s", s, out)
 		}
+	}
+	checkWidth(t, out)
+}
+
+// checkWidth fails when a line of out is wider than the table's width.
+func checkWidth(t *testing.T, out string) {
+	t.Helper()
+	for _, l := range strings.Split(out, "\n") {
+		if n := len([]rune(l)); n > bench.TableWidth {
+			t.Errorf("line of %d columns: %q", n, l)
+		}
+	}
+}
+
+// TestProgressPiped checks that a run whose standard error is not a
+// terminal still says which scenario runs, one line each, and that
+// -progress=false silences it.
+func TestProgressPiped(t *testing.T) {
+	code, _, errOut := shmbench(t, "-quick", "-run", "^chan$")
+	if code != exitOK || !strings.Contains(errOut, "shmbench: [1/1] chan") || strings.Contains(errOut, "\r") {
+		t.Errorf("exit %d, stderr %q", code, errOut)
+	}
+	code, _, errOut = shmbench(t, "-quick", "-run", "^chan$", "-progress=false")
+	if code != exitOK || strings.Contains(errOut, "[1/1]") {
+		t.Errorf("-progress=false: exit %d, stderr %q", code, errOut)
 	}
 }
 
@@ -143,9 +178,12 @@ func TestRedisMissing(t *testing.T) {
 
 func TestPlot(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "report.png")
-	code, out, _ := shmbench(t, "-quick", "-run", `^(limit/|chan$)`, "-plot", file)
+	code, out, errOut := shmbench(t, "-quick", "-run", `^(limit/|chan$)`, "-plot", file)
 	if code != exitOK {
 		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	if !strings.Contains(errOut, "shmbench: plot written to "+file) {
+		t.Errorf("the plot's path is not printed: %q", errOut)
 	}
 	b, err := os.ReadFile(file)
 	if err != nil || !bytes.HasPrefix(b, []byte("\x89PNG")) {
@@ -173,9 +211,11 @@ func TestUsage(t *testing.T) {
 		}
 	}
 	code, out, _ := shmbench(t, "-list")
-	if code != exitOK || !strings.Contains(out, "limit.shared_word_rtt_ns") || !strings.Contains(out, "redis") {
+	if code != exitOK || !strings.Contains(out, "limit.shared_word_rtt_ns") || !strings.Contains(out, "redis") ||
+		!strings.Contains(out, bench.MetricIceoryxRRPoll+"  target: ≥ 2x exchange.rtt_spin_ns") {
 		t.Errorf("-list: %d\n%s", code, out)
 	}
+	checkWidth(t, out)
 	if code, _, _ := shmbench(t, "-h"); code != exitOK {
 		t.Errorf("-h: exit %d", code)
 	}
