@@ -129,14 +129,3 @@ func TestIceoryxSkips(t *testing.T) {
 		}
 	})
 }
-
-// TestShmipcRow runs the shmipc-go peer at smoke-test sizes.
-func TestShmipcRow(t *testing.T) {
-	rows, err := runShmipc(context.Background(), testEnv(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(rows) != 1 || rows[0].Metric != MetricShmipcRTT || rows[0].Value <= 0 || rows[0].Hist == nil {
-		t.Fatalf("rows %+v", rows)
-	}
-}

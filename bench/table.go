@@ -185,10 +185,13 @@ func (r *Report) writeNotes(w io.Writer) error {
 		if x.RatioOf == StatValue && x.Hist != nil {
 			note = join(note, "ratio of values (the VS row has no percentiles)")
 		}
-		if x.Met == MetNone {
+		if x.Met == MetNone && measured(&x) {
 			note = join(note, "target not judged: a row it needs is missing, skipped or failed")
 		}
 		for _, t := range x.Targets {
+			if !measured(&x) {
+				break
+			}
 			if t.Vs != "" && t.Vs != x.CompareTo && t.Vs != x.Metric {
 				note = join(note, "target "+t.String())
 			}

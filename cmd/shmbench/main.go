@@ -233,7 +233,7 @@ func writeList(w io.Writer, scenarios []bench.Scenario) {
 		for _, m := range s.Metrics {
 			line := "    " + m
 			for _, t := range s.TargetsFor(m) {
-				line += "  target: " + t.Text("")
+				line += "  target: " + strings.TrimPrefix(t.String(), m+" ")
 			}
 			fmt.Fprintln(w, line)
 		}

@@ -1,0 +1,40 @@
+package iceoryx
+
+import (
+	"os"
+	"testing"
+)
+
+// TestAvailable is the probe: the binding loads where the packages are
+// installed, and says why not elsewhere; under CI=true, where .ci/run
+// installs them, it must load.
+func TestAvailable(t *testing.T) {
+	err := Available()
+	if err == nil {
+		if err := Available(); err != nil { // loaded once, remembered
+			t.Fatalf("second Available: %v", err)
+		}
+		return
+	}
+	if err.Error() == "" {
+		t.Fatal("Available failed without a reason")
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatalf("CI=true and the iceoryx binding is unavailable: %v", err)
+	}
+	t.Skip(err)
+}
+
+// TestOpenWithoutBinding checks that the calls a scenario makes before
+// Init fail with the same reason as Available when the binding is missing.
+func TestOpenWithoutBinding(t *testing.T) {
+	if Available() == nil {
+		t.Skip("the binding is available: Open would need RouDi (see bench's TestIceoryxRows)")
+	}
+	if _, err := Open(RequestResponse, Driver, false, "x"); err == nil {
+		t.Fatal("Open succeeded without the binding")
+	}
+	if err := Init("x"); err == nil {
+		t.Fatal("Init succeeded without the binding")
+	}
+}

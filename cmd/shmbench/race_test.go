@@ -1,0 +1,42 @@
+//go:build race
+
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"github.com/shmex/shmex/bench"
+)
+
+// TestShmipcOutsideRace measures the shmipc-go row, which a -race build
+// skips (the library races on its own), with shmbench built without -race.
+func TestShmipcOutsideRace(t *testing.T) {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true and no go tool to build shmbench without -race: %v", err)
+		}
+		t.Skip("no go tool on PATH to build shmbench without -race")
+	}
+	exe := filepath.Join(t.TempDir(), "shmbench")
+	build := exec.Command(goTool, "build", "-o", exe, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	out, err := exec.Command(exe, "-quick", "-json", "-progress=false", "-run", "^shmipc$").Output()
+	if err != nil {
+		t.Fatalf("shmbench: %v\n%s", err, out)
+	}
+	var r bench.Report
+	if err := json.Unmarshal(out, &r); err != nil {
+		t.Fatal(err)
+	}
+	row, ok := r.Row(bench.MetricShmipcRTT)
+	if !ok || row.Skipped || row.Error != "" || row.Value <= 0 || row.Hist == nil {
+		t.Fatalf("row %+v", row)
+	}
+}
