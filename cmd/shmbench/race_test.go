@@ -4,24 +4,18 @@ package main
 
 import (
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/shmex/shmex/bench"
+	"github.com/shmex/shmex/internal/testenv"
 )
 
 // TestShmipcOutsideRace measures the shmipc-go row, which a -race build
 // skips (the library races on its own), with shmbench built without -race.
 func TestShmipcOutsideRace(t *testing.T) {
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true and no go tool to build shmbench without -race: %v", err)
-		}
-		t.Skip("no go tool on PATH to build shmbench without -race")
-	}
+	goTool := testenv.LookPath(t, "go")
 	exe := filepath.Join(t.TempDir(), "shmbench")
 	build := exec.Command(goTool, "build", "-o", exe, ".")
 	if out, err := build.CombinedOutput(); err != nil {
