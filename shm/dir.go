@@ -103,8 +103,9 @@ func ensureOne(dir string) error {
 	return CheckDir(dir)
 }
 
-// CheckDir verifies that dir is a directory (not a symlink) owned by the
-// effective user with no group or other permissions.
+// CheckDir verifies that dir is a directory (not a symlink: [ErrNotRegular])
+// owned by the effective user with no group or other permissions
+// ([ErrNotOwner]).
 func CheckDir(dir string) error {
 	var st unix.Stat_t
 	if err := unix.Lstat(dir, &st); err != nil {
@@ -113,8 +114,8 @@ func CheckDir(dir string) error {
 		}
 		return fmt.Errorf("shm: stat %s: %w", dir, err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		return fmt.Errorf("%w: %s is not a directory", ErrNotOwner, dir)
+	if typ := uint32(st.Mode) & unix.S_IFMT; typ != unix.S_IFDIR {
+		return notRegular(dir, true, typ)
 	}
 	if int(st.Uid) != os.Geteuid() {
 		return fmt.Errorf("%w: %s belongs to uid %d", ErrNotOwner, dir, st.Uid)

@@ -20,6 +20,17 @@
 // problem ([ErrBadMagic], [ErrVersion], [ErrWrongKind], [ErrTruncated],
 // [ErrChecksum], [ErrNotOwner]).
 //
+// # Opening files
+//
+// Every open of a path in an exchange directory goes through [OpenFile]
+// (Open, Alive and HoldLife use it, as do the packages above): it never
+// follows a symbolic link and never blocks (O_NONBLOCK), and it checks with
+// fstat what it opened. A FIFO, a socket, a device or a link found where a
+// segment, a lock file or the directory itself should be is refused with
+// [ErrNotRegular], naming the path, so that no call of an exchange can hang
+// in open(2) on a file a process of the same user left there. [ReadDir]
+// lists a directory the same way.
+//
 // # Lifetime of mapped memory
 //
 // [Segment.Body] and [Segment.Bytes] return slices that alias the mapping.

@@ -43,6 +43,13 @@ var (
 
 	// ErrBadSize means a requested size is out of range.
 	ErrBadSize = errors.New("shm: bad segment size")
+
+	// ErrNotRegular means a path in an exchange directory is not the kind
+	// of file shmex puts there: a FIFO, a socket, a device, a symbolic
+	// link or a directory where a regular file is expected, or anything
+	// but a directory where a directory is expected. It is refused
+	// without being followed and without blocking (see [OpenFile]).
+	ErrNotRegular = errors.New("shm: not a regular file")
 )
 
 // ErrTimedOut means a futex wait ran out its timeout.

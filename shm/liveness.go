@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
-	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,7 +54,7 @@ func HoldLife(dir string) (*Life, error) {
 			continue
 		}
 		tmp := filepath.Join(dir, TempPrefix+"live-"+randomHex(8))
-		f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+		f, err := OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if err != nil {
 			return nil, fmt.Errorf("shm: create lock file: %w", err)
 		}
@@ -108,9 +107,9 @@ func Alive(dir string, id uint64) (bool, error) {
 
 // AlivePath is Alive for the lock file at path.
 func AlivePath(path string) (bool, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	f, err := OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, ErrNotExist) {
 			return false, nil
 		}
 		return false, fmt.Errorf("shm: liveness of %s: %w", path, err)

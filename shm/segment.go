@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/edsrzf/mmap-go"
@@ -91,7 +90,7 @@ func Create(path string, kind Kind, size int64, init func(body []byte) error, op
 		return nil, err
 	}
 	tmp := filepath.Join(dir, TempPrefix+base+"-"+randomHex(8))
-	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	f, err := OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("shm: create %s: %w", path, err)
 	}
@@ -185,24 +184,11 @@ func Open(path string, kind Kind, opts ...Option) (*Segment, error) {
 	if o.readOnly {
 		flag, prot = os.O_RDONLY, mmap.RDONLY
 	}
-	f, err := os.OpenFile(path, flag|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	f, st, err := openFile(path, flag, 0)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w: %s", ErrNotExist, path)
-		}
-		if errors.Is(err, syscall.ELOOP) {
-			return nil, fmt.Errorf("%w: %s is a symlink", ErrNotOwner, path)
-		}
-		return nil, fmt.Errorf("shm: open %s: %w", path, err)
+		return nil, err
 	}
 	defer f.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
-		return nil, fmt.Errorf("shm: stat %s: %w", path, err)
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, fmt.Errorf("%w: %s is not a regular file", ErrNotOwner, path)
-	}
 	if int(st.Uid) != os.Geteuid() || st.Mode&0o077 != 0 {
 		return nil, fmt.Errorf("%w: %s (uid %d, mode %#o)", ErrNotOwner, path, st.Uid, st.Mode&0o777)
 	}
