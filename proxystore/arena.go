@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 	"unsafe"
 
@@ -502,7 +501,7 @@ func (a *Arena) attach(id uint64) (*arenaSeg, error) {
 		// process that closed its arena. Never ours to resolve.
 		return fail(fmt.Errorf("%w: arena segment %016x is gone", ErrOwnerDead, id))
 	}
-	f, err := os.OpenFile(shm.LifePath(a.dir, s.hdr.owner), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	f, err := shm.OpenFile(shm.LifePath(a.dir, s.hdr.owner), os.O_RDONLY, 0)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			s.remove()

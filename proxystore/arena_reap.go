@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/shmex/shmex/shm"
@@ -123,7 +122,7 @@ func (c *lifeCache) alive(id uint64) bool {
 	f := c.files[id]
 	if f == nil {
 		var err error
-		f, err = os.OpenFile(shm.LifePath(c.dir, id), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+		f, err = shm.OpenFile(shm.LifePath(c.dir, id), os.O_RDONLY, 0)
 		if errors.Is(err, os.ErrNotExist) {
 			c.dead[id] = true
 			return false
@@ -186,7 +185,7 @@ func Collect(dir string) ([]string, error) {
 
 // collect is Collect, skipping the segments of process me.
 func collect(dir string, me uint64, lives *lifeCache) ([]string, error) {
-	entries, err := os.ReadDir(dir)
+	entries, err := shm.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("proxystore: collect %s: %w", dir, err)
 	}
