@@ -79,7 +79,14 @@ func ExchangeDir(root, name string) (string, error) {
 // EnsureDir creates dir (and its parent, the root) with mode 0700 if needed
 // and checks that both are real directories (not symlinks), owned by the
 // effective user, and not accessible to group or others.
+//
+// On a system other than Linux it creates nothing and returns
+// [ErrUnsupported]: the first call of an exchange that opens, it makes the
+// exchange say that it is Linux-only before anything else happens.
 func EnsureDir(dir string) error {
+	if err := Supported(); err != nil {
+		return err
+	}
 	parent := filepath.Dir(dir)
 	if err := ensureOne(parent); err != nil {
 		return err

@@ -54,6 +54,16 @@
 // the lock when the process dies, however it dies, so the test is right after
 // SIGKILL and immune to pid reuse.
 //
+// # Systems
+//
+// Shared memory needs Linux: futex waits across processes, fallocate,
+// renameat2 and madvise's populate advice have no equivalent elsewhere that
+// shmex uses. The package builds on macOS and other Unix systems, so that
+// programs using only the in-process exchange build there too, but
+// [EnsureDir], [Create], [Open], [HoldLife], [Wait] and [Wake] return
+// [ErrUnsupported] (which matches errors.ErrUnsupported); [Supported] says
+// beforehand.
+//
 // # Spinning
 //
 // A process that polls a word another process writes puts [SpinPause]

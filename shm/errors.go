@@ -1,6 +1,10 @@
 package shm
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+	"runtime"
+)
 
 var (
 	// ErrBadMagic means the file does not start with a shmex segment header.
@@ -50,6 +54,11 @@ var (
 	// but a directory where a directory is expected. It is refused
 	// without being followed and without blocking (see [OpenFile]).
 	ErrNotRegular = errors.New("shm: not a regular file")
+
+	// ErrUnsupported means the operation needs Linux (futex, fallocate,
+	// the renames and advice shmex relies on): the shared-memory
+	// exchange is Linux-only. It matches [errors.ErrUnsupported].
+	ErrUnsupported = fmt.Errorf("shm: the shared-memory exchange is Linux-only (this is %s): %w", runtime.GOOS, errors.ErrUnsupported)
 )
 
 // ErrTimedOut means a futex wait ran out its timeout.

@@ -43,6 +43,9 @@ func ParseLifeName(base string) (uint64, bool) {
 // holds an exclusive lock on it. The file is locked before it appears under
 // its name, so Alive never sees it unlocked while its owner lives.
 func HoldLife(dir string) (*Life, error) {
+	if err := Supported(); err != nil {
+		return nil, err
+	}
 	if err := CheckDir(dir); err != nil {
 		return nil, err
 	}
@@ -65,7 +68,7 @@ func HoldLife(dir string) (*Life, error) {
 		}
 		fmt.Fprintf(f, "pid %d\n", os.Getpid())
 		path := LifePath(dir, id)
-		if err := publish(tmp, path); err != nil {
+		if err := Publish(tmp, path); err != nil {
 			f.Close()
 			os.Remove(tmp)
 			if errors.Is(err, ErrExist) {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -72,6 +73,9 @@ func Populate() Option { return func(o *options) { o.populate = true } }
 // pages are reserved up front: a full file system is ErrNoSpace here, never a
 // SIGBUS later. Create fails with ErrExist when path exists.
 func Create(path string, kind Kind, size int64, init func(body []byte) error, opts ...Option) (*Segment, error) {
+	if err := Supported(); err != nil {
+		return nil, err
+	}
 	var o options
 	for _, opt := range opts {
 		opt(&o)
@@ -105,7 +109,7 @@ func Create(path string, kind Kind, size int64, init func(body []byte) error, op
 			os.Remove(tmp)
 		}
 	}()
-	if err := reserve(f, size); err != nil {
+	if err := Reserve(f, size); err != nil {
 		return nil, fmt.Errorf("shm: reserve %d bytes for %s: %w", size, path, err)
 	}
 	m, err = mmap.MapRegion(f, int(size), mmap.RDWR, 0, 0)
@@ -122,16 +126,20 @@ func Create(path string, kind Kind, size int64, init func(body []byte) error, op
 			return nil, err
 		}
 	}
-	if err := publish(tmp, path); err != nil {
+	if err := Publish(tmp, path); err != nil {
 		return nil, err
 	}
 	published = true
 	return &Segment{path: path, info: info, data: m}, nil
 }
 
-// reserve allocates the file's pages so that later faults cannot fail.
-func reserve(f *os.File, size int64) error {
-	err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+// Reserve sizes the open file f to size bytes and allocates its pages
+// (fallocate), so that touching a mapping of it cannot fault for want of
+// space: a full file system is [ErrNoSpace] here instead of a SIGBUS later.
+// On a file system (or a system) without fallocate it only sizes the file,
+// and that guarantee is lost.
+func Reserve(f *os.File, size int64) error {
+	err := fallocate(f, size)
 	switch {
 	case err == nil:
 		return nil
@@ -147,20 +155,24 @@ func reserve(f *os.File, size int64) error {
 	return err
 }
 
-// publish renames tmp to path, failing with ErrExist rather than replacing.
-func publish(tmp, path string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_NOREPLACE)
+// Publish renames the file tmp to path, atomically, and fails with an
+// error matching both [ErrExist] and [fs.ErrExist] rather than replace a
+// file at path. It is how a file created under a temporary name (see
+// [TempPrefix]) and filled appears under its final name, whole, to other
+// processes.
+func Publish(tmp, path string) error {
+	err := renameNoReplace(tmp, path)
 	if err == nil {
 		return nil
 	}
 	if errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("%w: %s", ErrExist, path)
+		return fmt.Errorf("%w: %s (%w)", ErrExist, path, fs.ErrExist)
 	}
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS) {
 		// No RENAME_NOREPLACE here: link is exclusive too.
 		if err := os.Link(tmp, path); err != nil {
 			if errors.Is(err, os.ErrExist) {
-				return fmt.Errorf("%w: %s", ErrExist, path)
+				return fmt.Errorf("%w: %s (%w)", ErrExist, path, fs.ErrExist)
 			}
 			return fmt.Errorf("shm: publish %s: %w", path, err)
 		}
@@ -175,6 +187,9 @@ func publish(tmp, path string) error {
 // with the shmex magic, have this package's layout version, a good checksum,
 // the wanted kind and the size it claims.
 func Open(path string, kind Kind, opts ...Option) (*Segment, error) {
+	if err := Supported(); err != nil {
+		return nil, err
+	}
 	var o options
 	for _, opt := range opts {
 		opt(&o)
@@ -229,11 +244,7 @@ func Open(path string, kind Kind, opts ...Option) (*Segment, error) {
 // reserved (fallocate) and the mapping is the file's size, so touching them
 // cannot fault beyond the minor fault taken here.
 func populate(m []byte, readOnly bool) {
-	advice := unix.MADV_POPULATE_WRITE
-	if readOnly {
-		advice = unix.MADV_POPULATE_READ
-	}
-	_ = unix.Madvise(m, advice) // best effort: the reads below map the pages too
+	AdvisePopulate(m, readOnly) // best effort: the reads below map the pages too
 	var sink byte
 	for i := 0; i < len(m); i += pageSize {
 		sink |= m[i]
