@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -118,7 +119,81 @@ func AlivePath(path string) (bool, error) {
 		return false, fmt.Errorf("shm: liveness of %s: %w", path, err)
 	}
 	defer f.Close()
-	err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
+	alive, err := lockHeld(f)
+	if err != nil {
+		return false, fmt.Errorf("shm: liveness of %s: %w", path, err)
+	}
+	return alive, nil
+}
+
+// LifeInfo describes a liveness lock file and the process behind it.
+type LifeInfo struct {
+	ID    uint64 // the id other processes pass to Alive
+	Path  string // the lock file
+	PID   int    // the pid its creator wrote in it; 0 when unreadable. Informational: pids are reused, the lock is what tells
+	Alive bool   // whether its process holds the lock
+}
+
+// ReadLife opens the lock file at path once, to test its lock and read
+// the pid its creator wrote in it.
+func ReadLife(path string) (LifeInfo, error) {
+	id, ok := ParseLifeName(filepath.Base(path))
+	if !ok {
+		return LifeInfo{}, fmt.Errorf("%w: %q is not a lock file name", ErrBadName, filepath.Base(path))
+	}
+	li := LifeInfo{ID: id, Path: path}
+	f, err := OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return li, fmt.Errorf("shm: liveness of %s: %w", path, err)
+	}
+	defer f.Close()
+	if li.Alive, err = lockHeld(f); err != nil {
+		return li, fmt.Errorf("shm: liveness of %s: %w", path, err)
+	}
+	var b [32]byte
+	n, _ := f.ReadAt(b[:], 0)
+	if rest, ok := strings.CutPrefix(string(b[:n]), "pid "); ok {
+		if end := strings.IndexByte(rest, '\n'); end > 0 {
+			if pid, err := strconv.Atoi(rest[:end]); err == nil && pid > 0 {
+				li.PID = pid
+			}
+		}
+	}
+	return li, nil
+}
+
+// Lives lists the liveness lock files of dir, in the order of their
+// names. A file that is not a regular file, or whose lock cannot be
+// tested, is skipped and reported in the error, which joins every such
+// problem; the others are listed all the same. A lock file removed while
+// Lives reads the directory is left out.
+func Lives(dir string) ([]LifeInfo, error) {
+	entries, err := ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []LifeInfo
+	var errs []error
+	for _, e := range entries {
+		if _, ok := ParseLifeName(e.Name()); !ok {
+			continue
+		}
+		li, err := ReadLife(filepath.Join(dir, e.Name()))
+		switch {
+		case errors.Is(err, ErrNotExist):
+		case err != nil:
+			errs = append(errs, err)
+		default:
+			out = append(out, li)
+		}
+	}
+	return out, errors.Join(errs...)
+}
+
+// lockHeld reports whether another process holds the exclusive lock of
+// the open lock file f.
+func lockHeld(f *os.File) (bool, error) {
+	err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
 	if err == nil {
 		unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		return false, nil
@@ -126,5 +201,5 @@ func AlivePath(path string) (bool, error) {
 	if errors.Is(err, unix.EWOULDBLOCK) {
 		return true, nil
 	}
-	return false, fmt.Errorf("shm: liveness of %s: %w", path, err)
+	return false, err
 }
