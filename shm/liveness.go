@@ -116,7 +116,7 @@ func AlivePath(path string) (bool, error) {
 		if errors.Is(err, ErrNotExist) {
 			return false, nil
 		}
-		return false, fmt.Errorf("shm: liveness of %s: %w", path, err)
+		return false, err // it names path
 	}
 	defer f.Close()
 	alive, err := lockHeld(f)
@@ -144,7 +144,7 @@ func ReadLife(path string) (LifeInfo, error) {
 	li := LifeInfo{ID: id, Path: path}
 	f, err := OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
-		return li, fmt.Errorf("shm: liveness of %s: %w", path, err)
+		return li, err // it names path
 	}
 	defer f.Close()
 	if li.Alive, err = lockHeld(f); err != nil {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,17 +78,49 @@ func Plant(tb testing.TB, path string, k Kind) {
 	}
 }
 
+// fifos are the FIFOs planted by tests that have not ended, with the
+// descriptor that holds each open for writing once Within has released
+// them (-1 before).
+var (
+	fifoMu sync.Mutex
+	fifos  = map[string]int{}
+)
+
 func mkfifo(tb testing.TB, path string) {
 	tb.Helper()
 	if err := unix.Mkfifo(path, 0o600); err != nil {
 		tb.Fatal(err)
 	}
+	fifoMu.Lock()
+	fifos[path] = -1
+	fifoMu.Unlock()
 	tb.Cleanup(func() {
-		// A reader blocked in open(2) returns once a writer opens.
-		if fd, err := unix.Open(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+		releaseFIFOs() // a reader still blocked in open(2) returns
+		fifoMu.Lock()
+		defer fifoMu.Unlock()
+		if fd := fifos[path]; fd >= 0 {
 			unix.Close(fd)
 		}
+		delete(fifos, path)
 	})
+}
+
+// releaseFIFOs opens every planted FIFO for writing and keeps it open
+// until the test that planted it ends: a reader blocked in open(2) on one
+// returns, and later opens for reading do not block. It lets a test that
+// failed because a call blocked on a FIFO end, instead of waiting for ever
+// in the deferred Close of whatever the blocked call holds.
+func releaseFIFOs() {
+	fifoMu.Lock()
+	defer fifoMu.Unlock()
+	for path, fd := range fifos {
+		if fd >= 0 {
+			continue
+		}
+		if fd, err := unix.Open(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0); err == nil {
+			fifos[path] = fd
+		}
+	}
 }
 
 // Bound is how long Within lets a call run. A call that must not block
@@ -97,7 +130,8 @@ func mkfifo(tb testing.TB, path string) {
 const Bound = 30 * time.Second
 
 // Within runs f and returns its error; it fails the test when f has not
-// returned after Bound. It must be called from the test's goroutine.
+// returned after Bound, after releasing the planted FIFOs so that the
+// blocked call can end. It must be called from the test's goroutine.
 func Within(tb testing.TB, what string, f func() error) error {
 	tb.Helper()
 	done := make(chan error, 1)
@@ -108,7 +142,16 @@ func Within(tb testing.TB, what string, f func() error) error {
 	case err := <-done:
 		return err
 	case <-t.C:
+		releaseFIFOs()
 		tb.Fatalf("%s: still blocked after %v", what, Bound)
 		return nil
 	}
+}
+
+// Call is Within for a function that returns a value.
+func Call[T any](tb testing.TB, what string, f func() (T, error)) (T, error) {
+	tb.Helper()
+	var v T
+	err := Within(tb, what, func() (err error) { v, err = f(); return err })
+	return v, err
 }
