@@ -3,12 +3,18 @@
 //
 // Usage:
 //
-//	shmex [-root DIR] ls            list the exchanges under the root
-//	shmex [-root DIR] ls NAME       list the mailboxes of exchange NAME
-//	shmex [-root DIR] gc [NAME...]  remove what dead processes left (all exchanges by default)
-//	shmex [-root DIR] rm [-f] NAME  remove exchange NAME (refused while a process uses it, unless -f)
+//	shmex [--root DIR] ls [-a] [--json] [NAME...]  list the exchanges, or the processes and mailboxes of NAMEs
+//	shmex [--root DIR] gc [--dry-run] [NAME...]    remove what dead processes left, saying what (every exchange by default)
+//	shmex [--root DIR] rm [-f] NAME                remove exchange NAME (refused while a process uses it, unless -f)
+//	shmex help [COMMAND]                           print help
 //
-// The root defaults to $SHMEX_ROOT, else /dev/shm/shmex-<uid>.
+// The root defaults to $SHMEX_ROOT, else /dev/shm/shmex-<uid>. `shmex help
+// COMMAND` (or `shmex COMMAND --help`) describes a command. Exit status: 0
+// on success and for help, 1 when something failed, 2 for a usage error.
+//
+// Nothing in an exchange directory can make shmex block: a FIFO, a socket
+// or a link where shmex expects one of its files is reported, with its
+// path, as what it is.
 package main
 
 import (
@@ -17,16 +23,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
-	"log/slog"
 	"os"
-	"path/filepath"
-	"sort"
+	"os/signal"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
-	"github.com/shmex/shmex/exchange"
-	"github.com/shmex/shmex/proxystore"
 	"github.com/shmex/shmex/shm"
 )
 
@@ -38,257 +40,193 @@ const (
 )
 
 func main() {
-	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-const usage = `Usage: shmex [-root DIR] COMMAND
+const usage = `Usage: shmex [--root DIR] COMMAND [ARGS]
 
 Inspects and cleans the shared-memory exchanges of this user.
 
 Commands:
-  ls            list the exchanges under the root
-  ls NAME       list the mailboxes of exchange NAME
-  gc [NAME...]  remove what dead processes left: rings of terminated
-                mailboxes nobody can drain, arenas of dead owners, liveness
-                files, abandoned temporary files (every exchange by default)
-  rm [-f] NAME  remove exchange NAME; refused while a live process uses it,
-                unless -f
+  ls [-a] [--json] [NAME...]  list the exchanges under the root (the pids of
+                              the processes that use each, their mailboxes,
+                              bytes), or the processes and mailboxes of the
+                              named exchanges
+  gc [--dry-run] [NAME...]    remove what dead processes left and say what:
+                              rings of terminated mailboxes nobody can drain,
+                              arenas of dead owners, their liveness files,
+                              abandoned temporary files (every exchange by
+                              default)
+  rm [-f] NAME                remove exchange NAME; refused while a live
+                              process uses it (named by pid), unless -f
+  help [COMMAND]              print this help, or a command's
+
+"shmex COMMAND --help" prints a command's help too.
 
 Flags:
 `
 
+// usageError is a usage error of a command (exit status 2); the command's
+// help is printed after it.
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+// command is a subcommand: its flags, its help and what it does.
+type command struct {
+	name  string
+	args  string // synopsis of the arguments
+	help  string // what it does, in full
+	flags func(fs *flag.FlagSet) any
+	run   func(ctx context.Context, env *env, opts any, args []string) error
+}
+
+// env is what every command gets: the root and where to write.
+type env struct {
+	root           string
+	stdout, stderr io.Writer
+}
+
+var commands []*command // filled in init: the commands refer to the table in their help
+
+func init() {
+	commands = []*command{lsCommand, gcCommand, rmCommand}
+}
+
+func lookup(name string) *command {
+	for _, c := range commands {
+		if c.name == name {
+			return c
+		}
+	}
+	return nil
+}
+
 // run is the whole program; it returns the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fl := flag.NewFlagSet("shmex", flag.ContinueOnError)
-	fl.SetOutput(stderr)
-	fl.Usage = func() {
-		fmt.Fprint(stderr, usage)
-		fl.PrintDefaults()
+	fl.SetOutput(io.Discard) // errors and help are printed below
+	root := fl.String("root", shm.DefaultRoot(), "the `DIR` that holds the exchanges ($"+shm.RootEnv+" overrides the default)")
+	printUsage := func(w io.Writer) {
+		fmt.Fprint(w, usage)
+		printFlags(w, fl)
 	}
-	root := fl.String("root", shm.DefaultRoot(), "root directory of the exchanges")
 	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			printUsage(stdout)
+			return exitOK
+		}
+		fmt.Fprintln(stderr, "shmex:", err)
+		printUsage(stderr)
 		return exitUsage
 	}
 	if fl.NArg() == 0 {
-		fl.Usage()
+		printUsage(stderr)
 		return exitUsage
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	var err error
-	switch cmd, rest := fl.Arg(0), fl.Args()[1:]; cmd {
-	case "ls":
-		switch len(rest) {
-		case 0:
-			err = listExchanges(ctx, *root, stdout, log)
-		case 1:
-			err = listMailboxes(ctx, *root, rest[0], stdout, log)
-		default:
-			fmt.Fprintln(stderr, "shmex ls: at most one exchange name")
-			return exitUsage
+	name, rest := fl.Arg(0), fl.Args()[1:]
+	if name == "help" {
+		switch {
+		case len(rest) == 0:
+			printUsage(stdout)
+			return exitOK
+		case len(rest) == 1 && lookup(rest[0]) != nil:
+			printHelp(stdout, lookup(rest[0]))
+			return exitOK
 		}
-	case "gc":
-		err = collect(ctx, *root, rest, stdout, log)
-	case "rm":
-		rf := flag.NewFlagSet("shmex rm", flag.ContinueOnError)
-		rf.SetOutput(stderr)
-		force := rf.Bool("f", false, "remove even while live processes use the exchange")
-		if rf.Parse(rest) != nil || rf.NArg() != 1 {
-			fmt.Fprintln(stderr, "usage: shmex rm [-f] NAME")
-			return exitUsage
-		}
-		err = remove(*root, rf.Arg(0), *force, stdout)
-	default:
-		fmt.Fprintf(stderr, "shmex: unknown command %q\n", cmd)
-		fl.Usage()
+		fmt.Fprintf(stderr, "shmex help: no command %q\n", strings.Join(rest, " "))
+		printUsage(stderr)
 		return exitUsage
+	}
+	c := lookup(name)
+	if c == nil {
+		fmt.Fprintf(stderr, "shmex: unknown command %q\n", name)
+		printUsage(stderr)
+		return exitUsage
+	}
+	cf := flag.NewFlagSet("shmex "+c.name, flag.ContinueOnError)
+	cf.SetOutput(io.Discard)
+	opts := c.flags(cf)
+	pos, err := parseInterspersed(cf, rest)
+	if errors.Is(err, flag.ErrHelp) {
+		printHelp(stdout, c)
+		return exitOK
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "shmex:", err)
+		fmt.Fprintf(stderr, "shmex %s: %v\n", c.name, err)
+		printHelp(stderr, c)
+		return exitUsage
+	}
+	err = c.run(ctx, &env{root: *root, stdout: stdout, stderr: stderr}, opts, pos)
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "shmex %s: %v\n", c.name, ue)
+		printHelp(stderr, c)
+		return exitUsage
+	case err != nil:
+		// One line per error: joined errors each get the prefix.
+		for _, l := range strings.Split(err.Error(), "\n") {
+			fmt.Fprintf(stderr, "shmex %s: %s\n", c.name, l)
+		}
 		return exitError
 	}
 	return exitOK
 }
 
-// exchanges returns the names of the exchange directories under root.
-func exchanges(root string) ([]string, error) {
-	entries, err := os.ReadDir(root)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var names []string
-	for _, e := range entries {
-		if e.IsDir() && shm.ValidName(e.Name()) == nil {
-			names = append(names, e.Name())
-		}
-	}
-	sort.Strings(names)
-	return names, nil
-}
-
-// exchangeDir returns the directory of an existing exchange.
-func exchangeDir(root, name string) (string, error) {
-	dir, err := shm.ExchangeDir(root, name)
-	if err != nil {
-		return "", err
-	}
-	if err := shm.CheckDir(dir); err != nil {
-		return "", err
-	}
-	return dir, nil
-}
-
-// liveProcesses counts the live liveness locks in dir (a process may hold
-// more than one: its exchange handles share one, each arena store has its
-// own).
-func liveProcesses(dir string) (int, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return 0, err
-	}
+// printHelp prints the help of command c.
+func printHelp(w io.Writer, c *command) {
+	fmt.Fprintf(w, "Usage: shmex [--root DIR] %s %s\n\n%s\n", c.name, c.args, c.help)
+	fs := flag.NewFlagSet(c.name, flag.ContinueOnError)
+	c.flags(fs)
 	n := 0
-	for _, e := range entries {
-		if _, ok := shm.ParseLifeName(e.Name()); !ok {
-			continue
-		}
-		alive, err := shm.AlivePath(filepath.Join(dir, e.Name()))
-		if err != nil {
-			return 0, err
-		}
-		if alive {
-			n++
-		}
+	fs.VisitAll(func(*flag.Flag) { n++ })
+	if n > 0 {
+		fmt.Fprintln(w, "\nFlags:")
+		printFlags(w, fs)
 	}
-	return n, nil
 }
 
-// dirSize sums the sizes of the files in dir.
-func dirSize(dir string) int64 {
-	var total int64
-	entries, _ := os.ReadDir(dir)
-	for _, e := range entries {
-		if fi, err := e.Info(); err == nil && fi.Mode().IsRegular() {
-			total += fi.Size()
-		}
-	}
-	return total
-}
-
-func listExchanges(ctx context.Context, root string, w io.Writer, log *slog.Logger) error {
-	names, err := exchanges(root)
-	if err != nil {
-		return err
-	}
+// printFlags lists the flags of fs as the help shows them: one dash for a
+// one-letter flag, two for a word (flag accepts either).
+func printFlags(w io.Writer, fs *flag.FlagSet) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	// LOCKS counts live liveness locks: a process holds one per exchange
-	// handle family and one per arena store it opened.
-	fmt.Fprintln(tw, "EXCHANGE\tLOCKS\tACTIVE\tTERMINATED\tBYTES")
-	for _, name := range names {
-		dir := filepath.Join(root, name)
-		procs, err := liveProcesses(dir)
-		if err != nil {
-			return err
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "-" + f.Name
+		if len(f.Name) > 1 {
+			name = "-" + name
 		}
-		size := dirSize(dir)
-		infos, err := entities(ctx, root, name, log)
-		if err != nil {
-			fmt.Fprintf(tw, "%s\t%d\t?\t?\t%d\t(%v)\n", name, procs, size, err)
-			continue
+		arg, usage := flag.UnquoteUsage(f)
+		if arg != "" {
+			name += " " + arg
 		}
-		var active, terminated int
-		for _, in := range infos {
-			if in.Status == exchange.StatusActive {
-				active++
-			} else {
-				terminated++
-			}
+		if f.DefValue != "" && f.DefValue != "false" {
+			usage += " (default " + f.DefValue + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", name, procs, active, terminated, size)
-	}
-	return tw.Flush()
+		fmt.Fprintf(tw, "  %s\t%s\n", name, usage)
+	})
+	tw.Flush()
 }
 
-// entities joins an existing exchange and lists its entities.
-func entities(ctx context.Context, root, name string, log *slog.Logger) ([]exchange.EntityInfo, error) {
-	if _, err := exchangeDir(root, name); err != nil {
-		return nil, err
+// parseInterspersed parses fs's flags wherever they stand among the
+// arguments (`ls lab -a` as well as `ls -a lab`), up to a "--", and
+// returns the other arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var tail []string
+	if i := slices.Index(args, "--"); i >= 0 {
+		args, tail = args[:i], args[i+1:]
 	}
-	x, err := exchange.Open(name, exchange.WithRoot(root), exchange.WithLogger(log))
-	if err != nil {
-		return nil, err
-	}
-	defer x.Close()
-	return x.Entities(ctx)
-}
-
-func listMailboxes(ctx context.Context, root, name string, w io.Writer, log *slog.Logger) error {
-	infos, err := entities(ctx, root, name, log)
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tNAME\tBEHAVIOR")
-	for _, in := range infos {
-		beh := in.Behavior.Name
-		if len(in.Behavior.Implements) > 0 {
-			beh += " (" + strings.Join(in.Behavior.Implements, ", ") + ")"
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
 		}
-		fmt.Fprintf(tw, "%v\t%v\t%s\t%s\n", in.ID, in.Status, in.Name, beh)
-	}
-	return tw.Flush()
-}
-
-func collect(ctx context.Context, root string, names []string, w io.Writer, log *slog.Logger) error {
-	if len(names) == 0 {
-		var err error
-		if names, err = exchanges(root); err != nil {
-			return err
+		if args = fs.Args(); len(args) == 0 {
+			return append(pos, tail...), nil
 		}
+		pos, args = append(pos, args[0]), args[1:]
 	}
-	var errs []error
-	for _, name := range names {
-		dir, err := exchangeDir(root, name)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		arenas, err := proxystore.Collect(dir)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: arenas: %w", name, err))
-		}
-		x, err := exchange.Open(name, exchange.WithRoot(root), exchange.WithLogger(log))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-			continue
-		}
-		st, err := x.Collect(ctx)
-		x.Close()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", name, err))
-			continue
-		}
-		fmt.Fprintf(w, "%s: removed %d ring(s), %d arena file(s), %d liveness file(s), %d temporary file(s)\n", name, st.Rings, len(arenas), st.Lives, st.Temps)
-	}
-	return errors.Join(errs...)
-}
-
-func remove(root, name string, force bool, w io.Writer) error {
-	dir, err := exchangeDir(root, name)
-	if err != nil {
-		return err
-	}
-	procs, err := liveProcesses(dir)
-	if err != nil {
-		return err
-	}
-	if procs > 0 && !force {
-		return fmt.Errorf("exchange %s is in use (%d live liveness lock(s)); -f removes it anyway", name, procs)
-	}
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "removed %s\n", dir)
-	return nil
 }
