@@ -57,15 +57,9 @@ func HoldLife(dir string) (*Life, error) {
 		if id == 0 {
 			continue
 		}
-		tmp := filepath.Join(dir, TempPrefix+"live-"+randomHex(8))
-		f, err := OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+		f, tmp, err := createTemp(dir, "live") // locked from the start: see temp.go
 		if err != nil {
 			return nil, fmt.Errorf("shm: create lock file: %w", err)
-		}
-		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-			f.Close()
-			os.Remove(tmp)
-			return nil, fmt.Errorf("shm: lock %s: %w", tmp, err)
 		}
 		fmt.Fprintf(f, "pid %d\n", os.Getpid())
 		path := LifePath(dir, id)

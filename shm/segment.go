@@ -93,8 +93,7 @@ func Create(path string, kind Kind, size int64, init func(body []byte) error, op
 	if err := CheckDir(filepath.Clean(dir)); err != nil {
 		return nil, err
 	}
-	tmp := filepath.Join(dir, TempPrefix+base+"-"+randomHex(8))
-	f, err := OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
+	f, tmp, err := createTemp(dir, base) // locked until published: see temp.go
 	if err != nil {
 		return nil, fmt.Errorf("shm: create %s: %w", path, err)
 	}

@@ -21,6 +21,7 @@ func TestMain(m *testing.M) {
 	childproc.Main(m, map[string]childproc.Role{
 		"futex-waiter": futexWaiter,
 		"holder":       lifeHolder,
+		"creator":      stuckCreator,
 	})
 }
 
