@@ -100,13 +100,17 @@ func Create(path string, kind Kind, size int64, init func(body []byte) error, op
 	published := false
 	var m mmap.MMap
 	defer func() {
-		f.Close()
 		if !published {
 			if m != nil {
 				m.Unmap()
 			}
 			os.Remove(tmp)
 		}
+		// Unlocked explicitly: the mapping keeps the open file description
+		// (and so its flock) alive after the descriptor is closed, and
+		// the registry is a segment whose writers flock it.
+		unlock(f)
+		f.Close()
 	}()
 	if err := Reserve(f, size); err != nil {
 		return nil, fmt.Errorf("shm: reserve %d bytes for %s: %w", size, path, err)

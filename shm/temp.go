@@ -14,13 +14,20 @@ import (
 // exclusive flock on it from the moment it exists under that name until
 // after the rename, so that another process can tell a temporary file
 // whose creator died (the kernel dropped the lock) from one still being
-// made, at once and without a grace period: RemoveAbandonedTemp.
+// made, at once and without a grace period: RemoveAbandonedTemp. (The lock
+// is dropped explicitly after publishing: a mapping of the file holds its
+// open file description, and so the lock, after the descriptor closes.)
 //
 // The creator opens the file, then locks it: a collector that opens and
 // locks it in between takes it for abandoned and removes it. The creator
 // cannot be fooled by that race: its lock fails while the collector holds
 // one, and once the collector has let go the file has no link left. In
 // either case it starts again under another name.
+
+// unlock drops the creator's lock on f (createTemp). Closing f is not
+// enough while a mapping of it lives: the lock belongs to the open file
+// description, which the mapping holds too.
+func unlock(f *os.File) { unix.Flock(int(f.Fd()), unix.LOCK_UN) }
 
 // createTemp creates a new temporary file in dir, named after stem, and
 // returns it locked (see above) with its path.

@@ -146,3 +146,25 @@ func TestCreateRacesCollector(t *testing.T) {
 	}
 	t.Logf("%d segments created beside the collector, which caught %d temporary files in the making", n, removed)
 }
+
+// TestCreatedSegmentUnlocked: a published segment carries no lock of its
+// creator's, even while the creator maps it (a mapping holds the open file
+// description, whose flock would otherwise outlive the descriptor): the
+// registry is a segment that its writers flock.
+func TestCreatedSegmentUnlocked(t *testing.T) {
+	dir := testDir(t)
+	path := filepath.Join(dir, "seg")
+	s, err := shm.Create(path, shm.KindScratch, 1<<16, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		t.Fatalf("flock of a segment its creator maps: %v", err)
+	}
+}
