@@ -12,7 +12,7 @@
 // or a producer waits for space): zeroing takes each line back from the
 // producer's core, and done at once it would delay the consumer's own next
 // send. The layout is in descriptor.go; the invariants are written next to
-// the code that keeps them (producer.go, consumer.go).
+// the code that keeps them (producer.go, consumer.go, recover.go).
 //
 // # Waiting
 //
