@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"runtime"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -57,8 +56,10 @@ type Consumer struct {
 	stuckPos   uint64
 	stuckSince time.Time
 
-	burst       int  // records handed over by the last Receive
-	sink        byte // what fetchLines loaded, kept so that the loads stay
+	burst       int           // records handed over by the last Receive
+	spins       int           // adaptive spin budget of an IdleStrategy with Yields (idle.go)
+	goschedMin  time.Duration // shortest runtime.Gosched of this consumer's yields, 0 before the first
+	sink        byte          // what fetchLines loaded, kept so that the loads stay
 	interrupted atomic.Bool
 	cancel      shm.CancelRinger // rings recvBell when Receive's context is done
 }
@@ -115,7 +116,7 @@ func (r *Ring) NewConsumer(owner uint64, idle IdleStrategy) (*Consumer, error) {
 		// start there, in the middle of the records.
 		shm.StoreRelease(r.consumed, from)
 	}
-	return &Consumer{r: r, owner: owner, idle: idle, head: from, pub: head}, nil
+	return &Consumer{r: r, owner: owner, idle: idle, head: from, pub: head, spins: idle.Spins}, nil
 }
 
 // Position returns the position of the next record this consumer reads; it
@@ -281,10 +282,16 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 	if r == nil {
 		return 0, ErrClosed
 	}
+	var w waitState
+	parked := false
+	spins := c.spinBudget()
 	for i := 0; ; i++ {
 		n, err := c.Read(fn, limit)
 		if n > 0 || err != nil {
 			c.burst = n
+			if n > 0 {
+				c.learn(&w, parked)
+			}
 			return n, err
 		}
 		if i == 0 && c.burst >= BurstSize && !c.idle.NoBurstBackoff {
@@ -293,21 +300,25 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 			}
 			continue
 		}
-		if c.idle.Spins < 0 || i < c.idle.Spins {
+		if spins < 0 || i < spins {
 			cpuRelax()
 			if i&255 == 255 {
-				if err := ctx.Err(); err != nil {
+				if err := c.idleChecks(ctx); err != nil {
 					return 0, err
 				}
-				if c.interrupted.Load() {
-					return 0, ErrInterrupted
-				}
-				if closed, drained := c.state(); closed && drained {
-					return 0, ErrClosed
+				c.recover()
+				c.spinPause(&w)
+			}
+			continue
+		}
+		if w.yields < c.idle.Yields {
+			if w.yields&7 == 0 {
+				if err := c.idleChecks(ctx); err != nil {
+					return 0, err
 				}
 				c.recover()
-				runtime.Gosched()
 			}
+			c.yield(&w)
 			continue
 		}
 		closed, drained := c.state()
@@ -347,8 +358,24 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 		if err != nil && ctx.Err() != nil {
 			return 0, ctx.Err()
 		}
-		i = -1 // spin again after a wake-up
+		// Spin and yield again after a wake-up.
+		i, w, parked, spins = -1, waitState{}, true, c.spinBudget()
 	}
+}
+
+// idleChecks is what a spinning or yielding Receive looks at now and then:
+// its context, an Interrupt, and a closed ring that is drained.
+func (c *Consumer) idleChecks(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if c.interrupted.Load() {
+		return ErrInterrupted
+	}
+	if closed, drained := c.state(); closed && drained {
+		return ErrClosed
+	}
+	return nil
 }
 
 // readable reports whether a committed record (or padding) is at the head.

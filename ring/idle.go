@@ -2,21 +2,151 @@ package ring
 
 // Idle strategies: how Consumer.Receive waits when it finds the ring empty.
 
-import "github.com/shmex/shmex/shm"
+import (
+	"errors"
+	"fmt"
+	"math"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shmex/shmex/shm"
+	"golang.org/x/sys/unix"
+)
 
 // SpinForever is IdleStrategy.Spins for a receiver that never sleeps.
 const SpinForever = -1
 
-// IdleStrategy says how a blocking receive waits for records.
+// IdleStrategy says how a blocking receive waits for records: it polls the
+// ring up to Spins times, then, when Yields > 0, polls up to Yields more
+// times giving up the CPU between two polls, then sleeps on the futex until
+// a producer rings. It is a small comparable value; String and
+// ParseIdleStrategy turn it into text and back.
+//
+// With Yields > 0 the number of polls before the first yield adapts to
+// where the producer runs (see Backoff): Spins is then its upper bound.
 type IdleStrategy struct {
-	// Spins is how many times Receive polls an empty ring before it sleeps
-	// on the futex; SpinForever never sleeps (lowest latency, one core
-	// busy), 0 sleeps at once (no CPU while idle, a system call per wake).
+	// Spins is how many times Receive polls an empty ring before it
+	// yields or sleeps; SpinForever never sleeps (lowest latency, one
+	// core busy), 0 sleeps (or yields) at once.
 	Spins int
+	// Yields is how many times Receive gives up the CPU (sched_yield,
+	// now and then runtime.Gosched for producers in this process) and
+	// polls again after its spins, before it sleeps. 0 makes a
+	// spin-then-park strategy that never yields.
+	Yields int
 	// NoBurstBackoff turns off the pause that Receive takes when it finds
 	// the ring empty right after handing over a batch of at least
 	// BurstSize records (see Receive).
 	NoBurstBackoff bool
+}
+
+// Idle strategies.
+var (
+	// Spin polls until a record comes: the lowest latency when the
+	// producer runs on another CPU, and one core busy for as long as
+	// the receiver waits. Two spinning processes on one CPU wait for the
+	// scheduler to preempt them: use Backoff there.
+	Spin = IdleStrategy{Spins: SpinForever}
+	// Park sleeps on the futex at once: no CPU while idle, a system call
+	// per wake-up.
+	Park = IdleStrategy{Spins: 0}
+	// Backoff spins, then yields, then parks, with a spin budget that
+	// adapts to where the producer runs: the strategy for a receiver
+	// that cannot know its placement, and the one meant as the default.
+	// A receiver whose producer runs on another CPU spins (up to 2000
+	// polls, about 170 µs), as SpinThenPark(2000) does; one that finds
+	// the record only after yielding the CPU to another thread, because
+	// the producer shares its CPU, stops spinning and yields at once, so
+	// that a round trip between two processes on one CPU costs a pair of
+	// context switches rather than two spin budgets. It parks after 64
+	// yields. See SpinYieldPark.
+	Backoff = SpinYieldPark(2000, 64)
+)
+
+// SpinThenPark polls n times before sleeping, never yielding.
+func SpinThenPark(n int) IdleStrategy { return IdleStrategy{Spins: n} }
+
+// SpinYieldPark polls up to spins times, then yields the CPU and polls up to
+// yields times, then sleeps on the futex. The number of polls before the
+// first yield (the spin budget, spins at first) adapts: a wait that ended
+// after a yield that let another thread run on this CPU (the yield took
+// more than twice as long as one that ran nobody) sets it to 0, since the
+// producer then likely shares this CPU and spinning only delays it; a wait
+// that ended after yields that ran nobody doubles it, up to spins. A wait
+// that ended while spinning or in the futex leaves it. With yields <= 0 it
+// is SpinThenPark(spins). (The rules, and why: see learn in idle.go.)
+func SpinYieldPark(spins, yields int) IdleStrategy {
+	return IdleStrategy{Spins: spins, Yields: max(yields, 0)}
+}
+
+// adaptive reports whether the spin budget adapts.
+func (s IdleStrategy) adaptive() bool { return s.Yields > 0 && s.Spins > 0 }
+
+// String returns the strategy in the form ParseIdleStrategy reads: "spin",
+// "park", "spinpark:N", "backoff:N:M" (N spins, M yields), with
+// ",noburstbackoff" appended when NoBurstBackoff is set.
+func (s IdleStrategy) String() string {
+	var b string
+	switch {
+	case s.Spins < 0:
+		b = "spin"
+	case s.Yields > 0:
+		b = "backoff:" + strconv.Itoa(s.Spins) + ":" + strconv.Itoa(s.Yields)
+	case s.Spins == 0:
+		b = "park"
+	default:
+		b = "spinpark:" + strconv.Itoa(s.Spins)
+	}
+	if s.NoBurstBackoff {
+		b += ",noburstbackoff"
+	}
+	return b
+}
+
+// ErrBadIdleStrategy means ParseIdleStrategy could not read its text.
+var ErrBadIdleStrategy = errors.New("ring: bad idle strategy")
+
+// ParseIdleStrategy reads the text String writes; "backoff" alone is
+// Backoff. Spin counts above a billion are refused.
+func ParseIdleStrategy(text string) (IdleStrategy, error) {
+	base, opt, _ := strings.Cut(text, ",")
+	var s IdleStrategy
+	switch opt {
+	case "":
+	case "noburstbackoff":
+		s.NoBurstBackoff = true
+	default:
+		return IdleStrategy{}, fmt.Errorf("%w: %q: unknown option %q", ErrBadIdleStrategy, text, opt)
+	}
+	name, nums, _ := strings.Cut(base, ":")
+	var n []int
+	if nums != "" {
+		for _, f := range strings.Split(nums, ":") {
+			v, err := strconv.Atoi(f)
+			if err != nil || v < 0 || v > 1e9 {
+				return IdleStrategy{}, fmt.Errorf("%w: %q: bad count %q", ErrBadIdleStrategy, text, f)
+			}
+			n = append(n, v)
+		}
+	}
+	switch {
+	case name == "spin" && len(n) == 0:
+		s.Spins = SpinForever
+	case name == "park" && len(n) == 0:
+	case name == "spinpark" && len(n) == 1:
+		s.Spins = n[0]
+	case name == "backoff" && len(n) == 0:
+		s.Spins, s.Yields = Backoff.Spins, Backoff.Yields
+	case name == "backoff" && len(n) == 2 && n[1] > 0:
+		s.Spins, s.Yields = n[0], n[1]
+	default:
+		return IdleStrategy{}, fmt.Errorf("%w: %q", ErrBadIdleStrategy, text)
+	}
+	return s, nil
 }
 
 // Burst backoff: a consumer that has just drained a batch of BurstSize
@@ -44,11 +174,243 @@ func cpuRelax() {
 
 const relaxPauses = 4
 
-// Idle strategies.
+// waitState is where one Receive stands in its idle strategy.
+type waitState struct {
+	yields    int  // yields since the last spin phase
+	shared    bool // a yield (or Gosched) of this wait let another thread run
+	oneP      bool // see Consumer.oneP, valid when onePKnown
+	onePKnown bool
+}
+
+// spinBudget is how many polls the current spin phase makes.
+func (c *Consumer) spinBudget() int {
+	if c.idle.adaptive() {
+		return c.spins
+	}
+	return c.idle.Spins
+}
+
+// Adapting the spin budget. The question is whether the producer that will
+// write the next record runs on this CPU: then the record cannot come while
+// this thread spins (the producer is not running), and every poll before the
+// first yield is lost. A yield answers it: one that lets another thread run
+// on this CPU takes at least two context switches, several times a yield
+// that runs nobody. After a wait that ended in its yield phase,
+//
+//   - some yield let another thread run: the producer shares this CPU (or a
+//     busy machine does; yielding is the polite thing there too), so the
+//     next waits yield at once (budget 0);
+//   - every yield ran nobody: the record came from another CPU, later than
+//     the spins, and spinning longer would have seen it sooner, so the
+//     budget doubles (from spinRegrow when it was 0), up to Spins.
+//
+// A wait that ended while spinning had spins enough, and one that ended in
+// the futex says nothing about placement: both leave the budget alone. (A
+// record found while spinning on a shared CPU came in while this thread was
+// preempted; growing the budget then would make the next waits spin in
+// vain.) A long spin phase yields every 256 polls (spinPause), and a yield
+// there that ran another thread counts too. With GOMAXPROCS 1, a
+// runtime.Gosched that ran another goroutine counts as a yield that ran
+// another thread: a producer goroutine of this process then shares this
+// CPU too. Both placements converge in a few round trips, and a wrong guess
+// (a noisy neighbour's time slice taken for the producer) costs a few waits.
+const spinRegrow = 16 // budget after 0, when spinning pays again
+
+// learn adapts the spin budget after a wait that found a record. parked
+// says the wait slept on the futex since its last spin phase.
+func (c *Consumer) learn(w *waitState, parked bool) {
+	switch {
+	case !c.idle.adaptive() || parked:
+	case w.shared:
+		c.spins = 0
+	case w.yields > 0:
+		c.spins = min(c.idle.Spins, max(2*c.spins, spinRegrow))
+	}
+}
+
+// yield gives up the CPU once and records in w whether another thread ran
+// meanwhile (it took more than twice, and 500 ns more than, a yield that
+// ran nobody). Mostly it calls sched_yield, which lets a thread of another
+// process (or of this one) run on this CPU. Now and then it calls
+// runtime.Gosched instead, which lets a goroutine of this process run on
+// this thread's P: a producer goroutine needs it when every P is taken,
+// as with GOMAXPROCS 1 (a goroutine of the agent runtime that answers a
+// request, say). With GOMAXPROCS 1 that is the first yield and every
+// fourth after it; with more Ps, the eighth and every eighth after it,
+// because a Gosched there wakes another thread of the runtime to look for
+// work, which the next sched_yield then runs (the goroutine kept yielding
+// to its own runtime, and a ping-pong between two goroutines of one process
+// looked like one CPU shared). A goroutine locked to its thread pays a
+// hand-off of the thread for each Gosched (15 to 25 µs measured): a
+// consumer whose Gosched never took less than 8 times an unlocked one's
+// is treated as if it had more Ps.
+func (c *Consumer) yield(w *waitState) {
+	gosched := w.yields&7 == 7
+	if c.oneP(w) {
+		gosched = w.yields&3 == 0
+	}
+	w.yields++
+	if gosched {
+		c.gosched(w)
+	} else {
+		c.schedYield(w)
+	}
+}
+
+// spinPause is what a spin phase does every 256 polls: an adaptive
+// strategy yields as in its yield phase, a Gosched only when GOMAXPROCS is
+// 1 (see yield), timed either way; the others call runtime.Gosched, as
+// they always have, so that a spinning goroutine does not keep a P from
+// the others for long.
+func (c *Consumer) spinPause(w *waitState) {
+	switch {
+	case !c.idle.adaptive():
+		runtime.Gosched()
+	case c.oneP(w):
+		c.gosched(w)
+	default:
+		c.schedYield(w)
+	}
+}
+
+// schedYield calls sched_yield and records in w whether another thread ran
+// meanwhile (see yield).
+func (c *Consumer) schedYield(w *waitState) {
+	t0 := time.Now()
+	schedYield()
+	d := time.Since(t0)
+	w.shared = w.shared || ranOther(d, quickYield(d))
+}
+
+// gosched calls runtime.Gosched and, when GOMAXPROCS is 1, records in w
+// whether another goroutine ran meanwhile (see yield): every goroutine of
+// this process then shares this thread's P, and a producer goroutine that
+// ran during the Gosched is one that spinning kept waiting. With more Ps, a
+// Gosched that takes long says nothing of the kind (the scheduler may move
+// the goroutine to another P).
+func (c *Consumer) gosched(w *waitState) {
+	t0 := time.Now()
+	runtime.Gosched()
+	d := time.Since(t0)
+	if c.goschedMin == 0 || d < c.goschedMin {
+		c.goschedMin = d
+	}
+	if c.oneP(w) {
+		w.shared = w.shared || ranOther(d, quickGosched(d))
+	}
+}
+
+// oneP reports whether every goroutine of this process shares this
+// consumer's P: GOMAXPROCS is 1 and the consumer's goroutine is not locked
+// to its thread (as far as its Goscheds tell). It asks once per wait.
+func (c *Consumer) oneP(w *waitState) bool {
+	if !w.onePKnown {
+		locked := c.goschedMin > 0 && c.goschedMin > 8*quickGosched(c.goschedMin)
+		w.oneP, w.onePKnown = runtime.GOMAXPROCS(0) == 1 && !locked, true
+	}
+	return w.oneP
+}
+
+// ranOther tells from how long a yield took (d) whether another thread ran
+// meanwhile, given how long one that ran nobody takes (q).
+func ranOther(d, q time.Duration) bool {
+	return d > 2*q && d > q+500*time.Nanosecond
+}
+
+// Durations of a sched_yield and of a runtime.Gosched that ran nobody
+// (process-wide minima, nanoseconds); they start from a calibration and
+// only go down.
 var (
-	Spin = IdleStrategy{Spins: SpinForever}
-	Park = IdleStrategy{Spins: 0}
+	quickYieldNs, quickGoschedNs atomic.Int64
+	quickYieldOnce, goschedOnce  sync.Once
 )
 
-// SpinThenPark polls n times before sleeping.
-func SpinThenPark(n int) IdleStrategy { return IdleStrategy{Spins: n} }
+// quickYield returns the duration of a sched_yield that runs nobody,
+// after counting d, a yield just timed, in.
+func quickYield(d time.Duration) time.Duration {
+	quickYieldOnce.Do(calibrateYield)
+	return lower(&quickYieldNs, d)
+}
+
+// quickGosched returns the duration of a runtime.Gosched that runs no
+// other goroutine on a thread not locked to its goroutine, after counting
+// d, a Gosched just timed, in.
+func quickGosched(d time.Duration) time.Duration {
+	goschedOnce.Do(calibrateGosched)
+	return lower(&quickGoschedNs, d)
+}
+
+const maxQuickGosched = time.Microsecond
+
+// lower stores min(*v, d) in v and returns it.
+func lower(v *atomic.Int64, d time.Duration) time.Duration {
+	for {
+		q := v.Load()
+		if int64(d) >= q {
+			return time.Duration(q)
+		}
+		if v.CompareAndSwap(q, int64(d)) {
+			return d
+		}
+	}
+}
+
+// calibrateYield times yields that provably ran no other thread (the
+// thread's count of context switches did not move), so that a process
+// whose every later yield runs its peer still knows what a yield alone
+// costs. When every try ran another thread (a peer that shares this CPU
+// and never sleeps), it estimates the cost as 3 times that of a trivial
+// system call, the ratio measured on the machines at hand (650 ns against
+// 220 ns on an AMD EPYC VM), or the shortest yield it saw if that is less.
+// Later yields only lower the figure.
+func calibrateYield() {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	best, alone, trivial := int64(math.MaxInt64), int64(math.MaxInt64), int64(math.MaxInt64)
+	var before, after unix.Rusage
+	for range 16 {
+		t0 := time.Now()
+		unix.Getppid()
+		trivial = min(trivial, int64(time.Since(t0)))
+		if unix.Getrusage(unix.RUSAGE_THREAD, &before) != nil {
+			break
+		}
+		t0 = time.Now()
+		schedYield()
+		d := int64(time.Since(t0))
+		if unix.Getrusage(unix.RUSAGE_THREAD, &after) != nil {
+			break
+		}
+		best = min(best, d)
+		if after.Nivcsw == before.Nivcsw && after.Nvcsw == before.Nvcsw {
+			alone = min(alone, d)
+		}
+	}
+	if alone == math.MaxInt64 {
+		alone = min(best, 3*trivial)
+	}
+	quickYieldNs.Store(alone)
+}
+
+// calibrateGosched times Gosched on a goroutine of its own (the caller's
+// may be locked to its thread), keeping the shortest of a few but at most
+// maxQuickGosched: with GOMAXPROCS 1 and another goroutine spinning, every
+// try runs it. (A Gosched that runs nobody takes 80 to 400 ns measured.)
+func calibrateGosched() {
+	done := make(chan int64)
+	go func() {
+		best := int64(math.MaxInt64)
+		for range 16 {
+			t0 := time.Now()
+			runtime.Gosched()
+			best = min(best, int64(time.Since(t0)))
+		}
+		done <- best
+	}()
+	quickGoschedNs.Store(min(<-done, int64(maxQuickGosched)))
+}
+
+// schedYield moves the calling thread to the back of its CPU's run queue:
+// another runnable thread of any process on this CPU runs first. (A raw
+// system call: the goroutine keeps its P, which is what a poll loop wants.)
+func schedYield() { unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
