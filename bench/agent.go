@@ -170,27 +170,7 @@ func runActionRTT(ctx context.Context, env *Env) ([]Row, error) {
 		{"spin", MetricActionRTT, MetricExchangeRTTSpin, "receivers spin"},
 		{"park", MetricActionRTTFutex, MetricExchangeRTTFutex, "receivers sleep on the futex"},
 	} {
-		p, err := startAgents(ctx, env, root, "action-rtt-"+m.mode, m.mode, 1)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", m.mode, err)
-		}
-		cl, err := agent.NewClient(ctx, p.x)
-		if err != nil {
-			p.close(ctx)
-			return nil, err
-		}
-		h := cl.Handle(p.ids[0])
-		args := make([]byte, MsgSize)
-		unlock := env.LockThread()
-		l, err := env.MeasureRTT(ctx, func() error {
-			_, err := agent.Call[agent.NoArgs](p.ctx, h, "noop", args)
-			return err
-		})
-		unlock()
-		cl.Close()
-		if cerr := p.close(ctx); err == nil {
-			err = cerr
-		}
+		l, err := actionRTT(ctx, env, root, m.mode)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.mode, err)
 		}
@@ -199,6 +179,33 @@ func runActionRTT(ctx context.Context, env *Env) ([]Row, error) {
 		rows = append(rows, row)
 	}
 	return rows, nil
+}
+
+// actionRTT measures the round trip of a no-op action to an agent in a child
+// process, both sides with idle mode mode (see exchangeIdle).
+func actionRTT(ctx context.Context, env *Env, root, mode string) (Latency, error) {
+	p, err := startAgents(ctx, env, root, "action-rtt-"+mode, mode, 1)
+	if err != nil {
+		return Latency{}, err
+	}
+	cl, err := agent.NewClient(ctx, p.x)
+	if err != nil {
+		p.close(ctx)
+		return Latency{}, err
+	}
+	h := cl.Handle(p.ids[0])
+	args := make([]byte, MsgSize)
+	unlock := env.LockThread()
+	l, err := env.MeasureRTT(ctx, func() error {
+		_, err := agent.Call[agent.NoArgs](p.ctx, h, "noop", args)
+		return err
+	})
+	unlock()
+	cl.Close()
+	if cerr := p.close(ctx); err == nil {
+		err = cerr
+	}
+	return l, err
 }
 
 // pipeline runs no-op actions through h with actionWindow in flight until

@@ -9,15 +9,19 @@ import (
 	"fmt"
 	"github.com/shmex/shmex/exchange"
 	"log/slog"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -41,6 +45,14 @@ func init() {
 			}
 			Tell("echo %s", l)
 		}
+	})
+	// test-placement tells its CPU set and GOMAXPROCS.
+	RegisterChild("test-placement", func(args []string) error {
+		cpus, err := threadCPUs()
+		if err != nil {
+			return err
+		}
+		return Ready(fmt.Sprintf("%s %d", cpus, runtime.GOMAXPROCS(0)))
 	})
 	RegisterChild("test-fail", func(args []string) error {
 		return errors.New("deliberate failure")
@@ -194,6 +206,93 @@ func TestPinned(t *testing.T) {
 	}
 }
 
+// threadCPUs describes the CPU sets of this process's threads: the sorted
+// distinct sets, each as its CPUs separated by commas, joined with "|".
+func threadCPUs() (string, error) {
+	tids, err := threads()
+	if err != nil {
+		return "", err
+	}
+	seen := map[string]bool{}
+	for _, tid := range tids {
+		var set unix.CPUSet
+		if unix.SchedGetaffinity(tid, &set) != nil {
+			continue
+		}
+		var cpus []string
+		for c := 0; c < 1024; c++ {
+			if set.IsSet(c) {
+				cpus = append(cpus, strconv.Itoa(c))
+			}
+		}
+		seen[strings.Join(cpus, ",")] = true
+	}
+	return strings.Join(slices.Sorted(maps.Keys(seen)), "|"), nil
+}
+
+// OnOneCPU pins this process and its children, every thread, to one CPU
+// with GOMAXPROCS 1, and puts everything back afterwards.
+func TestOnOneCPU(t *testing.T) {
+	env := testEnv(t, func(c *Config) { c.Pin = true })
+	before, err := threadCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	procs := runtime.GOMAXPROCS(0)
+	cpu, _ := env.firstCPU()
+	err = env.OnOneCPU(func() error {
+		inside, err := threadCPUs()
+		if err != nil {
+			return err
+		}
+		if want := strconv.Itoa(cpu); inside != want || runtime.GOMAXPROCS(0) != 1 {
+			t.Errorf("inside: threads on %q, GOMAXPROCS %d; want %q and 1", inside, runtime.GOMAXPROCS(0), want)
+		}
+		c, err := env.StartChild(context.Background(), "test-placement")
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		line, err := c.Expect(context.Background(), "ready")
+		if err != nil {
+			return err
+		}
+		if want := fmt.Sprintf("%d 1", cpu); line != want {
+			t.Errorf("child: %q, want %q", line, want)
+		}
+		return nil
+	})
+	if errors.Is(err, errNoOneCPU) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	after, err := threadCPUs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after != before || runtime.GOMAXPROCS(0) != procs {
+		t.Errorf("after: threads on %q, GOMAXPROCS %d; before: %q, %d", after, runtime.GOMAXPROCS(0), before, procs)
+	}
+	// Outside, a pinned child gets a thread pinned to the other CPU, not
+	// the whole process.
+	if env.Pin {
+		c, err := env.StartChild(context.Background(), "test-placement")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		line, err := c.Expect(context.Background(), "ready")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasSuffix(line, " 1") && runtime.NumCPU() > 1 {
+			t.Errorf("child outside OnOneCPU: %q", line)
+		}
+	}
+}
+
 func TestRedisMissing(t *testing.T) {
 	s, _ := Select("^redis$")
 	if len(s) != 1 {
@@ -238,7 +337,7 @@ func TestSelect(t *testing.T) {
 		t.Errorf("select by metric: %v", got)
 	}
 	got, _ = Select(`^limit/`)
-	if len(got) != 3 {
+	if len(got) != 4 { // shared word, futex, futex on one CPU, memcpy
 		t.Errorf("select limits: %d scenarios", len(got))
 	}
 	if _, err := Select("("); err == nil {
@@ -611,6 +710,12 @@ func BenchmarkRingRTTFutex(b *testing.B) { benchRingRTT(b, "park") }
 // bytes of arguments and its response, with an agent in a child process.
 func benchExchangeRTT(b *testing.B, mode string) {
 	env := benchEnvPin(b, mode == "park")
+	benchExchangeLoop(b, env, mode)
+}
+
+// benchExchangeLoop times exchange round trips with an echo agent started
+// in env, both sides with idle mode mode.
+func benchExchangeLoop(b *testing.B, env *Env, mode string) {
 	root, err := env.Dir()
 	if err != nil {
 		b.Fatal(err)
@@ -631,11 +736,57 @@ func benchExchangeRTT(b *testing.B, mode string) {
 	unlock := env.LockThread()
 	defer unlock()
 	b.ReportAllocs()
-	loopRTT(b, mode == "park", func() error { return p.call(args, MsgSize) })
+	loopRTT(b, mode != "spin", func() error { return p.call(args, MsgSize) })
 }
 
 func BenchmarkExchangeRTTSpin(b *testing.B)  { benchExchangeRTT(b, "spin") }
 func BenchmarkExchangeRTTFutex(b *testing.B) { benchExchangeRTT(b, "park") }
+
+// Same-CPU round trips: both processes pinned to one CPU (GOMAXPROCS 1
+// each, see Env.OnOneCPU), receivers with the default idle strategy,
+// against a raw futex ping-pong placed the same way. Each reports the
+// median too (p50-ns).
+
+// onOneCPU runs f inside env.OnOneCPU, skipping the benchmark when this
+// machine cannot pin.
+func onOneCPU(b *testing.B, env *Env, f func()) {
+	err := env.OnOneCPU(func() error { f(); return nil })
+	if errors.Is(err, errNoOneCPU) {
+		b.Skip(err)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+}
+
+func BenchmarkLimitFutexRTTSameCPU(b *testing.B) {
+	env := benchEnv(b)
+	onOneCPU(b, env, func() {
+		p, err := startPair(context.Background(), env, "limit-futex", "limit-futex")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer p.close(true)
+		loopRTT(b, true, p.futexRTT)
+	})
+}
+
+func BenchmarkRingRTTSameCPU(b *testing.B) {
+	env := benchEnv(b)
+	onOneCPU(b, env, func() {
+		rp, err := startRingPair(context.Background(), env, "default")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rp.close()
+		loopRTT(b, true, rp.rtt)
+	})
+}
+
+func BenchmarkExchangeRTTSameCPU(b *testing.B) {
+	env := benchEnv(b)
+	onOneCPU(b, env, func() { benchExchangeLoop(b, env, "default") })
+}
 
 func BenchmarkMemcpy(b *testing.B) {
 	env := benchEnv(b)

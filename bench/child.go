@@ -43,6 +43,7 @@ const (
 	ChildEnv        = "SHMBENCH_CHILD"         // role name
 	childArgsEnv    = "SHMBENCH_CHILD_ARGS"    // JSON array of strings
 	childCPUEnv     = "SHMBENCH_CHILD_CPU"     // CPU to pin the role's thread to
+	childOneCPUEnv  = "SHMBENCH_CHILD_ONE_CPU" // CPU to pin the whole child to (Env.OnOneCPU)
 	childTimeoutEnv = "SHMBENCH_CHILD_TIMEOUT" // the parent's ChildTimeout
 	childCtlFD      = 3
 )
@@ -55,7 +56,9 @@ var (
 // RegisterChild registers a child role under name. Call it from an init
 // function. The role runs in the child on the main goroutine, locked to its
 // OS thread (and pinned to the child's CPU when the run pins), with the
-// arguments given to Env.StartChild. It panics on a duplicate name.
+// arguments given to Env.StartChild; a child started inside Env.OnOneCPU
+// runs the role unlocked, with the whole process on the parent's CPU and
+// GOMAXPROCS 1. It panics on a duplicate name.
 func RegisterChild(name string, role func(args []string) error) {
 	rolesMu.Lock()
 	defer rolesMu.Unlock()
@@ -91,9 +94,10 @@ var (
 
 func childMain(name string) int {
 	argsJSON, cpuStr, timeoutStr := os.Getenv(childArgsEnv), os.Getenv(childCPUEnv), os.Getenv(childTimeoutEnv)
+	oneCPUStr := os.Getenv(childOneCPUEnv)
 	// Keep our variables from leaking into the role's own children
 	// (redis-server and the like are not bench children).
-	for _, v := range []string{ChildEnv, childArgsEnv, childCPUEnv, childTimeoutEnv} {
+	for _, v := range []string{ChildEnv, childArgsEnv, childCPUEnv, childOneCPUEnv, childTimeoutEnv} {
 		os.Unsetenv(v)
 	}
 	ctl = os.NewFile(childCtlFD, "shmbench-control")
@@ -117,7 +121,19 @@ func childMain(name string) int {
 	if t, err := time.ParseDuration(timeoutStr); err == nil && t > 0 {
 		cTimeout = t
 	}
-	runtime.LockOSThread()
+	if oneCPUStr != "" {
+		// The whole process on one CPU, GOMAXPROCS 1, the role's
+		// goroutine unlocked (see Env.OnOneCPU).
+		cpu, err := strconv.Atoi(oneCPUStr)
+		if err != nil {
+			return fail(fmt.Errorf("bad %s: %w", childOneCPUEnv, err))
+		}
+		if _, err := pinProcess(cpu); err != nil {
+			return fail(fmt.Errorf("pin to CPU %d: %w", cpu, err))
+		}
+	} else {
+		runtime.LockOSThread()
+	}
 	if cpuStr != "" {
 		cpu, err := strconv.Atoi(cpuStr)
 		if err != nil {
@@ -201,8 +217,8 @@ type Child struct {
 
 // StartChild starts the current program as a child in the given role. The
 // child dies with the parent (PR_SET_PDEATHSIG), is pinned to the child CPU
-// when the run pins, and is killed by Close of the Env if the scenario did not
-// close it.
+// when the run pins (to the parent's one CPU inside OnOneCPU), and is
+// killed by Close of the Env if the scenario did not close it.
 func (e *Env) StartChild(ctx context.Context, role string, args ...string) (*Child, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -220,7 +236,9 @@ func (e *Env) StartChild(ctx context.Context, role string, args ...string) (*Chi
 		ChildEnv+"="+role,
 		childArgsEnv+"="+string(a),
 		childTimeoutEnv+"="+e.ChildTimeout.String())
-	if _, cpu, ok := e.CPUs(); ok {
+	if cpu, ok := e.oneCPUOf(); ok {
+		cmd.Env = append(cmd.Env, childOneCPUEnv+"="+strconv.Itoa(cpu))
+	} else if _, cpu, ok := e.CPUs(); ok {
 		cmd.Env = append(cmd.Env, childCPUEnv+"="+strconv.Itoa(cpu))
 	}
 	// A race-enabled child sleeps 1 s at exit by default, and every

@@ -5,6 +5,13 @@
 // thread: an exchange that spins cannot beat the first, one that sleeps cannot
 // beat the second, and one that copies cannot beat the third.
 //
+// The *_same_cpu rows place both processes of a pair on one CPU (every
+// thread, GOMAXPROCS 1: see [Env.OnOneCPU]), as on an oversubscribed node or
+// in a container with one CPU, and measure the ring, the exchange and an
+// action with the default idle strategy (ring.Backoff) against a raw futex
+// ping-pong placed the same way (limit.futex_rtt_same_cpu_ns). A receiver
+// that spins there only delays its peer, which cannot run meanwhile.
+//
 // # Reading the figures
 //
 // A latency row (unit "ns") is a round trip between two processes (or two

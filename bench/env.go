@@ -138,6 +138,7 @@ type Env struct {
 	cpus []int // CPUs this process may run on, for pinning
 
 	mu       sync.Mutex
+	oneCPU   int // in OnOneCPU: the CPU everything runs on, plus one; 0 otherwise
 	dir      string
 	children []*Child
 	closed   bool
@@ -232,7 +233,13 @@ func (e *Env) CPUs() (parent, child int, ok bool) {
 // and unlocks it. Always call the returned function before the goroutine
 // ends: a goroutine that exits locked takes its thread with it, and a child
 // started from that thread would get its parent-death signal.
+//
+// Inside OnOneCPU it does nothing: the whole process is pinned there, and
+// the goroutine stays unlocked so that runtime.Gosched stays cheap.
 func (e *Env) LockThread() (unlock func()) {
+	if _, ok := e.oneCPUOf(); ok {
+		return func() {}
+	}
 	runtime.LockOSThread()
 	parent, _, ok := e.CPUs()
 	if !ok {

@@ -39,15 +39,10 @@ func init() {
 }
 
 // exchangeIdle returns the idle strategy of a mode: "spin", "park", or
-// anything else for the exchange's default (spin a while, then park).
+// anything else for the default, ring.Backoff (spin a while, yield a
+// while, then park; the spins adapt to where the peer runs).
 func exchangeIdle(mode string) exchange.Option {
-	switch mode {
-	case "spin":
-		return exchange.WithIdle(ring.Spin)
-	case "park":
-		return exchange.WithIdle(ring.Park)
-	}
-	return exchange.WithIdle(ring.SpinThenPark(2000))
+	return exchange.WithIdle(idleOf(mode))
 }
 
 // childExchangeEcho joins exchange args[1] under root args[0], registers an

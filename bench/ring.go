@@ -67,9 +67,15 @@ func ringsIn(body []byte, create bool) (a, b *ring.Ring, err error) {
 	return a, b, nil
 }
 
+// idleOf returns the idle strategy of a mode: "spin", "park", or "default"
+// for ring.Backoff (spin, yield, then park), the default meant for the
+// exchange's mailboxes.
 func idleOf(mode string) ring.IdleStrategy {
-	if mode == "spin" {
+	switch mode {
+	case "spin":
 		return ring.Spin
+	case "default":
+		return ring.Backoff
 	}
 	return ring.Park
 }
