@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -47,7 +48,8 @@ type Config struct {
 	// a path. Empty means "redis-server"; "none" skips the Redis rows.
 	RedisServer string
 	// ChildTimeout bounds every wait on another process: its readiness, one
-	// answer, its exit.
+	// answer, its exit. The defaults scale with the machine's load (see
+	// LoadFactor).
 	ChildTimeout time.Duration
 	// Logger receives diagnostics; nil discards them.
 	Logger *slog.Logger
@@ -64,7 +66,7 @@ func DefaultConfig() Config {
 		Warmup:       50 * time.Millisecond,
 		Reps:         3,
 		MemcpyBytes:  256 << 20,
-		ChildTimeout: 10 * time.Second,
+		ChildTimeout: time.Duration(LoadFactor()) * 10 * time.Second,
 	}
 }
 
@@ -77,7 +79,7 @@ func FullConfig() Config {
 		Reps:         5,
 		Full:         true,
 		MemcpyBytes:  1 << 30,
-		ChildTimeout: 30 * time.Second,
+		ChildTimeout: time.Duration(LoadFactor()) * 30 * time.Second,
 	}
 }
 
@@ -90,8 +92,27 @@ func QuickConfig() Config {
 		Reps:         1,
 		Quick:        true,
 		MemcpyBytes:  4 << 20,
-		ChildTimeout: 20 * time.Second, // children under -race start slowly
+		ChildTimeout: time.Duration(LoadFactor()) * 20 * time.Second, // children under -race start slowly
 	}
+}
+
+// LoadFactor is how many times more runnable threads than CPUs the machine
+// has had over the last minute (its 1-minute load average over the CPU
+// count), at least 1 and at most 10. The default ChildTimeout is multiplied
+// by it: on a machine that other jobs keep busy, a child may wait its turn
+// for a CPU for that much longer before it answers, and a run must not fail
+// for it.
+func LoadFactor() int {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 1
+	}
+	var load float64
+	if _, err := fmt.Sscan(string(b), &load); err != nil {
+		return 1
+	}
+	f := math.Ceil(load / float64(runtime.NumCPU()))
+	return int(min(max(f, 1), 10))
 }
 
 // withDefaults fills zero fields from the defaults of the chosen size.

@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"syscall"
@@ -23,6 +25,22 @@ import (
 
 func TestMain(m *testing.M) {
 	childproc.Main(m, map[string]childproc.Role{"producer": producerChild})
+}
+
+// patience scales a test's bound on a wait for another process with the
+// machine's load: d times the 1-minute load average over the CPU count, at
+// least once and at most ten times. A child under -race on a machine that
+// other jobs keep busy waits its turn for a CPU before it can answer.
+func patience(d time.Duration) time.Duration {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return d
+	}
+	var load float64
+	if _, err := fmt.Sscan(string(b), &load); err != nil {
+		return d
+	}
+	return d * time.Duration(min(max(math.Ceil(load/float64(runtime.NumCPU())), 1), 10))
 }
 
 // shmDir makes a private exchange directory in shared memory for one test.
@@ -90,7 +108,11 @@ func producerChild(args []string) int {
 	if suicide {
 		dieAt = 1 + rng.Uint64N(20000)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// Bounds the producer's waits for space over its whole life: a
+	// consumer starved by a busy machine may leave the ring full for a
+	// while, and the parent's test deadline is the real bound (the child
+	// dies with the parent).
+	ctx, cancel := context.WithTimeout(context.Background(), patience(5*time.Minute))
 	defer cancel()
 	fmt.Println("ready")
 	for seq := uint64(1); count == 0 || seq <= count; seq++ {
@@ -153,7 +175,7 @@ func (pr *procRing) start(t *testing.T, count int, suicide ...bool) []*childproc
 		kids[i+1] = childproc.Start(t, "producer", pr.path, pr.dir, pr.report, strconv.Itoa(i+1), strconv.Itoa(count), s)
 	}
 	for id, c := range kids[1:] {
-		if l, err := c.Line(20 * time.Second); err != nil || l != "ready" {
+		if l, err := c.Line(patience(20 * time.Second)); err != nil || l != "ready" {
 			t.Fatalf("producer %d: %q %v", id+1, l, err)
 		}
 	}
@@ -161,16 +183,18 @@ func (pr *procRing) start(t *testing.T, count int, suicide ...bool) []*childproc
 }
 
 // receive reads until done() holds. It fails if the consumer makes no
-// progress for 2 seconds while records are pending and every producer is
-// dead (allDead): then nothing but recovery can unblock it. While a producer
-// lives, a pending record may be its claim, which a starved process (2
-// cores, several test packages at once) can hold for longer; the consumer
-// must wait for it, bounded by the test's overall deadline.
+// progress for 2 seconds (times the load, see patience) while records are
+// pending and every producer is dead (allDead): then nothing but recovery
+// can unblock it. While a producer lives, a pending record may be its
+// claim, which a starved process (2 cores, several test packages at once)
+// can hold for longer; the consumer must wait for it, bounded by the test's
+// overall deadline.
 func (pr *procRing) receive(t *testing.T, k *checker, done, allDead func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(patience(3 * time.Minute))
+	stuck := patience(2 * time.Second)
 	for !done() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), stuck)
 		_, err := pr.c.Receive(ctx, k.handle, 256)
 		cancel()
 		if k.err != nil {
@@ -178,7 +202,7 @@ func (pr *procRing) receive(t *testing.T, k *checker, done, allDead func() bool)
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			if st := pr.r.Stats(); pr.c.Position() != st.Tail && (allDead() || time.Now().After(deadline)) {
-				t.Fatalf("consumer stuck for 2s with records pending: %+v", st)
+				t.Fatalf("consumer stuck for %v with records pending: %+v", stuck, st)
 			}
 			continue
 		}
@@ -202,7 +226,7 @@ func TestProcessesFourToOne(t *testing.T) {
 		return k.n == producers*each
 	}, func() bool { return false })
 	for _, c := range kids {
-		if err := c.Wait(20 * time.Second); err != nil {
+		if err := c.Wait(patience(20 * time.Second)); err != nil {
 			t.Fatal(err)
 		}
 	}
