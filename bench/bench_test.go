@@ -690,9 +690,10 @@ func BenchmarkLimitSharedWordRTT(b *testing.B) { benchPair(b, "limit-word", fals
 func BenchmarkLimitFutexRTT(b *testing.B) { benchPair(b, "limit-futex", true) }
 
 // benchRingRTT is the ring round trip of a 64-byte record with a child
-// process, receivers spinning or sleeping on the futex.
+// process, receivers spinning, sleeping on the futex, or with the default
+// strategy (mode spin, park, default; the last two pinned).
 func benchRingRTT(b *testing.B, mode string) {
-	env := benchEnvPin(b, mode == "park")
+	env := benchEnvPin(b, mode != "spin")
 	rp, err := startRingPair(context.Background(), env, mode)
 	if err != nil {
 		b.Fatal(err)
@@ -700,16 +701,21 @@ func benchRingRTT(b *testing.B, mode string) {
 	defer rp.close()
 	unlock := env.LockThread()
 	defer unlock()
-	loopRTT(b, mode == "park", rp.rtt)
+	loopRTT(b, mode != "spin", rp.rtt)
 }
 
 func BenchmarkRingRTTSpin(b *testing.B)  { benchRingRTT(b, "spin") }
 func BenchmarkRingRTTFutex(b *testing.B) { benchRingRTT(b, "park") }
 
+// BenchmarkRingRTTDefault is the ring round trip with the default idle
+// strategy (ring.Backoff), the two processes pinned to different CPUs:
+// against BenchmarkRingRTTSpin, what Backoff costs where spinning pays.
+func BenchmarkRingRTTDefault(b *testing.B) { benchRingRTT(b, "default") }
+
 // benchExchangeRTT is the exchange round trip of an ActionRequest with 64
 // bytes of arguments and its response, with an agent in a child process.
 func benchExchangeRTT(b *testing.B, mode string) {
-	env := benchEnvPin(b, mode == "park")
+	env := benchEnvPin(b, mode != "spin")
 	benchExchangeLoop(b, env, mode)
 }
 
@@ -741,6 +747,10 @@ func benchExchangeLoop(b *testing.B, env *Env, mode string) {
 
 func BenchmarkExchangeRTTSpin(b *testing.B)  { benchExchangeRTT(b, "spin") }
 func BenchmarkExchangeRTTFutex(b *testing.B) { benchExchangeRTT(b, "park") }
+
+// BenchmarkExchangeRTTDefault: the default idle strategy (ring.Backoff),
+// processes pinned to different CPUs (see BenchmarkRingRTTDefault).
+func BenchmarkExchangeRTTDefault(b *testing.B) { benchExchangeRTT(b, "default") }
 
 // Same-CPU round trips: both processes pinned to one CPU (GOMAXPROCS 1
 // each, see Env.OnOneCPU), receivers with the default idle strategy,
