@@ -24,7 +24,7 @@ const (
 
 func init() {
 	Register(Scenario{
-		Name: "limit/futex_same_cpu", Rank: RankLimit + 3,
+		Name: "limit/same_cpu", Rank: RankLimit + 3,
 		Doc:     "raw futex ping-pong between two processes pinned to one CPU (GOMAXPROCS 1 each)",
 		Metrics: []string{MetricFutexRTTSameCPU},
 		Run: func(ctx context.Context, env *Env) ([]Row, error) {
@@ -42,7 +42,7 @@ func init() {
 		},
 	})
 	Register(Scenario{
-		Name: "ring/rtt_same_cpu", Rank: RankShmex + 2,
+		Name: "ring/same_cpu", Rank: RankShmex + 2,
 		Doc:     "64-byte record round trip over two rings between two processes pinned to one CPU, receivers with the default idle strategy (ring.Backoff)",
 		Metrics: []string{MetricRingRTTSameCPU},
 		Run: func(ctx context.Context, env *Env) ([]Row, error) {
@@ -60,9 +60,10 @@ func init() {
 		},
 	})
 	Register(Scenario{
-		Name: "exchange/rtt_same_cpu", Rank: RankShmex + 12,
+		Name: "exchange/same_cpu", Rank: RankShmex + 12,
 		Doc:     "ActionRequest with 64 bytes of arguments and its ActionResponse through the shared-memory exchange, client and echo agent in two processes pinned to one CPU, default idle strategy",
 		Metrics: []string{MetricExchangeRTTSameCPU},
+		Targets: []Target{{Metric: MetricExchangeRTTSameCPU, Op: AtMost, Factor: 2, Vs: MetricFutexRTTSameCPU, Issue: 13}},
 		Run: func(ctx context.Context, env *Env) ([]Row, error) {
 			root, err := env.Dir()
 			if err != nil {
@@ -74,9 +75,10 @@ func init() {
 		},
 	})
 	Register(Scenario{
-		Name: "action/rtt_same_cpu", Rank: RankShmex + 22,
+		Name: "action/same_cpu", Rank: RankShmex + 22,
 		Doc:     "no-op action with 64 bytes of arguments through the agent layer, client and agent in two processes pinned to one CPU, default idle strategy",
 		Metrics: []string{MetricActionRTTSameCPU},
+		Targets: []Target{{Metric: MetricActionRTTSameCPU, Op: AtMost, Factor: 2, Vs: MetricFutexRTTSameCPU, Issue: 13}},
 		Run: func(ctx context.Context, env *Env) ([]Row, error) {
 			root, err := env.Dir()
 			if err != nil {
