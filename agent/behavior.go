@@ -88,7 +88,7 @@ func (b *Behavior) OnShutdown(fn Hook) *Behavior { b.shutdown = fn; return b }
 // until it returns) and appends its result to out. [ErrDuplicate] when the
 // name is taken.
 func (b *Behavior) AddRawAction(name string, fn func(ctx context.Context, args []byte, out []byte) ([]byte, error)) error {
-	return b.add(name, fn)
+	return b.add(name, resolveRawArgs(fn))
 }
 
 func (b *Behavior) add(name string, h handler) error {
@@ -125,9 +125,11 @@ func AddActionCodec[In, Out any](b *Behavior, name string, in Codec[In], out Cod
 	if in == nil || out == nil {
 		return fmt.Errorf("%w: nil codec for action %q", ErrNoCodec, name)
 	}
+	release := releaseArgs[In]() // blob.go: the Blobs in the arguments live until the action returns
 	return b.add(name, func(ctx context.Context, args []byte, buf []byte) ([]byte, error) {
 		var v In
-		if err := in.Decode(args, &v); err != nil {
+		defer release(&v)
+		if err := decodePayload(in, args, &v); err != nil { // blob.go: reads a proxied payload in place
 			return buf, &exchange.RemoteError{Kind: ErrorKindBadArguments, Message: fmt.Sprintf("action %q: %v", name, err)}
 		}
 		res, err := fn(ctx, v)

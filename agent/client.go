@@ -32,7 +32,7 @@ func NewClient(ctx context.Context, x exchange.Exchange, opts ...Option) (*Clien
 	if err != nil {
 		return nil, err
 	}
-	mb, err := x.Mailbox(ctx, id)
+	mb, err := openMailbox(ctx, x, id) // blob.go: proxies stay in place for the decoders
 	if err != nil {
 		x.Terminate(context.WithoutCancel(ctx), id)
 		return nil, err

@@ -211,7 +211,7 @@ func (f *Future[T]) result() (T, error) {
 		case c.resp.IsError():
 			f.err = remoteErr(c.resp)
 		default:
-			if err := f.codec.Decode(c.resp.Result, &f.val); err != nil {
+			if err := decodePayload(f.codec, c.resp.Result, &f.val); err != nil { // blob.go: reads a proxied result in place
 				f.err = &kindError{sentinel: ErrBadArguments, remote: err}
 			}
 		}

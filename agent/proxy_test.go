@@ -188,7 +188,9 @@ func TestAgentProxies(t *testing.T) {
 			t.Fatalf("makeProxy(%d) = %d bytes, %v", n, len(out), err)
 		}
 	}
-	if st := wx.Stats(); st.Proxied == 0 || st.Resolved == 0 {
+	// The agent layer resolves what it receives as it decodes (blob.go),
+	// not through the wrapper's mailboxes: only Proxied counts here.
+	if st := wx.Stats(); st.Proxied == 0 {
 		t.Fatalf("wrapper stats %+v: nothing went through the store", st)
 	}
 	// A forged proxy is an error response, and the agent keeps serving.

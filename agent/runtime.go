@@ -106,7 +106,7 @@ func NewRuntime(ctx context.Context, x exchange.Exchange, b *Behavior, opts ...O
 			return nil, err
 		}
 	}
-	mb, err := x.Mailbox(ctx, id)
+	mb, err := openMailbox(ctx, x, id) // blob.go: proxies stay in place for the decoders
 	if err != nil {
 		if register {
 			x.Terminate(context.WithoutCancel(ctx), id)

@@ -80,10 +80,23 @@ func WithReapInterval(d time.Duration) ArenaOption {
 	return func(o *arenaOptions) { o.reapInterval = d }
 }
 
-// WithPrefault says whether a new segment's pages are mapped into this
-// process at creation (MADV_POPULATE_WRITE), so that the first writes into
-// loans and Puts take no page faults. Default true.
+// WithPrefault says whether a segment's pages are made ready when this
+// process maps it (shm.Populate): at creation for the segments it owns, so
+// that the first writes into loans and Puts take no page faults, and when
+// it first resolves a proxy of another process's segment, so that the
+// first read of a view takes none either. Either costs time in proportion
+// to the segment's size once, when it is mapped: the first call that
+// creates or meets a segment pays it, the following ones reuse the
+// segment warm. Default true.
 func WithPrefault(on bool) ArenaOption { return func(o *arenaOptions) { o.prefault = on } }
+
+// populate returns the shm options that prefault a mapping, if on.
+func (a *Arena) populate() []shm.Option {
+	if a.opts.prefault {
+		return []shm.Option{shm.Populate()}
+	}
+	return nil
+}
 
 // WithArenaLogger sets the logger of the arena store (default: discard).
 func WithArenaLogger(l *slog.Logger) ArenaOption { return func(o *arenaOptions) { o.logger = l } }
@@ -208,6 +221,7 @@ func OpenArena(dir string, opts ...ArenaOption) (*Arena, error) {
 		log.Info("proxystore: removed arenas of dead owners", "files", removed)
 	}
 	go a.reaper()
+	register(a)
 	return a, nil
 }
 
@@ -348,6 +362,7 @@ func (a *Arena) Close() error {
 	}
 	a.closed = true
 	a.mu.Unlock()
+	unregister(a)
 	close(a.stop)
 	<-a.done
 
@@ -478,7 +493,7 @@ func (a *Arena) attach(id uint64) (*arenaSeg, error) {
 	if s.hdr.segment != id {
 		return fail(fmt.Errorf("%w: %s names segment %016x", ErrBadArena, metaPath, s.hdr.segment))
 	}
-	s.data, err = shm.Open(dataPath, shm.KindArena, shm.ReadOnly())
+	s.data, err = shm.Open(dataPath, shm.KindArena, append(a.populate(), shm.ReadOnly())...)
 	if err != nil {
 		if errors.Is(err, shm.ErrNotExist) {
 			return fail(fmt.Errorf("%w: arena segment %016x is gone", ErrOwnerDead, id))
@@ -566,7 +581,8 @@ func (a *Arena) Resolve(ctx context.Context, p Proxy) (View, error) {
 	}
 	s.views.Add(1)
 	end := p.Offset + p.Length
-	return &arenaView{a: a, s: s, p: p, idx: idx, entry: entry, b: s.db[p.Offset:end:end]}, nil
+	return &arenaView{a: a, s: s, p: p, idx: idx, entry: entry, b: s.db[p.Offset:end:end],
+		single: s.descLifetime(idx) == SingleUse}, nil
 }
 
 // arenaView is a resolved payload.
@@ -577,11 +593,13 @@ type arenaView struct {
 	idx      uint32
 	entry    int
 	b        []byte
+	single   bool // the block is single use
 	released atomic.Bool
 }
 
-func (v *arenaView) Bytes() []byte { return v.b }
-func (v *arenaView) Proxy() Proxy  { return v.p }
+func (v *arenaView) Bytes() []byte   { return v.b }
+func (v *arenaView) Proxy() Proxy    { return v.p }
+func (v *arenaView) singleUse() bool { return v.single }
 
 // Release drops the view's reference: the slice must not be used after it.
 func (v *arenaView) Release() error {

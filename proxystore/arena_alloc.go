@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/shmex/shmex/shm"
-	"golang.org/x/sys/unix"
 )
 
 // The owner's allocator. It lives in the owner's private memory (never in
@@ -345,7 +344,7 @@ func (a *Arena) createSeg(size int64, single bool) (*arenaSeg, error) {
 		data, err := shm.Create(dataPath, shm.KindArena, dataFileOffset+size, func(body []byte) error {
 			putArenaHeader(body, dataMagic, hdr, false)
 			return nil
-		})
+		}, a.populate()...)
 		if errors.Is(err, shm.ErrExist) && attempt < 8 {
 			continue
 		}
@@ -372,11 +371,6 @@ func (a *Arena) createSeg(size int64, single bool) (*arenaSeg, error) {
 			chunks := int(size / ChunkSize)
 			s.own.chunk = make([]chunkInfo, chunks)
 			s.own.runs = []chunkRun{{0, chunks}}
-		}
-		if a.opts.prefault {
-			// Map the pages now, so that filling loans takes no faults.
-			// Older kernels lack it: harmless.
-			_ = unix.Madvise(s.db, unix.MADV_POPULATE_WRITE)
 		}
 		a.log.Debug("proxystore: new arena segment", "segment", fmt.Sprintf("%016x", hdr.segment), "bytes", size, "single", single)
 		return s, nil

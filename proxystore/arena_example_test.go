@@ -63,7 +63,7 @@ func ExampleOpenArena() {
 	_, err = consumer.Resolve(ctx, q)
 	fmt.Println(err != nil)
 	// Output:
-	// a large payload (35-byte proxy)
+	// a large payload (59-byte proxy)
 	// true
 }
 

@@ -193,6 +193,7 @@ func OpenFileStore(dir string, opts ...FileOption) (*FileStore, error) {
 		life.Close()
 		return nil, fmt.Errorf("proxystore: zstd decoder: %w", err)
 	}
+	register(s)
 	return s, nil
 }
 
@@ -839,8 +840,9 @@ type fileView struct {
 	released atomic.Bool
 }
 
-func (v *fileView) Bytes() []byte { return v.b }
-func (v *fileView) Proxy() Proxy  { return v.p }
+func (v *fileView) Bytes() []byte   { return v.b }
+func (v *fileView) Proxy() Proxy    { return v.p }
+func (v *fileView) singleUse() bool { return v.evict != "" }
 
 // Release unmaps the view and, for a SingleUse payload, removes its file.
 func (v *fileView) Release() error {
@@ -979,6 +981,7 @@ func (s *FileStore) Close() error {
 		return nil
 	}
 	s.closed = true
+	unregister(s)
 	for l := range s.loans {
 		if l.tmp != "" {
 			os.Remove(l.tmp) // the mapping stays valid for a writer still at it

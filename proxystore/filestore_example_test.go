@@ -46,7 +46,7 @@ func ExampleOpenFileStore() {
 	v.Release()
 	fmt.Println(reader.Free(ctx, q))
 	// Output:
-	// a proxy of 60 bytes or fewer for a payload of 180000 bytes
+	// a proxy of 59 bytes or fewer for a payload of 180000 bytes
 	// true
 	// <nil>
 }

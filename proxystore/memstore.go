@@ -41,8 +41,11 @@ type memItem struct {
 var _ Store = (*MemStore)(nil)
 
 // NewMemStore returns an empty MemStore with a fresh id.
+// It is registered in the process's stores ([StoreFor]) until Close.
 func NewMemStore() *MemStore {
-	return &MemStore{id: NewStoreID(), items: map[uint64]*memItem{}}
+	s := &MemStore{id: NewStoreID(), items: map[uint64]*memItem{}}
+	register(s)
+	return s
 }
 
 // ID returns the store's id.
@@ -163,8 +166,9 @@ type memView struct {
 	released atomic.Bool
 }
 
-func (v *memView) Bytes() []byte { return v.b }
-func (v *memView) Proxy() Proxy  { return v.p }
+func (v *memView) Bytes() []byte   { return v.b }
+func (v *memView) Proxy() Proxy    { return v.p }
+func (v *memView) singleUse() bool { return v.evict }
 
 func (v *memView) Release() error {
 	if v.released.Swap(true) {
@@ -197,6 +201,7 @@ func (s *MemStore) Free(ctx context.Context, p Proxy) error {
 
 // Close drops every payload; views keep their bytes.
 func (s *MemStore) Close() error {
+	unregister(s)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.closed = true

@@ -1,15 +1,12 @@
 package proxystore
 
-//go:generate go tool msgp
-
-//msgp:limit arrays:16 maps:16 marshal:true
-//msgp:tuple Proxy
-//msgp:ignore StoreID Kind PayloadCodec
-
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
+
+	"github.com/tinylib/msgp/msgp"
 )
 
 // StoreID identifies a store: every process of one exchange that opens the
@@ -59,22 +56,22 @@ func (k Kind) String() string {
 // before any byte it names is read, so a forged or stale proxy is an error,
 // never a read outside a mapping.
 //
-// On the wire a Proxy is a MessagePack array of six elements in field order
-// (see [AppendPayload] for how a proxy travels in a message payload).
+// In a message a Proxy travels as a MessagePack extension of a fixed layout
+// (proxy_layout.go, docs/wire.md): [AppendPayload], [ParseProxy], [Blob].
 type Proxy struct {
 	// Store is the id of the store that made the proxy.
-	Store [16]byte `msg:"store"`
+	Store [16]byte
 	// Kind is the store implementation, [KindArena] or [KindFile].
-	Kind uint8 `msg:"kind"`
+	Kind uint8
 	// Segment names the arena segment or the file holding the payload.
-	Segment uint64 `msg:"segment"`
+	Segment uint64
 	// Offset is the payload's offset in the segment's data area.
-	Offset uint64 `msg:"offset"`
+	Offset uint64
 	// Length is the payload's length in bytes.
-	Length uint64 `msg:"length"`
+	Length uint64
 	// Generation tells apart the successive uses of one block: a proxy
 	// whose generation no longer matches the block's is stale.
-	Generation uint64 `msg:"generation"`
+	Generation uint64
 }
 
 // String describes the proxy for logs and errors.
@@ -83,82 +80,43 @@ func (p Proxy) String() string {
 		StoreID(p.Store), Kind(p.Kind), p.Segment, p.Offset, p.Length, p.Generation)
 }
 
-// ExtType is the MessagePack extension type that marks a payload holding a
-// proxy rather than the bytes themselves.
-const ExtType int8 = 80 // 'P'
-
-// MaxEncodedProxy bounds the encoded size of a Proxy.
-const MaxEncodedProxy = 1 + 18 + 2 + 4*9
-
 // AppendPayload appends to dst the payload that stands for p in a message:
-// a MessagePack ext 8 of type [ExtType] whose data is p's encoding.
-func AppendPayload(dst []byte, p Proxy) []byte {
-	at := len(dst)
-	dst = append(dst, 0xc7, 0, byte(ExtType))
-	dst, _ = p.MarshalMsg(dst) // a value of fixed shape: MarshalMsg cannot fail
-	dst[at+1] = byte(len(dst) - at - 3)
-	return dst
-}
+// a proxy of form [FormValue] (the proxied bytes are the MessagePack
+// encoding of a value), in the layout of proxy_layout.go.
+func AppendPayload(dst []byte, p Proxy) []byte { return appendProxy(dst, p, FormValue) }
 
-// IsPayload reports whether payload is marked as a proxy: a MessagePack ext
-// of type [ExtType]. It does not decode the proxy; [ParsePayload] does, and
-// may still report [ErrBadProxy].
+// IsPayload reports whether payload is exactly one encoded proxy, of either
+// form ([FormValue] or [FormBytes]). It does not check the proxy's fields;
+// [ParsePayload] and [ParseProxy] do, and may still report [ErrBadProxy].
 func IsPayload(payload []byte) bool {
-	_, _, err := readExt(payload)
-	return err == nil
+	return len(payload) == ProxyEncodedSize && isProxyHeader(payload)
 }
 
-// ParsePayload decodes the proxy in a payload made by [AppendPayload]. Bytes
-// that are not exactly one such payload are [ErrBadProxy].
+// ParsePayload decodes the proxy in a payload made by [AppendPayload]: one
+// proxy of form [FormValue] and nothing else. Anything else, a [Blob]'s
+// proxy (form [FormBytes]) included, is [ErrBadProxy].
 func ParsePayload(payload []byte) (Proxy, error) {
-	var p Proxy
-	data, rest, err := readExt(payload)
+	p, f, err := ParseProxy(payload)
 	if err != nil {
-		return p, err
+		return Proxy{}, err
 	}
-	if len(rest) != 0 {
-		return p, fmt.Errorf("%w: %d trailing bytes", ErrBadProxy, len(rest))
-	}
-	left, err := p.UnmarshalMsg(data)
-	if err != nil {
-		return Proxy{}, fmt.Errorf("%w: %v", ErrBadProxy, err)
-	}
-	if len(left) != 0 {
-		return Proxy{}, fmt.Errorf("%w: %d trailing bytes in the proxy", ErrBadProxy, len(left))
+	if f != FormValue {
+		return Proxy{}, fmt.Errorf("%w: a proxy of form %v (a Blob's) where a value's was expected: decode it as a proxystore.Blob", ErrBadProxy, f)
 	}
 	return p, nil
 }
 
-// readExt splits a MessagePack ext of type ExtType (any of the ext and
-// fixext forms) into its data and what follows it.
-func readExt(b []byte) (data, rest []byte, err error) {
-	if len(b) < 2 {
-		return nil, nil, fmt.Errorf("%w: %d bytes", ErrBadProxy, len(b))
+// ParseProxy decodes a payload that is exactly one proxy, of either form,
+// and returns it with its form. Anything else is [ErrBadProxy].
+func ParseProxy(payload []byte) (Proxy, Form, error) {
+	p, f, rest, err := readProxy(payload)
+	if err != nil {
+		return Proxy{}, 0, err
 	}
-	var n, hdr int
-	switch b[0] {
-	case 0xd4, 0xd5, 0xd6, 0xd7, 0xd8: // fixext 1, 2, 4, 8, 16
-		n, hdr = 1<<(b[0]-0xd4), 1
-	case 0xc7: // ext 8
-		n, hdr = int(b[1]), 2
-	case 0xc8: // ext 16
-		if len(b) < 3 {
-			return nil, nil, fmt.Errorf("%w: short ext header", ErrBadProxy)
-		}
-		n, hdr = int(b[1])<<8|int(b[2]), 3
-	default: // ext 32 is far longer than any proxy
-		return nil, nil, fmt.Errorf("%w: not a proxy payload (type byte %#x)", ErrBadProxy, b[0])
+	if len(rest) != 0 {
+		return Proxy{}, 0, fmt.Errorf("%w: %d trailing bytes after the proxy", ErrBadProxy, len(rest))
 	}
-	if n > MaxEncodedProxy {
-		return nil, nil, fmt.Errorf("%w: %d-byte extension is too long for a proxy", ErrBadProxy, n)
-	}
-	if len(b) < hdr+1+n {
-		return nil, nil, fmt.Errorf("%w: extension of %d bytes truncated", ErrBadProxy, n)
-	}
-	if t := int8(b[hdr]); t != ExtType {
-		return nil, nil, fmt.Errorf("%w: extension type %d, want %d", ErrBadProxy, t, ExtType)
-	}
-	return b[hdr+1 : hdr+1+n], b[hdr+1+n:], nil
+	return p, f, nil
 }
 
 // PayloadCodec encodes a [Proxy] as the payload that stands for it in a
@@ -172,10 +130,13 @@ func readExt(b []byte) (data, rest []byte, err error) {
 //			...
 //		})
 //
-// A proxy encoded by it is left alone by [Wrap]'s policy (it already is a
-// proxy), and resolved by a wrapped mailbox unless the mailbox resolves
-// manually ([ResolveManual]). Like every proxy in a message, it stands for
-// the MessagePack encoding of a value: see [AllocBytes] and [BytesOf].
+// [Blob] does the same with less: no codec to register, no resolve to
+// call. A proxy encoded by PayloadCodec is left alone by [Wrap]'s policy
+// (it already is a proxy); the agent package hands it to the action as it
+// came (PayloadCodec is a [ProxyDecoder]), and a wrapped mailbox resolves
+// it unless it resolves manually ([ResolveManual]). Like every proxy of
+// form [FormValue], it stands for the MessagePack encoding of a value: see
+// [AllocBytes] and [BytesOf].
 type PayloadCodec struct{}
 
 // Append appends the payload of p to b.
@@ -189,4 +150,29 @@ func (PayloadCodec) Decode(b []byte, p *Proxy) error {
 	}
 	*p = q
 	return nil
+}
+
+// DecodesProxies marks PayloadCodec as a [ProxyDecoder].
+func (PayloadCodec) DecodesProxies() {}
+
+// ProxyDecoder is implemented by codecs that decode proxies themselves,
+// such as [PayloadCodec]: a receiver that resolves proxied payloads before
+// it decodes them (the agent package does) hands such a codec the payload
+// as it came.
+type ProxyDecoder interface {
+	DecodesProxies()
+}
+
+// ExplainDecodeError returns err, a decoder's error, with a hint when it
+// comes from a proxy met where the decoder expected another type (msgp's
+// "attempted to decode type ext"): a [Blob] or a proxied value sent to a
+// receiver whose type cannot take one. Other errors, and nil, are returned
+// as they are.
+func ExplainDecodeError(err error) error {
+	var te msgp.TypeError
+	if err == nil || !errors.As(err, &te) || te.Encoded != msgp.ExtensionType {
+		return err
+	}
+	return fmt.Errorf("%w (a proxy, such as a proxystore.Blob, arrived where the receiver's type expects a %v: "+
+		"declare that argument, result or field as proxystore.Blob, which decodes both)", err, te.Method)
 }

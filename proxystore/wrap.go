@@ -83,11 +83,12 @@ func (m ResolveMode) String() string {
 type WrapOption func(*wrapOptions)
 
 type wrapOptions struct {
-	should func([]byte) bool
-	put    []PutOption
-	mode   ResolveMode
-	async  bool
-	log    *slog.Logger
+	should     func([]byte) bool
+	put        []PutOption
+	mode       ResolveMode
+	async      bool
+	log        *slog.Logger
+	maxPayload int64
 }
 
 // WithThreshold proxies the action arguments and results of n bytes or more
@@ -129,6 +130,14 @@ func WithResolveMode(m ResolveMode) WrapOption {
 // closes is lost with any exchange.
 func WithResolveAsync(on bool) WrapOption {
 	return func(o *wrapOptions) { o.async = on }
+}
+
+// WithMaxPayload bounds the payloads Send carries: a larger action argument
+// or result is refused with [exchange.ErrMessageTooLarge], as an
+// unwrapped exchange refuses payloads over [exchange.MaxPayloadSize]. By
+// default (0) there is no bound but the store's.
+func WithMaxPayload(n int64) WrapOption {
+	return func(o *wrapOptions) { o.maxPayload = n }
 }
 
 // WithWrapLogger sets the logger (default slog.Default()).
@@ -230,49 +239,64 @@ func (x *Exchange) Info(ctx context.Context, id exchange.EntityID) (exchange.Ent
 	return x.inner.Info(ctx, id)
 }
 
-// wants reports whether payload is to be proxied.
+// wants reports whether payload is to be proxied by the policy.
 func (x *Exchange) wants(payload []byte) bool {
 	return len(payload) > 0 && !IsPayload(payload) && x.o.should(payload)
 }
 
+// payloadField returns the payload field of m that the wrapper may proxy:
+// the arguments of an action request, the result of an action response.
+func payloadField(m *exchange.Message) (*exchange.Payload, string) {
+	switch m.Kind {
+	case exchange.KindActionRequest:
+		return &m.Args, "args"
+	case exchange.KindActionResponse:
+		return &m.Result, "result"
+	}
+	return nil, ""
+}
+
 // Send sends m, with its action argument (ActionRequest.Args) or result
 // (ActionResponse.Result) put in the store and replaced by its proxy when
-// the policy says so; payloads that already are proxies are sent as they
-// are. m itself is not modified. A payload over [exchange.MaxPayloadSize]
-// is refused ([exchange.ErrMessageTooLarge]) as by any exchange, but one
-// under it goes through whatever the wrapped exchange's largest message
-// (for the shared-memory exchange, a quarter of a mailbox's ring); send a
-// larger one as a proxy of your own ([Store.Put] and [AppendPayload]).
-// When the wrapped Send fails, the payload just put is freed. Errors: those of the wrapped Send, and the store's when the
-// Put fails (the message is then not sent).
+// the policy says so, and in any case when it is too large to travel
+// inline: larger than [exchange.MaxPayloadSize], or refused by the wrapped
+// exchange as too large for its mailbox ([exchange.ErrMessageTooLarge]; the
+// payload is then proxied and the message sent again). So the wrapper
+// carries any payload its store can hold. Payloads that already are
+// proxies (a [Blob], a proxy of [AppendPayload]) are sent as they are. m
+// itself is not modified. When the wrapped Send fails, the payload just put
+// is freed. Errors: those of the wrapped Send, and the store's when the Put
+// fails (the message is then not sent).
 func (x *Exchange) Send(ctx context.Context, m *exchange.Message) error {
-	var field *exchange.Payload
-	var name string
-	switch {
-	case m.Kind == exchange.KindActionRequest && x.wants(m.Args):
-		cp := *m
-		field, name = &cp.Args, "args"
-		m = &cp
-	case m.Kind == exchange.KindActionResponse && x.wants(m.Result):
-		cp := *m
-		field, name = &cp.Result, "result"
-		m = &cp
-	default:
-		return x.inner.Send(ctx, m)
+	field, name := payloadField(m)
+	if field != nil && x.o.maxPayload > 0 && int64(len(*field)) > x.o.maxPayload {
+		return fmt.Errorf("%w: %s of %d bytes, this wrapper carries at most %d (WithMaxPayload)",
+			exchange.ErrMessageTooLarge, name, len(*field), x.o.maxPayload)
 	}
-	// m is now a shallow copy: replacing its field leaves the caller's
-	// message alone. It is validated before anything is put, as it is
-	// (payload limits included): the proxy that replaces the field changes
-	// nothing that Validate checks but the field's length, and is well
-	// under every limit.
+	if field == nil || !x.wants(*field) && len(*field) <= exchange.MaxPayloadSize {
+		err := x.inner.Send(ctx, m)
+		if field == nil || !errors.Is(err, exchange.ErrMessageTooLarge) || len(*field) == 0 || IsPayload(*field) {
+			return err
+		}
+		// Too large for the wrapped exchange's mailbox: proxy it.
+	}
+	// Send a shallow copy: replacing its field leaves the caller's message
+	// alone.
+	cp := *m
+	m = &cp
+	field, _ = payloadField(m)
+	payload := *field
+	// Validate everything but the payload's size before anything is put:
+	// the proxy that replaces the payload is well under every limit.
+	var buf [ProxyEncodedSize]byte
+	*field = AppendPayload(buf[:0], Proxy{})
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	p, err := x.store.Put(ctx, *field, x.o.put...)
+	p, err := x.store.Put(ctx, payload, x.o.put...)
 	if err != nil {
 		return fmt.Errorf("proxystore: proxy the %s of %v: %w", name, m, err)
 	}
-	var buf [3 + MaxEncodedProxy]byte
 	*field = AppendPayload(buf[:0], p)
 	if err := x.inner.Send(ctx, m); err != nil {
 		if ferr := x.store.Free(context.WithoutCancel(ctx), p); ferr != nil {
@@ -297,11 +321,25 @@ func (x *Exchange) Resolve(ctx context.Context, payload []byte) (View, error) {
 // Mailbox returns a client of the mailbox of id that resolves the proxies
 // it receives (see [Mailbox.Recv]).
 func (x *Exchange) Mailbox(ctx context.Context, id exchange.EntityID) (exchange.Mailbox, error) {
+	return x.mailbox(ctx, id, x.o.mode, x.o.async)
+}
+
+// ManualMailbox returns a client of the mailbox of id that resolves
+// nothing, whatever the wrapper's resolve mode: proxies stay in the
+// messages it receives, as with [ResolveManual]. It is for receivers that
+// resolve proxies as they decode, reading the payloads in place rather
+// than copies of them: the agent package's runtimes and clients receive
+// this way (with [ResolvePayload] and [Blob]).
+func (x *Exchange) ManualMailbox(ctx context.Context, id exchange.EntityID) (exchange.Mailbox, error) {
+	return x.mailbox(ctx, id, ResolveManual, false)
+}
+
+func (x *Exchange) mailbox(ctx context.Context, id exchange.EntityID, mode ResolveMode, async bool) (exchange.Mailbox, error) {
 	inner, err := x.inner.Mailbox(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	mb := &Mailbox{x: x, inner: inner}
+	mb := &Mailbox{x: x, inner: inner, mode: mode, async: async}
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if x.closed {
@@ -331,8 +369,10 @@ func (x *Exchange) Close() error {
 // Mailbox is a client of a mailbox of a wrapped exchange: it receives with
 // the wrapped client and resolves the proxies in what it receives.
 type Mailbox struct {
-	x     *Exchange // its options say the resolve mode and whether to resolve ahead
+	x     *Exchange
 	inner exchange.Mailbox
+	mode  ResolveMode // the wrapper's, or ResolveManual for ManualMailbox
+	async bool        // resolve one message ahead
 
 	closed atomic.Bool
 	mu     sync.Mutex        // one Recv at a time; guards held, spare
@@ -382,7 +422,7 @@ func (mb *Mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 	if mb.closed.Load() {
 		return exchange.ErrMailboxClosed
 	}
-	if mb.x.o.async {
+	if mb.async {
 		mb.startOnce.Do(mb.startPrefetch)
 		if mb.pf == nil { // Close came between the check above and here
 			return exchange.ErrMailboxClosed
@@ -447,20 +487,20 @@ type resolution struct {
 	err   error
 }
 
-// proxyField returns the field of m holding a proxy to resolve, if any.
+// proxyField returns the field of m holding a proxied value to resolve, if
+// any. A Blob's proxy (FormBytes) is not one: the Blob's decoder resolves
+// it.
 func proxyField(m *exchange.Message) (*exchange.Payload, string) {
-	switch {
-	case m.Kind == exchange.KindActionRequest && IsPayload(m.Args):
-		return &m.Args, "args"
-	case m.Kind == exchange.KindActionResponse && IsPayload(m.Result):
-		return &m.Result, "result"
+	f, name := payloadField(m)
+	if f == nil || !IsPayload(*f) || Form((*f)[3+pxOffForm]) == FormBytes {
+		return nil, ""
 	}
-	return nil, ""
+	return f, name
 }
 
 // take resolves the proxy in m, if any and if the mode resolves.
 func (mb *Mailbox) take(m *exchange.Message) resolution {
-	if mb.x.o.mode == ResolveManual {
+	if mb.mode == ResolveManual {
 		return resolution{}
 	}
 	f, name := proxyField(m)
@@ -494,7 +534,7 @@ func (mb *Mailbox) install(m *exchange.Message, r resolution) error {
 		f = &m.Result
 	}
 	b := r.view.Bytes()
-	if mb.x.o.mode == ResolveZeroCopy {
+	if mb.mode == ResolveZeroCopy {
 		mb.held, mb.heldIn, mb.spare = r.view, m, (*f)[:0]
 		*f = b[:len(b):len(b)]
 		return nil

@@ -53,7 +53,10 @@ var wrapConfigs = []wrapConfig{
 func (c wrapConfig) opts() []WrapOption {
 	// The suite's payloads are a few bytes: a threshold of 4 proxies most
 	// of them and leaves some (the 3-byte echo arguments) as they are.
-	return []WrapOption{WithThreshold(4), WithResolveMode(c.mode), WithResolveAsync(c.async)}
+	// The suite checks that a payload over exchange.MaxPayloadSize is
+	// refused: WithMaxPayload keeps that limit (by default the wrapper
+	// carries any size; see TestWrapAnySize).
+	return []WrapOption{WithThreshold(4), WithResolveMode(c.mode), WithResolveAsync(c.async), WithMaxPayload(exchange.MaxPayloadSize)}
 }
 
 func localOpts(cfg exchangetest.Config) []exchange.LocalOption {
@@ -424,7 +427,8 @@ func TestWrapResolveErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			freed := exchange.NewActionRequest(client, agent, "f", AppendPayload(nil, p))
-			malformed := exchange.NewActionRequest(client, agent, "f", []byte{0xd4, byte(ExtType), 0})
+			malformed := exchange.NewActionRequest(client, agent, "f", AppendPayload(nil, p))
+			malformed.Args[3+pxOffVersion] = 2 // a layout this build does not know
 			foreign := exchange.NewActionResponse(client, agent, exchange.NewTag(), AppendPayload(nil, Proxy{Store: NewStoreID(), Kind: 3, Segment: 1, Generation: 1}))
 			good := exchange.NewActionRequest(client, agent, "f", big)
 			for _, s := range []*exchange.Message{freed, malformed, foreign, good} {

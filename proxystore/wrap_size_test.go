@@ -1,0 +1,116 @@
+package proxystore
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/shmex/shmex/exchange"
+)
+
+// TestWrapAnySize: the inline limits apply to what goes on the wrapped
+// exchange, never to what the wrapper proxies. A payload the policy leaves
+// inline but the wrapped exchange refuses as too large is proxied and sent
+// again; one over exchange.MaxPayloadSize is always proxied.
+func TestWrapAnySize(t *testing.T) {
+	ctx := t.Context()
+	store := NewMemStore()
+	defer store.Close()
+	// A policy that never proxies, over an exchange of 4096-byte messages.
+	x, agent, client, mb := wrapPair(t, store, WithShouldProxy(func([]byte) bool { return false }))
+	for _, n := range []int{100, 10 << 10, exchange.MaxPayloadSize + 1, 40 << 20} {
+		payload := pattern(uint64(n), n, false)
+		if err := x.Send(ctx, exchange.NewActionRequest(client, agent, "f", payload)); err != nil {
+			t.Fatalf("send %d bytes: %v", n, err)
+		}
+		var m exchange.Message
+		recvMsg(t, mb, &m)
+		if !bytes.Equal(m.Args, payload) {
+			t.Fatalf("%d bytes sent, %d received", n, len(m.Args))
+		}
+	}
+	if st := x.Stats(); st.Proxied != 3 || st.Resolved != 3 {
+		t.Fatalf("stats %+v, want 3 proxied (all but the 100 bytes)", st)
+	}
+	if store.Len() != 0 {
+		t.Fatalf("%d payloads left in the store", store.Len())
+	}
+	// Results too.
+	resp := exchange.NewActionResponse(agent, client, exchange.NewTag(), pattern(9, 20<<20, false))
+	if err := x.Send(ctx, resp); err != nil {
+		t.Fatal(err)
+	}
+	cmb, err := x.Mailbox(ctx, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m exchange.Message
+	recvMsg(t, cmb, &m)
+	if !bytes.Equal(m.Result, resp.Result) {
+		t.Fatal("result changed")
+	}
+
+	// WithMaxPayload bounds what the wrapper carries.
+	y, agent2, client2, _ := wrapPair(t, store, WithMaxPayload(1<<20))
+	err = y.Send(ctx, exchange.NewActionRequest(client2, agent2, "f", make([]byte, 2<<20)))
+	if !errors.Is(err, exchange.ErrMessageTooLarge) {
+		t.Fatalf("over WithMaxPayload: %v", err)
+	}
+	// An invalid message is refused before anything is put.
+	bad := exchange.NewActionRequest(client2, agent2, "", make([]byte, 100<<10))
+	if err := y.Send(ctx, bad); !errors.Is(err, exchange.ErrBadMessage) || store.Len() != 0 {
+		t.Fatalf("invalid message: %v, %d payloads stored", err, store.Len())
+	}
+}
+
+// A Blob's proxy in a message is left for the Blob's decoder: a wrapped
+// mailbox, whatever its mode, does not resolve it; a proxied value is
+// resolved, except by a ManualMailbox.
+func TestWrapLeavesBlobs(t *testing.T) {
+	ctx := t.Context()
+	store := NewMemStore()
+	defer store.Close()
+	for _, mode := range []ResolveMode{ResolveCopy, ResolveZeroCopy} {
+		x, agent, client, mb := wrapPair(t, store, WithThreshold(1000), WithResolveMode(mode))
+		b, err := NewBlob(ctx, store, pattern(3, 5000, false))
+		if err != nil {
+			t.Fatal(err)
+		}
+		args, err := b.MarshalMsg(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := x.Send(ctx, exchange.NewActionRequest(client, agent, "f", args)); err != nil {
+			t.Fatal(err)
+		}
+		var m exchange.Message
+		recvMsg(t, mb, &m)
+		if !bytes.Equal(m.Args, args) {
+			t.Fatalf("%v: the Blob's proxy was changed into %d bytes", mode, len(m.Args))
+		}
+		var got Blob
+		if _, err := got.UnmarshalMsg(m.Args); err != nil || !bytes.Equal(got.Bytes(), pattern(3, 5000, false)) {
+			t.Fatalf("%v: decode: %v", mode, err)
+		}
+		got.Release()
+		if x.Stats().Proxied != 0 || x.Stats().Resolved != 0 {
+			t.Fatalf("%v: stats %+v", mode, x.Stats())
+		}
+
+		// A ManualMailbox leaves a proxied value as it came.
+		manual, err := x.ManualMailbox(ctx, client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		big := pattern(4, 5000, false)
+		if err := x.Send(ctx, exchange.NewActionResponse(agent, client, exchange.NewTag(), big)); err != nil {
+			t.Fatal(err)
+		}
+		recvMsg(t, manual, &m)
+		v, f, err := ResolvePayload(ctx, m.Result)
+		if err != nil || f != FormValue || !bytes.Equal(v.Bytes(), big) {
+			t.Fatalf("%v: ManualMailbox then ResolvePayload: %v %v", mode, f, err)
+		}
+		v.Release()
+	}
+}
