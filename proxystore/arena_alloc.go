@@ -269,6 +269,68 @@ func (a *Arena) allocBlock(n int) (*arenaSeg, uint64, error) {
 	return nil, 0, fmt.Errorf("%w: no room for %d bytes", ErrStoreFull, n)
 }
 
+// Reserve prepares room in this process's arena for payloads of the given
+// sizes, so that the first Alloc or Put of each finds warm memory rather
+// than creating a segment: for a size over the segment size
+// ([WithSegmentSize]), a free single-block segment that holds it (one per
+// such size given); for a smaller one, a regular segment with a free run
+// that holds it. What is missing is created now, populated as
+// [WithPrefault] says, within the limits ([ErrStoreFull] beyond them).
+// Fresh memory costs its price here, once (see [WithPrefault]); call
+// Reserve at startup, before the first large call, for that call to run
+// warm. Reserved room is ordinary free room: any allocation may use it.
+func (a *Arena) Reserve(ctx context.Context, sizes ...int) error {
+	if err := a.enter(); err != nil {
+		return err
+	}
+	defer a.mu.RUnlock()
+	a.amu.Lock()
+	defer a.amu.Unlock()
+	taken := map[*arenaSeg]bool{} // single-block segments counted for a size already
+	for _, n := range sizes {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if n < 0 {
+			return fmt.Errorf("proxystore: Reserve of %d bytes", n)
+		}
+		if s := a.roomFor(n, taken); s != nil {
+			if s.own.single {
+				taken[s] = true
+			}
+			continue
+		}
+		if err := a.grow(n); err != nil {
+			return err
+		}
+		if s := a.roomFor(n, taken); s != nil && s.own.single {
+			taken[s] = true
+		}
+	}
+	return nil
+}
+
+// roomFor returns a segment with free room for n bytes, not allocating it:
+// a free single-block segment not in taken for n over the segment size, a
+// regular segment with a free run for the others. a.amu is held.
+func (a *Arena) roomFor(n int, taken map[*arenaSeg]bool) *arenaSeg {
+	single := n > int(a.opts.segmentSize)
+	k := max(1, (n+ChunkSize-1)/ChunkSize)
+	for _, s := range a.own {
+		switch {
+		case single && s.own.single && !s.own.inUse && !taken[s] && s.hdr.dataSize >= uint64(n):
+			return s
+		case !single && !s.own.single:
+			for _, r := range s.own.runs {
+				if r.n >= k {
+					return s
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // grow creates a segment with room for n bytes.
 func (a *Arena) grow(n int) error {
 	size := a.opts.segmentSize

@@ -409,6 +409,23 @@ func TestArenaProcessOwnerKilled(t *testing.T) {
 			t.Fatalf("view %d changed after the owner died", i)
 		}
 	}
+	// A reader that attached the segments trusts its last look at the
+	// owner's liveness for ownerCheckInterval: retry until it notices.
+	untilOwnerDead(t, func() error {
+		if l := childCmd(t, attached, "resolve "+proxyHex(ps[0]), ""); l != "ok" && l != "err OwnerDead" {
+			return errors.New(l)
+		} else if l == "err OwnerDead" {
+			return ErrOwnerDead
+		}
+		return nil
+	})
+	untilOwnerDead(t, func() error {
+		v, err := me.Resolve(ctx, ps[0])
+		if err == nil {
+			v.Release()
+		}
+		return err
+	})
 	for _, c := range []*childproc.Child{attached, fresh} {
 		for _, p := range ps {
 			childCmd(t, c, "resolve "+proxyHex(p), "err OwnerDead")

@@ -651,6 +651,13 @@ func TestArenaDeadOwnerInProcess(t *testing.T) {
 	big, _ := owner.Put(ctx, make([]byte, 2<<20))
 	v := arenaResolve(t, reader, p1)
 	owner.life.Close() // the owner is dead to everyone else
+	untilOwnerDead(t, func() error {
+		v, err := reader.Resolve(ctx, p1)
+		if err == nil {
+			v.Release()
+		}
+		return err
+	})
 	for _, p := range []Proxy{p1, p2, big} {
 		if _, err := reader.Resolve(ctx, p); !errors.Is(err, ErrOwnerDead) {
 			t.Fatalf("resolve after owner death: %v", err)
@@ -686,6 +693,24 @@ func TestArenaDeadOwnerInProcess(t *testing.T) {
 	fresh := openArena(t, dir)
 	if _, err := fresh.Resolve(ctx, p2); !errors.Is(err, ErrOwnerDead) {
 		t.Fatalf("fresh reader: %v", err)
+	}
+}
+
+// untilOwnerDead calls resolve until it fails with ErrOwnerDead, which it
+// must within a few times ownerCheckInterval (a reader that looked at the
+// owner's liveness lock trusts it that long).
+func untilOwnerDead(t *testing.T, resolve func() error) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := resolve()
+		if errors.Is(err, ErrOwnerDead) {
+			return
+		}
+		if err != nil || time.Now().After(deadline) {
+			t.Fatalf("resolve after the owner's death: %v", err)
+		}
+		time.Sleep(ownerCheckInterval / 4)
 	}
 }
 
@@ -807,4 +832,44 @@ func TestArenaTooManyViews(t *testing.T) {
 	reader.Close()
 	v = arenaResolve(t, other, p)
 	v.Release()
+}
+
+// TestArenaReserve: Reserve creates the segments that payloads of the
+// given sizes need, once; the allocations that follow reuse them.
+func TestArenaReserve(t *testing.T) {
+	ctx := t.Context()
+	a := openArena(t, arenaDir(t), WithSegmentSize(1<<20), WithMaxBytes(16<<20))
+	if err := a.Reserve(ctx, 5<<20, 5<<20, 100, 300<<10); err != nil {
+		t.Fatal(err)
+	}
+	st := a.Stats()
+	if st.Segments != 3 || st.Bytes != 11<<20 || st.Blocks != 0 {
+		t.Fatalf("after Reserve: %+v, want two 5 MiB single-block segments and one regular", st)
+	}
+	if err := a.Reserve(ctx, 5<<20, 1<<20, 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	if got := a.Stats(); got.Segments != 3 {
+		t.Fatalf("a second Reserve of what is there: %+v", got)
+	}
+	var loans []Loan
+	for _, n := range []int{5 << 20, 5 << 20, 100, 300 << 10} {
+		l, err := a.Alloc(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		loans = append(loans, l)
+	}
+	if got := a.Stats(); got.Segments != 3 || got.Blocks != 4 {
+		t.Fatalf("allocations after Reserve made segments: %+v", got)
+	}
+	if err := a.Reserve(ctx, 8<<20); !errors.Is(err, ErrStoreFull) {
+		t.Fatalf("Reserve beyond the limits: %v", err)
+	}
+	for _, l := range loans {
+		l.Abort()
+	}
+	if err := a.Reserve(ctx, -1); err == nil {
+		t.Fatal("Reserve(-1)")
+	}
 }

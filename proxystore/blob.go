@@ -104,9 +104,14 @@ type blobRef struct {
 // blobPutOptions returns the options of a made Blob: single use unless
 // opts say otherwise.
 func blobPutOptions(opts []PutOption) ([]PutOption, bool) {
+	if len(opts) == 0 {
+		return singleUseOpts, true
+	}
 	all := append([]PutOption{WithSingleUse()}, opts...)
 	return all, ApplyPutOptions(all).Lifetime == SingleUse
 }
+
+var singleUseOpts = []PutOption{WithSingleUse()}
 
 // AllocBlob lends n writable bytes in s and returns them as a Blob: fill
 // [Blob.Bytes] in place, then send the Blob (as an action's argument or

@@ -81,8 +81,11 @@
 // the first store that notices (a resolve, a background pass, the next
 // OpenArena) or by [Collect], which `shmex gc` calls. Readers that mapped a
 // segment keep valid views of it; every later resolve of its proxies fails
-// with [ErrOwnerDead]. An owner that closes its Arena retires its segments
-// the same way.
+// with [ErrOwnerDead] (a reader looks at an owner's liveness lock at most
+// every 10 ms, so resolves in the hot path make no system call: within
+// that interval of the death, committed payloads still resolve). An owner
+// that closes its Arena retires its segments the same way, noticed at
+// once.
 //
 // # The file store
 //
