@@ -26,21 +26,18 @@ func TestRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	if len(lines) != 2 || !strings.HasPrefix(lines[0], "lent 8 MiB in place") || !strings.HasPrefix(lines[1], "copied 8 MiB in with Put") {
+	if len(lines) != 3 || !strings.HasPrefix(lines[0], "reserved room for 2 payloads of 8 MiB") ||
+		!strings.HasPrefix(lines[1], "loan: 8 MiB lent in place") || !strings.HasPrefix(lines[2], "put: 8 MiB copied in") {
 		t.Fatalf("output:\n%s", out.String())
 	}
-	for _, l := range lines {
+	for _, l := range lines[1:] {
 		var got, want uint64
-		i := strings.Index(l, "summed it to ")
+		i := strings.Index(l, "agent to ")
 		if i < 0 {
 			t.Fatalf("line %q", l)
 		}
-		if _, err := fmtSscanf(l[i:], &got, &want); err != nil || got != want {
+		if _, err := fmt.Sscanf(l[i:], "agent to %d (want %d)", &got, &want); err != nil || got != want {
 			t.Fatalf("line %q: sums %d and %d (%v)", l, got, want, err)
 		}
 	}
-}
-
-func fmtSscanf(s string, got, want *uint64) (int, error) {
-	return fmt.Sscanf(s, "summed it to %d (want %d)", got, want)
 }
