@@ -2,6 +2,19 @@
 // exchange without copying them: a payload lives in a [Store] and a
 // [Proxy], a few dozen bytes, travels in its place.
 //
+// # Blobs
+//
+// [Blob] is the payload type for action arguments and results: a sender
+// lends room in its arena and fills it ([AllocBlob], no copy) or copies
+// bytes in ([NewBlob], one copy); the Blob travels as a proxy (a 59-byte
+// MessagePack extension, proxy_layout.go and docs/wire.md), alone or as a
+// field of a msgp struct; the receiver decodes it into a read-only view of
+// the sender's bytes, resolved with the store of its own process that has
+// the proxy's store id ([StoreFor]). The agent package releases the Blobs of
+// an action's arguments when the action returns; [Blob.Retain] keeps one
+// longer. No resolve mode to choose and no codec to register: a Blob's
+// methods are msgp's.
+//
 // Two stores implement the [Store] contract: the arena store ([Arena],
 // shared-memory arenas of one exchange directory, zero copies between the
 // processes of a node) and the file store ([FileStore], files under a
@@ -110,16 +123,20 @@
 // arguments and ActionResponse results that the policy selects
 // ([WithThreshold], default 64 KiB, or [WithShouldProxy]) with a proxy,
 // single use by default, and leaves payloads that already are proxies
-// alone. Mailboxes resolve on Recv: by copy ([ResolveCopy], the default: the
-// Message behaves as with any exchange), without a copy ([ResolveZeroCopy]:
-// the field is read-only and valid until the next Recv on that Mailbox or
-// its Close), or not at all ([ResolveManual]: the caller resolves with
-// [Exchange.Resolve] when it wants the bytes). [WithResolveAsync] resolves
-// one message ahead (Academy's resolve_async). A failed resolve returns the
-// message with a [*ResolveError]. A payload larger than
-// exchange.MaxPayloadSize is refused, as every exchange refuses it: send a
-// larger one as a proxy made with [Store.Alloc] or [Store.Put] and
-// [AppendPayload]. Requests still queued in a mailbox when it is terminated
+// (Blobs included) alone. Whatever the policy, a payload too large to
+// travel inline (over exchange.MaxPayloadSize, or refused by the wrapped
+// exchange's mailbox) is proxied too: a wrapper carries any size its store
+// holds ([WithMaxPayload] bounds it). Mailboxes resolve on Recv: by copy
+// ([ResolveCopy], the default: the Message behaves as with any exchange),
+// without a copy ([ResolveZeroCopy]: the field is read-only and valid
+// until the next Recv on that Mailbox or its Close), or not at all
+// ([ResolveManual]: the caller resolves with [Exchange.Resolve] when it
+// wants the bytes). [WithResolveAsync] resolves one message ahead
+// (Academy's resolve_async). A failed resolve returns the message with a
+// [*ResolveError]. The agent package receives with [Exchange.ManualMailbox]
+// and resolves as it decodes ([ResolvePayload]), reading payloads in
+// place: the resolve mode applies to mailboxes used directly. Requests
+// still queued in a mailbox when it is terminated
 // are answered by the wrapped exchange without being resolved: their
 // single-use payloads stay until their owner frees them or closes its
 // store.

@@ -192,6 +192,25 @@ func (x *Exchange) Unwrap() exchange.Exchange { return x.inner }
 // Store returns the store.
 func (x *Exchange) Store() Store { return x.store }
 
+// StoreOf returns the store of x when x is a wrapper, or wraps one (through
+// Unwrap methods), and nil otherwise. An action in an agent process finds
+// the store to lend its results from this way:
+//
+//	store := proxystore.StoreOf(agent.FromContext(ctx).Exchange())
+func StoreOf(x exchange.Exchange) Store {
+	for x != nil {
+		if w, ok := x.(*Exchange); ok {
+			return w.store
+		}
+		u, ok := x.(interface{ Unwrap() exchange.Exchange })
+		if !ok {
+			return nil
+		}
+		x = u.Unwrap()
+	}
+	return nil
+}
+
 // WrapStats counts what a wrapper did.
 type WrapStats struct {
 	// Proxied counts the payloads Send put in the store.

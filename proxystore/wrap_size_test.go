@@ -50,6 +50,10 @@ func TestWrapAnySize(t *testing.T) {
 		t.Fatal("result changed")
 	}
 
+	if StoreOf(x) != Store(store) || StoreOf(x.Unwrap()) != nil || StoreOf(nil) != nil {
+		t.Fatal("StoreOf")
+	}
+
 	// WithMaxPayload bounds what the wrapper carries.
 	y, agent2, client2, _ := wrapPair(t, store, WithMaxPayload(1<<20))
 	err = y.Send(ctx, exchange.NewActionRequest(client2, agent2, "f", make([]byte, 2<<20)))
