@@ -595,3 +595,48 @@ func TestBlobOwnerKilled(t *testing.T) {
 		t.Fatal("the view changed after its owner died")
 	}
 }
+
+// TestBlobSliceInProcess: Blobs in a slice argument, on the in-process
+// exchange with a MemStore: each is read in place and released when the
+// action returns (single use: evicted from the store).
+func TestBlobSliceInProcess(t *testing.T) {
+	ctx := t.Context()
+	x := exchange.NewLocal()
+	defer x.Close()
+	store := proxystore.NewMemStore()
+	defer store.Close()
+	b := agent.NewBehavior("Slices")
+	if err := agent.AddAction(b, "total", func(_ context.Context, in []proxystore.Blob) (int, error) {
+		n := 0
+		for _, bl := range in {
+			if !bl.Received() {
+				return 0, errors.New("a copy")
+			}
+			n += bl.Size()
+		}
+		return n, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := agent.NewRuntime(ctx, x, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go rt.Run(ctx)
+	defer func() { rt.Shutdown(); <-rt.Done() }()
+	var in []proxystore.Blob
+	for _, n := range []int{10, 2000, 70000} {
+		bl, err := proxystore.NewBlob(ctx, store, make([]byte, n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		in = append(in, bl)
+	}
+	got, err := agent.Call[int](ctx, rt.Handle(rt.ID()), "total", in)
+	if err != nil || got != 72010 {
+		t.Fatalf("total = %d, %v", got, err)
+	}
+	if store.Len() != 0 {
+		t.Fatalf("%d payloads left: the action's Blobs were not released", store.Len())
+	}
+}

@@ -287,15 +287,54 @@ func payloadField(m *exchange.Message) (*exchange.Payload, string) {
 // is freed. Errors: those of the wrapped Send, and the store's when the Put
 // fails (the message is then not sent).
 func (x *Exchange) Send(ctx context.Context, m *exchange.Message) error {
+	_, err := x.send(ctx, m, false)
+	return err
+}
+
+// SendIncarnation is Send that also returns the incarnation of the
+// destination mailbox (exchange.IncarnationSender): the wrapped exchange's
+// SendIncarnation when it has one; otherwise the incarnation read before
+// the send when it is an [exchange.Reopener], else 0.
+func (x *Exchange) SendIncarnation(ctx context.Context, m *exchange.Message) (uint32, error) {
+	return x.send(ctx, m, true)
+}
+
+// incarnationSender is exchange.IncarnationSender, declared here until it
+// is on main (the same method set: an exchange that implements one
+// implements the other).
+type incarnationSender interface {
+	SendIncarnation(ctx context.Context, m *exchange.Message) (uint32, error)
+}
+
+// sendInner sends m with the wrapped exchange, reporting the incarnation
+// of its destination when inc is set.
+func (x *Exchange) sendInner(ctx context.Context, m *exchange.Message, inc bool) (uint32, error) {
+	if !inc {
+		return 0, x.inner.Send(ctx, m)
+	}
+	if s, ok := x.inner.(incarnationSender); ok {
+		return s.SendIncarnation(ctx, m)
+	}
+	var n uint32
+	if r, ok := x.inner.(exchange.Reopener); ok {
+		if v, err := r.Incarnation(ctx, m.Dest); err == nil {
+			n = v
+		}
+	}
+	return n, x.inner.Send(ctx, m)
+}
+
+// send is Send, and SendIncarnation with inc.
+func (x *Exchange) send(ctx context.Context, m *exchange.Message, inc bool) (uint32, error) {
 	field, name := payloadField(m)
 	if field != nil && x.o.maxPayload > 0 && int64(len(*field)) > x.o.maxPayload {
-		return fmt.Errorf("%w: %s of %d bytes, this wrapper carries at most %d (WithMaxPayload)",
+		return 0, fmt.Errorf("%w: %s of %d bytes, this wrapper carries at most %d (WithMaxPayload)",
 			exchange.ErrMessageTooLarge, name, len(*field), x.o.maxPayload)
 	}
 	if field == nil || !x.wants(*field) && len(*field) <= exchange.MaxPayloadSize {
-		err := x.inner.Send(ctx, m)
+		n, err := x.sendInner(ctx, m, inc)
 		if field == nil || !errors.Is(err, exchange.ErrMessageTooLarge) || len(*field) == 0 || IsPayload(*field) {
-			return err
+			return n, err
 		}
 		// Too large for the wrapped exchange's mailbox: proxy it.
 	}
@@ -310,21 +349,22 @@ func (x *Exchange) Send(ctx context.Context, m *exchange.Message) error {
 	var buf [ProxyEncodedSize]byte
 	*field = AppendPayload(buf[:0], Proxy{})
 	if err := m.Validate(); err != nil {
-		return err
+		return 0, err
 	}
 	p, err := x.store.Put(ctx, payload, x.o.put...)
 	if err != nil {
-		return fmt.Errorf("proxystore: proxy the %s of %v: %w", name, m, err)
+		return 0, fmt.Errorf("proxystore: proxy the %s of %v: %w", name, m, err)
 	}
 	*field = AppendPayload(buf[:0], p)
-	if err := x.inner.Send(ctx, m); err != nil {
+	n, err := x.sendInner(ctx, m, inc)
+	if err != nil {
 		if ferr := x.store.Free(context.WithoutCancel(ctx), p); ferr != nil {
 			x.o.log.Warn("proxystore: free the proxy of an unsent message", "proxy", p, "err", ferr)
 		}
-		return err
+		return n, err
 	}
 	x.proxied.Add(1)
-	return nil
+	return n, nil
 }
 
 // Resolve resolves a proxy payload (as found in Args or Result with

@@ -118,3 +118,40 @@ func TestWrapLeavesBlobs(t *testing.T) {
 		v.Release()
 	}
 }
+
+// TestWrapSendIncarnation: the wrapper reports the incarnation of the
+// mailbox a message went to, proxied or not, as the wrapped exchange does.
+func TestWrapSendIncarnation(t *testing.T) {
+	ctx := t.Context()
+	store := NewMemStore()
+	defer store.Close()
+	x, agent, client, mb := wrapPair(t, store, WithThreshold(1000))
+	want, err := x.Incarnation(ctx, agent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{10, 5000} {
+		got, err := x.SendIncarnation(ctx, exchange.NewActionRequest(client, agent, "f", make([]byte, n)))
+		if err != nil || got != want {
+			t.Fatalf("SendIncarnation of %d bytes = %d, %v; want %d", n, got, err, want)
+		}
+		var m exchange.Message
+		recvMsg(t, mb, &m)
+		if len(m.Args) != n {
+			t.Fatalf("received %d bytes", len(m.Args))
+		}
+	}
+	if err := x.Terminate(ctx, agent); err != nil {
+		t.Fatal(err)
+	}
+	mb.Close()
+	if err := x.Reopen(ctx, agent); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := x.SendIncarnation(ctx, exchange.NewActionRequest(client, agent, "f", make([]byte, 5000))); err != nil || got != want+1 {
+		t.Fatalf("after Reopen: %d, %v; want %d", got, err, want+1)
+	}
+	if _, err := x.SendIncarnation(ctx, exchange.NewPingRequest(client, exchange.NewAgentID())); !errors.Is(err, exchange.ErrBadEntityID) {
+		t.Fatalf("to a missing id: %v", err)
+	}
+}
