@@ -33,6 +33,17 @@ const (
 // Sweep series.
 var sweepSeries = []string{"exchange", "uds", "tcp", "redis"}
 
+// sweepLargeSizes are the sizes past the inline sweep at which the peers
+// that carry any size are measured too (Unix sockets; Redis, whose bulk
+// strings stop at 512 MB), to draw beside action/payload's Blob rows.
+var sweepLargeSizes = []int{64 << 20, 1 << 30}
+
+// sweepLargeSeries are those peers.
+var sweepLargeSeries = []string{"uds", "redis"}
+
+// redisMaxBulk is Redis's default proto-max-bulk-len.
+const redisMaxBulk = 512 << 20
+
 // SweepMetric returns the metric name of a sweep row.
 func SweepMetric(series string, size int) string {
 	return fmt.Sprintf("sweep.%s.rtt_%s_ns", series, sizeName(size))
@@ -58,10 +69,16 @@ func init() {
 			metrics = append(metrics, SweepMetric(s, n))
 		}
 	}
+	for _, s := range sweepLargeSeries {
+		for _, n := range sweepLargeSizes {
+			metrics = append(metrics, SweepMetric(s, n))
+		}
+	}
 	Register(Scenario{
 		Name: "sweep", Rank: RankOther,
 		Doc: "payload sweep: a request with an argument of 64 B to 4 MiB and a 64-byte answer, with a child process, " +
-			"inline through the exchange (default idle: spin a while, then futex) and through each peer",
+			"inline through the exchange (default idle: spin a while, then futex) and through each peer; " +
+			"Unix sockets and Redis also at 64 MiB and 1 GiB, beside action/payload's Blobs",
 		Metrics: metrics,
 		Run:     runSweep,
 	})
@@ -110,6 +127,45 @@ func (e *Env) inlineSizes() []int {
 		}
 	}
 	return s
+}
+
+// largeSizes returns the sizes past the inline sweep for the peers that
+// carry any size: Config.Sizes above sweepMaxInline when set, else
+// sweepLargeSizes.
+func (e *Env) largeSizes() []int {
+	if len(e.Sizes) == 0 {
+		return sweepLargeSizes
+	}
+	var s []int
+	for _, n := range e.Sizes {
+		if n > sweepMaxInline {
+			s = append(s, n)
+		}
+	}
+	return s
+}
+
+// largeRows measures op at the large sizes for one series, or skips them
+// (quick runs; sizes over max, with why).
+func (e *Env) largeRows(ctx context.Context, series string, max int, why string, op func(size int) error) ([]Row, error) {
+	var rows []Row
+	for _, n := range e.largeSizes() {
+		metric := SweepMetric(series, n)
+		switch {
+		case e.Quick:
+			rows = append(rows, SkipRows("quick run: payloads up to "+sizeName(proxyQuickMax), metric)...)
+			continue
+		case n > max:
+			rows = append(rows, SkipRows(why, metric)...)
+			continue
+		}
+		r, err := e.sweepRow(ctx, metric, series, n, PayloadMetric("", n), func() error { return op(n) })
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r)
+	}
+	return rows, nil
 }
 
 // sweepMaxInline is the largest payload the inline sweep sends.
@@ -172,12 +228,22 @@ func (e *Env) sweepRows(ctx context.Context, series, vs string, op func(size int
 
 func runSweep(ctx context.Context, env *Env) ([]Row, error) {
 	sizes := env.inlineSizes()
-	if len(sizes) == 0 {
+	if len(sizes) == 0 && len(env.largeSizes()) == 0 {
 		return nil, nil
 	}
-	payload := make([]byte, slices.Max(sizes))
-	for i := range payload {
+	n := 0
+	if len(sizes) > 0 {
+		n = slices.Max(sizes)
+	}
+	if large := env.largeSizes(); len(large) > 0 && !env.Quick {
+		n = max(n, slices.Max(large))
+	}
+	payload := make([]byte, n)
+	for i := range min(len(payload), sweepMaxInline) {
 		payload[i] = byte(i * 7)
+	}
+	for i := sweepMaxInline; i < len(payload); i += 4096 {
+		payload[i] = byte(i >> 12) // the large sizes: one byte a page is enough for a socket
 	}
 	var rows []Row
 	r, err := sweepExchange(ctx, env, payload)
@@ -243,7 +309,7 @@ func sweepSocket(ctx context.Context, env *Env, network string, payload []byte) 
 	series := map[string]string{"unix": "uds", "tcp": "tcp"}[network]
 	var hdr [8]byte
 	var ack [MsgSize]byte
-	return env.sweepRows(ctx, series, "", func(n int) error {
+	op := func(n int) error {
 		conn.SetDeadline(time.Now().Add(srv.timeout))
 		binary.LittleEndian.PutUint64(hdr[:], uint64(n))
 		if _, err := (&net.Buffers{hdr[:], payload[:n]}).WriteTo(conn); err != nil {
@@ -251,7 +317,13 @@ func sweepSocket(ctx context.Context, env *Env, network string, payload []byte) 
 		}
 		_, err := io.ReadFull(conn, ack[:])
 		return err
-	})
+	}
+	rows, err := env.sweepRows(ctx, series, "", op)
+	if err != nil || !slices.Contains(sweepLargeSeries, series) {
+		return rows, err
+	}
+	large, err := env.largeRows(ctx, series, min(len(payload), sweepMaxBytes), "larger than this run's payload", op)
+	return append(rows, large...), err
 }
 
 // sweepRedis pushes the payload on a Redis list for a child that answers
@@ -260,7 +332,7 @@ func sweepRedis(ctx context.Context, env *Env, payload []byte) ([]Row, error) {
 	path, skip := FindRedisServer(env.RedisServer)
 	if skip != "" {
 		var ms []string
-		for _, n := range env.inlineSizes() {
+		for _, n := range append(env.inlineSizes(), env.largeSizes()...) {
 			ms = append(ms, SweepMetric("redis", n))
 		}
 		return SkipRows(skip, ms...), nil
@@ -269,10 +341,22 @@ func sweepRedis(ctx context.Context, env *Env, payload []byte) ([]Row, error) {
 	if err != nil {
 		return nil, err
 	}
-	msg := make([]byte, 1+len(payload))
+	maxLen := 0 // the largest payload sent to Redis
+	for _, n := range append(env.inlineSizes(), env.largeSizes()...) {
+		if n <= len(payload) && n < redisMaxBulk {
+			maxLen = max(maxLen, n)
+		}
+	}
+	msg := make([]byte, 1+maxLen)
 	msg[0] = redisAck
 	copy(msg[1:], payload)
-	rows, err := env.sweepRows(ctx, "redis", "", func(n int) error { return p.ack(ctx, msg[:1+n]) })
+	op := func(n int) error { return p.ack(ctx, msg[:1+n]) }
+	rows, err := env.sweepRows(ctx, "redis", "", op)
+	if err == nil {
+		var large []Row
+		large, err = env.largeRows(ctx, "redis", maxLen, "over Redis's 512 MB bulk strings", op)
+		rows = append(rows, large...)
+	}
 	if cerr := p.close(ctx); err == nil {
 		err = cerr
 	}
