@@ -55,8 +55,17 @@ func openMailbox(ctx context.Context, x exchange.Exchange, id exchange.EntityID)
 //     []byte.
 //
 // Decoding errors that come from a proxy where the type expects something
-// else say so.
+// else say so. A failed decode releases the Blobs it resolved before it
+// failed.
 func decodePayload[T any](c Codec[T], b []byte, v *T) error {
+	err := decodeProxied(c, b, v)
+	if err != nil && proxystore.HasBlobs(reflect.TypeFor[T]()) {
+		proxystore.ReleaseBlobs(v)
+	}
+	return err
+}
+
+func decodeProxied[T any](c Codec[T], b []byte, v *T) error {
 	if !proxystore.IsPayload(b) {
 		return proxystore.ExplainDecodeError(c.Decode(b, v))
 	}

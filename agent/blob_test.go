@@ -640,3 +640,43 @@ func TestBlobSliceInProcess(t *testing.T) {
 		t.Fatalf("%d payloads left: the action's Blobs were not released", store.Len())
 	}
 }
+
+// TestBlobDecodeFailureReleases: a result that fails to decode after one of
+// its Blobs resolved leaves no view behind.
+func TestBlobDecodeFailureReleases(t *testing.T) {
+	ctx := t.Context()
+	x := exchange.NewLocal()
+	defer x.Close()
+	store := proxystore.NewMemStore()
+	defer store.Close()
+	b := agent.NewBehavior("Broken")
+	// The raw result: a Labeled whose Data resolves, then a field of the
+	// wrong type.
+	if err := b.AddRawAction("broken", func(ctx context.Context, _ []byte, out []byte) ([]byte, error) {
+		bl, err := proxystore.NewBlob(ctx, store, []byte("resolved first"))
+		if err != nil {
+			return out, err
+		}
+		out = msgp.AppendMapHeader(out, 2)
+		out = msgp.AppendString(out, "Data")
+		if out, err = bl.MarshalMsg(out); err != nil {
+			return out, err
+		}
+		out = msgp.AppendString(out, "Name")
+		return msgp.AppendInt(out, 3), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := agent.NewRuntime(ctx, x, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go rt.Run(ctx)
+	defer func() { rt.Shutdown(); <-rt.Done() }()
+	if _, err := agent.Call[Labeled](ctx, rt.Handle(rt.ID()), "broken", agent.NoArgs{}); err == nil {
+		t.Fatal("a result with a wrong field decoded")
+	}
+	if store.Len() != 0 {
+		t.Fatal("the Blob resolved before the failure was not released")
+	}
+}
