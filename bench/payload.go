@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shmex/shmex/agent"
@@ -309,23 +310,34 @@ func runPayload(ctx context.Context, env *Env) ([]Row, error) {
 			}
 			r.Note = join(s.note, r.Note)
 			rows = append(rows, r)
+			if s.kind == "put" && slices.Contains(payloadMemcpySizes, n) {
+				// The copy it is compared with, right after (a busy
+				// machine changes pace from minute to minute).
+				idle := keepAlive(wd)
+				r, err := payloadMemcpy(ctx, env, a, payload[:n])
+				idle()
+				if err != nil {
+					return nil, err
+				}
+				rows = append(rows, r)
+			}
 		}
 	}
 	for _, n := range payloadMemcpySizes {
-		if skip(n, payloadMemcpyMetric(n)) {
-			continue
+		if !slices.Contains(sizes, n) {
+			rows = append(rows, SkipRows("not among this run's sizes", payloadMemcpyMetric(n))...)
+		} else if n > maxSize {
+			skip(n, payloadMemcpyMetric(n))
 		}
-		r, err := payloadMemcpy(ctx, env, a, payload[:n])
-		if err != nil {
-			return nil, err
-		}
-		rows = append(rows, r)
 	}
+	// Reserve takes seconds in this process alone: the agent is idle, not
+	// silent.
+	idle := keepAlive(wd)
 
 	// Reserve ahead of the first call: another arena of this process (as a
 	// process that starts would open it) reserves room for the largest
 	// payload, then makes its first call with it.
-	r, err := payloadReserved(ctx, env, x.Dir(), maxSize, take)
+	r, err := payloadReserved(ctx, env, x.Dir(), maxSize, take, idle)
 	if err != nil {
 		return nil, err
 	}
@@ -379,10 +391,32 @@ func payloadMemcpy(ctx context.Context, env *Env, a *proxystore.Arena, src []byt
 		Note: fmt.Sprintf("one memmove of %s from the heap into a warm arena block, mean of %d after a first", sizeName(len(src)), reps)}, nil
 }
 
+// keepAlive makes progress on wd every second until the returned function
+// is called: for the steps of the parent alone, during which the child has
+// nothing to answer.
+func keepAlive(wd *Watchdog) (stop func()) {
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				wd.Progress()
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done) }) }
+}
+
 // payloadReserved opens a new arena in dir, reserves room for a payload of
 // n bytes (timed), and times the first call with a Blob of n bytes lent
-// from it.
-func payloadReserved(ctx context.Context, env *Env, dir string, n int, take func(proxystore.Blob) error) ([]Row, error) {
+// from it. idle ends the parent's idle keep-alive once Reserve is done.
+func payloadReserved(ctx context.Context, env *Env, dir string, n int, take func(proxystore.Blob) error, idle func()) ([]Row, error) {
+	defer idle()
 	b, err := proxystore.OpenArena(dir, proxystore.WithMaxBytes(int64(n)+64<<20))
 	if err != nil {
 		return nil, err
@@ -393,6 +427,7 @@ func payloadReserved(ctx context.Context, env *Env, dir string, n int, take func
 		return nil, err
 	}
 	reserve := time.Since(t0)
+	idle()
 	t0 = time.Now()
 	in, err := proxystore.AllocBlob(ctx, b, n)
 	if err != nil {
