@@ -218,3 +218,27 @@ func TestCallAllocs(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCallInProcess is Call of a no-op action to an agent run as
+// goroutines of this process over the shared-memory exchange: both sides
+// of the agent layer in one profile.
+func BenchmarkCallInProcess(b *testing.B) {
+	x := newSHM(b)
+	ctx := context.Background()
+	m, err := agent.NewManager(ctx, x, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	h, err := m.Launch(ctx, "Echo", agent.WithMaxConcurrency(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	arg := args64()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := agent.Call[agent.NoArgs](ctx, h, "noop64", arg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -64,6 +64,7 @@ func newEcho() (*agent.Behavior, error) {
 		agent.AddAction(b, "failplain", func(_ context.Context, msg string) (int, error) { return 0, errors.New(msg) }),
 		agent.AddAction(b, "panic", func(_ context.Context, msg string) (int, error) { panic(msg) }),
 		agent.AddAction(b, "pid", func(context.Context, agent.NoArgs) (int, error) { return os.Getpid(), nil }),
+		agent.AddAction(b, "big", func(_ context.Context, n int) ([]byte, error) { return make([]byte, n), nil }),
 		agent.AddAction(b, "sleep", func(ctx context.Context, ms int) (int, error) {
 			defer track()()
 			select {
