@@ -253,6 +253,14 @@ func (r *receiver) removeFollowerLocked(w *waiter) {
 // follower, woken by c's completion or by the token handed to it.
 func (ep *endpoint) await(ctx context.Context, c *call) error {
 	r := &ep.recv
+	if c.leads {
+		// Given the token when it registered (only this goroutine
+		// wrote leads since): receive at once.
+		if err := r.lead(ctx, c); err != nil && !c.done.Load() {
+			return err
+		}
+		return nil
+	}
 	ep.mu.Lock()
 	for {
 		if c.done.Load() {
@@ -315,14 +323,14 @@ func (r *receiver) lead(ctx context.Context, c *call) error {
 	// The receive buffer: c's own Message (free since its send
 	// returned), or the listener's. Deliveries swap it for the buffers of
 	// the calls they complete.
+	// Only the token's holder touches them (deliver swaps a call's buffer
+	// only when it routes that call's response): no lock.
 	var m *exchange.Message
-	ep.mu.Lock()
 	if c != nil {
 		m, c.msg = c.msg, nil
 	} else {
 		m, r.lmsg = r.lmsg, nil
 	}
-	ep.mu.Unlock()
 	if m == nil {
 		m = getMsg()
 	}
