@@ -187,26 +187,28 @@ func (c *call) waitOrCancel(ctx context.Context) {
 // completeLocked completes c, which the caller has just removed from the
 // table: with a local failure err, or (err nil) with the response in
 // c.msg. It wakes c's waiter, closes its Done channel, and interrupts the
-// receive of c's owner if c completed under it. ep.mu is held.
+// receive of c's owner if c failed under it. ep.mu is held. Storing done
+// is its last touch of c: the owner of a pooled call may recycle it as
+// soon as it sees done, without the lock.
 func (c *call) completeLocked(err error) {
-	ep := c.ep
+	ep, w, ch, interrupt := c.ep, c.waiter, c.doneCh, c.leads && err != nil
 	c.err = err
 	if c.kind == exchange.KindPingRequest {
 		c.rtt = time.Since(c.sent)
-	}
-	c.done.Store(true)
-	if w := c.waiter; w != nil {
-		w.signal()
-	}
-	if c.doneCh != nil {
-		close(c.doneCh)
 	}
 	h := c.h
 	if h.inflight--; h.inflight == 0 && h.idle != nil {
 		close(h.idle)
 		h.idle = nil
 	}
-	if c.leads && err != nil {
+	c.done.Store(true)
+	if w != nil {
+		w.signal() // the waiter deregisters under ep.mu: still ours
+	}
+	if ch != nil {
+		close(ch)
+	}
+	if interrupt {
 		ep.recv.interruptLocked() // the owner is receiving: it must see this
 	}
 }
