@@ -62,7 +62,7 @@ func benchRaw(b *testing.B, idle ring.IdleStrategy) {
 		b.Fatal(err)
 	}
 	child := childproc.Start(b, "echo", x.Name(), filepath.Dir(x.Dir()), agentID.String(), strconv.Itoa(idle.Spins))
-	if l, err := child.Line(10 * time.Second); err != nil || l != "ready" {
+	if l, err := child.Line(testTimeout); err != nil || l != "ready" {
 		b.Fatalf("child: %q, %v", l, err)
 	}
 	client, err := x.RegisterClient(ctx)

@@ -191,17 +191,18 @@ func (c *call) waitOrCancel(ctx context.Context) {
 // is its last touch of c: the owner of a pooled call may recycle it as
 // soon as it sees done, without the lock.
 func (c *call) completeLocked(err error) {
-	ep, w, ch, interrupt := c.ep, c.waiter, c.doneCh, c.leads && err != nil
+	ep, h, w, ch, interrupt := c.ep, c.h, c.waiter, c.doneCh, c.leads && err != nil
 	c.err = err
 	if c.kind == exchange.KindPingRequest {
 		c.rtt = time.Since(c.sent)
 	}
-	h := c.h
+	c.done.Store(true)
+	// After done: a Handle.Close that sees the handle idle sees its
+	// futures complete.
 	if h.inflight--; h.inflight == 0 && h.idle != nil {
 		close(h.idle)
 		h.idle = nil
 	}
-	c.done.Store(true)
 	if w != nil {
 		w.signal() // the waiter deregisters under ep.mu: still ours
 	}
