@@ -209,30 +209,34 @@ func actionRTT(ctx context.Context, env *Env, root, mode string) (Latency, error
 }
 
 // pipeline runs no-op actions through h with actionWindow in flight until
-// the phase is over, and returns how many completed.
+// the phase is over, and returns how many completed. The window is a ring:
+// the loop allocates nothing but the futures.
 func pipeline(ctx context.Context, h *agent.Handle, p Phase) (int64, error) {
 	args := make([]byte, MsgSize)
-	window := make([]*agent.Future[agent.NoArgs], 0, actionWindow)
+	var window [actionWindow]*agent.Future[agent.NoArgs]
 	start := time.Now()
 	var n int64
-	for {
-		for len(window) < actionWindow {
-			f, err := agent.Action[agent.NoArgs](ctx, h, "noop", args)
-			if err != nil {
+	for i := 0; ; i = (i + 1) % actionWindow {
+		if f := window[i]; f != nil {
+			if _, err := f.Wait(ctx); err != nil {
 				return n, err
 			}
-			window = append(window, f)
+			window[i] = nil
+			n++
+			if n&63 == 0 && (p.Count > 0 && n >= p.Count || p.Count <= 0 && time.Since(start) >= p.Duration) {
+				break
+			}
 		}
-		if _, err := window[0].Wait(ctx); err != nil {
+		f, err := agent.Action[agent.NoArgs](ctx, h, "noop", args)
+		if err != nil {
 			return n, err
 		}
-		window = window[1:]
-		n++
-		if n&63 == 0 && (p.Count > 0 && n >= p.Count || p.Count <= 0 && time.Since(start) >= p.Duration) {
-			break
-		}
+		window[i] = f
 	}
 	for _, f := range window {
+		if f == nil {
+			continue
+		}
 		if _, err := f.Wait(ctx); err != nil {
 			return n, err
 		}
@@ -266,58 +270,78 @@ func runActionThroughput(ctx context.Context, env *Env) ([]Row, error) {
 // actionThroughput runs clients clients in this process, each calling its
 // own agent; the agents run in procs child processes.
 func actionThroughput(ctx context.Context, env *Env, root string, clients, procs int) (Rate, error) {
-	var peers []*agentPeer
-	defer func() {
-		for _, p := range peers {
-			p.close(ctx)
-		}
-	}()
-	var handles []*agent.Handle
-	var cls []*agent.Client
-	defer func() {
-		for _, c := range cls {
-			c.Close()
-		}
-	}()
+	rig, err := startActionRig(ctx, env, root, clients, procs)
+	defer rig.close(ctx)
+	if err != nil {
+		return Rate{}, err
+	}
+	return env.MeasureRate(ctx, rig.run)
+}
+
+// actionRig is the setup of a throughput scenario: clients in this
+// process, each with a handle to its own agent, the agents in child
+// processes.
+type actionRig struct {
+	peers   []*agentPeer
+	cls     []*agent.Client
+	handles []*agent.Handle
+	procs   int
+}
+
+func startActionRig(ctx context.Context, env *Env, root string, clients, procs int) (*actionRig, error) {
+	rig := &actionRig{procs: procs}
 	for i := range procs {
 		p, err := startAgents(ctx, env, root, fmt.Sprintf("action-tput-%d-%d", clients, i), "default", clients/procs)
 		if err != nil {
-			return Rate{}, err
+			return rig, err
 		}
-		peers = append(peers, p)
+		rig.peers = append(rig.peers, p)
 		for _, id := range p.ids {
 			cl, err := agent.NewClient(ctx, p.x)
 			if err != nil {
-				return Rate{}, err
+				return rig, err
 			}
-			cls = append(cls, cl)
-			handles = append(handles, cl.Handle(id))
+			rig.cls = append(rig.cls, cl)
+			rig.handles = append(rig.handles, cl.Handle(id))
 		}
 	}
-	return env.MeasureRate(ctx, func(ctx context.Context, ph Phase) (int64, time.Duration, error) {
-		if ph.Count > 0 {
-			ph.Count = max(1, ph.Count/int64(len(handles)))
+	return rig, nil
+}
+
+func (rig *actionRig) close(ctx context.Context) {
+	for _, c := range rig.cls {
+		c.Close()
+	}
+	for _, p := range rig.peers {
+		p.close(ctx)
+	}
+}
+
+// run runs one phase: every client pipelines actions to its agent.
+func (rig *actionRig) run(ctx context.Context, ph Phase) (int64, time.Duration, error) {
+	handles := rig.handles
+	if ph.Count > 0 {
+		ph.Count = max(1, ph.Count/int64(len(handles)))
+	}
+	var wg sync.WaitGroup
+	counts := make([]int64, len(handles))
+	errs := make([]error, len(handles))
+	start := time.Now()
+	for i, h := range handles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			counts[i], errs[i] = pipeline(rig.peers[i*rig.procs/len(handles)].ctx, h, ph)
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	var total int64
+	for i := range handles {
+		if errs[i] != nil {
+			return 0, 0, errs[i]
 		}
-		var wg sync.WaitGroup
-		counts := make([]int64, len(handles))
-		errs := make([]error, len(handles))
-		start := time.Now()
-		for i, h := range handles {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				counts[i], errs[i] = pipeline(peers[i*procs/len(handles)].ctx, h, ph)
-			}()
-		}
-		wg.Wait()
-		el := time.Since(start)
-		var total int64
-		for i := range handles {
-			if errs[i] != nil {
-				return 0, 0, errs[i]
-			}
-			total += counts[i]
-		}
-		return total, el, nil
-	})
+		total += counts[i]
+	}
+	return total, el, nil
 }
