@@ -2,10 +2,16 @@ package bench
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmex/shmex/agent"
 	"github.com/shmex/shmex/exchange"
@@ -65,6 +71,9 @@ func childAgentNoop(args []string) error {
 			return err
 		}
 	}
+	if err := pinProcess(); err != nil {
+		return err
+	}
 	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]), exchangeIdle(args[2]))
 	if err != nil {
 		return err
@@ -91,6 +100,44 @@ func childAgentNoop(args []string) error {
 	for range n {
 		if err := <-errs; err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// pinProcess pins every thread of this process to the CPUs that the
+// calling thread is pinned to, when those are fewer than the process may
+// use (a pinned run pins a role's thread), and sets GOMAXPROCS to their
+// number. An agent serves on goroutines of its own, not on the role's
+// thread: without this they would float to the parent's CPU, and the
+// action rows would not be placed as the exchange's pairs are (the
+// exchange's echo serves on the role's thread). Threads made later are
+// cloned from pinned ones and inherit the pinning.
+func pinProcess() error {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return err
+	}
+	n := set.Count()
+	if n == 0 || n >= runtime.NumCPU() {
+		return nil // not pinned
+	}
+	runtime.GOMAXPROCS(n)
+	pinned := map[int]bool{}
+	for range 3 { // again, for threads started meanwhile by unpinned ones
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			return err
+		}
+		for _, t := range tasks {
+			tid, err := strconv.Atoi(t.Name())
+			if err != nil || pinned[tid] {
+				continue
+			}
+			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+				return fmt.Errorf("pin thread %d: %w", tid, err)
+			}
+			pinned[tid] = true
 		}
 	}
 	return nil
