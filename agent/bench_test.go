@@ -242,3 +242,44 @@ func BenchmarkCallInProcess(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkThroughputInProcess is BenchmarkThroughput with the agent run as
+// goroutines of this process: both sides in one profile.
+func BenchmarkThroughputInProcess(b *testing.B) {
+	x := newSHM(b)
+	ctx := context.Background()
+	m, err := agent.NewManager(ctx, x, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	h, err := m.Launch(ctx, "Echo", agent.WithMaxConcurrency(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	arg := args64()
+	const window = 64
+	var fs [window]*agent.Future[agent.NoArgs]
+	b.ReportAllocs()
+	start := time.Now()
+	i := 0
+	for b.Loop() {
+		if f := fs[i]; f != nil {
+			if _, err := f.Wait(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		f, err := agent.Action[agent.NoArgs](ctx, h, "noop64", arg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fs[i] = f
+		i = (i + 1) % window
+	}
+	for _, f := range fs {
+		if f != nil {
+			f.Wait(ctx)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "actions/s")
+}

@@ -33,13 +33,11 @@ import (
 // that response. While its own caller holds the token, msg is lent to the
 // receive loop (nil here) and given back when the loop ends.
 type call struct {
-	ep    *endpoint
-	h     *Handle
-	tag   exchange.UUID
-	label exchange.UUID
-	dest  exchange.EntityID
-	kind  exchange.Kind // of the request
-	sent  time.Time     // when a ping was sent (pings only)
+	ep   *endpoint
+	h    *Handle
+	tag  exchange.UUID
+	dest exchange.EntityID
+	kind exchange.Kind // of the request
 
 	msg *exchange.Message // see above; guarded by ep.mu once sent
 
@@ -60,15 +58,21 @@ type call struct {
 	// Set under ep.mu before done; read by the owner after done.
 	resp bool  // msg holds the response
 	err  error // a local failure, or nil
-	rtt  time.Duration
 
 	// Guarded by ep.mu.
 	waiter    *waiter       // the goroutine waiting for the call, or nil
 	doneCh    chan struct{} // made by Future.Done, closed at completion
-	deadSince time.Time     // first time the watcher saw dest not active
+	deadSince int64         // monotonic ns when the watcher first saw dest not active, or 0
 	leads     bool          // the call's owner holds the receive token
 	pooled    bool          // from the call pool: recycled by its owner
 }
+
+// monoStart anchors the monotonic clock readings kept as int64 (a
+// time.Time is three words).
+var monoStart = time.Now()
+
+// monoNow returns the monotonic time in ns since monoStart; never 0.
+func monoNow() int64 { return int64(time.Since(monoStart)) + 1 }
 
 const (
 	phaseSending = iota // the send has not returned
@@ -92,17 +96,21 @@ func (h *Handle) newCall(kind exchange.Kind) *call {
 	return c
 }
 
-// initCall prepares c (pooled, or embedded in a Future) for a new request
-// of kind to h's agent: the call's fields and its request's envelope.
+// initCall prepares c (pooled and reset, or zero in a new Future) for a
+// new request of kind to h's agent: the call's fields and its request's
+// envelope. Field by field: assigning a whole struct that holds pointers
+// costs a bulk write barrier while the GC runs.
 func (h *Handle) initCall(c *call, kind exchange.Kind) {
+	ep := h.ep
 	m := c.msg
 	if m == nil {
 		m = getMsg()
+		c.msg = m
+	} else {
+		resetMsg(m)
 	}
-	pooled := c.pooled
-	*c = call{ep: h.ep, h: h, tag: exchange.NewTag(), label: h.label, dest: h.AgentID(), kind: kind, msg: m, pooled: pooled}
-	m.Reset()
-	m.Kind, m.Tag, m.Src, m.Dest, m.Label = kind, c.tag, h.ep.id, c.dest, c.label
+	c.ep, c.h, c.tag, c.dest, c.kind = ep, h, ep.newTag(), h.AgentID(), kind
+	m.Kind, m.Tag, m.Src, m.Dest, m.Label = kind, c.tag, ep.id, c.dest, h.label
 }
 
 // free recycles the pooled call c once its owner is done with it.
@@ -112,9 +120,14 @@ func (c *call) free() {
 	}
 	m := c.msg
 	if m == nil || cap(m.Args)+cap(m.Result)+cap(m.ErrorMessage) > maxPooledBytes {
-		m = new(exchange.Message) // do not pin large buffers
+		c.msg = new(exchange.Message) // do not pin large buffers
 	}
-	*c = call{pooled: true, msg: m}
+	c.ep, c.h, c.err = nil, nil, nil
+	c.deadSince = 0
+	c.resp, c.leads = false, false
+	c.phase.Store(phaseSending)
+	c.inc.Store(0)
+	c.done.Store(false)
 	callPool.Put(c)
 }
 
@@ -124,9 +137,6 @@ func (c *call) free() {
 // complete with the error, which start returns.
 func (c *call) start(ctx context.Context, lead bool) error {
 	ep := c.ep
-	if c.kind == exchange.KindPingRequest {
-		c.sent = time.Now()
-	}
 	inc, useInc := uint32(0), false
 	if ep.incSender == nil && ep.reopener != nil {
 		// Before the send, when the exchange cannot say where the send
@@ -193,9 +203,6 @@ func (c *call) waitOrCancel(ctx context.Context) {
 func (c *call) completeLocked(err error) {
 	ep, h, w, ch, interrupt := c.ep, c.h, c.waiter, c.doneCh, c.leads && err != nil
 	c.err = err
-	if c.kind == exchange.KindPingRequest {
-		c.rtt = time.Since(c.sent)
-	}
 	c.done.Store(true)
 	// After done: a Handle.Close that sees the handle idle sees its
 	// futures complete.

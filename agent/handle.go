@@ -59,14 +59,16 @@ func (h *Handle) ActionRaw(ctx context.Context, action string, args []byte) (*Fu
 func (h *Handle) Ping(ctx context.Context) (time.Duration, error) {
 	c := h.newCall(exchange.KindPingRequest)
 	defer c.free()
+	sent := monoNow()
 	if err := c.start(ctx, true); err != nil {
 		return 0, err
 	}
 	c.waitOrCancel(ctx)
+	rtt := time.Duration(monoNow() - sent)
 	if err := c.outcome(); err != nil {
 		return 0, err
 	}
-	return c.rtt, nil
+	return rtt, nil
 }
 
 // Shutdown asks the agent to shut down and waits for its acknowledgement
@@ -167,10 +169,9 @@ func (f *Future[T]) Cancel() bool {
 	ep := f.c.ep
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
-	if ep.calls[f.c.tag] != &f.c {
+	if !ep.calls.remove(&f.c) {
 		return false
 	}
-	delete(ep.calls, f.c.tag)
 	f.c.completeLocked(ErrCanceled)
 	return true
 }

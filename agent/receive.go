@@ -113,7 +113,7 @@ func (r *receiver) releaseLocked() {
 			return
 		}
 	}
-	if len(r.ep.calls) > 0 {
+	if r.ep.calls.len() > 0 {
 		if r.urgent {
 			r.urgent = false
 			r.startListenerLocked()
@@ -147,7 +147,7 @@ func (r *receiver) onTimer() {
 	defer ep.mu.Unlock()
 	r.armed = false
 	switch {
-	case r.closed || r.leading || len(ep.calls) == 0:
+	case r.closed || r.leading || ep.calls.len() == 0:
 		// Nothing to receive for, or a holder whose release re-arms.
 	case r.seq != r.armSeq:
 		r.armLocked() // a caller took the token meanwhile: it may again
@@ -165,7 +165,7 @@ func (r *receiver) hurry() {
 	ep := r.ep
 	ep.mu.Lock()
 	defer ep.mu.Unlock()
-	if r.closed || len(ep.calls) == 0 {
+	if r.closed || ep.calls.len() == 0 {
 		return
 	}
 	if r.leading {
@@ -384,7 +384,7 @@ func (r *receiver) lead(ctx context.Context, c *call) error {
 			ep.mu.Unlock()
 			return nil
 		}
-		stop := c == nil && (len(ep.calls) == 0 || len(r.followers) > 0)
+		stop := c == nil && (ep.calls.len() == 0 || len(r.followers) > 0)
 		ep.mu.Unlock()
 		if !ok {
 			ep.log.Debug("agent: dropping a response to no call in flight", "mailbox", ep.id, "msg", m)
@@ -415,5 +415,5 @@ func (r *receiver) lead(ctx context.Context, c *call) error {
 func (r *receiver) listenerDone() bool {
 	r.ep.mu.Lock()
 	defer r.ep.mu.Unlock()
-	return len(r.ep.calls) == 0 || len(r.followers) > 0 || r.closed
+	return r.ep.calls.len() == 0 || len(r.followers) > 0 || r.closed
 }
