@@ -3,8 +3,10 @@ package agent_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 
+	"github.com/tinylib/msgp/msgp"
 	"golang.org/x/sys/unix"
 
 	"github.com/shmex/shmex/agent"
@@ -157,5 +159,90 @@ func BenchmarkCostAction(b *testing.B) {
 		if f != nil {
 			f.Wait(ctx)
 		}
+	}
+}
+
+// feedX is an exchange.Exchange whose mailboxes receive, n times, a copy
+// of one request, and whose Send drops the responses, counting them.
+type feedX struct {
+	*exchange.Local
+	req  exchange.Message
+	left atomic.Int64
+	sent atomic.Int64
+	want int64
+	done chan struct{}
+}
+
+func (x *feedX) Send(ctx context.Context, m *exchange.Message) error {
+	if m.Kind.IsResponse() && x.sent.Add(1) == x.want {
+		close(x.done)
+	}
+	return nil
+}
+
+func (x *feedX) Mailbox(ctx context.Context, id exchange.EntityID) (exchange.Mailbox, error) {
+	return &feedMailbox{x: x, id: id, closed: make(chan struct{})}, nil
+}
+
+type feedMailbox struct {
+	x      *feedX
+	id     exchange.EntityID
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (mb *feedMailbox) ID() exchange.EntityID { return mb.id }
+func (mb *feedMailbox) Close() error          { mb.once.Do(func() { close(mb.closed) }); return nil }
+
+func (mb *feedMailbox) Recv(ctx context.Context, m *exchange.Message) error {
+	if mb.x.left.Add(-1) < 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-mb.closed:
+			return exchange.ErrMailboxClosed
+		}
+	}
+	m.CopyFrom(&mb.x.req)
+	return nil
+}
+
+// processCPU returns the process's CPU time in ns.
+func processCPU() int64 {
+	var ru unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &ru)
+	return ru.Utime.Nano() + ru.Stime.Nano()
+}
+
+// BenchmarkCostServe is the agent side of a no-op action with 64 bytes of
+// arguments: receive, dispatch, run inline, answer (process CPU time per
+// request; run with -cpu 1, so that nothing else runs beside).
+func BenchmarkCostServe(b *testing.B) {
+	ctx := context.Background()
+	x := &feedX{Local: exchange.NewLocal(), done: make(chan struct{})}
+	defer x.Close()
+	client, err := x.RegisterClient(ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	eb, _ := newEcho()
+	rt, err := agent.NewRuntime(ctx, x, eb)
+	if err != nil {
+		b.Fatal(err)
+	}
+	x.req = *exchange.NewActionRequest(client, rt.ID(), "noop64", msgp.AppendBytes(nil, args64()))
+	x.want = int64(b.N) + 1000
+	x.left.Store(x.want)
+	b.ReportAllocs()
+	b.ResetTimer()
+	start := processCPU()
+	ran := make(chan error, 1)
+	go func() { ran <- rt.Run(ctx) }()
+	<-x.done
+	b.StopTimer()
+	b.ReportMetric(float64(processCPU()-start)/float64(x.want), "cpu-ns/op")
+	rt.Shutdown()
+	if err := <-ran; err != nil {
+		b.Fatal(err)
 	}
 }

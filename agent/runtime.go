@@ -44,7 +44,8 @@ type Runtime struct {
 	stopped     bool                // guarded by wmu: serving ended, no leader any more
 	followers   []*worker           // guarded by wmu: parked, waiting to lead
 	leader      atomic.Pointer[worker]
-	watched     atomic.Bool // in the watchdog's set
+	lastAction  atomic.Pointer[action] // the action last run (a look-up cache)
+	watched     atomic.Bool            // in the watchdog's set
 	servingDone chan struct{}
 	wwg         sync.WaitGroup // serving goroutines
 }

@@ -298,7 +298,14 @@ func (r *Runtime) finishSlot(w *worker) {
 // leader runs it inline: timed by its hand-off timer, or watched by the
 // watchdog once the action is quick.
 func (r *Runtime) runAction(w *worker, m *exchange.Message) {
-	a := r.b.actions[string(m.Action)]
+	// The action last run, most often the one asked for again: a string
+	// comparison instead of hashing the name.
+	a := r.lastAction.Load()
+	if a == nil || a.name != string(m.Action) {
+		if a = r.b.actions[string(m.Action)]; a != nil {
+			r.lastAction.Store(a)
+		}
+	}
 	if a == nil {
 		m.SetErrorResponse(m, &exchange.RemoteError{Kind: ErrorKindUnknownAction, Message: fmt.Sprintf("behavior %q has no action %q", r.b.name, m.Action)})
 		r.respond(m)
