@@ -322,9 +322,9 @@ func (r *receiver) lead(ctx context.Context, c *call) error {
 	ep := r.ep
 	// The receive buffer: c's own Message (free since its send
 	// returned), or the listener's. Deliveries swap it for the buffers of
-	// the calls they complete.
-	// Only the token's holder touches them (deliver swaps a call's buffer
-	// only when it routes that call's response): no lock.
+	// the calls they complete. Only the token's holder touches either
+	// (deliver swaps a call's buffer only when it routes that call's
+	// response): no lock.
 	var m *exchange.Message
 	if c != nil {
 		m, c.msg = c.msg, nil
