@@ -60,19 +60,23 @@ func noopBehavior() *agent.Behavior {
 
 // childAgentNoop joins exchange args[1] under root args[0] with idle mode
 // args[2], runs args[3] no-op agents (1 if absent), tells their ids
-// (space-separated), and serves until each is shut down.
+// (space-separated), and serves until each is shut down. Its whole process
+// follows its role thread's pinning (see pinProcess), unless args[4] is
+// "float".
 func childAgentNoop(args []string) error {
-	if len(args) != 3 && len(args) != 4 {
-		return fmt.Errorf("want 3 or 4 arguments, got %d", len(args))
+	if len(args) < 3 || len(args) > 5 {
+		return fmt.Errorf("want 3 to 5 arguments, got %d", len(args))
 	}
 	n := 1
-	if len(args) == 4 {
+	if len(args) >= 4 {
 		if _, err := fmt.Sscan(args[3], &n); err != nil {
 			return err
 		}
 	}
-	if err := pinProcess(); err != nil {
-		return err
+	if len(args) < 5 || args[4] != "float" {
+		if err := pinProcess(); err != nil {
+			return err
+		}
 	}
 	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]), exchangeIdle(args[2]))
 	if err != nil {
@@ -153,13 +157,28 @@ type agentPeer struct {
 	stop  context.CancelFunc
 }
 
+// startAgents starts a child process running n no-op agents in the
+// exchange name under root, with idle mode mode. In a pinned run the whole
+// child is pinned to the child's CPU, as a pair's echo is (the round-trip
+// rows).
 func startAgents(ctx context.Context, env *Env, root, name, mode string, n int) (*agentPeer, error) {
+	return startAgentsPlaced(ctx, env, root, name, mode, n, false)
+}
+
+// startAgentsPlaced is startAgents; with float, only the child's role
+// thread is pinned and its agents' goroutines float, as the senders of
+// the exchange's throughput rows do.
+func startAgentsPlaced(ctx context.Context, env *Env, root, name, mode string, n int, float bool) (*agentPeer, error) {
 	x, err := exchange.Open(name, exchange.WithRoot(root), exchangeIdle(mode))
 	if err != nil {
 		return nil, err
 	}
 	p := &agentPeer{x: x}
-	p.child, err = env.StartChild(ctx, "agent-noop", root, name, mode, fmt.Sprint(n))
+	args := []string{root, name, mode, fmt.Sprint(n)}
+	if float {
+		args = append(args, "float")
+	}
+	p.child, err = env.StartChild(ctx, "agent-noop", args...)
 	if err != nil {
 		x.Close()
 		return nil, err
@@ -338,7 +357,7 @@ type actionRig struct {
 func startActionRig(ctx context.Context, env *Env, root string, clients, procs int) (*actionRig, error) {
 	rig := &actionRig{procs: procs}
 	for i := range procs {
-		p, err := startAgents(ctx, env, root, fmt.Sprintf("action-tput-%d-%d", clients, i), "default", clients/procs)
+		p, err := startAgentsPlaced(ctx, env, root, fmt.Sprintf("action-tput-%d-%d", clients, i), "default", clients/procs, true)
 		if err != nil {
 			return rig, err
 		}
