@@ -2,14 +2,12 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -61,7 +59,7 @@ func noopBehavior() *agent.Behavior {
 // childAgentNoop joins exchange args[1] under root args[0] with idle mode
 // args[2], runs args[3] no-op agents (1 if absent), tells their ids
 // (space-separated), and serves until each is shut down. Its whole process
-// follows its role thread's pinning (see pinProcess), unless args[4] is
+// follows its role thread's pinning (see pinAgentProcess), unless args[4] is
 // "float".
 func childAgentNoop(args []string) error {
 	if len(args) < 3 || len(args) > 5 {
@@ -74,7 +72,7 @@ func childAgentNoop(args []string) error {
 		}
 	}
 	if len(args) < 5 || args[4] != "float" {
-		if err := pinProcess(); err != nil {
+		if err := pinAgentProcess(); err != nil {
 			return err
 		}
 	}
@@ -109,39 +107,25 @@ func childAgentNoop(args []string) error {
 	return nil
 }
 
-// pinProcess pins every thread of this process to the CPUs that the
-// calling thread is pinned to, when those are fewer than the process may
-// use (a pinned run pins a role's thread), and sets GOMAXPROCS to their
-// number. An agent serves on goroutines of its own, not on the role's
-// thread: without this they would float to the parent's CPU, and the
-// action rows would not be placed as the exchange's pairs are (the
-// exchange's echo serves on the role's thread). Threads made later are
-// cloned from pinned ones and inherit the pinning.
-func pinProcess() error {
+// pinAgentProcess pins every thread of this process, with GOMAXPROCS 1,
+// to the CPU that the calling thread is pinned to, when it is pinned to
+// one (a pinned run pins a role's thread; see pinProcess). An agent serves
+// on goroutines of its own, not on the role's thread: without this they
+// would float, also to the parent's CPU, and the round-trip rows would not
+// be placed as the exchange's pairs are (the exchange's echo serves on the
+// role's thread).
+func pinAgentProcess() error {
 	var set unix.CPUSet
 	if err := unix.SchedGetaffinity(0, &set); err != nil {
 		return err
 	}
-	n := set.Count()
-	if n == 0 || n >= runtime.NumCPU() {
+	if set.Count() != 1 || runtime.NumCPU() < 2 {
 		return nil // not pinned
 	}
-	runtime.GOMAXPROCS(n)
-	pinned := map[int]bool{}
-	for range 3 { // again, for threads started meanwhile by unpinned ones
-		tasks, err := os.ReadDir("/proc/self/task")
-		if err != nil {
+	for cpu := 0; cpu < 8*int(unsafe.Sizeof(set)); cpu++ {
+		if set.IsSet(cpu) {
+			_, err := pinProcess(cpu)
 			return err
-		}
-		for _, t := range tasks {
-			tid, err := strconv.Atoi(t.Name())
-			if err != nil || pinned[tid] {
-				continue
-			}
-			if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
-				return fmt.Errorf("pin thread %d: %w", tid, err)
-			}
-			pinned[tid] = true
 		}
 	}
 	return nil
