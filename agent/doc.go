@@ -42,8 +42,9 @@
 // most that much). An action that ended within 50 µs 16 times in a row
 // runs without the timer that watches for this, and a watchdog that looks
 // every millisecond hands off the run that turns slow: such an action
-// delays the mailbox by at most about 2 ms, once, and is timed again from
-// then on. Requests beyond the bound wait in the runtime, in arrival
+// delays the mailbox by about 2 ms, once (longer when it keeps the
+// process's only CPU busy: the watchdog needs one to run), and is timed
+// again from then on. Requests beyond the bound wait in the runtime, in arrival
 // order. An action that returns an error is answered with an error
 // response carrying a [*exchange.RemoteError] (return one to choose its
 // kind); one that panics is answered with [ErrorKindActionPanic]; an

@@ -83,6 +83,20 @@ func newEcho() (*agent.Behavior, error) {
 			out, err := agent.Call[[]byte](ctx, h, "echo", []byte("via "+to.String()))
 			return string(out), err
 		}),
+		// selfping pings its own agent, when asked, through a handle
+		// bound to the agent's own mailbox: only another serving
+		// goroutine can receive the answer, so the run must be handed off
+		// (by the timer, or by the watchdog once the action is quick).
+		agent.AddAction(b, "selfping", func(ctx context.Context, ping bool) (bool, error) {
+			if !ping {
+				return false, nil
+			}
+			rt := agent.FromContext(ctx)
+			h := rt.Handle(rt.ID())
+			defer h.Close(ctx)
+			_, err := h.Ping(ctx)
+			return err == nil, err
+		}),
 		agent.AddAction(b, "self", func(ctx context.Context, _ agent.NoArgs) (exchange.EntityID, error) {
 			return agent.FromContext(ctx).ID(), nil
 		}),

@@ -127,3 +127,27 @@ func TestSharedClientStress(t *testing.T) {
 		}
 	})
 }
+
+// TestQuickActionTurnsSlow: an action that was quick often enough to run
+// without the hand-off timer, and then waits for an answer that only
+// another serving goroutine can receive (a ping of its own agent), is
+// handed off by the watchdog instead of holding the mailbox for good.
+func TestQuickActionTurnsSlow(t *testing.T) {
+	forEnvs(t, func(t *testing.T, e env, x exchange.Exchange, m *agent.Manager) {
+		ctx := testCtx(t)
+		h, err := m.Launch(ctx, "Echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			for range 50 { // quick: from the 17th run on, no timer
+				if got, err := agent.Call[bool](ctx, h, "selfping", false); err != nil || got {
+					t.Fatalf("selfping(false) = %v, %v", got, err)
+				}
+			}
+			if got, err := agent.Call[bool](ctx, h, "selfping", true); err != nil || !got {
+				t.Fatalf("selfping(true) = %v, %v", got, err)
+			}
+		}
+	})
+}
