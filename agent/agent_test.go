@@ -461,7 +461,7 @@ func TestClientStrayRequestFullSender(t *testing.T) {
 		if r.err != nil || string(r.out) != "hi" {
 			t.Fatalf("call after a stray request = %q, %v", r.out, r.err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(testTimeout):
 		x.Close() // unblocks the wedged send, so that the cleanup ends
 		t.Fatal("a client wedged by answering a stray request into a full mailbox")
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"sync/atomic"
 
 	"github.com/shmex/shmex/exchange"
 )
@@ -15,6 +16,17 @@ type Hook func(ctx context.Context) error
 // handler runs one action: it decodes args, runs the action, and appends the
 // encoded result to out.
 type handler func(ctx context.Context, args []byte, out []byte) ([]byte, error)
+
+// action is one of a behavior's actions.
+type action struct {
+	name string
+	h    handler
+	// quick counts the runs in a row that a serving leader ran inline and
+	// that ended within handoffDelay; from quickRuns on, the leader runs
+	// the action without arming its hand-off timer, and the watchdog
+	// catches the run that turns slow (see serve.go).
+	quick atomic.Int32
+}
 
 // Behavior is what an agent does: a name, the names of the behaviors it
 // implements (what [exchange.Exchange.Discover] with subtypes finds),
@@ -27,7 +39,7 @@ type handler func(ctx context.Context, args []byte, out []byte) ([]byte, error)
 type Behavior struct {
 	name       string
 	implements []string
-	actions    map[string]handler
+	actions    map[string]*action
 	loops      []namedLoop
 	setup      Hook
 	shutdown   Hook
@@ -41,7 +53,7 @@ type namedLoop struct {
 // NewBehavior returns an empty behavior called name that implements the
 // behaviors named in implements (its "base classes").
 func NewBehavior(name string, implements ...string) *Behavior {
-	return &Behavior{name: name, implements: slices.Clone(implements), actions: map[string]handler{}}
+	return &Behavior{name: name, implements: slices.Clone(implements), actions: map[string]*action{}}
 }
 
 // Name returns the behavior's name.
@@ -98,7 +110,7 @@ func (b *Behavior) add(name string, h handler) error {
 	if _, ok := b.actions[name]; ok {
 		return fmt.Errorf("%w: action %q in behavior %q", ErrDuplicate, name, b.name)
 	}
-	b.actions[name] = h
+	b.actions[name] = &action{name: name, h: h}
 	return nil
 }
 
@@ -126,11 +138,17 @@ func AddActionCodec[In, Out any](b *Behavior, name string, in Codec[In], out Cod
 		return fmt.Errorf("%w: nil codec for action %q", ErrNoCodec, name)
 	}
 	release := releaseArgs[In]() // blob.go: the Blobs in the arguments live until the action returns
+	blobs := blobsIn[In]()
 	return b.add(name, func(ctx context.Context, args []byte, buf []byte) ([]byte, error) {
-		var v In
-		defer release(&v)
-		if err := decodePayload(in, args, &v); err != nil { // blob.go: reads a proxied payload in place
+		v, err := decodeArg(in, args, blobs) // blob.go: reads a proxied payload in place
+		if err != nil {
 			return buf, &exchange.RemoteError{Kind: ErrorKindBadArguments, Message: fmt.Sprintf("action %q: %v", name, err)}
+		}
+		if blobs {
+			// A copy to release: taking v's address would move every
+			// action's arguments to the heap. The Blobs' state is shared.
+			held := v
+			defer release(&held)
 		}
 		res, err := fn(ctx, v)
 		if err != nil {

@@ -62,7 +62,7 @@ func benchRaw(b *testing.B, idle ring.IdleStrategy) {
 		b.Fatal(err)
 	}
 	child := childproc.Start(b, "echo", x.Name(), filepath.Dir(x.Dir()), agentID.String(), strconv.Itoa(idle.Spins))
-	if l, err := child.Line(10 * time.Second); err != nil || l != "ready" {
+	if l, err := child.Line(testTimeout); err != nil || l != "ready" {
 		b.Fatalf("child: %q, %v", l, err)
 	}
 	client, err := x.RegisterClient(ctx)
@@ -168,4 +168,118 @@ func BenchmarkLocalCall(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestCallAllocs: a synchronous call allocates nothing in steady state, on
+// either side, for basic and msgp-generated argument and result types (the
+// agent runs as goroutines of the test, over the shared-memory exchange,
+// so its allocations count too). A []byte argument is decoded into a fresh
+// slice on the agent's side: that one allocation is the value's own.
+func TestCallAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates")
+	}
+	ctx := testCtx(t)
+	x := newSHM(t)
+	m, err := agent.NewManager(ctx, x, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	h, err := m.Launch(ctx, "Echo", agent.WithMaxConcurrency(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	arg := args64()
+	for _, c := range []struct {
+		name  string
+		call  func() error
+		allow float64
+	}{
+		{"noop", func() error { _, err := agent.Call[agent.NoArgs](ctx, h, "noop", agent.NoArgs{}); return err }, 0},
+		{"add(Pair) int64", func() error { _, err := agent.Call[int64](ctx, h, "add", Pair{1, 2}); return err }, 0},
+		{"swap(Pair) Pair", func() error { _, err := agent.Call[Pair](ctx, h, "swap", Pair{1, 2}); return err }, 0},
+		{"noop64([]byte)", func() error { _, err := agent.Call[agent.NoArgs](ctx, h, "noop64", arg); return err }, 1},
+		{"ping", func() error { _, err := h.Ping(ctx); return err }, 0},
+	} {
+		for range 100 { // warm the pools and the action's quick count
+			if err := c.call(); err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+		}
+		n := testing.AllocsPerRun(1000, func() {
+			if err := c.call(); err != nil {
+				t.Fatalf("%s: %v", c.name, err)
+			}
+		})
+		t.Logf("%s: %v allocations per call", c.name, n)
+		if n > c.allow {
+			t.Errorf("%s: %v allocations per call, want at most %v", c.name, n, c.allow)
+		}
+	}
+}
+
+// BenchmarkCallInProcess is Call of a no-op action to an agent run as
+// goroutines of this process over the shared-memory exchange: both sides
+// of the agent layer in one profile.
+func BenchmarkCallInProcess(b *testing.B) {
+	x := newSHM(b)
+	ctx := context.Background()
+	m, err := agent.NewManager(ctx, x, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	h, err := m.Launch(ctx, "Echo", agent.WithMaxConcurrency(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	arg := args64()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := agent.Call[agent.NoArgs](ctx, h, "noop64", arg); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkThroughputInProcess is BenchmarkThroughput with the agent run as
+// goroutines of this process: both sides in one profile.
+func BenchmarkThroughputInProcess(b *testing.B) {
+	x := newSHM(b)
+	ctx := context.Background()
+	m, err := agent.NewManager(ctx, x, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	h, err := m.Launch(ctx, "Echo", agent.WithMaxConcurrency(1))
+	if err != nil {
+		b.Fatal(err)
+	}
+	arg := args64()
+	const window = 64
+	var fs [window]*agent.Future[agent.NoArgs]
+	b.ReportAllocs()
+	start := time.Now()
+	i := 0
+	for b.Loop() {
+		if f := fs[i]; f != nil {
+			if _, err := f.Wait(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		f, err := agent.Action[agent.NoArgs](ctx, h, "noop64", arg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fs[i] = f
+		i = (i + 1) % window
+	}
+	for _, f := range fs {
+		if f != nil {
+			f.Wait(ctx)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "actions/s")
 }

@@ -57,6 +57,26 @@ func openMailbox(ctx context.Context, x exchange.Exchange, id exchange.EntityID)
 // Decoding errors that come from a proxy where the type expects something
 // else say so. A failed decode releases the Blobs it resolved before it
 // failed.
+// blobsIn reports whether values of type T can hold Blobs (cached by type).
+func blobsIn[T any]() bool { return proxystore.HasBlobs(reflect.TypeFor[T]()) }
+
+// decodeArg decodes the arguments (or a result) b with c. The common case,
+// a value on the ring with no Blob in its type, takes decodeValue's path,
+// which allocates nothing; a proxied payload, or a type holding Blobs
+// (released again if the decode fails), takes decodePayload's.
+func decodeArg[T any](c Codec[T], b []byte, blobs bool) (T, error) {
+	if blobs || proxystore.IsPayload(b) {
+		var v T
+		err := decodePayload(c, b, &v)
+		return v, err
+	}
+	v, err := decodeValue(c, b)
+	if err != nil {
+		err = proxystore.ExplainDecodeError(err)
+	}
+	return v, err
+}
+
 func decodePayload[T any](c Codec[T], b []byte, v *T) error {
 	err := decodeProxied(c, b, v)
 	if err != nil && proxystore.HasBlobs(reflect.TypeFor[T]()) {

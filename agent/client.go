@@ -9,17 +9,16 @@ import (
 )
 
 // Client is a user of agents (Academy's user client): it registers its own
-// mailbox in the exchange, makes handles to agents that all share it, and
-// runs one listener goroutine that routes the responses to their calls by
-// tag and label. Close it when done.
+// mailbox in the exchange and makes handles to agents that all share it.
+// Responses are routed to their calls by tag and label, by the caller that
+// waits (see [Call]) or, for futures nobody waits on, by a listener
+// goroutine started when needed. Close it when done.
 type Client struct {
 	ep   *endpoint
-	stop context.CancelFunc
-	done chan struct{}
 	once sync.Once
 }
 
-// NewClient registers a client mailbox in x and starts its listener.
+// NewClient registers a client mailbox in x.
 // Options: [WithName], [WithLogger], [WithStatusPoll],
 // [WithTerminatedGrace].
 func NewClient(ctx context.Context, x exchange.Exchange, opts ...Option) (*Client, error) {
@@ -37,13 +36,8 @@ func NewClient(ctx context.Context, x exchange.Exchange, opts ...Option) (*Clien
 		x.Terminate(context.WithoutCancel(ctx), id)
 		return nil, err
 	}
-	lctx, stop := context.WithCancel(context.Background())
-	c := &Client{ep: newEndpoint(x, id, &o), stop: stop, done: make(chan struct{})}
-	c.ep.mb = mb
-	go func() {
-		defer close(c.done)
-		c.ep.listen(lctx)
-	}()
+	c := &Client{ep: newEndpoint(x, id, &o)}
+	c.ep.recv.init(c.ep, mb)
 	return c, nil
 }
 
@@ -66,19 +60,15 @@ func (c *Client) Discover(ctx context.Context, behavior string, allowSubtypes bo
 
 // Close fails the calls of all the client's handles still in flight with
 // [ErrHandleClosed] (close handles first to wait for them), terminates the
-// client's mailbox and stops its listener. It is idempotent.
+// client's mailbox and waits until no goroutine receives from it. It is
+// idempotent.
 func (c *Client) Close() error {
 	var err error
 	c.once.Do(func() {
 		c.ep.close(ErrHandleClosed)
-		close(c.ep.stop)
-		ctx := context.Background()
-		err = c.ep.x.Terminate(ctx, c.ep.id)
-		c.stop()
-		c.ep.mb.Close()
-		<-c.done
-		c.ep.recvMu.Lock() // wait for a caller still receiving
-		c.ep.recvMu.Unlock()
+		err = c.ep.x.Terminate(context.Background(), c.ep.id)
+		c.ep.recv.mb.Close()
+		c.ep.recv.waitLeave()
 		if errors.Is(err, exchange.ErrExchangeClosed) {
 			err = nil
 		}

@@ -39,11 +39,20 @@
 // goroutine switch; if it runs longer than 50 µs, another goroutine takes
 // over receiving, so pings, shutdowns and responses to the agent's own
 // handles keep flowing (a long or blocking action delays the mailbox by at
-// most that much). An action that returns an error is answered with an
-// error response carrying a [*exchange.RemoteError] (return one to choose
-// its kind); one that panics is answered with [ErrorKindActionPanic]; an
-// unknown action with [ErrorKindUnknownAction]; arguments that do not decode
-// with [ErrorKindBadArguments]. The agent keeps serving in every case.
+// most that much). An action that ended within 50 µs 16 times in a row
+// runs without the timer that watches for this, and a watchdog that looks
+// every millisecond hands off the run that turns slow: such an action
+// delays the mailbox by about 2 ms, once (longer when it keeps the
+// process's only CPU busy: the watchdog needs one to run), and is timed
+// again from then on. Requests beyond the bound wait in the runtime, in arrival
+// order. An action that returns an error is answered with an error
+// response carrying a [*exchange.RemoteError] (return one to choose its
+// kind); one that panics is answered with [ErrorKindActionPanic]; an
+// unknown action with [ErrorKindUnknownAction]; arguments that do not
+// decode (or do not arrive whole: a proxy that does not resolve) with
+// [ErrorKindBadArguments]; a result that cannot be sent (too large for the
+// requester's mailbox) with [ErrorKindResultTooLarge], naming the action
+// and the size. The agent keeps serving in every case.
 //
 // A [Client] registers its own mailbox; any number of [Handle]s to any
 // agents share it (each with its own label), and responses are routed to
@@ -82,12 +91,27 @@
 // # Receiving without hand-offs
 //
 // A client has no goroutine between the mailbox and its callers on the
-// fast path: a caller that waits for its call ([Call], [Future.Wait],
-// [Handle.Ping]) receives from the mailbox itself when nobody else does,
-// routing whatever arrives to its calls until its own response is there;
-// others wait and take over when it leaves. A listener goroutine receives
-// for futures nobody waits on (after 1 ms, or at once for [Future.Done],
-// [Future.Result] and [Handle.Close]), so responses never pile up.
+// fast path: a caller of [Call], [Handle.Ping] or [Handle.Shutdown] takes
+// the client's receive token when it sends, if nobody holds it, and
+// receives its own response itself; a caller of [Future.Wait] takes it
+// when it waits. The holder routes whatever else arrives to its calls;
+// callers that find the token taken wait for their calls and take over
+// when it is released (leader/followers). A listener goroutine, started
+// when needed, receives for futures nobody waits on: once the token stayed
+// free for 1 ms with calls pending, or at once for [Future.Done],
+// [Future.Result] and [Handle.Close], so responses never pile up. A
+// holder whose call fails locally (cancelled, its agent gone) is woken by
+// a message the client sends to its own mailbox, so receiving never needs
+// a context of its own.
+//
+// In steady state [Call] allocates nothing, on either side, for basic and
+// msgp-generated argument and result types, but the values that decoding
+// makes ([]byte and string results; a []byte argument on the agent's
+// side); [Action] allocates its [Future].
+//
+// A response that arrives but cannot be received whole (a proxied result
+// that does not resolve, a message that does not decode) fails its call
+// at once with the reason.
 //
 // # Launchers and manager
 //
@@ -106,7 +130,9 @@
 // shared-memory and in-process exchanges), reopened under the same id, so
 // that handles and ids held anywhere reach the new run, as with Academy's
 // restarts; calls in flight to the old run fail with [ErrAgentTerminated]
-// (a handle sees the mailbox's incarnation change). Over an exchange that
+// (a handle sees the incarnation of the mailbox that its request went to
+// change: the exchange reports it with the send when it implements
+// exchange.IncarnationSender). Over an exchange that
 // cannot reopen, a restart registers a new id, which handles from
 // [Manager.Launch] follow. A [Manager] launches agents and returns
 // handles, shuts one down (optionally waiting) and waits for all.
@@ -117,14 +143,21 @@
 //     are decoded into fresh values ([]byte and string results are copies);
 //     the raw args slice given to a [Behavior.AddRawAction] function is
 //     valid only until it returns.
-//   - A response is sent with a context that shutdown does not cancel: an
-//     action answering a live client whose mailbox stays full blocks the
-//     agent's shutdown until space frees (on the shared-memory exchange a
-//     dead client's mailbox is seen terminated, which ends the wait).
+//   - A response waits for room in its requester's full mailbox as long
+//     as the agent serves, and at most [WithResponseGrace] (10 s) once it
+//     shuts down; then it is dropped, with a warning (on the shared-memory
+//     exchange a dead client's mailbox is seen terminated, which ends the
+//     wait at once). A response that the requester's mailbox cannot take
+//     at all is replaced by an error response; if even that cannot be
+//     sent (a mailbox too small for it), it is dropped with a warning and
+//     its caller waits until its context ends.
 //   - [ProcessLauncher] children get SIGKILL when the launching process
 //     dies (Linux parent-death signal; strictly, of the OS thread that
 //     started them, which the Go runtime keeps alive in practice).
 //   - The idle strategy of the shared-memory exchange (exchange.WithIdle:
 //     spin, park, spin-then-park) applies to every receive here: a waiting
 //     caller, the listener, an agent's leader.
+//   - The package logs through [WithLogger]'s logger; by default only
+//     warnings reach slog.Default (see [WithLogger] for what is logged at
+//     which level).
 package agent

@@ -67,7 +67,10 @@ func forEnvs(t *testing.T, f func(t *testing.T, e env, x exchange.Exchange, m *a
 	for _, e := range envs {
 		t.Run(e.name, func(t *testing.T) {
 			x, l := e.new(t)
-			m, err := agent.NewManager(context.Background(), x, l, agent.WithStatusPoll(20*time.Millisecond), agent.WithTerminatedGrace(200*time.Millisecond))
+			// The default grace (1 s): a shorter one fails the calls of a
+			// shutting-down agent that a busy machine delays between
+			// terminating its mailbox and answering.
+			m, err := agent.NewManager(context.Background(), x, l, agent.WithStatusPoll(20*time.Millisecond))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -81,8 +84,13 @@ func forEnvs(t *testing.T, f func(t *testing.T, e env, x exchange.Exchange, m *a
 	}
 }
 
+// testTimeout bounds a test's waits: generous, so that a busy machine (the
+// suite must pass with two CPU hogs running) never fails a test that
+// works; only a hang reaches it.
+const testTimeout = time.Minute
+
 func testCtx(t testing.TB) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)
 	return ctx
 }

@@ -82,6 +82,10 @@ const (
 	ErrorKindShuttingDown = "AgentShutdownError"
 	// ErrorKindNotAnAgent answers a request sent to a client's mailbox.
 	ErrorKindNotAnAgent = "NotAnAgentError"
+	// ErrorKindResultTooLarge answers a request whose result did not fit
+	// the requester's mailbox; the message names the action and the
+	// result's size. It matches [exchange.ErrMessageTooLarge].
+	ErrorKindResultTooLarge = "ResultTooLargeError"
 )
 
 // remoteErr turns an error response into the error a caller sees: the
@@ -100,6 +104,8 @@ func remoteErr(m *exchange.Message) error {
 		sentinel = ErrShuttingDown
 	case exchange.ErrorKindMailboxTerminated, exchange.ErrorKindMailboxClosed, exchange.ErrorKindBadEntityID:
 		sentinel = ErrAgentTerminated
+	case ErrorKindResultTooLarge:
+		sentinel = exchange.ErrMessageTooLarge
 	}
 	if sentinel == nil {
 		return err

@@ -22,8 +22,11 @@ type Handle struct {
 	ep     *endpoint
 	target *atomic.Pointer[exchange.EntityID]
 	label  exchange.UUID
-	closed bool // guarded by ep.mu
-	wg     sync.WaitGroup
+
+	// Guarded by ep.mu.
+	closed   bool
+	inflight int           // calls registered and not complete
+	idle     chan struct{} // made by Close while calls are in flight; closed when none is left
 }
 
 func newHandle(ep *endpoint, target *atomic.Pointer[exchange.EntityID]) *Handle {
@@ -45,20 +48,6 @@ func (h *Handle) AgentID() exchange.EntityID { return *h.target.Load() }
 // its responses go to.
 func (h *Handle) Source() exchange.EntityID { return h.ep.id }
 
-func (h *Handle) newCall(kind exchange.Kind) (*call, *exchange.Message) {
-	return h.initCall(new(call), kind)
-}
-
-// initCall fills c (embedded in a Future, to save an allocation) for a new
-// request and returns the request.
-func (h *Handle) initCall(c *call, kind exchange.Kind) (*call, *exchange.Message) {
-	dest := h.AgentID()
-	*c = call{ep: h.ep, h: h, tag: exchange.NewTag(), label: h.label, dest: dest, kind: kind, done: make(chan struct{})}
-	m := h.ep.getMsg()
-	m.Kind, m.Tag, m.Src, m.Dest, m.Label = kind, c.tag, h.ep.id, dest, h.label
-	return c, m
-}
-
 // ActionRaw sends a request for action with args (raw MessagePack, copied
 // before it returns) and returns a future of the raw result.
 func (h *Handle) ActionRaw(ctx context.Context, action string, args []byte) (*Future[[]byte], error) {
@@ -68,15 +57,18 @@ func (h *Handle) ActionRaw(ctx context.Context, action string, args []byte) (*Fu
 // Ping sends a ping and returns the round-trip time once the agent
 // answered. A ctx done first cancels the ping and returns ctx's error.
 func (h *Handle) Ping(ctx context.Context) (time.Duration, error) {
-	c, m := h.newCall(exchange.KindPingRequest)
-	if err := h.ep.send(ctx, c, m); err != nil {
+	c := h.newCall(exchange.KindPingRequest)
+	defer c.free()
+	sent := monoNow()
+	if err := c.start(ctx, true); err != nil {
 		return 0, err
 	}
-	c.wait(ctx)
+	c.waitOrCancel(ctx)
+	rtt := time.Duration(monoNow() - sent)
 	if err := c.outcome(); err != nil {
 		return 0, err
 	}
-	return c.rtt, nil
+	return rtt, nil
 }
 
 // Shutdown asks the agent to shut down and waits for its acknowledgement
@@ -84,10 +76,11 @@ func (h *Handle) Ping(ctx context.Context) (time.Duration, error) {
 // done; see [Manager.Shutdown] to wait for that). An agent already
 // terminated counts as shut down: nil.
 func (h *Handle) Shutdown(ctx context.Context) error {
-	c, m := h.newCall(exchange.KindShutdownRequest)
-	err := h.ep.send(ctx, c, m)
+	c := h.newCall(exchange.KindShutdownRequest)
+	defer c.free()
+	err := c.start(ctx, true)
 	if err == nil {
-		c.wait(ctx)
+		c.waitOrCancel(ctx)
 		err = c.outcome()
 	}
 	if errors.Is(err, ErrAgentTerminated) {
@@ -102,55 +95,35 @@ func (h *Handle) Shutdown(ctx context.Context) error {
 // already done, Close cancels them at once. It returns ctx's error when it
 // had to cancel some. Close never affects the agent, nor other handles.
 func (h *Handle) Close(ctx context.Context) error {
-	h.ep.mu.Lock()
+	ep := h.ep
+	ep.mu.Lock()
 	h.closed = true
-	h.ep.mu.Unlock()
-	h.ep.wakeListener(true)
-	done := make(chan struct{})
-	go func() { h.wg.Wait(); close(done) }()
+	if h.inflight == 0 {
+		ep.mu.Unlock()
+		return nil
+	}
+	if h.idle == nil {
+		h.idle = make(chan struct{})
+	}
+	idle := h.idle
+	ep.mu.Unlock()
+	ep.recv.hurry()
 	select {
-	case <-done:
+	case <-idle:
 		return nil
 	case <-ctx.Done():
 	}
-	h.ep.cancelCalls(func(c *call) bool { return c.h == h }, ErrHandleClosed)
-	<-done
+	ep.cancelCalls(func(c *call) bool { return c.h == h }, ErrHandleClosed)
+	<-idle
 	return ctx.Err()
-}
-
-// wait waits until c is complete; when ctx ends first it cancels c, which
-// then completes with ctx's error (unless it completed meanwhile).
-func (c *call) wait(ctx context.Context) {
-	if err := c.ep.await(ctx, c); err != nil {
-		if c.ep.take(c.tag) == c {
-			c.complete(nil, err)
-		} else {
-			<-c.done
-		}
-	}
-}
-
-// outcome returns the error of the complete call c, local or remote, and
-// recycles its response (of a ping or a shutdown: no result to decode).
-func (c *call) outcome() error {
-	err := c.err
-	if c.resp != nil {
-		if c.resp.IsError() {
-			err = remoteErr(c.resp)
-		}
-		c.ep.putMsg(c.resp)
-		c.resp = nil
-	}
-	return err
 }
 
 // Future is the result of an action, to come. Wait for it with
 // [Future.Wait], poll it with [Future.Result] or [Future.Done], or give up
 // on it with [Future.Cancel]. A Future is safe for concurrent use.
 type Future[T any] struct {
-	c     *call
+	c     call
 	codec Codec[T]
-	call  call // what c points to, when the future made the call
 
 	once sync.Once
 	val  T
@@ -159,17 +132,18 @@ type Future[T any] struct {
 
 // Done returns a channel closed when the future is complete.
 func (f *Future[T]) Done() <-chan struct{} {
-	if !f.c.isDone() {
-		f.c.ep.wakeListener(true)
+	ch := f.c.doneChan()
+	if ch != closedCh {
+		f.c.ep.recv.hurry()
 	}
-	return f.c.done
+	return ch
 }
 
 // Wait waits until the future is complete or ctx is done, and returns the
 // action's result or error. A ctx done first returns ctx's error and
 // leaves the future pending (Cancel it to stop waiting for good).
 func (f *Future[T]) Wait(ctx context.Context) (T, error) {
-	if err := f.c.ep.await(ctx, f.c); err != nil {
+	if err := f.c.wait(ctx); err != nil {
 		var zero T
 		return zero, err
 	}
@@ -182,7 +156,7 @@ func (f *Future[T]) Result() (T, error) {
 	if f.c.isDone() {
 		return f.result()
 	}
-	f.c.ep.wakeListener(true)
+	f.c.ep.recv.hurry()
 	var zero T
 	return zero, ErrPending
 }
@@ -192,11 +166,14 @@ func (f *Future[T]) Result() (T, error) {
 // agent is not told (it may still run the action). It reports whether it
 // cancelled the future.
 func (f *Future[T]) Cancel() bool {
-	if f.c.ep.take(f.c.tag) == f.c {
-		f.c.complete(nil, ErrCanceled)
-		return true
+	ep := f.c.ep
+	ep.mu.Lock()
+	defer ep.mu.Unlock()
+	if !ep.calls.remove(&f.c) {
+		return false
 	}
-	return false
+	f.c.completeLocked(ErrCanceled)
+	return true
 }
 
 // Tag returns the tag of the request, which its response carries.
@@ -204,20 +181,10 @@ func (f *Future[T]) Tag() exchange.UUID { return f.c.tag }
 
 func (f *Future[T]) result() (T, error) {
 	f.once.Do(func() {
-		c := f.c
-		switch {
-		case c.err != nil:
-			f.err = c.err
-		case c.resp.IsError():
-			f.err = remoteErr(c.resp)
-		default:
-			if err := decodePayload(f.codec, c.resp.Result, &f.val); err != nil { // blob.go: reads a proxied result in place
-				f.err = &kindError{sentinel: ErrBadArguments, remote: err}
-			}
-		}
-		if c.resp != nil {
-			c.ep.putMsg(c.resp)
-			c.resp = nil
+		f.val, f.err = decodeResult(&f.c, f.codec)
+		if f.c.msg != nil {
+			putMsg(f.c.msg)
+			f.c.msg = nil
 		}
 	})
 	return f.val, f.err
@@ -236,7 +203,8 @@ func (rawCodec) Decode(b []byte, v *[]byte) error          { *v = append((*v)[:0
 //
 // In and Out need codecs ([CodecFor]; [ErrNoCodec] otherwise). The request
 // is sent (or failed) before Action returns; a full mailbox makes it wait
-// until ctx is done.
+// until ctx is done. The future is the one allocation of an action in
+// steady state.
 func Action[Out, In any](ctx context.Context, h *Handle, name string, in In) (*Future[Out], error) {
 	inc, err := CodecFor[In]()
 	if err != nil {
@@ -251,47 +219,51 @@ func Action[Out, In any](ctx context.Context, h *Handle, name string, in In) (*F
 
 // ActionCodec is [Action] with explicit codecs.
 func ActionCodec[Out, In any](ctx context.Context, h *Handle, name string, in In, inc Codec[In], outc Codec[Out]) (*Future[Out], error) {
-	return startAction(ctx, h, name, in, inc, outc, true)
-}
-
-// startAction sends the request; lazy says that the caller may not wait
-// for the future soon, so the listener should receive for it.
-func startAction[Out, In any](ctx context.Context, h *Handle, name string, in In, inc Codec[In], outc Codec[Out], lazy bool) (*Future[Out], error) {
 	f := &Future[Out]{codec: outc}
-	c, m := h.initCall(&f.call, exchange.KindActionRequest)
-	f.c = c
-	m.SetAction(name)
-	var err error
-	if m.Args, err = inc.Append(m.Args[:0], in); err != nil {
-		h.ep.putMsg(m)
+	c := &f.c
+	h.initCall(c, exchange.KindActionRequest)
+	if err := encodeRequest(c, name, in, inc); err != nil {
+		putMsg(c.msg)
 		return nil, err
 	}
-	if err := h.ep.send(ctx, c, m); err != nil {
+	if err := c.start(ctx, false); err != nil {
 		return nil, err
-	}
-	if lazy {
-		h.ep.wakeListener(false)
 	}
 	return f, nil
 }
 
+// encodeRequest fills c's request with the action name and the argument.
+func encodeRequest[In any](c *call, name string, in In, inc Codec[In]) error {
+	m := c.msg
+	m.SetAction(name)
+	var err error
+	m.Args, err = inc.Append(m.Args[:0], in)
+	return err
+}
+
 // Call is the synchronous form of [Action]: it sends the request and waits
 // for the result until ctx is done (then the call is cancelled and ctx's
-// error returned).
+// error returned). In steady state it allocates nothing but what decoding
+// the result needs ([]byte and string results are fresh values): the
+// caller receives its own response when no other caller does.
 func Call[Out, In any](ctx context.Context, h *Handle, name string, in In) (Out, error) {
-	var zero Out
+	var out Out
 	inc, err := CodecFor[In]()
 	if err != nil {
-		return zero, err
+		return out, err
 	}
 	outc, err := CodecFor[Out]()
 	if err != nil {
-		return zero, err
+		return out, err
 	}
-	f, err := startAction(ctx, h, name, in, inc, outc, false)
-	if err != nil {
-		return zero, err
+	c := h.newCall(exchange.KindActionRequest)
+	defer c.free()
+	if err := encodeRequest(c, name, in, inc); err != nil {
+		return out, err
 	}
-	f.c.wait(ctx)
-	return f.result()
+	if err := c.start(ctx, true); err != nil {
+		return out, err
+	}
+	c.waitOrCancel(ctx)
+	return decodeResult(c, outc)
 }

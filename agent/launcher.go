@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/shmex/shmex/exchange"
 )
@@ -95,13 +97,22 @@ func newInstance(behavior string) *Instance {
 	return &Instance{behavior: behavior, target: new(atomic.Pointer[exchange.EntityID]), done: make(chan struct{})}
 }
 
-func (in *Instance) setRun(id exchange.EntityID, pid int, stop func()) {
+// run is one run of a launched agent: goroutines of this process, or a
+// child process.
+type run struct {
+	id   exchange.EntityID
+	pid  int          // 0 for goroutines
+	stop func()       // asks the run to stop; it does not wait
+	wait func() error // waits until the run ended and returns its error (nil: a clean stop)
+}
+
+func (in *Instance) setRun(r run) {
 	in.mu.Lock()
-	in.ids = append(in.ids, id)
-	in.stop = stop
+	in.ids = append(in.ids, r.id)
+	in.stop = r.stop
 	in.mu.Unlock()
-	in.pid.Store(int64(pid))
-	in.target.Store(&id)
+	in.pid.Store(int64(r.pid))
+	in.target.Store(&r.id)
 }
 
 func (in *Instance) finish(err error) {
@@ -109,6 +120,53 @@ func (in *Instance) finish(err error) {
 	in.err = err
 	in.mu.Unlock()
 	close(in.done)
+}
+
+// supervise is the restart loop both launchers share: it waits for the run
+// r and, while runs fail, in is not stopping and restarts remain, starts
+// the next one with restart, given the id of the run that failed (which
+// restart keeps when the exchange can reopen its mailbox, see reopen). It
+// finishes in with the last run's error.
+func (in *Instance) supervise(log *slog.Logger, restarts int, r run, restart func(prev exchange.EntityID) (run, error)) {
+	in.setRun(r)
+	go func() {
+		for {
+			err := r.wait()
+			if err == nil || in.stopping.Load() || in.Restarts() >= restarts {
+				in.finish(err)
+				return
+			}
+			log.Warn("agent: restarting a failed agent", "behavior", in.behavior, "agent", r.id, "err", err)
+			next, serr := restart(r.id)
+			if serr != nil {
+				in.finish(fmt.Errorf("%w; restart failed: %w", err, serr))
+				return
+			}
+			r = next
+			in.restarts.Add(1)
+			in.setRun(r)
+			if in.stopping.Load() {
+				r.stop()
+			}
+		}
+	}()
+}
+
+// reopen brings back the terminated mailbox of id for a restart and returns
+// id, or returns the zero id (a new one is to be registered) when x cannot
+// reopen it.
+func reopen(x exchange.Exchange, id exchange.EntityID, log *slog.Logger) exchange.EntityID {
+	r, ok := x.(exchange.Reopener)
+	if !ok {
+		return exchange.EntityID{}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := r.Reopen(ctx, id); err != nil {
+		log.Warn("agent: cannot reopen the mailbox of a restarted agent; it gets a new id", "agent", id, "err", err)
+		return exchange.EntityID{}
+	}
+	return id
 }
 
 // Behavior returns the name of the instance's behavior.
@@ -178,44 +236,28 @@ func (l ThreadLauncher) Launch(ctx context.Context, x exchange.Exchange, behavio
 func (ThreadLauncher) LaunchFactory(ctx context.Context, x exchange.Exchange, name string, f Factory, opts ...Option) (*Instance, error) {
 	o := applyOptions(opts)
 	in := newInstance(name)
-	// start starts a runtime; a restart (prev not zero) keeps the id prev
-	// when x can reopen its mailbox, else registers a new one.
-	start := func(ctx context.Context, prev exchange.EntityID) (*Runtime, error) {
+	// start starts a runtime for id, or for a new agent when id is zero.
+	start := func(ctx context.Context, id exchange.EntityID) (run, error) {
 		b, err := f()
 		if err != nil {
-			return nil, fmt.Errorf("agent: behavior %q factory: %w", name, err)
+			return run{}, fmt.Errorf("agent: behavior %q factory: %w", name, err)
 		}
 		ro := opts
-		if !prev.IsZero() {
-			ro = append(append([]Option(nil), opts...), WithAgentID(reopen(x, prev, o.log)))
+		if !id.IsZero() {
+			ro = append(append([]Option(nil), opts...), WithAgentID(id))
 		}
-		return NewRuntime(ctx, x, b, ro...)
+		rt, err := NewRuntime(ctx, x, b, ro...)
+		if err != nil {
+			return run{}, err
+		}
+		return run{id: rt.ID(), stop: rt.Shutdown, wait: func() error { return rt.Run(context.Background()) }}, nil
 	}
-	rt, err := start(ctx, exchange.EntityID{})
+	first, err := start(ctx, exchange.EntityID{})
 	if err != nil {
 		return nil, err
 	}
-	in.setRun(rt.ID(), 0, rt.Shutdown)
-	go func() {
-		for {
-			err := rt.Run(context.Background())
-			if err == nil || in.stopping.Load() || in.Restarts() >= o.restarts {
-				in.finish(err)
-				return
-			}
-			o.log.Warn("agent: restarting a failed agent", "behavior", name, "agent", rt.ID(), "err", err)
-			next, serr := start(context.Background(), rt.ID())
-			if serr != nil {
-				in.finish(fmt.Errorf("%w; restart failed: %w", err, serr))
-				return
-			}
-			rt = next
-			in.restarts.Add(1)
-			in.setRun(rt.ID(), 0, rt.Shutdown)
-			if in.stopping.Load() {
-				rt.Shutdown()
-			}
-		}
-	}()
+	in.supervise(o.log, o.restarts, first, func(prev exchange.EntityID) (run, error) {
+		return start(context.Background(), reopen(x, prev, o.log))
+	})
 	return in, nil
 }

@@ -360,7 +360,7 @@ func TestRestart(t *testing.T) {
 				}
 				// The restarted agent answers through the same handle,
 				// under the same id (both exchanges reopen mailboxes).
-				deadline := time.Now().Add(10 * time.Second)
+				deadline := time.Now().Add(testTimeout)
 				for in.Restarts() < i && time.Now().Before(deadline) {
 					time.Sleep(5 * time.Millisecond)
 				}
@@ -417,7 +417,7 @@ func TestKilledClientProcess(t *testing.T) {
 			t.Fatal(err)
 		}
 		child := childproc.Start(t, "client", x.Name(), filepath.Dir(x.Dir()), h.AgentID().String())
-		if l, err := child.Line(10 * time.Second); err != nil || l != "busy" {
+		if l, err := child.Line(testTimeout); err != nil || l != "busy" {
 			t.Fatalf("client child: %q, %v", l, err)
 		}
 		time.Sleep(time.Duration(rand.IntN(20)) * time.Millisecond)
@@ -537,7 +537,7 @@ func TestShutdownWithStuckRequester(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(testTimeout):
 		t.Fatal("the agent did not finish shutting down: a response to a full mailbox held it")
 	}
 }

@@ -64,6 +64,7 @@ func newEcho() (*agent.Behavior, error) {
 		agent.AddAction(b, "failplain", func(_ context.Context, msg string) (int, error) { return 0, errors.New(msg) }),
 		agent.AddAction(b, "panic", func(_ context.Context, msg string) (int, error) { panic(msg) }),
 		agent.AddAction(b, "pid", func(context.Context, agent.NoArgs) (int, error) { return os.Getpid(), nil }),
+		agent.AddAction(b, "big", func(_ context.Context, n int) ([]byte, error) { return make([]byte, n), nil }),
 		agent.AddAction(b, "sleep", func(ctx context.Context, ms int) (int, error) {
 			defer track()()
 			select {
@@ -81,6 +82,20 @@ func newEcho() (*agent.Behavior, error) {
 			defer h.Close(ctx)
 			out, err := agent.Call[[]byte](ctx, h, "echo", []byte("via "+to.String()))
 			return string(out), err
+		}),
+		// selfping pings its own agent, when asked, through a handle
+		// bound to the agent's own mailbox: only another serving
+		// goroutine can receive the answer, so the run must be handed off
+		// (by the timer, or by the watchdog once the action is quick).
+		agent.AddAction(b, "selfping", func(ctx context.Context, ping bool) (bool, error) {
+			if !ping {
+				return false, nil
+			}
+			rt := agent.FromContext(ctx)
+			h := rt.Handle(rt.ID())
+			defer h.Close(ctx)
+			_, err := h.Ping(ctx)
+			return err == nil, err
 		}),
 		agent.AddAction(b, "self", func(ctx context.Context, _ agent.NoArgs) (exchange.EntityID, error) {
 			return agent.FromContext(ctx).ID(), nil

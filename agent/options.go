@@ -1,7 +1,9 @@
 package agent
 
 import (
+	"context"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/shmex/shmex/exchange"
@@ -26,7 +28,7 @@ type options struct {
 
 func defaultOptions() options {
 	return options{
-		log:             slog.Default(),
+		log:             quietLogger,
 		terminateOnExit: true,
 		terminateOnErr:  true,
 		statusPoll:      100 * time.Millisecond,
@@ -45,7 +47,13 @@ func applyOptions(opts []Option) options {
 	return o
 }
 
-// WithLogger sets the logger (all). Default slog.Default().
+// WithLogger sets the logger (all). The package logs at debug level what
+// helps to follow an agent's life (responses dropped, status polls that
+// failed, mailboxes closed) and at warn level what a program should hear
+// about (a control loop or shutdown hook that failed while nobody else is
+// told, an action that panicked, an agent restarted, a response dropped at
+// shutdown, a message that did not decode). By default only the warnings
+// reach [slog.Default]; pass a logger to see the rest.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) {
 		if l != nil {
@@ -124,3 +132,50 @@ func WithResponseGrace(d time.Duration) Option {
 // new one otherwise; handles from [Manager.Launch] follow the agent either
 // way.
 func WithRestarts(n int) Option { return func(o *options) { o.restarts = max(n, 0) } }
+
+// quietLogger is the default logger: warnings and errors go to
+// slog.Default() (looked up at each record, so that a later SetDefault
+// counts), the rest nowhere.
+var quietLogger = slog.New(quietHandler{})
+
+// quietHandler passes the records at warn level and above to the default
+// logger's handler, replaying on it the attributes and groups it was given.
+type quietHandler struct {
+	ops []quietOp
+}
+
+// quietOp is a WithGroup (group set) or a WithAttrs.
+type quietOp struct {
+	group string
+	attrs []slog.Attr
+}
+
+func (quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelWarn && slog.Default().Handler().Enabled(ctx, l)
+}
+
+func (q quietHandler) Handle(ctx context.Context, r slog.Record) error {
+	h := slog.Default().Handler()
+	for _, op := range q.ops {
+		if op.group != "" {
+			h = h.WithGroup(op.group)
+		} else {
+			h = h.WithAttrs(op.attrs)
+		}
+	}
+	return h.Handle(ctx, r)
+}
+
+func (q quietHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	if len(as) == 0 {
+		return q
+	}
+	return quietHandler{ops: append(slices.Clip(q.ops), quietOp{attrs: as})}
+}
+
+func (q quietHandler) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return q
+	}
+	return quietHandler{ops: append(slices.Clip(q.ops), quietOp{group: name})}
+}

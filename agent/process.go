@@ -56,7 +56,8 @@ type ProcessLauncher struct {
 	Env []string
 	// Stdout and Stderr receive the children's output (default os.Stderr).
 	Stdout, Stderr io.Writer
-	// Log receives the launcher's events (default slog.Default()).
+	// Log receives the launcher's events (default: the WithLogger of the
+	// launch, else warnings only, to slog.Default(); see [WithLogger]).
 	Log *slog.Logger
 }
 
@@ -94,12 +95,12 @@ func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behav
 	}
 	in := newInstance(behavior)
 	// start starts a child for the agent id, registered first when id is
-	// zero (a restart reopens the mailbox of its id when x can).
-	start := func(ctx context.Context, id exchange.EntityID) (*exec.Cmd, exchange.EntityID, error) {
+	// zero.
+	start := func(ctx context.Context, id exchange.EntityID) (run, error) {
 		if id.IsZero() {
 			var err error
 			if id, err = x.RegisterAgent(ctx, b.Exchange(), ropts...); err != nil {
-				return nil, id, err
+				return run{}, err
 			}
 		}
 		cmd := exec.Command(exe)
@@ -126,21 +127,10 @@ func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behav
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			x.Terminate(context.WithoutCancel(ctx), id)
-			return nil, id, err
+			return run{}, err
 		}
-		return cmd, id, nil
-	}
-	cmd, id, err := start(ctx, exchange.EntityID{})
-	if err != nil {
-		return nil, err
-	}
-	setRun := func(cmd *exec.Cmd, id exchange.EntityID) {
 		p := cmd.Process
-		in.setRun(id, p.Pid, func() { p.Signal(syscall.SIGTERM) })
-	}
-	setRun(cmd, id)
-	go func() {
-		for {
+		return run{id: id, pid: p.Pid, stop: func() { p.Signal(syscall.SIGTERM) }, wait: func() error {
 			err := cmd.Wait()
 			// Whatever happened to the child, its mailbox is done: answer
 			// what is queued there, and let callers see it terminated.
@@ -150,26 +140,18 @@ func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behav
 			}
 			cancel()
 			if err != nil {
-				err = fmt.Errorf("agent %v (%s, pid %d): %w", id, behavior, cmd.Process.Pid, err)
+				err = fmt.Errorf("agent %v (%s, pid %d): %w", id, behavior, p.Pid, err)
 			}
-			if err == nil || in.stopping.Load() || in.Restarts() >= o.restarts {
-				in.finish(err)
-				return
-			}
-			log.Warn("agent: restarting a failed agent process", "behavior", behavior, "agent", id, "err", err)
-			next, nid, serr := start(context.Background(), reopen(x, id, log))
-			if serr != nil {
-				in.finish(fmt.Errorf("%w; restart failed: %w", err, serr))
-				return
-			}
-			cmd, id = next, nid
-			in.restarts.Add(1)
-			setRun(cmd, id)
-			if in.stopping.Load() {
-				cmd.Process.Signal(syscall.SIGTERM)
-			}
-		}
-	}()
+			return err
+		}}, nil
+	}
+	first, err := start(ctx, exchange.EntityID{})
+	if err != nil {
+		return nil, err
+	}
+	in.supervise(log, o.restarts, first, func(prev exchange.EntityID) (run, error) {
+		return start(context.Background(), reopen(x, prev, log))
+	})
 	return in, nil
 }
 
@@ -268,21 +250,4 @@ func SetChildExchange(f func(x *exchange.SHM) (ex exchange.Exchange, closer io.C
 		return
 	}
 	childExchange.Store(&f)
-}
-
-// reopen brings back the terminated mailbox of id for a restart and returns
-// id, or returns the zero id (a new one is to be registered) when x cannot
-// reopen it.
-func reopen(x exchange.Exchange, id exchange.EntityID, log *slog.Logger) exchange.EntityID {
-	r, ok := x.(exchange.Reopener)
-	if !ok {
-		return exchange.EntityID{}
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := r.Reopen(ctx, id); err != nil {
-		log.Warn("agent: cannot reopen the mailbox of a restarted agent; it gets a new id", "agent", id, "err", err)
-		return exchange.EntityID{}
-	}
-	return id
 }

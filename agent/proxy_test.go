@@ -136,7 +136,7 @@ func TestAgentProxies(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { m.CloseTimeout(10 * time.Second) })
+		t.Cleanup(func() { m.CloseTimeout(testTimeout) })
 		h, err := m.Launch(ctx, "Blob")
 		if err != nil {
 			t.Fatal(err)

@@ -2,20 +2,13 @@ package agent
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/shmex/shmex/exchange"
 )
-
-// maxIdleWorkers is how many idle action workers a runtime without a
-// concurrency bound keeps for the next burst.
-const maxIdleWorkers = 16
 
 // Runtime runs one agent: it owns the agent's mailbox, runs the behavior's
 // setup hook, starts its control loops, serves requests (actions on a
@@ -42,23 +35,19 @@ type Runtime struct {
 
 	sctx context.Context // the serving context, cancelled by a stop request
 
-	// Serving goroutines (leader/followers, see lead); guarded by wmu.
+	// Serving goroutines (leader/followers, see serve.go).
 	wmu         sync.Mutex
-	queue       []*exchange.Message // action requests waiting for a slot
-	qhead       int
-	running     int       // actions running
-	stopped     bool      // serving ended: no leader any more
-	followers   []*worker // parked, waiting to lead
+	queue       []*exchange.Message // guarded by wmu: action requests waiting for a slot
+	qhead       int                 // guarded by wmu
+	qlen        atomic.Int32        // len(queue) - qhead
+	running     atomic.Int32        // actions holding a slot (with a concurrency bound)
+	stopped     bool                // guarded by wmu: serving ended, no leader any more
+	followers   []*worker           // guarded by wmu: parked, waiting to lead
+	leader      atomic.Pointer[worker]
+	lastAction  atomic.Pointer[action] // the action last run (a look-up cache)
+	watched     atomic.Bool            // in the watchdog's set
 	servingDone chan struct{}
 	wwg         sync.WaitGroup // serving goroutines
-}
-
-// worker is one serving goroutine's state, guarded by Runtime.wmu.
-type worker struct {
-	leading bool          // this goroutine is (or is to become) the receiver
-	busy    bool          // the leader is running an action inline
-	wake    chan struct{} // a parked follower is woken here (capacity 1)
-	timer   *time.Timer   // hands leadership off when an inline action runs long
 }
 
 type runtimeKey struct{}
@@ -187,7 +176,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 
 	if r.b.setup != nil {
 		if err := safeHook(context.WithValue(ctx, runtimeKey{}, r), r.b.setup); err != nil {
-			log.Error("agent: setup failed", "err", err)
+			log.Debug("agent: setup failed", "err", err) // Run returns it
 			if r.o.terminateOnExit {
 				r.ep.x.Terminate(base, r.ep.id)
 			}
@@ -206,10 +195,12 @@ func (r *Runtime) Run(ctx context.Context) error {
 			if err == nil || lctx.Err() != nil {
 				return
 			}
-			log.Error("agent: control loop failed", "loop", l.name, "err", err)
 			if r.o.terminateOnErr {
+				log.Debug("agent: control loop failed; stopping", "loop", l.name, "err", err) // Run returns it
 				r.fail(fmt.Errorf("agent %v: loop %q: %w", r.ep.id, l.name, err))
+				return
 			}
+			log.Warn("agent: control loop failed", "loop", l.name, "err", err)
 		}()
 	}
 
@@ -228,6 +219,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.wmu.Unlock()
 	<-r.servingDone
 	scancel()
+	r.unwatch()
 
 	// 1. Stop taking requests (done), 2. terminate the mailbox.
 	r.mu.Lock()
@@ -255,6 +247,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.wmu.Lock()
 	rest := r.queue[r.qhead:]
 	r.queue, r.qhead = nil, 0
+	r.qlen.Store(0)
 	r.wmu.Unlock()
 	for _, m := range rest {
 		r.answerErr(m, &exchange.RemoteError{Kind: ErrorKindShuttingDown, Message: "agent " + r.ep.id.String() + " is shutting down"})
@@ -268,7 +261,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 	// 5. The shutdown hook.
 	if r.b.shutdown != nil {
 		if err := safeHook(base, r.b.shutdown); err != nil {
-			log.Error("agent: shutdown hook failed", "err", err)
+			log.Warn("agent: shutdown hook failed", "err", err)
 		}
 	}
 	r.ep.close(fmt.Errorf("%w: agent stopped", ErrHandleClosed))
@@ -278,252 +271,4 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.loopErr
-}
-
-// handoffDelay is how long the leader runs an action inline before another
-// goroutine takes over receiving: short actions cost no goroutine switch,
-// and a long one (or one that waits for a response to the agent's own
-// handles, which the next leader receives) delays the mailbox by at most
-// this much.
-const handoffDelay = 50 * time.Microsecond
-
-// promoteLocked makes a goroutine the leader: a parked follower, or a new
-// one. r.wmu must be held.
-//
-// Leader/followers invariants (under wmu): at most one worker has leading
-// set, and only it calls mb.Recv (the drain after serving ends is started
-// only once servingDone is closed, when none has); running never exceeds a
-// non-zero maxConcurrency; a queued request is started only by a goroutine
-// that ends an action (keeping its slot), so the queue is never stranded
-// while running > 0, and it is non-empty only while running ==
-// maxConcurrency.
-func (r *Runtime) promoteLocked() {
-	if r.stopped {
-		return
-	}
-	if n := len(r.followers); n > 0 {
-		w := r.followers[n-1]
-		r.followers = r.followers[:n-1]
-		w.leading = true
-		w.wake <- struct{}{}
-		return
-	}
-	w := &worker{leading: true, wake: make(chan struct{}, 1)}
-	w.timer = time.AfterFunc(time.Hour, func() { r.handoff(w) })
-	w.timer.Stop()
-	r.wwg.Add(1)
-	go r.serveLoop(w)
-}
-
-// handoff runs when the leader w has been running an action inline for
-// handoffDelay: another goroutine takes over receiving.
-func (r *Runtime) handoff(w *worker) {
-	r.wmu.Lock()
-	if w.leading && w.busy {
-		w.leading = false
-		r.promoteLocked()
-	}
-	r.wmu.Unlock()
-}
-
-// endServingLocked marks the end of serving. r.wmu must be held.
-func (r *Runtime) endServingLocked(w *worker) {
-	w.leading = false
-	if !r.stopped {
-		r.stopped = true
-		for _, f := range r.followers {
-			close(f.wake)
-		}
-		r.followers = nil
-		close(r.servingDone)
-	}
-}
-
-// serveLoop is a serving goroutine: it leads (receives and dispatches)
-// while it has leading, runs actions, and parks as a follower otherwise.
-func (r *Runtime) serveLoop(w *worker) {
-	defer r.wwg.Done()
-	defer w.timer.Stop()
-	m := r.ep.getMsg()
-	defer func() { r.ep.putMsg(m) }()
-	for {
-		if !r.follow(w) {
-			return
-		}
-		// Leading.
-		err := r.mb.Recv(r.sctx, m)
-		if errors.Is(err, exchange.ErrBadMessage) {
-			r.o.log.Warn("agent: dropped a bad message", "agent", r.ep.id, "err", err)
-			continue
-		}
-		if err != nil {
-			if r.sctx.Err() == nil {
-				r.o.log.Debug("agent: mailbox closed", "agent", r.ep.id, "err", err)
-				r.requestStop(false)
-			}
-			r.wmu.Lock()
-			r.endServingLocked(w)
-			r.wmu.Unlock()
-			return
-		}
-		switch m.Kind {
-		case exchange.KindActionRequest:
-			r.wmu.Lock()
-			if r.o.maxConcurrency > 0 && r.running >= r.o.maxConcurrency {
-				r.queue = append(r.queue, m)
-				r.wmu.Unlock()
-				m = r.ep.getMsg()
-				continue
-			}
-			r.running++
-			r.wmu.Unlock()
-			r.runActions(w, m)
-			m = r.ep.getMsg()
-		case exchange.KindPingRequest:
-			m.SetResponse(m, nil)
-			r.sendResponse(m)
-		case exchange.KindShutdownRequest:
-			term := m.Terminate
-			m.SetResponse(m, nil)
-			r.sendResponse(m)
-			r.requestStop(term)
-			r.wmu.Lock()
-			r.endServingLocked(w)
-			r.wmu.Unlock()
-			return
-		default: // a response to one of the agent's own handles
-			if r.ep.deliver(m) {
-				m = r.ep.getMsg()
-			}
-		}
-	}
-}
-
-// follow returns true at once when w leads; otherwise it parks w until it
-// is made leader (true) or serving ends (false).
-func (r *Runtime) follow(w *worker) bool {
-	r.wmu.Lock()
-	if w.leading {
-		r.wmu.Unlock()
-		return true
-	}
-	if r.stopped || len(r.followers) >= maxIdleWorkers {
-		r.wmu.Unlock()
-		return false
-	}
-	r.followers = append(r.followers, w)
-	r.wmu.Unlock()
-	_, ok := <-w.wake
-	return ok
-}
-
-// runActions runs the action request m, holding one of the running slots,
-// then the queued requests while there are any, and gives the slot back.
-// The leader's timer hands leadership off if an action runs long.
-func (r *Runtime) runActions(w *worker, m *exchange.Message) {
-	for {
-		r.wmu.Lock()
-		w.busy = true
-		lead := w.leading
-		r.wmu.Unlock()
-		if lead {
-			w.timer.Reset(handoffDelay)
-		}
-		r.runAction(m)
-		if lead {
-			w.timer.Stop()
-		}
-		r.wmu.Lock()
-		w.busy = false
-		if r.stopped || r.qhead == len(r.queue) {
-			r.running--
-			r.wmu.Unlock()
-			return
-		}
-		m = r.queue[r.qhead]
-		r.queue[r.qhead] = nil
-		if r.qhead++; r.qhead == len(r.queue) {
-			r.queue, r.qhead = r.queue[:0], 0
-		}
-		r.wmu.Unlock()
-	}
-}
-
-// drain receives from the terminated mailbox until it is empty and closed:
-// responses go to their calls, requests (none should be left) are answered.
-func (r *Runtime) drain(ctx context.Context, done chan<- struct{}) {
-	defer close(done)
-	m := r.ep.getMsg()
-	for {
-		err := r.mb.Recv(ctx, m)
-		if errors.Is(err, exchange.ErrBadMessage) {
-			continue
-		}
-		if err != nil {
-			return
-		}
-		if m.Kind.IsRequest() {
-			m.SetErrorResponse(m, &exchange.RemoteError{Kind: ErrorKindShuttingDown, Message: "agent " + r.ep.id.String() + " is shutting down"})
-			r.sendResponse(m)
-		} else if r.ep.deliver(m) {
-			m = r.ep.getMsg()
-		}
-	}
-}
-
-func (r *Runtime) sendResponse(m *exchange.Message) {
-	ctx := r.sendCtx
-	if err := r.ep.x.Send(ctx, m); err != nil {
-		level := slog.LevelDebug
-		if ctx.Err() != nil {
-			level = slog.LevelWarn // dropped at shutdown: the requester's mailbox stayed full
-		}
-		r.o.log.Log(ctx, level, "agent: could not send a response", "agent", r.ep.id, "to", m.Dest, "err", err)
-	}
-}
-
-func (r *Runtime) answerErr(m *exchange.Message, err error) {
-	m.SetErrorResponse(m, err)
-	r.sendResponse(m)
-	r.ep.putMsg(m)
-}
-
-// runAction runs the action of request m and sends the response.
-func (r *Runtime) runAction(m *exchange.Message) {
-	h := r.b.actions[string(m.Action)]
-	if h == nil {
-		r.answerErr(m, &exchange.RemoteError{Kind: ErrorKindUnknownAction, Message: fmt.Sprintf("behavior %q has no action %q", r.b.name, m.Action)})
-		return
-	}
-	res, err := r.invoke(h, m)
-	if err != nil {
-		m.SetErrorResponse(m, err)
-	} else {
-		// res was appended to m.Result's buffer: keep it in place rather
-		// than have SetResponse copy it onto itself.
-		m.SetResponse(m, nil)
-		m.Result = res
-	}
-	r.sendResponse(m)
-	r.ep.putMsg(m)
-}
-
-func (r *Runtime) invoke(h handler, m *exchange.Message) (res []byte, err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			r.o.log.Error("agent: action panicked", "agent", r.ep.id, "action", string(m.Action), "panic", p, "stack", string(debug.Stack()))
-			err = &exchange.RemoteError{Kind: ErrorKindActionPanic, Message: fmt.Sprintf("action %q: %v", m.Action, p)}
-		}
-	}()
-	return h(r.actx, m.Args, m.Result[:0])
-}
-
-// safeHook runs a hook, turning a panic into an error.
-func safeHook(ctx context.Context, fn Hook) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			err = fmt.Errorf("%w: %v", ErrActionPanic, p)
-		}
-	}()
-	return fn(ctx)
 }

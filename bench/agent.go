@@ -3,9 +3,13 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shmex/shmex/agent"
 	"github.com/shmex/shmex/exchange"
@@ -54,14 +58,21 @@ func noopBehavior() *agent.Behavior {
 
 // childAgentNoop joins exchange args[1] under root args[0] with idle mode
 // args[2], runs args[3] no-op agents (1 if absent), tells their ids
-// (space-separated), and serves until each is shut down.
+// (space-separated), and serves until each is shut down. Its whole process
+// follows its role thread's pinning (see pinAgentProcess), unless args[4] is
+// "float".
 func childAgentNoop(args []string) error {
-	if len(args) != 3 && len(args) != 4 {
-		return fmt.Errorf("want 3 or 4 arguments, got %d", len(args))
+	if len(args) < 3 || len(args) > 5 {
+		return fmt.Errorf("want 3 to 5 arguments, got %d", len(args))
 	}
 	n := 1
-	if len(args) == 4 {
+	if len(args) >= 4 {
 		if _, err := fmt.Sscan(args[3], &n); err != nil {
+			return err
+		}
+	}
+	if len(args) < 5 || args[4] != "float" {
+		if err := pinAgentProcess(); err != nil {
 			return err
 		}
 	}
@@ -96,6 +107,30 @@ func childAgentNoop(args []string) error {
 	return nil
 }
 
+// pinAgentProcess pins every thread of this process, with GOMAXPROCS 1,
+// to the CPU that the calling thread is pinned to, when it is pinned to
+// one (a pinned run pins a role's thread; see pinProcess). An agent serves
+// on goroutines of its own, not on the role's thread: without this they
+// would float, also to the parent's CPU, and the round-trip rows would not
+// be placed as the exchange's pairs are (the exchange's echo serves on the
+// role's thread).
+func pinAgentProcess() error {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return err
+	}
+	if set.Count() != 1 || runtime.NumCPU() < 2 {
+		return nil // not pinned
+	}
+	for cpu := 0; cpu < 8*int(unsafe.Sizeof(set)); cpu++ {
+		if set.IsSet(cpu) {
+			_, err := pinProcess(cpu)
+			return err
+		}
+	}
+	return nil
+}
+
 // agentPeer is the parent side of an agent scenario: a child process
 // running agents, and the exchange they are in.
 type agentPeer struct {
@@ -106,13 +141,28 @@ type agentPeer struct {
 	stop  context.CancelFunc
 }
 
+// startAgents starts a child process running n no-op agents in the
+// exchange name under root, with idle mode mode. In a pinned run the whole
+// child is pinned to the child's CPU, as a pair's echo is (the round-trip
+// rows).
 func startAgents(ctx context.Context, env *Env, root, name, mode string, n int) (*agentPeer, error) {
+	return startAgentsPlaced(ctx, env, root, name, mode, n, false)
+}
+
+// startAgentsPlaced is startAgents; with float, only the child's role
+// thread is pinned and its agents' goroutines float, as the senders of
+// the exchange's throughput rows do.
+func startAgentsPlaced(ctx context.Context, env *Env, root, name, mode string, n int, float bool) (*agentPeer, error) {
 	x, err := exchange.Open(name, exchange.WithRoot(root), exchangeIdle(mode))
 	if err != nil {
 		return nil, err
 	}
 	p := &agentPeer{x: x}
-	p.child, err = env.StartChild(ctx, "agent-noop", root, name, mode, fmt.Sprint(n))
+	args := []string{root, name, mode, fmt.Sprint(n)}
+	if float {
+		args = append(args, "float")
+	}
+	p.child, err = env.StartChild(ctx, "agent-noop", args...)
 	if err != nil {
 		x.Close()
 		return nil, err
@@ -209,30 +259,34 @@ func actionRTT(ctx context.Context, env *Env, root, mode string) (Latency, error
 }
 
 // pipeline runs no-op actions through h with actionWindow in flight until
-// the phase is over, and returns how many completed.
+// the phase is over, and returns how many completed. The window is a ring:
+// the loop allocates nothing but the futures.
 func pipeline(ctx context.Context, h *agent.Handle, p Phase) (int64, error) {
 	args := make([]byte, MsgSize)
-	window := make([]*agent.Future[agent.NoArgs], 0, actionWindow)
+	var window [actionWindow]*agent.Future[agent.NoArgs]
 	start := time.Now()
 	var n int64
-	for {
-		for len(window) < actionWindow {
-			f, err := agent.Action[agent.NoArgs](ctx, h, "noop", args)
-			if err != nil {
+	for i := 0; ; i = (i + 1) % actionWindow {
+		if f := window[i]; f != nil {
+			if _, err := f.Wait(ctx); err != nil {
 				return n, err
 			}
-			window = append(window, f)
+			window[i] = nil
+			n++
+			if n&63 == 0 && (p.Count > 0 && n >= p.Count || p.Count <= 0 && time.Since(start) >= p.Duration) {
+				break
+			}
 		}
-		if _, err := window[0].Wait(ctx); err != nil {
+		f, err := agent.Action[agent.NoArgs](ctx, h, "noop", args)
+		if err != nil {
 			return n, err
 		}
-		window = window[1:]
-		n++
-		if n&63 == 0 && (p.Count > 0 && n >= p.Count || p.Count <= 0 && time.Since(start) >= p.Duration) {
-			break
-		}
+		window[i] = f
 	}
 	for _, f := range window {
+		if f == nil {
+			continue
+		}
 		if _, err := f.Wait(ctx); err != nil {
 			return n, err
 		}
@@ -266,58 +320,78 @@ func runActionThroughput(ctx context.Context, env *Env) ([]Row, error) {
 // actionThroughput runs clients clients in this process, each calling its
 // own agent; the agents run in procs child processes.
 func actionThroughput(ctx context.Context, env *Env, root string, clients, procs int) (Rate, error) {
-	var peers []*agentPeer
-	defer func() {
-		for _, p := range peers {
-			p.close(ctx)
-		}
-	}()
-	var handles []*agent.Handle
-	var cls []*agent.Client
-	defer func() {
-		for _, c := range cls {
-			c.Close()
-		}
-	}()
+	rig, err := startActionRig(ctx, env, root, clients, procs)
+	defer rig.close(ctx)
+	if err != nil {
+		return Rate{}, err
+	}
+	return env.MeasureRate(ctx, rig.run)
+}
+
+// actionRig is the setup of a throughput scenario: clients in this
+// process, each with a handle to its own agent, the agents in child
+// processes.
+type actionRig struct {
+	peers   []*agentPeer
+	cls     []*agent.Client
+	handles []*agent.Handle
+	procs   int
+}
+
+func startActionRig(ctx context.Context, env *Env, root string, clients, procs int) (*actionRig, error) {
+	rig := &actionRig{procs: procs}
 	for i := range procs {
-		p, err := startAgents(ctx, env, root, fmt.Sprintf("action-tput-%d-%d", clients, i), "default", clients/procs)
+		p, err := startAgentsPlaced(ctx, env, root, fmt.Sprintf("action-tput-%d-%d", clients, i), "default", clients/procs, true)
 		if err != nil {
-			return Rate{}, err
+			return rig, err
 		}
-		peers = append(peers, p)
+		rig.peers = append(rig.peers, p)
 		for _, id := range p.ids {
 			cl, err := agent.NewClient(ctx, p.x)
 			if err != nil {
-				return Rate{}, err
+				return rig, err
 			}
-			cls = append(cls, cl)
-			handles = append(handles, cl.Handle(id))
+			rig.cls = append(rig.cls, cl)
+			rig.handles = append(rig.handles, cl.Handle(id))
 		}
 	}
-	return env.MeasureRate(ctx, func(ctx context.Context, ph Phase) (int64, time.Duration, error) {
-		if ph.Count > 0 {
-			ph.Count = max(1, ph.Count/int64(len(handles)))
+	return rig, nil
+}
+
+func (rig *actionRig) close(ctx context.Context) {
+	for _, c := range rig.cls {
+		c.Close()
+	}
+	for _, p := range rig.peers {
+		p.close(ctx)
+	}
+}
+
+// run runs one phase: every client pipelines actions to its agent.
+func (rig *actionRig) run(ctx context.Context, ph Phase) (int64, time.Duration, error) {
+	handles := rig.handles
+	if ph.Count > 0 {
+		ph.Count = max(1, ph.Count/int64(len(handles)))
+	}
+	var wg sync.WaitGroup
+	counts := make([]int64, len(handles))
+	errs := make([]error, len(handles))
+	start := time.Now()
+	for i, h := range handles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			counts[i], errs[i] = pipeline(rig.peers[i*rig.procs/len(handles)].ctx, h, ph)
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start)
+	var total int64
+	for i := range handles {
+		if errs[i] != nil {
+			return 0, 0, errs[i]
 		}
-		var wg sync.WaitGroup
-		counts := make([]int64, len(handles))
-		errs := make([]error, len(handles))
-		start := time.Now()
-		for i, h := range handles {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				counts[i], errs[i] = pipeline(peers[i*procs/len(handles)].ctx, h, ph)
-			}()
-		}
-		wg.Wait()
-		el := time.Since(start)
-		var total int64
-		for i := range handles {
-			if errs[i] != nil {
-				return 0, 0, errs[i]
-			}
-			total += counts[i]
-		}
-		return total, el, nil
-	})
+		total += counts[i]
+	}
+	return total, el, nil
 }

@@ -169,8 +169,11 @@ type ProxyDecoder interface {
 // receiver whose type cannot take one. Other errors, and nil, are returned
 // as they are.
 func ExplainDecodeError(err error) error {
+	if err == nil {
+		return nil // before te: its address escapes, and it would be allocated for nothing
+	}
 	var te msgp.TypeError
-	if err == nil || !errors.As(err, &te) || te.Encoded != msgp.ExtensionType {
+	if !errors.As(err, &te) || te.Encoded != msgp.ExtensionType {
 		return err
 	}
 	return fmt.Errorf("%w (a proxy, such as a proxystore.Blob, arrived where the receiver's type expects a %v: "+

@@ -1,0 +1,153 @@
+package agent_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shmex/shmex/agent"
+	"github.com/shmex/shmex/exchange"
+)
+
+// TestCancelInterruptsReceiver: a caller that receives for its own call
+// (it holds the receive token, with a context that never ends) returns as
+// soon as another goroutine cancels its future: the receiver is woken,
+// not left waiting for a message that never comes.
+func TestCancelInterruptsReceiver(t *testing.T) {
+	forEnvs(t, func(t *testing.T, e env, x exchange.Exchange, m *agent.Manager) {
+		ctx := testCtx(t)
+		h, err := m.Launch(ctx, "Echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 5 {
+			f, err := agent.Action[int](ctx, h, "sleep", 60_000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() {
+				_, err := f.Wait(context.Background())
+				done <- err
+			}()
+			time.Sleep(5 * time.Millisecond) // most often, the waiter is receiving by now
+			if !f.Cancel() {
+				t.Fatal("Cancel of a pending future returned false")
+			}
+			select {
+			case err := <-done:
+				if !errors.Is(err, agent.ErrCanceled) {
+					t.Fatalf("Wait after Cancel: %v", err)
+				}
+			case <-ctx.Done():
+				t.Fatal("a cancelled future's waiter was never woken")
+			}
+		}
+		// The client receives on: a call after the cancels.
+		if _, err := h.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestSharedClientStress: many goroutines share one client, each mixing
+// synchronous calls, futures waited in and out of order, futures looked at
+// only through Done, and cancels, while the receive token passes between
+// them and the listener. Every call gets its own answer.
+func TestSharedClientStress(t *testing.T) {
+	forEnvs(t, func(t *testing.T, e env, x exchange.Exchange, m *agent.Manager) {
+		ctx := testCtx(t)
+		var hs []*agent.Handle
+		for range 2 {
+			h, err := m.Launch(ctx, "Echo")
+			if err != nil {
+				t.Fatal(err)
+			}
+			hs = append(hs, h)
+		}
+		c := m.Client()
+		const goroutines, rounds = 8, 60
+		var wg sync.WaitGroup
+		errc := make(chan error, goroutines)
+		for g := range goroutines {
+			h := c.Handle(hs[g%len(hs)].AgentID())
+			wg.Go(func() {
+				defer h.Close(ctx)
+				for i := range rounds {
+					arg := fmt.Appendf(nil, "g%d-%d", g, i)
+					if got, err := agent.Call[[]byte](ctx, h, "echo", arg); err != nil || string(got) != string(arg) {
+						errc <- fmt.Errorf("call %s: %q, %v", arg, got, err)
+						return
+					}
+					var fs []*agent.Future[int64]
+					for j := range 4 {
+						f, err := agent.Action[int64](ctx, h, "add", Pair{int64(i), int64(j)})
+						if err != nil {
+							errc <- err
+							return
+						}
+						fs = append(fs, f)
+					}
+					slow, err := agent.Action[int](ctx, h, "sleep", 60_000)
+					if err != nil {
+						errc <- err
+						return
+					}
+					// Out of order; one only through Done.
+					for _, j := range []int{3, 1, 0} {
+						if v, err := fs[j].Wait(ctx); err != nil || v != int64(i+j) {
+							errc <- fmt.Errorf("add %d+%d = %d, %v", i, j, v, err)
+							return
+						}
+					}
+					select {
+					case <-fs[2].Done():
+					case <-ctx.Done():
+						errc <- fmt.Errorf("future %d never done", i)
+						return
+					}
+					if v, err := fs[2].Result(); err != nil || v != int64(i+2) {
+						errc <- fmt.Errorf("add %d+2 = %d, %v", i, v, err)
+						return
+					}
+					if !slow.Cancel() {
+						errc <- errors.New("cancel of a sleeping call returned false")
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			t.Error(err)
+		}
+	})
+}
+
+// TestQuickActionTurnsSlow: an action that was quick often enough to run
+// without the hand-off timer, and then waits for an answer that only
+// another serving goroutine can receive (a ping of its own agent), is
+// handed off by the watchdog instead of holding the mailbox for good.
+func TestQuickActionTurnsSlow(t *testing.T) {
+	forEnvs(t, func(t *testing.T, e env, x exchange.Exchange, m *agent.Manager) {
+		ctx := testCtx(t)
+		h, err := m.Launch(ctx, "Echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			for range 50 { // quick: from the 17th run on, no timer
+				if got, err := agent.Call[bool](ctx, h, "selfping", false); err != nil || got {
+					t.Fatalf("selfping(false) = %v, %v", got, err)
+				}
+			}
+			if got, err := agent.Call[bool](ctx, h, "selfping", true); err != nil || !got {
+				t.Fatalf("selfping(true) = %v, %v", got, err)
+			}
+		}
+	})
+}
