@@ -26,7 +26,7 @@ const (
 	EnvAgentID         = "SHMEX_AGENT_ID"                // agent id, as EntityID.String
 	EnvExchange        = "SHMEX_AGENT_EXCHANGE"          // shared-memory exchange name
 	EnvRoot            = "SHMEX_AGENT_ROOT"              // exchange root directory
-	EnvIdle            = "SHMEX_AGENT_IDLE"              // receiver spins before parking; -1 spins forever
+	EnvIdle            = "SHMEX_AGENT_IDLE"              // receiver's idle strategy (ring.ParseIdleStrategy), or a spin count before parking
 	EnvMaxConcurrency  = "SHMEX_AGENT_MAX_CONCURRENCY"   // WithMaxConcurrency
 	EnvTerminateOnExit = "SHMEX_AGENT_TERMINATE_ON_EXIT" // WithTerminateOnExit: 1 or 0
 	EnvTerminateOnErr  = "SHMEX_AGENT_TERMINATE_ON_ERR"  // WithTerminateOnError: 1 or 0
@@ -115,7 +115,7 @@ func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behav
 			EnvTerminateOnErr+"="+boolEnv(o.terminateOnErr),
 		)
 		if l.Idle != nil {
-			cmd.Env = append(cmd.Env, EnvIdle+"="+strconv.Itoa(l.Idle.Spins))
+			cmd.Env = append(cmd.Env, EnvIdle+"="+l.Idle.String())
 		}
 		cmd.Stdout, cmd.Stderr = l.Stdout, l.Stderr
 		if cmd.Stdout == nil {
@@ -124,7 +124,7 @@ func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behav
 		if cmd.Stderr == nil {
 			cmd.Stderr = os.Stderr
 		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = dieWithParent()
 		if err := cmd.Start(); err != nil {
 			x.Terminate(context.WithoutCancel(ctx), id)
 			return run{}, err
@@ -189,11 +189,11 @@ func serveChild() error {
 	}
 	xopts := []exchange.Option{exchange.WithRoot(os.Getenv(EnvRoot))}
 	if s := os.Getenv(EnvIdle); s != "" {
-		n, err := strconv.Atoi(s)
+		idle, err := parseIdleEnv(s)
 		if err != nil {
 			return fmt.Errorf("%s=%q: %w", EnvIdle, s, err)
 		}
-		xopts = append(xopts, exchange.WithIdle(ring.IdleStrategy{Spins: n}))
+		xopts = append(xopts, exchange.WithIdle(idle))
 	}
 	shmx, err := exchange.Open(os.Getenv(EnvExchange), xopts...)
 	if err != nil {
@@ -250,4 +250,14 @@ func SetChildExchange(f func(x *exchange.SHM) (ex exchange.Exchange, closer io.C
 		return
 	}
 	childExchange.Store(&f)
+}
+
+// parseIdleEnv reads EnvIdle: an idle strategy as ring.IdleStrategy.String
+// writes it, or, as earlier versions wrote it, a number of spins before
+// parking (-1 spins for ever).
+func parseIdleEnv(s string) (ring.IdleStrategy, error) {
+	if n, err := strconv.Atoi(s); err == nil {
+		return ring.IdleStrategy{Spins: n}, nil
+	}
+	return ring.ParseIdleStrategy(s)
 }

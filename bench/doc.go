@@ -1,3 +1,5 @@
+//go:build linux
+
 // Package bench holds shmbench's scenarios (machine limits, shmex, and its peers: Unix sockets, TCP, Go channels, Redis lists, iceoryx, shmipc-go); read each figure as its ratio to the limit or peer in its CompareTo, measured in the same run, not as an absolute.
 //
 // The limits are a 64-bit word bounced between two spinning processes, a raw

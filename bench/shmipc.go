@@ -1,3 +1,5 @@
+//go:build linux
+
 package bench
 
 // MetricShmipcRTT is the round trip of CloudWeGo's shmipc-go: a 64-byte

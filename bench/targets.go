@@ -1,3 +1,5 @@
+//go:build linux
+
 package bench
 
 // Targets of rows whose scenarios live in files being reworked at the time

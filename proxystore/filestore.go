@@ -316,30 +316,15 @@ func (s *FileStore) writeTemp(parts ...[]byte) (string, error) {
 
 // storeFull wraps ENOSPC and EDQUOT errors with ErrStoreFull.
 func storeFull(err error) error {
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) || errors.Is(err, shm.ErrNoSpace) {
 		return fmt.Errorf("%w: %w", ErrStoreFull, err)
 	}
 	return err
 }
 
 // publishNoReplace renames tmp to path, failing with fs.ErrExist rather than
-// replacing an existing file.
-func publishNoReplace(tmp, path string) error {
-	err := unix.Renameat2(unix.AT_FDCWD, tmp, unix.AT_FDCWD, path, unix.RENAME_NOREPLACE)
-	switch {
-	case err == nil:
-		return nil
-	case errors.Is(err, unix.EEXIST):
-		return fs.ErrExist
-	case errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOSYS):
-		// No RENAME_NOREPLACE on this file system: link is exclusive too.
-		if err := os.Link(tmp, path); err != nil {
-			return err
-		}
-		return os.Remove(tmp)
-	}
-	return err
-}
+// replacing an existing file (shm.Publish, on every system).
+func publishNoReplace(tmp, path string) error { return shm.Publish(tmp, path) }
 
 func randomNonZero() uint64 {
 	for {
@@ -566,10 +551,7 @@ func (l *fileLoan) mapTemp() error {
 	size := int64(fileHeaderSize) + int64(l.h.rawLen)
 	// Reserve the blocks now, so that a full disk is an error here rather
 	// than a SIGBUS while the caller writes into the mapping.
-	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
-	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS) {
-		err = f.Truncate(size)
-	}
+	err = shm.Reserve(f, size)
 	var m []byte
 	if err == nil {
 		m, err = unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)

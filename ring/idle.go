@@ -367,22 +367,23 @@ func calibrateYield() {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	best, alone, trivial := int64(math.MaxInt64), int64(math.MaxInt64), int64(math.MaxInt64)
-	var before, after unix.Rusage
 	for range 16 {
 		t0 := time.Now()
 		unix.Getppid()
 		trivial = min(trivial, int64(time.Since(t0)))
-		if unix.Getrusage(unix.RUSAGE_THREAD, &before) != nil {
+		before, ok := threadSwitches()
+		if !ok {
 			break
 		}
 		t0 = time.Now()
 		schedYield()
 		d := int64(time.Since(t0))
-		if unix.Getrusage(unix.RUSAGE_THREAD, &after) != nil {
+		after, ok := threadSwitches()
+		if !ok {
 			break
 		}
 		best = min(best, d)
-		if after.Nivcsw == before.Nivcsw && after.Nvcsw == before.Nvcsw {
+		if after == before {
 			alone = min(alone, d)
 		}
 	}
@@ -409,8 +410,3 @@ func calibrateGosched() {
 	}()
 	quickGoschedNs.Store(min(<-done, int64(maxQuickGosched)))
 }
-
-// schedYield moves the calling thread to the back of its CPU's run queue:
-// another runnable thread of any process on this CPU runs first. (A raw
-// system call: the goroutine keeps its P, which is what a poll loop wants.)
-func schedYield() { unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }

@@ -16,20 +16,6 @@ import (
 	"github.com/shmex/shmex/shm"
 )
 
-// darwinPending lists the packages of the module that do not build for
-// macOS yet, with what they need. Their errors are logged, not failed;
-// remove a package from here when it builds. Every other package must vet
-// clean for darwin.
-var darwinPending = map[string]string{
-	"github.com/shmex/shmex/agent": "agent/process.go sets SysProcAttr.Pdeathsig, which only Linux has: " +
-		"set it in a file for linux, nothing elsewhere (as internal/childproc does)",
-	"github.com/shmex/shmex/proxystore": "filestore.go and arena_alloc.go call unix.Fallocate, unix.Renameat2 " +
-		"and MADV_POPULATE_WRITE: shm.Reserve, shm.Publish and shm.AdvisePopulate do the same on every system",
-	"github.com/shmex/shmex/bench": "CPU affinity, SYS_SCHED_YIELD, TCGETS and Statfs fields are Linux's: " +
-		"the benchmarks are Linux-only, build tags",
-	"github.com/shmex/shmex/cmd/shmbench": "imports bench",
-}
-
 // TestDarwinVet: code that uses only the in-process exchange and the agent
 // layer builds on macOS (issue 17); the shared-memory parts say at run
 // time that they are Linux-only. It runs `GOOS=darwin GOARCH=arm64 go vet
@@ -56,21 +42,11 @@ func TestDarwinVet(t *testing.T) {
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
 			runErr := cmd.Run()
-			failed := vetFailures(out.String())
-			for pkg, lines := range failed {
-				if why, ok := darwinPending[pkg]; ok {
-					t.Logf("pending: %s does not build for darwin yet (%s):\n%s", pkg, why, lines)
-					continue
-				}
+			for pkg, lines := range vetFailures(out.String()) {
 				t.Errorf("GOOS=darwin GOARCH=%s go vet: %s:\n%s", arch, pkg, lines)
 			}
-			if runErr != nil && len(failed) == 0 {
+			if runErr != nil {
 				t.Errorf("GOOS=darwin GOARCH=%s go vet: %v\n%s", arch, runErr, out.String())
-			}
-			for pkg := range darwinPending {
-				if _, ok := failed[pkg]; !ok && runErr == nil {
-					t.Logf("%s builds for darwin now: remove it from darwinPending", pkg)
-				}
 			}
 		})
 	}

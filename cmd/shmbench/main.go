@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command shmbench measures, in one run, how close shmex comes to what this
 // machine allows and how it compares with what users use today.
 //
