@@ -323,7 +323,7 @@ func TestCollectedDestHeldBySenderUnmapped(t *testing.T) {
 	if err := shm.Remove(ringPath(x.dir, id.UUID, d.inc)); err != nil {
 		t.Fatal(err)
 	}
-	x.reap(id.UUID) // as a Collect does
+	x.reap(id) // as a Collect does
 	if !d.dead.Load() || !mapped(d) {
 		t.Fatalf("retired with a box held: dead %v, mapped %v; want dead and mapped", d.dead.Load(), mapped(d))
 	}

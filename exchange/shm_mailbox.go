@@ -1,0 +1,185 @@
+package exchange
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/shmex/shmex/ring"
+)
+
+// Mailbox implements [Exchange.Mailbox]. A mailbox has one receiver at a
+// time across all processes ([ErrMailboxBusy]); the process that opens it
+// becomes its owner, whose death terminates it.
+func (x *SHM) Mailbox(ctx context.Context, id EntityID) (Mailbox, error) {
+	if err := x.enter(); err != nil {
+		return nil, err
+	}
+	defer x.leave()
+	d, err := x.destPinned(id) // for the life of the client
+	if errors.Is(err, ErrMailboxClosed) {
+		return closedMailbox{id}, nil // terminated, and its ring collected
+	}
+	if err != nil {
+		return nil, err
+	}
+	c, err := d.r.NewConsumer(x.life.id(), x.opts.idle)
+	if err != nil {
+		x.unpin(d)
+		if errors.Is(err, ring.ErrBusy) {
+			return nil, fmt.Errorf("%w: %v", ErrMailboxBusy, id)
+		}
+		return nil, err
+	}
+	if x.reg.state(d.index) == regActive && x.reg.owner(d.index) != x.life.id() {
+		if err := x.reg.lock(); err != nil {
+			c.Close()
+			x.unpin(d)
+			return nil, err
+		}
+		atomic.StoreUint64(x.reg.ownerWord(d.index), x.life.id())
+		atomic.AddUint64(x.reg.gen, 1)
+		x.reg.unlock()
+	}
+	mb := &shmMailbox{x: x, d: d, c: c}
+	x.mbMu.Lock()
+	if x.mboxes == nil { // Close took the clients already
+		x.mbMu.Unlock()
+		c.Close()
+		x.unpin(d)
+		return nil, ErrExchangeClosed
+	}
+	x.mboxes[mb] = struct{}{}
+	x.mbMu.Unlock()
+	return mb, nil
+}
+
+// shmMailbox is a receiving client of one mailbox.
+type shmMailbox struct {
+	x      *SHM
+	d      *dest
+	c      *ring.Consumer
+	mu     sync.Mutex // one Recv at a time
+	closed atomic.Bool
+	answer Message // scratch for answering requests after a terminate
+}
+
+func (mb *shmMailbox) ID() EntityID { return mb.d.id }
+
+// Recv implements [Mailbox.Recv]: it decodes the next message straight out
+// of the ring into m, then releases its space. A ring whose shared state
+// was damaged (by a faulty or hostile process) terminates the mailbox:
+// Recv returns [ErrMailboxClosed], wrapping [ring.ErrCorrupt].
+func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
+	x := mb.x
+	// mu, not enter, keeps the ring and the registry mapped: Close of the
+	// handle waits for it (see Close).
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	// Looked at under mu: a Recv that waited for a Close to finish must
+	// not touch the ring, which may be unmapped by now.
+	if mb.closed.Load() {
+		return ErrMailboxClosed
+	}
+	for {
+		got := false
+		var derr error
+		_, err := mb.c.Receive(ctx, func(typ int32, p []byte) {
+			if Kind(typ).IsRequest() && mb.terminated() {
+				if mb.answer.Decode(p) == nil {
+					x.answerTerminated(ctx, mb.d.id, &mb.answer)
+				}
+				return
+			}
+			got = true
+			derr = m.Decode(p)
+		}, 1)
+		if got {
+			return derr
+		}
+		switch {
+		case err == nil:
+			continue // a request was answered: look for the next message
+		case errors.Is(err, ring.ErrClosed), errors.Is(err, ring.ErrInterrupted):
+			return ErrMailboxClosed
+		case errors.Is(err, ring.ErrCorrupt):
+			// Nothing can be read from a damaged ring, now or later: not
+			// ErrBadMessage, which a receive loop skips (it would spin).
+			// Terminate the mailbox so that its senders and callers are
+			// not left waiting; a supervisor may Reopen it, on a new ring.
+			if x.reg.state(mb.d.index) != regTerminated && x.enter() == nil {
+				x.opts.log.Error("shmex: mailbox ring corrupt; terminating the mailbox", "exchange", x.name, "mailbox", mb.d.id, "err", err)
+				x.terminate(ctx, mb.d)
+				x.leave()
+			}
+			return fmt.Errorf("%w: mailbox %v: %w", ErrMailboxClosed, mb.d.id, err)
+		}
+		return err
+	}
+}
+
+// terminated reports whether the mailbox was terminated (or reopened on a
+// new ring). It reads the registry entry, a line that changes only when
+// the mailbox does, rather than the ring's closed bit, which lives in the
+// tail word that every send writes: loading it per request would cost a
+// cache-line transfer per message. terminate closes the ring before it
+// marks the entry, so a request read in between is delivered, as one read
+// just before the close would be.
+func (mb *shmMailbox) terminated() bool {
+	reg, d := mb.x.reg, mb.d
+	return reg.state(d.index) == regTerminated || reg.incarnation(d.index) != d.inc
+}
+
+// Close implements [Mailbox.Close]: it detaches this receiver; the mailbox
+// stays.
+func (mb *shmMailbox) Close() error {
+	if mb.closed.Swap(true) {
+		return nil
+	}
+	x := mb.x
+	// The interrupt rings the doorbell in the ring: only while entered,
+	// so that a concurrent Close of the handle cannot unmap the ring (nor
+	// detach the consumer) under it. A handle that is closing interrupts
+	// its receivers itself. (The client's pin keeps every other unmap
+	// away.)
+	if x.enter() == nil {
+		mb.c.Interrupt()
+		x.leave()
+	}
+	mb.mu.Lock() // wait for a Recv in progress
+	x.mbMu.Lock()
+	live := x.mboxes != nil // else the handle's Close has taken the client
+	if live {
+		// Under mbMu: the handle's Close, which takes its clients under
+		// mbMu, will not know this one, so it must be detached before
+		// that Close can unmap the ring.
+		delete(x.mboxes, mb)
+		mb.c.Close()
+	}
+	x.mbMu.Unlock()
+	if !live {
+		// The handle's Close has taken this client: it detaches it under
+		// mu before it unmaps, so the ring is mapped while mu is held
+		// here. Detached here too, so that the mailbox has no receiver
+		// once this Close returns (a no-op if that Close came first).
+		mb.c.Close()
+	}
+	mb.mu.Unlock()
+	// The client's pin goes last, holding no lock: releasing a retired
+	// ring enters the handle.
+	if live && mb.d.pins.Add(-1) == 0 && mb.d.dead.Load() && x.enter() == nil {
+		x.reclaim()
+		x.leave()
+	}
+	return nil
+}
+
+// closedMailbox is the client of a terminated mailbox whose ring was
+// collected: there is nothing left to drain.
+type closedMailbox struct{ id EntityID }
+
+func (c closedMailbox) ID() EntityID                         { return c.id }
+func (c closedMailbox) Recv(context.Context, *Message) error { return ErrMailboxClosed }
+func (c closedMailbox) Close() error                         { return nil }

@@ -1,0 +1,208 @@
+package exchange
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/shmex/shmex/ring"
+)
+
+// Send implements [Exchange.Send]. In steady state it is a claim in the
+// destination ring, an encoding straight into it and a commit: no copy and
+// no allocation. A mailbox's ring has a fixed number of producer slots
+// (128, shared by every process that sends to it; a handle takes one per
+// goroutine sending at once, up to 8): a Send that finds none free waits
+// for one as it waits for space in a full mailbox.
+func (x *SHM) Send(ctx context.Context, m *Message) error {
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	return x.send(ctx, m, true)
+}
+
+// errReopened tells send that the mailbox was reopened under its feet.
+var errReopened = errors.New("exchange: mailbox reopened")
+
+// errRetired tells send that the mapping it took was retired meanwhile.
+var errRetired = errors.New("exchange: mailbox mapping retired")
+
+// send is Send without the validation. wait says whether to wait for space
+// in a full mailbox. It needs no enter: the steady state touches mapped
+// memory only while holding a producer box, and the slow paths enter.
+func (x *SHM) send(ctx context.Context, m *Message, wait bool) error {
+	lookup := false
+	for {
+		err := x.sendOnce(ctx, m, wait, lookup)
+		switch {
+		case err == nil:
+			return nil
+		case err == errReopened || err == errRetired:
+			// The box this send held on the old ring is free now: the
+			// ring may be unmapped, if no one else holds it. The next
+			// attempt looks the mailbox up (and retires a reopened
+			// mailbox's old mapping there).
+			lookup = true
+			if x.nretired.Load() != 0 && x.enter() == nil {
+				x.reclaim()
+				x.leave()
+			}
+			continue
+		case errors.Is(err, ErrMailboxClosed):
+			if x.enter() == nil {
+				x.reap(m.Dest)
+				x.leave()
+			}
+		}
+		return err
+	}
+}
+
+// sendOnce is one attempt of send, on the ring of the mailbox's current
+// incarnation; errReopened when it was reopened meanwhile. lookup skips the
+// cached mappings.
+func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) error {
+	var d *dest
+	if !lookup {
+		d = x.cachedDest(m.Dest)
+	}
+	if d == nil {
+		if err := x.enter(); err != nil {
+			return err
+		}
+		var err error
+		d, err = x.dest(m.Dest)
+		x.leave()
+		if err != nil {
+			return err
+		}
+	}
+	if x.closing.Load() { // a closed handle says so before anything else
+		return ErrExchangeClosed
+	}
+	n := m.EncodedSize()
+	if n > d.r.MaxPayload() {
+		return fmt.Errorf("%w: %d bytes encoded, the mailbox takes at most %d", ErrMessageTooLarge, n, d.r.MaxPayload())
+	}
+	b, err := x.acquire(ctx, d)
+	if err != nil {
+		if err == errRetired {
+			x.last.CompareAndSwap(d, nil) // it may have come from there
+		}
+		return err
+	}
+	// From here on the box keeps d's ring and the registry mapped.
+	if x.reg.incarnation(d.index) != d.inc {
+		b.release()
+		return errReopened
+	}
+	// A mailbox whose owner died is terminated rather than filled: look at
+	// the owner at most once per ownerCheckInterval per mailbox, and at the
+	// clock at one send in ownerCheckEvery through a box (a counter shared
+	// by the senders would be a cache line that every one writes). A full
+	// mailbox is checked at once, in claimSlow.
+	if b.sends++; b.sends&(ownerCheckEvery-1) == 0 && d.ownerCheckDue() &&
+		x.reg.state(d.index) == regActive && !x.alive(x.reg.owner(d.index)) {
+		b.release()
+		return x.ownerDied(d)
+	}
+	defer b.release()
+	c, err := b.p.TryClaim(int32(m.Kind), n)
+	if errors.Is(err, ring.ErrFull) {
+		if !wait {
+			return err
+		}
+		c, err = x.claimSlow(ctx, d, b.p, m.Kind, n)
+	}
+	if err != nil {
+		if errors.Is(err, ring.ErrClosed) {
+			if x.reg.incarnation(d.index) != d.inc {
+				return errReopened // send again, to the new ring
+			}
+			return fmt.Errorf("%w: %v", ErrMailboxClosed, m.Dest)
+		}
+		return err
+	}
+	if err := m.encodeSized(c.Bytes()); err != nil {
+		c.Abort()
+		return err
+	}
+	c.Commit()
+	return nil
+}
+
+// acquire returns a free producer box of d, creating its producer on first
+// use; release it with b.release(). While the box is held, d's ring and the
+// registry stay mapped (see Close). When every box is busy, or the ring has
+// no free producer slot (other processes hold them all), it waits until ctx
+// is done or this handle is closed: first yielding, then, when no slot
+// frees up soon, sleeping between attempts. It fails with errRetired when d
+// was retired and its free boxes closed: the caller looks for the
+// mailbox's mapping again.
+func (x *SHM) acquire(ctx context.Context, d *dest) (*prodBox, error) {
+	for spins := 0; ; spins++ {
+		noSlot := false
+		for i := range d.boxes {
+			b := &d.boxes[i]
+			if !b.take() {
+				continue
+			}
+			if b.p == nil {
+				p, err := d.r.NewProducer(x.life.id())
+				if err != nil {
+					b.release()
+					if errors.Is(err, ring.ErrNoSlot) {
+						noSlot = true
+						break // wait for a box that has a producer, or a slot
+					}
+					return nil, err
+				}
+				b.p = p
+			}
+			return b, nil
+		}
+		// Not on the steady-state path: only when no box was free.
+		if d.dead.Load() {
+			return nil, errRetired
+		}
+		if x.closing.Load() {
+			return nil, ErrExchangeClosed // Close closes the boxes
+		}
+		if spins&63 == 63 {
+			if err := ctx.Err(); err != nil {
+				if noSlot {
+					return nil, fmt.Errorf("exchange: no free producer slot in mailbox %v: %w", d.id, err)
+				}
+				return nil, err
+			}
+		}
+		if noSlot && spins >= 64 {
+			time.Sleep(time.Millisecond) // every slot is held by other processes
+		} else {
+			runtime.Gosched()
+		}
+	}
+}
+
+// claimSlow waits for space in a full mailbox, in steps, so that it notices
+// a Close of this handle and the death of the mailbox's owner (whose ring
+// would otherwise never drain).
+func (x *SHM) claimSlow(ctx context.Context, d *dest, p *ring.Producer, k Kind, n int) (ring.Claim, error) {
+	for {
+		if x.closing.Load() {
+			return ring.Claim{}, ErrExchangeClosed
+		}
+		if !x.alive(x.reg.owner(d.index)) {
+			x.terminateDead(d)
+			return ring.Claim{}, ring.ErrClosed
+		}
+		step, cancel := context.WithTimeout(ctx, ownerCheckInterval)
+		c, err := p.Claim(step, int32(k), n)
+		cancel()
+		if err == nil || !errors.Is(err, ring.ErrFull) || ctx.Err() != nil {
+			return c, err
+		}
+	}
+}
