@@ -109,6 +109,14 @@ type Reopener interface {
 	Incarnation(ctx context.Context, id EntityID) (uint32, error)
 }
 
+// IncarnationSender is implemented by exchanges whose Send can report the
+// incarnation (see Reopener) of the mailbox that took the message.
+type IncarnationSender interface {
+	// SendIncarnation is Send that also returns the incarnation of the
+	// destination mailbox the message was delivered to.
+	SendIncarnation(ctx context.Context, m *Message) (uint32, error)
+}
+
 // Mailbox is a client that receives from one mailbox. Closing it closes this
 // client only, never the mailbox in the exchange: others may still send to
 // the mailbox, and a new client may receive what they send. A Mailbox is safe

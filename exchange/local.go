@@ -61,7 +61,10 @@ type localState struct {
 	seq     uint64
 }
 
-var _ Exchange = (*Local)(nil)
+var (
+	_ Exchange          = (*Local)(nil)
+	_ IncarnationSender = (*Local)(nil)
+)
 
 // localEntry is one registered entity and its mailbox; all fields but the
 // channels are guarded by Local.mu.
@@ -279,17 +282,24 @@ func (l *Local) Mailbox(_ context.Context, id EntityID) (Mailbox, error) {
 
 // Send implements [Exchange.Send].
 func (l *Local) Send(ctx context.Context, m *Message) error {
+	_, err := l.SendIncarnation(ctx, m)
+	return err
+}
+
+// SendIncarnation implements [IncarnationSender]: Send, returning the
+// incarnation of the mailbox that queued the message.
+func (l *Local) SendIncarnation(ctx context.Context, m *Message) (uint32, error) {
 	if err := m.Validate(); err != nil {
-		return err
+		return 0, err
 	}
 	n := m.EncodedSize()
 	if n > l.s.maxSize {
-		return fmt.Errorf("%w: %d bytes encoded, limit %d", ErrMessageTooLarge, n, l.s.maxSize)
+		return 0, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrMessageTooLarge, n, l.s.maxSize)
 	}
 	bp := getBuf(n)
 	if _, err := m.EncodeTo(*bp); err != nil {
 		putBuf(bp)
-		return err
+		return 0, err
 	}
 
 	l.s.mu.Lock()
@@ -311,8 +321,9 @@ func (l *Local) Send(ctx context.Context, m *Message) error {
 			if e.sendWaiters > 0 && e.q.n < l.s.capacity {
 				signal(e.notFull) // pass the wake-up on to the next blocked sender
 			}
+			inc := e.inc
 			l.s.mu.Unlock()
-			return nil
+			return inc, nil
 		default: // full: wait for space
 			e.sendWaiters++
 			l.s.mu.Unlock()
@@ -334,7 +345,7 @@ func (l *Local) Send(ctx context.Context, m *Message) error {
 		}
 		l.s.mu.Unlock()
 		putBuf(bp)
-		return err
+		return 0, err
 	}
 }
 

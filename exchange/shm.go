@@ -93,7 +93,11 @@ type SHM struct {
 	mboxes map[*shmMailbox]struct{}
 }
 
-var _ Exchange = (*SHM)(nil)
+var (
+	_ Exchange          = (*SHM)(nil)
+	_ Reopener          = (*SHM)(nil)
+	_ IncarnationSender = (*SHM)(nil)
+)
 
 // Open creates the exchange called name (letters, digits, '-', '_', '.'),
 // or joins it if it exists, under the root directory (WithRoot): its

@@ -20,6 +20,18 @@ func (x *SHM) Send(ctx context.Context, m *Message) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
+	_, err := x.send(ctx, m, true)
+	return err
+}
+
+// SendIncarnation implements [IncarnationSender]: Send, returning the
+// incarnation of the mailbox's ring that took the message (the send found
+// it current while it held its producer box, after the claim: a Reopen
+// since then moves later sends, not this one).
+func (x *SHM) SendIncarnation(ctx context.Context, m *Message) (uint32, error) {
+	if err := m.Validate(); err != nil {
+		return 0, err
+	}
 	return x.send(ctx, m, true)
 }
 
@@ -29,16 +41,17 @@ var errReopened = errors.New("exchange: mailbox reopened")
 // errRetired tells send that the mapping it took was retired meanwhile.
 var errRetired = errors.New("exchange: mailbox mapping retired")
 
-// send is Send without the validation. wait says whether to wait for space
-// in a full mailbox. It needs no enter: the steady state touches mapped
-// memory only while holding a producer box, and the slow paths enter.
-func (x *SHM) send(ctx context.Context, m *Message, wait bool) error {
+// send is Send without the validation; it returns the incarnation of the
+// mailbox that took m. wait says whether to wait for space in a full
+// mailbox. It needs no enter: the steady state touches mapped memory only
+// while holding a producer box, and the slow paths enter.
+func (x *SHM) send(ctx context.Context, m *Message, wait bool) (uint32, error) {
 	lookup := false
 	for {
-		err := x.sendOnce(ctx, m, wait, lookup)
+		inc, err := x.sendOnce(ctx, m, wait, lookup)
 		switch {
 		case err == nil:
-			return nil
+			return inc, nil
 		case err == errReopened || err == errRetired:
 			// The box this send held on the old ring is free now: the
 			// ring may be unmapped, if no one else holds it. The next
@@ -56,47 +69,47 @@ func (x *SHM) send(ctx context.Context, m *Message, wait bool) error {
 				x.leave()
 			}
 		}
-		return err
+		return 0, err
 	}
 }
 
 // sendOnce is one attempt of send, on the ring of the mailbox's current
 // incarnation; errReopened when it was reopened meanwhile. lookup skips the
 // cached mappings.
-func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) error {
+func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) (uint32, error) {
 	var d *dest
 	if !lookup {
 		d = x.cachedDest(m.Dest)
 	}
 	if d == nil {
 		if err := x.enter(); err != nil {
-			return err
+			return 0, err
 		}
 		var err error
 		d, err = x.dest(m.Dest)
 		x.leave()
 		if err != nil {
-			return err
+			return 0, err
 		}
 	}
 	if x.closing.Load() { // a closed handle says so before anything else
-		return ErrExchangeClosed
+		return 0, ErrExchangeClosed
 	}
 	n := m.EncodedSize()
 	if n > d.r.MaxPayload() {
-		return fmt.Errorf("%w: %d bytes encoded, the mailbox takes at most %d", ErrMessageTooLarge, n, d.r.MaxPayload())
+		return 0, fmt.Errorf("%w: %d bytes encoded, the mailbox takes at most %d", ErrMessageTooLarge, n, d.r.MaxPayload())
 	}
 	b, err := x.acquire(ctx, d)
 	if err != nil {
 		if err == errRetired {
 			x.last.CompareAndSwap(d, nil) // it may have come from there
 		}
-		return err
+		return 0, err
 	}
 	// From here on the box keeps d's ring and the registry mapped.
 	if x.reg.incarnation(d.index) != d.inc {
 		b.release()
-		return errReopened
+		return 0, errReopened
 	}
 	// A mailbox whose owner died is terminated rather than filled: look at
 	// the owner at most once per ownerCheckInterval per mailbox, and at the
@@ -106,31 +119,31 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) error
 	if b.sends++; b.sends&(ownerCheckEvery-1) == 0 && d.ownerCheckDue() &&
 		x.reg.state(d.index) == regActive && !x.alive(x.reg.owner(d.index)) {
 		b.release()
-		return x.ownerDied(d)
+		return 0, x.ownerDied(d)
 	}
 	defer b.release()
 	c, err := b.p.TryClaim(int32(m.Kind), n)
 	if errors.Is(err, ring.ErrFull) {
 		if !wait {
-			return err
+			return 0, err
 		}
 		c, err = x.claimSlow(ctx, d, b.p, m.Kind, n)
 	}
 	if err != nil {
 		if errors.Is(err, ring.ErrClosed) {
 			if x.reg.incarnation(d.index) != d.inc {
-				return errReopened // send again, to the new ring
+				return 0, errReopened // send again, to the new ring
 			}
-			return fmt.Errorf("%w: %v", ErrMailboxClosed, m.Dest)
+			return 0, fmt.Errorf("%w: %v", ErrMailboxClosed, m.Dest)
 		}
-		return err
+		return 0, err
 	}
 	if err := m.encodeSized(c.Bytes()); err != nil {
 		c.Abort()
-		return err
+		return 0, err
 	}
 	c.Commit()
-	return nil
+	return d.inc, nil
 }
 
 // acquire returns a free producer box of d, creating its producer on first

@@ -99,7 +99,8 @@ func (x *SHM) answerTerminated(ctx context.Context, id EntityID, m *Message) err
 	m.SetErrorResponse(m, &RemoteError{Kind: ErrorKindMailboxTerminated, Message: "mailbox " + id.String() + " was terminated"})
 	step, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	return x.send(step, m, true)
+	_, err := x.send(step, m, true)
+	return err
 }
 
 // ownerDied terminates the mailbox of d, whose owner a send found dead,

@@ -86,6 +86,7 @@ func Run(t *testing.T, h Harness) {
 		{"TerminateWakesRecv", s.testTerminateWakesRecv},
 		{"TerminateAnswersRequests", s.testTerminateAnswersRequests},
 		{"Reopen", s.testReopen},
+		{"SendIncarnation", s.testSendIncarnation},
 		{"MailboxCloseKeepsMailbox", s.testMailboxCloseKeepsMailbox},
 		{"MailboxCloseWakesRecv", s.testMailboxCloseWakesRecv},
 		{"FullMailbox", s.testFullMailbox},
@@ -1006,4 +1007,52 @@ func (s *suite) testReopen(t *testing.T) {
 	wantMessage(t, recv(t, mb), after)
 	var m exchange.Message
 	wantErr(t, "Recv on the reopened, drained mailbox", mb.Recv(ctx(t, waitShort), &m), context.DeadlineExceeded)
+}
+
+// testSendIncarnation: an exchange that implements
+// exchange.IncarnationSender reports, with every delivery, the incarnation
+// of the mailbox that took the message: the one Reopener.Incarnation
+// reports, moving on after a Reopen; and it fails as Send fails.
+func (s *suite) testSendIncarnation(t *testing.T) {
+	a, b := s.pair(t, Config{})
+	sb, ok := b.(exchange.IncarnationSender)
+	if !ok {
+		t.Skip("the exchange does not implement exchange.IncarnationSender")
+	}
+	c := ctx(t, waitLong)
+	aid := regAgent(t, a, "Phoenix")
+	cid := regClient(t, b)
+	mb := mailbox(t, a, aid)
+	first := exchange.NewActionRequest(cid, aid, "first", nil)
+	inc, err := sb.SendIncarnation(c, first)
+	noErr(t, "SendIncarnation", err)
+	wantMessage(t, recv(t, mb), first)
+	if _, err := sb.SendIncarnation(c, exchange.NewPingRequest(cid, exchange.NewAgentID())); !errors.Is(err, exchange.ErrBadEntityID) {
+		t.Fatalf("SendIncarnation to a missing id: %v, want ErrBadEntityID", err)
+	}
+	if _, err := sb.SendIncarnation(c, &exchange.Message{Kind: exchange.KindActionRequest, Src: cid, Dest: aid}); !errors.Is(err, exchange.ErrBadMessage) {
+		t.Fatalf("SendIncarnation of an invalid message: %v, want ErrBadMessage", err)
+	}
+	ra, ok := a.(exchange.Reopener)
+	if !ok {
+		noErr(t, "Terminate", a.Terminate(c, aid))
+		_, err := sb.SendIncarnation(c, exchange.NewPingRequest(cid, aid))
+		wantErr(t, "SendIncarnation to a terminated mailbox", err, exchange.ErrMailboxClosed)
+		return
+	}
+	if got, err := ra.Incarnation(c, aid); err != nil || got != inc {
+		t.Fatalf("Incarnation = %d, %v; SendIncarnation reported %d", got, err, inc)
+	}
+	noErr(t, "Terminate", a.Terminate(c, aid))
+	_, err = sb.SendIncarnation(c, exchange.NewPingRequest(cid, aid))
+	wantErr(t, "SendIncarnation to a terminated mailbox", err, exchange.ErrMailboxClosed)
+	noErr(t, "Close the terminated mailbox's client", mb.Close())
+	noErr(t, "Reopen", ra.Reopen(c, aid))
+	after := exchange.NewActionRequest(cid, aid, "after", nil)
+	got, err := sb.SendIncarnation(c, after)
+	noErr(t, "SendIncarnation after Reopen", err)
+	if got != inc+1 {
+		t.Fatalf("SendIncarnation after Reopen = %d, want %d", got, inc+1)
+	}
+	wantMessage(t, recv(t, mailbox(t, a, aid)), after)
 }
