@@ -28,8 +28,8 @@ type CollectStats struct {
 const tempGrace = time.Minute
 
 // Entities returns what the registry holds about every entity of the
-// exchange, agents and clients, active or terminated, in registration
-// order. Damaged entries are skipped (and logged).
+// exchange, agents and clients, active or terminated, in the order of
+// their registry slots. Damaged entries are skipped (and logged).
 func (x *SHM) Entities(ctx context.Context) ([]EntityInfo, error) {
 	if err := x.enter(); err != nil {
 		return nil, err
@@ -38,12 +38,23 @@ func (x *SHM) Entities(ctx context.Context) ([]EntityInfo, error) {
 	n := x.reg.published()
 	out := make([]EntityInfo, 0, n)
 	for i := 0; i < n; i++ {
+		s := x.reg.stamp(i)
+		if s.state() == regFree {
+			continue
+		}
 		e, err := x.reg.decode(i)
+		if !x.reg.current(i, s) {
+			continue // reused while we looked
+		}
 		if err != nil {
 			x.opts.log.Warn("shmex: skipping damaged registry entry", "exchange", x.name, "entry", i, "err", err)
 			continue
 		}
-		out = append(out, EntityInfo{ID: e.id, Name: e.name, Behavior: e.behavior, Status: x.status(i, e.id)})
+		st := x.status(i, e.id)
+		if !x.reg.current(i, s) {
+			continue
+		}
+		out = append(out, EntityInfo{ID: e.id, Name: e.name, Behavior: e.behavior, Status: st})
 	}
 	return out, nil
 }
@@ -52,38 +63,63 @@ func (x *SHM) Entities(ctx context.Context) ([]EntityInfo, error) {
 //   - the ring segment of every terminated mailbox that no live process
 //     receives from (its owner is dead, and no live receiver is attached):
 //     nobody can drain it any more. Its entry stays in the registry
-//     ([StatusTerminated]); sends to it keep failing with
-//     [ErrMailboxClosed], and a Mailbox client of it reports
-//     [ErrMailboxClosed] at once. Processes that mapped the segment keep a
-//     valid mapping; this handle releases its own mappings of collected
-//     and reopened mailboxes' rings here, other handles at their next send
-//     to the mailbox (or their next Collect).
+//     ([StatusTerminated]) until a registration needs its slot; sends to
+//     it keep failing with [ErrMailboxClosed], and a Mailbox client of it
+//     reports [ErrMailboxClosed] at once. Processes that mapped the
+//     segment keep a valid mapping; this handle releases its own mappings
+//     of terminated and reopened mailboxes' rings here, other handles at
+//     their next look at the registry.
+//   - ring segments that no registry entry names (left by a registration
+//     or Reopen that died before publishing them, or by a slot reused
+//     while a receiver drained them) once they are a minute old;
 //   - the liveness lock files of dead processes;
 //   - temporary files older than a minute (segments whose creator died
 //     before publishing them).
 //
-// Collect is safe while other processes use the exchange. It marks
-// terminated, first, every active mailbox whose owner is dead.
+// It compacts the registry: every active mailbox whose owner is dead is
+// marked terminated first (its queued requests answered), so that its
+// slot is free for reuse, and a damaged count or state word is repaired.
+// Collect is safe while other processes use the exchange.
 func (x *SHM) Collect(ctx context.Context) (CollectStats, error) {
 	var st CollectStats
 	if err := x.enter(); err != nil {
 		return st, err
 	}
 	defer x.leave()
+	if err := x.reg.lock(); err != nil {
+		return st, err
+	}
+	if x.reg.repairCount() {
+		x.opts.log.Error("shmex: registry count was damaged; repaired", "exchange", x.name, "count", x.reg.published())
+	}
+	x.reg.unlock()
+	named := map[string]bool{} // ring files the registry names
 	n := x.reg.published()
 	for i := 0; i < n; i++ {
 		if err := ctx.Err(); err != nil {
 			return st, err
 		}
-		id := EntityID{UUID: x.reg.uuidAt(i), Role: Role(x.reg.raw(i)[entRole])}
-		if x.status(i, id) != StatusTerminated || x.alive(x.reg.owner(i)) {
+		s := x.reg.stamp(i)
+		if s.state() == regFree {
 			continue
 		}
-		removed, err := x.collectRing(i, id)
+		id := EntityID{UUID: x.reg.uuidAt(i), Role: x.reg.roleAt(i)}
+		if !x.reg.current(i, s) {
+			continue
+		}
+		path := ringPath(x.dir, id.UUID, s.inc())
+		named[filepath.Base(path)] = true
+		existed := fileExists(path)
+		// status terminates a dead owner's mailbox, which removes its
+		// ring when nothing is left in it: collected all the same.
+		if x.status(i, id) != StatusTerminated || x.alive(x.reg.owner(i)) || !x.reg.current(i, s) {
+			continue
+		}
+		removed, err := x.collectRing(i, x.reg.stamp(i), id, func(owner uint64) bool { return !x.alive(owner) })
 		if err != nil {
 			return st, err
 		}
-		if removed {
+		if removed || existed && !fileExists(path) {
 			st.Rings++
 		}
 	}
@@ -98,13 +134,17 @@ func (x *SHM) Collect(ctx context.Context) (CollectStats, error) {
 		name := de.Name()
 		path := filepath.Join(x.dir, name)
 		switch {
-		case shm.IsTemp(name):
+		case shm.IsTemp(name), strings.HasPrefix(name, shm.RingPrefix) && !named[name]:
 			fi, err := de.Info()
 			if err != nil || time.Since(fi.ModTime()) < tempGrace {
 				continue
 			}
 			if removeFile(path) {
-				st.Temps++
+				if shm.IsTemp(name) {
+					st.Temps++
+				} else {
+					st.Rings++
+				}
 			}
 		case strings.HasPrefix(name, shm.LivePrefix):
 			if _, ok := shm.ParseLifeName(name); !ok {
@@ -121,20 +161,22 @@ func (x *SHM) Collect(ctx context.Context) (CollectStats, error) {
 }
 
 // collectRing removes the ring segment of the terminated mailbox id (registry
-// entry i) unless a live receiver is attached to it. It reports whether it
-// removed it.
-func (x *SHM) collectRing(i int, id EntityID) (bool, error) {
+// slot i, under stamp s) when removable says so of its owner, unless a
+// live receiver is attached to it. It reports whether it removed it.
+func (x *SHM) collectRing(i int, s stamp, id EntityID, removable func(owner uint64) bool) (bool, error) {
 	// Under the registry's lock, looked at again: a Reopen since the
 	// caller looked makes the mailbox active on a new ring, which must
-	// not be taken for the terminated one.
+	// not be taken for the terminated one, and a reuse of the slot makes
+	// it another mailbox's.
 	if err := x.reg.lock(); err != nil {
 		return false, err
 	}
 	defer x.reg.unlock()
-	if x.reg.state(i) != regTerminated || x.alive(x.reg.owner(i)) {
+	cur := x.reg.stamp(i)
+	if cur.gen() != s.gen() || cur.inc() != s.inc() || cur.state() != regTerminated || !removable(x.reg.owner(i)) {
 		return false, nil
 	}
-	path := ringPath(x.dir, id.UUID, x.reg.incarnation(i))
+	path := ringPath(x.dir, id.UUID, cur.inc())
 	seg, c, err := x.probeRing(path)
 	switch {
 	case errors.Is(err, shm.ErrNotExist), errors.Is(err, ring.ErrBusy):
@@ -153,3 +195,8 @@ func (x *SHM) collectRing(i int, id EntityID) (bool, error) {
 }
 
 func removeFile(path string) bool { return os.Remove(path) == nil }
+
+func fileExists(path string) bool {
+	_, err := os.Lstat(path)
+	return err == nil
+}

@@ -23,7 +23,7 @@ var ErrRegistryFull = errors.New("exchange: registry full")
 // ErrCorruptRegistry means the registry segment's header is damaged.
 var ErrCorruptRegistry = errors.New("exchange: corrupt registry")
 
-// registry is a view of the registry segment.
+// registry is a view of the registry segment (see registry_layout.go).
 type registry struct {
 	seg     *shm.Segment
 	body    []byte
@@ -38,9 +38,31 @@ type entry struct {
 	id        EntityID
 	name      string
 	behavior  Behavior
+	creator   uint64
 	ringCap   int
 	maxRecord int
 }
+
+// stamp is a slot's stamp word: generation, state and incarnation (see
+// registry_layout.go).
+type stamp uint64
+
+func makeStamp(gen, state, inc uint32) stamp {
+	return stamp(uint64(gen)<<stampGenShift | uint64(state&3)<<stampStateShift | uint64(inc))
+}
+
+// inc returns the incarnation: how many times the mailbox was reopened.
+func (s stamp) inc() uint32 { return uint32(s) }
+
+// state returns regFree, regActive, regTerminated, or 3 (damaged).
+func (s stamp) state() uint32 { return uint32(s>>stampStateShift) & 3 }
+
+// gen returns the slot's generation: it changes when the slot takes a new
+// entry.
+func (s stamp) gen() uint32 { return uint32(s >> stampGenShift) }
+
+// withState returns s in state st.
+func (s stamp) withState(st uint32) stamp { return makeStamp(s.gen(), st, s.inc()) }
 
 func initRegistry(body []byte, entries int) error {
 	copy(body, regMagic)
@@ -103,41 +125,78 @@ func (r *registry) lock() error {
 
 func (r *registry) unlock() { unix.Flock(r.lockFd, unix.LOCK_UN) }
 
+// published returns how many slots may hold an entry: count, bounded by
+// the capacity (a count above it is damaged; see repairCount).
 func (r *registry) published() int {
 	return min(int(atomic.LoadUint32(r.count)), r.entries)
 }
+
+// generation returns the registry's change counter.
+func (r *registry) generation() uint64 { return atomic.LoadUint64(r.gen) }
+
+// changed bumps the change counter; the caller holds the lock and has made
+// a change.
+func (r *registry) changed() { atomic.AddUint64(r.gen, 1) }
 
 func (r *registry) raw(i int) []byte {
 	off := regOffTable + i*regEntrySize
 	return r.body[off : off+regEntrySize]
 }
 
-func (r *registry) stateWord(i int) *uint32 {
-	return (*uint32)(unsafe.Pointer(&r.raw(i)[entState]))
+func (r *registry) word64(i, field int) *uint64 {
+	return (*uint64)(unsafe.Pointer(&r.raw(i)[field]))
 }
 
-func (r *registry) ownerWord(i int) *uint64 {
-	return (*uint64)(unsafe.Pointer(&r.raw(i)[entOwner]))
+// stamp returns slot i's stamp: one atomic load.
+func (r *registry) stamp(i int) stamp { return stamp(atomic.LoadUint64(r.word64(i, entStamp))) }
+
+// setStamp stores slot i's stamp; the caller holds the lock.
+func (r *registry) setStamp(i int, s stamp) { atomic.StoreUint64(r.word64(i, entStamp), uint64(s)) }
+
+// state returns the state of slot i.
+func (r *registry) state(i int) uint32 { return r.stamp(i).state() }
+
+// incarnation returns how many times the mailbox of slot i was reopened.
+func (r *registry) incarnation(i int) uint32 { return r.stamp(i).inc() }
+
+func (r *registry) owner(i int) uint64 { return atomic.LoadUint64(r.word64(i, entOwner)) }
+
+// setOwner stores slot i's owner; the caller holds the lock.
+func (r *registry) setOwner(i int, owner uint64) { atomic.StoreUint64(r.word64(i, entOwner), owner) }
+
+// creator returns the liveness id of the process that registered slot i's
+// mailbox (covered by the entry checksum).
+func (r *registry) creator(i int) uint64 {
+	return binary.LittleEndian.Uint64(r.raw(i)[entCreator:])
 }
 
-func (r *registry) incWord(i int) *uint32 {
-	return (*uint32)(unsafe.Pointer(&r.raw(i)[entInc]))
+func (r *registry) terminatedAt(i int) uint64 { return atomic.LoadUint64(r.word64(i, entTermAt)) }
+
+// setTerminated marks the entry of slot i, under stamp s, terminated; the
+// caller holds the lock.
+func (r *registry) setTerminated(i int, s stamp) {
+	atomic.StoreUint64(r.word64(i, entTermAt), r.generation())
+	r.setStamp(i, s.withState(regTerminated))
+	r.changed()
 }
 
-func (r *registry) state(i int) uint32 { return atomic.LoadUint32(r.stateWord(i)) }
-
-// incarnation returns how many times entry i was reopened.
-func (r *registry) incarnation(i int) uint32 { return atomic.LoadUint32(r.incWord(i)) }
-func (r *registry) owner(i int) uint64       { return atomic.LoadUint64(r.ownerWord(i)) }
+// current reports whether slot i still holds the entry it held under s:
+// the slot was not reused since. A reader checks it after reading what it
+// needs from the slot.
+func (r *registry) current(i int, s stamp) bool { return r.stamp(i).gen() == s.gen() }
 
 func entryChecksum(b []byte) uint32 {
-	c := crc32.Update(0, castagnoli, b[4:24])
-	c = crc32.Update(c, castagnoli, b[32:40])
-	return crc32.Update(c, castagnoli, b[48:regEntrySize])
+	c := crc32.Update(0, castagnoli, b[entRole:entChecksum])
+	c = crc32.Update(c, castagnoli, b[entUUID:entOwner])
+	c = crc32.Update(c, castagnoli, b[entCreator:entTermAt])
+	return crc32.Update(c, castagnoli, b[entRingCap:regEntrySize])
 }
 
 // uuidAt returns the UUID of entry i without decoding the rest.
 func (r *registry) uuidAt(i int) UUID { return UUID(r.raw(i)[entUUID : entUUID+16]) }
+
+// roleAt returns the role of entry i without decoding the rest.
+func (r *registry) roleAt(i int) Role { return Role(r.raw(i)[entRole]) }
 
 // decode validates and decodes entry i. A damaged entry is an error.
 func (r *registry) decode(i int) (entry, error) {
@@ -153,6 +212,7 @@ func (r *registry) decode(i int) (entry, error) {
 	e := entry{
 		id:        EntityID{UUID: UUID(b[entUUID : entUUID+16]), Role: role},
 		name:      string(b[entName : entName+nl]),
+		creator:   binary.LittleEndian.Uint64(b[entCreator:]),
 		ringCap:   int(binary.LittleEndian.Uint32(b[entRingCap:])),
 		maxRecord: int(binary.LittleEndian.Uint32(b[entMaxRecord:])),
 	}
@@ -168,15 +228,18 @@ func (r *registry) decode(i int) (entry, error) {
 	return e, nil
 }
 
-// find returns the index of the entry with id's UUID, or -1.
-func (r *registry) find(u UUID) int {
+// find returns the slot that holds the entry with UUID u, and its stamp as
+// read before the UUID: check it with current after reading the entry.
+// It returns -1 when no slot holds u.
+func (r *registry) find(u UUID) (int, stamp) {
 	n := r.published()
 	for i := 0; i < n; i++ {
-		if r.uuidAt(i) == u {
-			return i
+		s := r.stamp(i)
+		if s.state() != regFree && r.uuidAt(i) == u {
+			return i, s
 		}
 	}
-	return -1
+	return -1, 0
 }
 
 // checkFields validates what a registration will store.
@@ -199,15 +262,73 @@ func checkFields(name string, b Behavior) error {
 	return nil
 }
 
-// append publishes a new active entry; the caller holds the lock and has
-// checked the fields and that the UUID is new.
-func (r *registry) append(e entry, owner uint64) (int, error) {
-	i := int(atomic.LoadUint32(r.count))
-	if i >= r.entries {
-		return 0, fmt.Errorf("%w: %d mailboxes", ErrRegistryFull, r.entries)
+// slotFor returns the slot a new registration takes, the caller holding
+// the lock: the first free slot, else the next unused one, else the slot
+// of the mailbox terminated longest ago (reused reports that one: its ring
+// is the caller's to remove), else ErrRegistryFull. A damaged count is
+// repaired first.
+func (r *registry) slotFor() (i int, reused bool, err error) {
+	r.repairCount()
+	n := r.published()
+	oldest, oldestAt := -1, uint64(0)
+	for i := 0; i < n; i++ {
+		switch r.state(i) {
+		case regFree:
+			return i, false, nil
+		case regTerminated:
+			if at := r.terminatedAt(i); oldest < 0 || at < oldestAt {
+				oldest, oldestAt = i, at
+			}
+		}
 	}
+	if n < r.entries {
+		return n, false, nil
+	}
+	if oldest >= 0 {
+		return oldest, true, nil
+	}
+	return 0, false, fmt.Errorf("%w: %d mailboxes active", ErrRegistryFull, r.entries)
+}
+
+// repairCount makes count right again if a faulty process (or a writer
+// killed between publishing a slot and count) left it wrong; the caller
+// holds the lock. A count above the capacity, which would make the
+// registry full for ever, becomes one past the last slot in use; a count
+// below slots in use (that readers would not see, and a registration would
+// overwrite) moves past those that run on from it. It reports whether it
+// changed count.
+func (r *registry) repairCount() bool {
+	c := int(atomic.LoadUint32(r.count))
+	n := c
+	if c > r.entries {
+		n = 0
+		for i := 0; i < r.entries; i++ {
+			if r.state(i) != regFree {
+				n = i + 1
+			}
+		}
+	}
+	for n < r.entries && r.state(n) != regFree {
+		n++
+	}
+	if n == c {
+		return false
+	}
+	atomic.StoreUint32(r.count, uint32(n))
+	r.changed()
+	return true
+}
+
+// fill writes e into slot i (from slotFor) as a new active entry owned
+// and created by owner, and publishes it; the caller holds the lock and
+// has checked the fields and that the UUID is new. The slot's stamp says
+// free, under a new generation, while it is written: a reader that
+// matched the slot's previous UUID finds the generation changed.
+func (r *registry) fill(i int, e entry, owner uint64) stamp {
+	gen := r.stamp(i).gen() + 1
+	r.setStamp(i, makeStamp(gen, regFree, 0))
 	b := r.raw(i)
-	clear(b)
+	clear(b[entStamp+8:])
 	b[entRole] = byte(e.id.Role)
 	b[entNameLen] = byte(copy(b[entName:entName+regMaxName], e.name))
 	b[entBehLen] = byte(copy(b[entBehavior:entBehavior+regMaxBehavior], e.behavior.Name))
@@ -219,14 +340,18 @@ func (r *registry) append(e entry, owner uint64) (int, error) {
 		impl = impl[1+len(s):]
 	}
 	copy(b[entUUID:], e.id.UUID[:])
+	binary.LittleEndian.PutUint64(b[entCreator:], owner)
 	binary.LittleEndian.PutUint32(b[entRingCap:], uint32(e.ringCap))
 	binary.LittleEndian.PutUint32(b[entMaxRecord:], uint32(e.maxRecord))
 	binary.LittleEndian.PutUint32(b[entChecksum:], entryChecksum(b))
-	atomic.StoreUint64(r.ownerWord(i), owner)
-	atomic.StoreUint32(r.stateWord(i), regActive)
-	atomic.StoreUint32(r.count, uint32(i+1)) // publish
-	atomic.AddUint64(r.gen, 1)
-	return i, nil
+	r.setOwner(i, owner)
+	s := makeStamp(gen, regActive, 0)
+	r.setStamp(i, s) // publish
+	if i >= int(atomic.LoadUint32(r.count)) {
+		atomic.StoreUint32(r.count, uint32(i+1))
+	}
+	r.changed()
+	return s
 }
 
 // openRegistry opens the exchange's registry, creating it if it does not

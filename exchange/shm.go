@@ -86,8 +86,9 @@ type SHM struct {
 	dests    sync.Map             // UUID -> *dest; changed only under destMu
 	last     atomic.Pointer[dest] // the dest found last: most sends go where the previous one went
 	destMu   sync.Mutex
-	retired  []*dest      // unlinked mappings not yet unmapped (a user may hold them); under destMu
-	nretired atomic.Int32 // len(retired), read without destMu
+	retired  []*dest       // unlinked mappings not yet unmapped (a user may hold them); under destMu
+	nretired atomic.Int32  // len(retired), read without destMu
+	seenGen  atomic.Uint64 // registry generation when the stale mappings were last retired
 
 	mbMu   sync.Mutex
 	mboxes map[*shmMailbox]struct{}

@@ -26,8 +26,8 @@ func interplayOpen(t *testing.T, root, name string) *SHM {
 // killOwner makes the registry say that id's owner is a process that does
 // not exist (no lock file: dead).
 func killOwner(x *SHM, id EntityID) {
-	i := x.lookup(id)
-	atomic.StoreUint64(x.reg.ownerWord(i), 0x7eadbeef00000000|uint64(time.Now().UnixNano()&0xffffff))
+	i, _ := x.lookup(id)
+	atomic.StoreUint64(x.reg.word64(i, entOwner), 0x7eadbeef00000000|uint64(time.Now().UnixNano()&0xffffff))
 }
 
 // TestCloseInterplay: Close of a handle racing sends that terminate a dead
@@ -220,11 +220,11 @@ func TestCollectAfterReopen(t *testing.T) {
 	if st, err := x.Status(ctx, id); err != nil || st != StatusTerminated {
 		t.Fatalf("Status of a dead owner's mailbox: %v, %v", st, err)
 	}
-	i := x.lookup(id) // Collect has looked at entry i: terminated, owner dead
+	i, s := x.lookup(id) // Collect has looked at entry i: terminated, owner dead
 	if err := x.Reopen(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if removed, err := x.collectRing(i, id); removed || err != nil {
+	if removed, err := x.collectRing(i, s, id, func(owner uint64) bool { return !x.alive(owner) }); removed || err != nil {
 		t.Fatalf("collectRing after the Reopen: removed %v, %v; want neither", removed, err)
 	}
 	if err := x.Send(ctx, ping(id)); err != nil {

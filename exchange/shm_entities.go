@@ -2,6 +2,7 @@ package exchange
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/shmex/shmex/ring"
@@ -37,24 +38,55 @@ func (x *SHM) register(id EntityID, name string, b Behavior) (EntityID, error) {
 		return EntityID{}, err
 	}
 	defer x.leave()
+	for attempt := 0; ; attempt++ {
+		err := x.registerLocked(id, name, b)
+		if err == nil {
+			return id, nil
+		}
+		if !errors.Is(err, ErrRegistryFull) || attempt > 0 {
+			return EntityID{}, err
+		}
+		// Every slot holds an active mailbox: those of dead processes
+		// are terminated (as Status would find them), which frees
+		// their slots for reuse.
+		if x.terminateDeadEntries() == 0 {
+			return EntityID{}, err
+		}
+	}
+}
+
+// registerLocked registers id under the registry's lock. It takes a free
+// slot if there is one, else the slot of the mailbox terminated longest
+// ago, whose ring it removes (see registry_layout.go): that id is
+// forgotten, Status reports it missing.
+func (x *SHM) registerLocked(id EntityID, name string, b Behavior) error {
 	if err := x.reg.lock(); err != nil {
-		return EntityID{}, err
+		return err
 	}
 	defer x.reg.unlock()
-	if x.reg.find(id.UUID) >= 0 {
-		return EntityID{}, fmt.Errorf("%w: %v", ErrDuplicateID, id)
+	if x.reg.repairCount() {
+		x.opts.log.Error("shmex: registry count was damaged; repaired", "exchange", x.name, "count", x.reg.published())
+	}
+	if i, _ := x.reg.find(id.UUID); i >= 0 {
+		return fmt.Errorf("%w: %v", ErrDuplicateID, id)
+	}
+	i, reused, err := x.reg.slotFor()
+	if err != nil {
+		return err
 	}
 	capacity := x.opts.mailboxBytes
 	path := ringPath(x.dir, id.UUID, 0)
 	if err := createRing(path, capacity, capacity/4); err != nil {
-		return EntityID{}, err
+		return err
+	}
+	if reused {
+		// The terminated mailbox that held the slot is forgotten: its
+		// ring goes (a receiver still draining it keeps its mapping).
+		shm.Remove(ringPath(x.dir, x.reg.uuidAt(i), x.reg.incarnation(i)))
 	}
 	e := entry{id: id, name: name, behavior: b, ringCap: capacity, maxRecord: capacity / 4}
-	if _, err := x.reg.append(e, x.life.id()); err != nil {
-		shm.Remove(path)
-		return EntityID{}, err
-	}
-	return id, nil
+	x.reg.fill(i, e, x.life.id())
+	return nil
 }
 
 // createRing creates the ring segment of a mailbox at path, replacing one
@@ -70,58 +102,100 @@ func createRing(path string, capacity, maxRecord int) error {
 	return seg.Close()
 }
 
-// lookup returns the registry index of id, or -1.
-func (x *SHM) lookup(id EntityID) int {
-	i := x.reg.find(id.UUID)
-	if i < 0 || Role(x.reg.raw(i)[entRole]) != id.Role {
-		return -1
+// lookup returns the registry slot of id and its stamp, or -1. The stamp
+// was read before the slot's UUID: whoever reads more of the slot checks
+// afterwards, with reg.current, that it still holds id.
+func (x *SHM) lookup(id EntityID) (int, stamp) {
+	for attempt := 0; attempt < 16; attempt++ {
+		i, s := x.reg.find(id.UUID)
+		if i < 0 {
+			return -1, 0
+		}
+		role := x.reg.roleAt(i)
+		if !x.reg.current(i, s) {
+			continue // the slot was reused while we looked: look again
+		}
+		if role != id.Role {
+			return -1, 0
+		}
+		return i, s
 	}
-	return i
+	return -1, 0
 }
 
 // Status implements [Exchange.Status]. An active mailbox whose owner
-// process is dead is reported (and marked) terminated.
+// process is dead is reported (and marked) terminated. A terminated
+// mailbox is reported terminated until its registry slot is taken by a
+// new registration (only when no free slot is left, the one terminated
+// longest ago first): then its id is forgotten, and reported missing, as
+// the registry no longer holds anything of it. Never is another
+// mailbox's state reported for it.
 func (x *SHM) Status(ctx context.Context, id EntityID) (Status, error) {
 	if err := x.enter(); err != nil {
 		return StatusMissing, err
 	}
 	defer x.leave()
-	i := x.lookup(id)
-	if i < 0 {
-		return StatusMissing, nil
-	}
-	return x.status(i, id), nil
-}
-
-func (x *SHM) status(i int, id EntityID) Status {
-	if x.reg.state(i) == regTerminated {
-		return StatusTerminated
-	}
-	if !x.alive(x.reg.owner(i)) {
-		if d, err := x.destPinned(id); err == nil {
-			x.terminateDead(d)
-			x.unpin(d)
+	for {
+		i, s := x.lookup(id)
+		if i < 0 {
+			return StatusMissing, nil
 		}
-		return StatusTerminated
+		if st := x.status(i, id); x.reg.current(i, s) {
+			return st, nil
+		}
+		// The slot was reused while we looked: id is forgotten, unless
+		// it was registered again elsewhere.
 	}
-	return StatusActive
 }
 
-// Info implements [Exchange.Info].
+// status returns the state of id's mailbox, in slot i. An active one whose
+// owner is dead is terminated first, and so is one whose state is damaged
+// (neither active nor terminated: written by a faulty process). The caller
+// checks that slot i still holds id afterwards.
+func (x *SHM) status(i int, id EntityID) Status {
+	switch x.reg.state(i) {
+	case regTerminated:
+		return StatusTerminated
+	case regActive:
+		if x.alive(x.reg.owner(i)) {
+			return StatusActive
+		}
+	case regFree:
+		return StatusMissing
+	default:
+		x.opts.log.Error("shmex: damaged state in the registry; terminating the mailbox", "exchange", x.name, "mailbox", id)
+	}
+	if d, err := x.destPinned(id); err == nil {
+		x.terminateDead(d)
+		x.unpin(d)
+	} else {
+		x.terminateEntry(id) // no ring to close: the registry alone
+	}
+	return StatusTerminated
+}
+
+// Info implements [Exchange.Info]: what the registry holds about id, with
+// the Status that Status reports.
 func (x *SHM) Info(ctx context.Context, id EntityID) (EntityInfo, error) {
 	if err := x.enter(); err != nil {
 		return EntityInfo{}, err
 	}
 	defer x.leave()
-	i := x.lookup(id)
-	if i < 0 {
-		return EntityInfo{}, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+	for {
+		i, s := x.lookup(id)
+		if i < 0 {
+			return EntityInfo{}, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+		}
+		e, err := x.reg.decode(i)
+		st := x.status(i, id)
+		if !x.reg.current(i, s) {
+			continue // reused while we looked
+		}
+		if err != nil {
+			return EntityInfo{}, err
+		}
+		return EntityInfo{ID: e.id, Name: e.name, Behavior: e.behavior, Status: st}, nil
 	}
-	e, err := x.reg.decode(i)
-	if err != nil {
-		return EntityInfo{}, err
-	}
-	return EntityInfo{ID: e.id, Name: e.name, Behavior: e.behavior, Status: x.status(i, id)}, nil
 }
 
 // Discover implements [Exchange.Discover]. Agents whose owner process is
@@ -134,17 +208,38 @@ func (x *SHM) Discover(ctx context.Context, behavior string, allowSubtypes bool)
 	var found []EntityID
 	n := x.reg.published()
 	for i := 0; i < n; i++ {
-		if x.reg.state(i) != regActive || Role(x.reg.raw(i)[entRole]) != RoleAgent {
+		s := x.reg.stamp(i)
+		if s.state() != regActive || x.reg.roleAt(i) != RoleAgent {
 			continue
 		}
 		e, err := x.reg.decode(i)
+		if !x.reg.current(i, s) {
+			continue // reused while we looked: a registration since Discover began
+		}
 		if err != nil {
 			x.opts.log.Warn("shmex: skipping damaged registry entry", "exchange", x.name, "entry", i, "err", err)
 			continue
 		}
-		if e.behavior.Matches(behavior, allowSubtypes) && x.status(i, e.id) == StatusActive {
+		if e.behavior.Matches(behavior, allowSubtypes) && x.status(i, e.id) == StatusActive && x.reg.current(i, s) {
 			found = append(found, e.id)
 		}
 	}
 	return found, nil
+}
+
+// terminateDeadEntries terminates the active mailboxes whose owner process
+// is dead, as Status would find them, and returns how many it terminated.
+func (x *SHM) terminateDeadEntries() int {
+	n, done := x.reg.published(), 0
+	for i := 0; i < n; i++ {
+		s := x.reg.stamp(i)
+		if s.state() != regActive || x.alive(x.reg.owner(i)) {
+			continue
+		}
+		id := EntityID{UUID: x.reg.uuidAt(i), Role: x.reg.roleAt(i)}
+		if x.reg.current(i, s) && x.status(i, id) == StatusTerminated {
+			done++
+		}
+	}
+	return done
 }

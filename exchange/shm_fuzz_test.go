@@ -34,12 +34,13 @@ const (
 	regOffCount    = 128
 	regOffTable    = 256
 	regEntrySize   = 512
-	regEntryState  = 0
-	regEntryRole   = 4
-	regEntryLens   = 5
-	regEntryUUID   = 8
-	regEntryOwner  = 24
-	regEntryImpl   = 176
+	regEntryStamp  = 0
+	regEntryState  = 4 // the byte of the stamp that holds the state (bits 32-33)
+	regEntryRole   = 8
+	regEntryLens   = 9
+	regEntryUUID   = 16
+	regEntryOwner  = 32
+	regEntryImpl   = 192
 	regTemplateCap = 8 // registry capacity of the template
 )
 
@@ -56,9 +57,12 @@ type regTemplate struct {
 }
 
 // newRegTemplate builds the template: agents Counter (implements Agent,
-// Peer), Echo (implements Peer), Gone (terminated) and Owned (whose mailbox
-// this process opened, so that its owner is dead once the handle closes,
-// holding a request and a response), and a client. Each mailbox is 1 KiB.
+// Peer), Echo (implements Peer), Gone (terminated, a response left in it)
+// and Owned (whose mailbox this process opened, so that its owner is dead
+// once the handle closes, holding a request and a response), and a
+// client. Each mailbox is 1 KiB. The files are copied while the handle is
+// open, as a process killed at that moment would leave them (its clean
+// Close would terminate the mailboxes it owns).
 func newRegTemplate(tb testing.TB) *regTemplate {
 	tb.Helper()
 	root := testRoot(tb)
@@ -85,6 +89,11 @@ func newRegTemplate(tb testing.TB) *regTemplate {
 		tb.Fatal(err)
 	}
 	tp.ids = append(tp.ids, tp.client)
+	// A response left in Gone keeps its ring after the Terminate, for a
+	// receiver to drain.
+	if err := x.Send(ctx, exchange.NewActionResponse(tp.client, gone, exchange.NewTag(), []byte("left"))); err != nil {
+		tb.Fatal(err)
+	}
 	if err := x.Terminate(ctx, gone); err != nil {
 		tb.Fatal(err)
 	}
@@ -100,7 +109,7 @@ func newRegTemplate(tb testing.TB) *regTemplate {
 		}
 	}
 	dir := x.Dir()
-	x.Close()
+	defer x.Close()
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		tb.Fatal(err)
@@ -120,6 +129,7 @@ func newRegTemplate(tb testing.TB) *regTemplate {
 		tb.Fatalf("template: registry of %d bytes, %d files", len(tp.registry), len(tp.files))
 	}
 	tp.owner = binary.LittleEndian.Uint64(tp.registry[regBody+regOffTable+regEntryOwner:])
+	x.Close()
 	os.RemoveAll(dir)
 	return tp
 }
@@ -258,20 +268,20 @@ func (tp *regTemplate) exercise(t *testing.T, x *exchange.SHM) {
 func FuzzRegistryAttach(f *testing.F) {
 	tp := newRegTemplate(f)
 	entry := func(i, field int) uint16 { return uint16(regOffTable + i*regEntrySize + field) }
-	f.Add(uint16(0), []byte{}, uint16(regOffCount), uint64(1000), false)       // count past the capacity
-	f.Add(uint16(0), []byte{}, uint16(regOffCount), uint64(0xFFFFFFFF), false) // count huge
-	f.Add(uint16(0), []byte{}, uint16(regOffCount), uint64(0), false)          // nothing published
-	f.Add(entry(0, regEntryRole), []byte{7}, entry(1, regEntryState), uint64(9), false)
+	f.Add(uint16(0), []byte{}, uint16(regOffCount), uint64(1000), false)                    // count past the capacity
+	f.Add(uint16(0), []byte{}, uint16(regOffCount), uint64(0xFFFFFFFF), false)              // count huge
+	f.Add(uint16(0), []byte{}, uint16(regOffCount), uint64(0), false)                       // nothing published
+	f.Add(entry(0, regEntryRole), []byte{7}, entry(1, regEntryStamp), uint64(3)<<32, false) // damaged state
 	f.Add(entry(1, regEntryLens), []byte{255, 255, 255}, entry(3, regEntryOwner), uint64(0), false)
 	f.Add(entry(2, regEntryState), []byte{1, 0, 0, 0}, entry(0, regEntryOwner), uint64(12345), false) // revive Gone
-	f.Add(entry(3, regEntryUUID), bytes.Repeat([]byte{0xAB}, 16), entry(4, regEntryState), uint64(2), false)
-	f.Add(entry(0, regEntryImpl), []byte{200, 'A'}, entry(5, regEntryState), uint64(1), false) // unpublished slot
-	f.Add(entry(4, regEntryRole), []byte{1}, entry(4, regEntryOwner), uint64(1<<63), false)    // client turned agent
-	f.Add(uint16(0), []byte("XXXXXXXX"), uint16(0), uint64(0), false)                          // registry magic
-	f.Add(uint16(12), []byte{0, 1}, uint16(8), uint64(2), false)                               // entries, version
-	f.Add(uint16(5), []byte{0}, uint16(0), uint64(0), true)                                    // shm magic
-	f.Add(uint16(16), []byte{1, 2, 3}, uint16(0), uint64(0), true)                             // shm size
-	f.Add(uint16(100), []byte{1, 2, 3}, uint16(200), uint64(0), true)                          // unchecked shm header bytes
+	f.Add(entry(3, regEntryUUID), bytes.Repeat([]byte{0xAB}, 16), entry(4, regEntryStamp), uint64(2)<<32, false)
+	f.Add(entry(0, regEntryImpl), []byte{200, 'A'}, entry(5, regEntryStamp), uint64(1)<<32, false) // unpublished slot
+	f.Add(entry(4, regEntryRole), []byte{1}, entry(4, regEntryOwner), uint64(1<<63), false)        // client turned agent
+	f.Add(uint16(0), []byte("XXXXXXXX"), uint16(0), uint64(0), false)                              // registry magic
+	f.Add(uint16(12), []byte{0, 1}, uint16(8), uint64(2), false)                                   // entries, version
+	f.Add(uint16(5), []byte{0}, uint16(0), uint64(0), true)                                        // shm magic
+	f.Add(uint16(16), []byte{1, 2, 3}, uint16(0), uint64(0), true)                                 // shm size
+	f.Add(uint16(100), []byte{1, 2, 3}, uint16(200), uint64(0), true)                              // unchecked shm header bytes
 	f.Fuzz(func(t *testing.T, off uint16, patch []byte, woff uint16, word uint64, header bool) {
 		mustFail := false
 		x, err := tp.open(t, func(reg []byte, live uint64) []byte {

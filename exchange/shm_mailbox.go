@@ -20,7 +20,7 @@ func (x *SHM) Mailbox(ctx context.Context, id EntityID) (Mailbox, error) {
 	defer x.leave()
 	d, err := x.destPinned(id) // for the life of the client
 	if errors.Is(err, ErrMailboxClosed) {
-		return closedMailbox{id}, nil // terminated, and its ring collected
+		return closedMailbox{id}, nil // terminated, and nothing left in it
 	}
 	if err != nil {
 		return nil, err
@@ -33,14 +33,16 @@ func (x *SHM) Mailbox(ctx context.Context, id EntityID) (Mailbox, error) {
 		}
 		return nil, err
 	}
-	if x.reg.state(d.index) == regActive && x.reg.owner(d.index) != x.life.id() {
+	if d.stamp.state() == regActive && x.reg.owner(d.index) != x.life.id() {
 		if err := x.reg.lock(); err != nil {
 			c.Close()
 			x.unpin(d)
 			return nil, err
 		}
-		atomic.StoreUint64(x.reg.ownerWord(d.index), x.life.id())
-		atomic.AddUint64(x.reg.gen, 1)
+		if x.reg.stamp(d.index) == d.stamp {
+			x.reg.setOwner(d.index, x.life.id())
+			x.reg.changed()
+		}
 		x.reg.unlock()
 	}
 	mb := &shmMailbox{x: x, d: d, c: c}
@@ -102,7 +104,12 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
 		switch {
 		case err == nil:
 			continue // a request was answered: look for the next message
-		case errors.Is(err, ring.ErrClosed), errors.Is(err, ring.ErrInterrupted):
+		case errors.Is(err, ring.ErrClosed):
+			// Terminated and drained: nothing is left in the ring for
+			// anyone, and no receiver attaches while this one is.
+			x.removeIfDrained(mb.d, mb.c)
+			return ErrMailboxClosed
+		case errors.Is(err, ring.ErrInterrupted):
 			return ErrMailboxClosed
 		case errors.Is(err, ring.ErrCorrupt):
 			// Nothing can be read from a damaged ring, now or later: not
@@ -121,15 +128,15 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
 }
 
 // terminated reports whether the mailbox was terminated (or reopened on a
-// new ring). It reads the registry entry, a line that changes only when
-// the mailbox does, rather than the ring's closed bit, which lives in the
-// tail word that every send writes: loading it per request would cost a
-// cache-line transfer per message. terminate closes the ring before it
-// marks the entry, so a request read in between is delivered, as one read
-// just before the close would be.
+// new ring, or its slot reused). It reads the registry slot's stamp, a
+// line that changes only when the mailbox does, rather than the ring's
+// closed bit, which lives in the tail word that every send writes: loading
+// it per request would cost a cache-line transfer per message. terminate
+// closes the ring before it marks the entry, so a request read in between
+// is delivered, as one read just before the close would be.
 func (mb *shmMailbox) terminated() bool {
-	reg, d := mb.x.reg, mb.d
-	return reg.state(d.index) == regTerminated || reg.incarnation(d.index) != d.inc
+	s := mb.x.reg.stamp(mb.d.index)
+	return s != mb.d.stamp || s.state() != regActive
 }
 
 // Close implements [Mailbox.Close]: it detaches this receiver; the mailbox
@@ -167,12 +174,25 @@ func (mb *shmMailbox) Close() error {
 		mb.c.Close()
 	}
 	mb.mu.Unlock()
-	// The client's pin goes last, holding no lock: releasing a retired
-	// ring enters the handle.
-	if live && mb.d.pins.Add(-1) == 0 && mb.d.dead.Load() && x.enter() == nil {
-		x.reclaim()
-		x.leave()
+	if !live {
+		return nil // the handle's Close unmaps the ring
 	}
+	// The client's pin goes last, holding no lock but the handle (entered,
+	// the registry and the ring stay mapped): releasing a stale ring
+	// enters the handle. A terminated mailbox left empty needs its ring no
+	// more.
+	if x.enter() != nil {
+		mb.d.pins.Add(-1) // the handle is closing: it unmaps the ring
+		return nil
+	}
+	defer x.leave()
+	if x.reg.stamp(mb.d.index).state() == regTerminated {
+		if st := mb.d.r.Stats(); st.Head == st.Tail {
+			x.removeTerminatedRing(mb.d)
+		}
+	}
+	x.unpin(mb.d)
+	x.reap(mb.d.id)
 	return nil
 }
 

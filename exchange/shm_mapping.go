@@ -4,8 +4,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -21,9 +19,14 @@ import (
 // place:
 //
 //	verb            what it does                                    the caller
-//	dest            returns the current mapping of a mailbox,       has entered
-//	                mapping it on first use, and again after a
-//	                Reopen (retiring the old one)
+//	dest            returns the current mapping of an active        has entered
+//	                mailbox for a send, mapping it on first use
+//	                and whenever its stamp changed (retiring the
+//	                old one); a terminated mailbox gets none
+//	destPinned      the same, pinned, for a user that holds no      has entered
+//	                box; a terminated mailbox's ring is mapped
+//	                for it alone (retired from the start), to
+//	                drain or terminate
 //	cachedDest      returns the cached mapping without reading      holds nothing (a send)
 //	                mapped memory: it may be stale or retired
 //	pin, unpin      take and drop a use of a mapping without a      has entered
@@ -32,10 +35,14 @@ import (
 //	                and queues it for unmapping
 //	reclaim         unmaps every retired mapping that has no user   has entered (reclaimLocked:
 //	                (releaseIfIdle, one mapping)                    and holds destMu)
-//	stale           says whether a mapping can never carry a        has entered, or holds a
-//	                message again                                   box or a pin of it
+//	stale           says whether a mapping can carry no message     has entered, or holds a
+//	                any more: its slot's stamp changed (the         box or a pin of it
+//	                mailbox was terminated or reopened, or the
+//	                slot reused)
 //	reap, reapAll   retire the stale mapping of one mailbox, of     has entered
-//	                every mailbox, then reclaim
+//	                every mailbox, then reclaim; reapAll also runs
+//	                when dest's slow path or a send's periodic
+//	                owner check finds the registry changed
 //
 // closeBoxes and Close's unmap belong to the handle's Close, which runs
 // alone (invariant 5).
@@ -44,11 +51,13 @@ import (
 // handle.
 //
 // Mapping lifecycle. A handle maps a mailbox's ring at its first use and
-// keeps the mapping while it can carry messages. One that cannot any more
-// (its mailbox was reopened on a new ring, or terminated and its ring
-// collected) is retired, then unmapped once nobody uses it, while the
-// handle lives; the steady-state send path pays nothing for it (no atomic,
-// no lock beyond the box CAS it always made). Invariants:
+// keeps the mapping while it can carry messages: while the stamp of the
+// mailbox's registry slot is the one it was mapped under. One that cannot
+// any more (its mailbox was terminated or reopened on a new ring, or its
+// slot reused for another mailbox) is retired, then unmapped once nobody
+// uses it, while the handle lives; the steady-state send path pays nothing
+// for it (no atomic, no lock beyond the box CAS it always made, and the
+// one load of the stamp it always made). Invariants:
 //
 //  1. Reachability. x.dests and x.last are the only ways to a dest. Every
 //     change of x.dests is made under destMu. retire removes a dest from
@@ -65,7 +74,7 @@ import (
 //     holder alone), or by the holder of a pin (pins > 0, taken while dead
 //     is false: a mailbox client for its whole life, Terminate, Status and
 //     sendOnce terminating a dead owner's mailbox). The Go fields of a dest
-//     (id, index, inc, r's configuration) stay readable after the unmap.
+//     (id, index, stamp, r's configuration) stay readable after the unmap.
 //  3. Release. releaseIfIdle unmaps a dead dest only after it has seen pins
 //     == 0 and turned every box from boxIdle to boxClosed by CAS. A pin is
 //     taken by incrementing pins, then loading dead (and undone when dead
@@ -81,15 +90,18 @@ import (
 //     (errRetired).
 //  4. Progress. A dead dest that still has a user when reclaimLocked looks
 //     at it stays in x.retired (its idle boxes already closed). reclaim
-//     runs whenever dest's slow path runs (it retires a reopened
-//     mailbox's dest there), after a Reopen and a Collect of this handle,
-//     when a send had to retry off an old ring (its box free by then) or
-//     found its mailbox terminated and its ring collected, and when the
-//     last pin of a dead dest goes. A send holds a box for one claim, so
-//     the dests left over by a pass are at most those with a send in
-//     progress at that moment, or pinned (an open mailbox client, a
-//     termination): a number bounded by the goroutines using the handle,
-//     not by the incarnations seen.
+//     runs whenever dest's slow path runs (it retires a stale dest there,
+//     and every stale one when the registry changed since it last looked),
+//     after a Terminate, a Reopen and a Collect of this handle, when a send
+//     had to retry off a stale ring (its box free by then) or found its
+//     mailbox terminated, after a send whose periodic owner check finds the
+//     registry changed, and when the last pin of a dead dest goes. A send
+//     holds a box for one claim, so the dests left over by a pass are at
+//     most those with a send in progress at that moment, or pinned (an
+//     open mailbox client, a termination): a number bounded by the
+//     goroutines using the handle, not by the mailboxes seen. A mapping of
+//     a terminated mailbox, made for a client that drains it or for a
+//     termination, is retired from the start: it goes with its last pin.
 //  5. Close. A send uses a mapping (and reads the registry) only while it
 //     holds a box, without having entered; a receive only while it holds
 //     its mailbox client's mu. Close takes x.mu for writing (no entered
@@ -100,8 +112,8 @@ import (
 //     operation, never alongside Close.
 type dest struct {
 	id        EntityID
-	index     int    // registry entry
-	inc       uint32 // incarnation of the mailbox this ring belongs to
+	index     int   // registry slot
+	stamp     stamp // the slot's stamp when mapped: the mapping is current while it stays
 	seg       *shm.Segment
 	r         *ring.Ring
 	boxes     [producersPerDest]prodBox
@@ -165,63 +177,117 @@ func ringPath(dir string, u UUID, inc uint32) string {
 	return p
 }
 
-// dest returns the mapped ring of id's mailbox, mapping it on first use,
-// and again after the mailbox was reopened. The cache is keyed by UUID, but
-// the role is part of the id: a cached ring is returned only for its whole
-// id, and the same UUID with the other role is [ErrBadEntityID].
+// dest returns the mapped ring of id's mailbox for a send, mapping it on
+// first use, and again after the mailbox's stamp changed. The cache is
+// keyed by UUID, but the role is part of the id: a cached ring is returned
+// only for its whole id, and the same UUID with the other role is
+// [ErrBadEntityID]. A terminated mailbox is [ErrMailboxClosed], and no
+// ring is mapped for it.
 func (x *SHM) dest(id EntityID) (*dest, error) {
-	if d := x.last.Load(); d != nil && d.id == id && x.reg.incarnation(d.index) == d.inc {
-		return d, nil
+	d, _, err := x.destFor(id, false)
+	return d, err
+}
+
+// destPinned is dest for a user of the mapping that holds no producer box
+// (see the lifecycle at dest): it returns d pinned; unpin it when done. A
+// terminated mailbox whose ring is still there (queued messages no one
+// has drained yet) gets a mapping of its own, retired from the start.
+func (x *SHM) destPinned(id EntityID) (*dest, error) {
+	for {
+		d, pinned, err := x.destFor(id, true)
+		if err != nil {
+			return nil, err
+		}
+		if pinned || x.pin(d) {
+			return d, nil
+		}
+		x.last.CompareAndSwap(d, nil) // retired meanwhile: look again
+	}
+}
+
+// destFor is dest, and destPinned's look-up when drain is set: then a
+// terminated mailbox's ring is mapped too, and returned pinned.
+func (x *SHM) destFor(id EntityID, drain bool) (d *dest, pinned bool, err error) {
+	if d := x.last.Load(); d != nil && d.id == id && x.reg.stamp(d.index) == d.stamp {
+		return d, false, nil
 	}
 	if v, ok := x.dests.Load(id.UUID); ok {
-		if d := v.(*dest); d.id == id && x.reg.incarnation(d.index) == d.inc {
+		if d := v.(*dest); d.id == id && x.reg.stamp(d.index) == d.stamp {
 			x.last.Store(d)
-			return d, nil
+			return d, false, nil
 		}
 	}
 	x.destMu.Lock()
 	defer x.destMu.Unlock()
-	x.reclaimLocked()
+	if g := x.reg.generation(); g != x.seenGen.Load() {
+		// The registry changed since this handle last looked: retire
+		// every mapping that went stale meanwhile, not only id's.
+		x.seenGen.Store(g)
+		x.retireStaleLocked()
+	}
 	if v, ok := x.dests.Load(id.UUID); ok {
 		d := v.(*dest)
-		if d.id != id {
-			return nil, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+		if x.reg.stamp(d.index) == d.stamp {
+			if d.id != id {
+				return nil, false, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+			}
+			return d, false, nil
 		}
-		if x.reg.incarnation(d.index) == d.inc {
-			return d, nil
-		}
-		// Reopened: other goroutines may still use the old mapping; it
-		// is unmapped when they are done (see the lifecycle at dest).
+		// Stale: other goroutines may still use the old mapping; it is
+		// unmapped when they are done (see the lifecycle at dest).
 		x.retireLocked(d)
-		x.reclaimLocked()
 	}
-	i := x.lookup(id)
-	if i < 0 {
-		return nil, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+	x.reclaimLocked()
+	for attempt := 0; ; attempt++ {
+		i, s := x.lookup(id)
+		if i < 0 {
+			return nil, false, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+		}
+		if s.state() != regActive && !drain {
+			return nil, false, fmt.Errorf("%w: %v", ErrMailboxClosed, id)
+		}
+		d, err := x.mapDest(id, i, s)
+		if err == errStale && attempt < 8 {
+			continue // the slot changed while we looked
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if s.state() != regActive {
+			// A terminated mailbox's ring, to drain or terminate: the
+			// caller's alone, retired from the start.
+			d.dead.Store(true)
+			d.pins.Store(1)
+			x.retired = append(x.retired, d)
+			x.nretired.Store(int32(len(x.retired)))
+			return d, true, nil
+		}
+		x.dests.Store(id.UUID, d)
+		return d, false, nil
 	}
+}
+
+// mapDest maps the ring of id's mailbox, in slot i under stamp s. It
+// fails with errStale when the slot's stamp changes meanwhile.
+func (x *SHM) mapDest(id EntityID, i int, s stamp) (*dest, error) {
 	// find matched the UUID alone: check the whole entry once, before
 	// trusting it for the life of the mapping.
 	if _, err := x.reg.decode(i); err != nil {
+		if !x.reg.current(i, s) {
+			return nil, errStale
+		}
 		return nil, err
 	}
-	var seg *shm.Segment
-	var inc uint32
-	for attempt := 0; ; attempt++ {
-		inc = x.reg.incarnation(i)
-		var err error
-		seg, err = shm.Open(ringPath(x.dir, id.UUID, inc), shm.KindRing, shm.Populate())
+	seg, err := shm.Open(ringPath(x.dir, id.UUID, s.inc()), shm.KindRing, shm.Populate())
+	if x.reg.stamp(i) != s {
 		if err == nil {
-			break
+			seg.Close()
 		}
-		// The state before the incarnation: Reopen stores the new
-		// incarnation, then the active state, so an active state read
-		// first comes with the new incarnation.
-		st := x.reg.state(i)
-		if errors.Is(err, shm.ErrNotExist) && x.reg.incarnation(i) != inc && attempt < 8 {
-			continue // reopened while we looked
-		}
-		if errors.Is(err, shm.ErrNotExist) && st == regTerminated {
-			return nil, fmt.Errorf("%w: %v (collected)", ErrMailboxClosed, id)
+		return nil, errStale
+	}
+	if err != nil {
+		if errors.Is(err, shm.ErrNotExist) && s.state() != regActive {
+			return nil, fmt.Errorf("%w: %v (terminated, and nothing left in it)", ErrMailboxClosed, id)
 		}
 		return nil, fmt.Errorf("exchange: mailbox %v: %w", id, err)
 	}
@@ -230,9 +296,8 @@ func (x *SHM) dest(id EntityID) (*dest, error) {
 		seg.Close()
 		return nil, fmt.Errorf("exchange: mailbox %v: %w", id, err)
 	}
-	d := &dest{id: id, index: i, inc: inc, seg: seg, r: r}
+	d := &dest{id: id, index: i, stamp: s, seg: seg, r: r}
 	d.lastCheck.Store(time.Now().UnixNano())
-	x.dests.Store(id.UUID, d)
 	return d, nil
 }
 
@@ -251,21 +316,6 @@ func (x *SHM) cachedDest(id EntityID) *dest {
 		}
 	}
 	return nil
-}
-
-// destPinned is dest for a user of the mapping that holds no producer box
-// (see the lifecycle at dest): it returns d pinned; unpin it when done.
-func (x *SHM) destPinned(id EntityID) (*dest, error) {
-	for {
-		d, err := x.dest(id)
-		if err != nil {
-			return nil, err
-		}
-		if x.pin(d) {
-			return d, nil
-		}
-		x.last.CompareAndSwap(d, nil) // retired meanwhile: look again
-	}
 }
 
 // pin takes a pin on d, unless d is retired (false, and no pin held).
@@ -352,18 +402,12 @@ func (d *dest) releaseIfIdle() bool {
 	return true
 }
 
-// stale reports whether the mapping d can never carry a message again: its
-// mailbox was reopened on another ring, or it is terminated and its ring was
-// collected (a ring's path is never used again once removed).
+// stale reports whether the mapping d can carry no message any more: the
+// stamp of its slot changed (its mailbox was terminated or reopened, or
+// the slot reused for another mailbox), or it was mapped for a
+// terminated mailbox.
 func (x *SHM) stale(d *dest) bool {
-	if x.reg.incarnation(d.index) != d.inc {
-		return true
-	}
-	if x.reg.state(d.index) != regTerminated {
-		return false
-	}
-	_, err := os.Stat(ringPath(x.dir, d.id.UUID, d.inc))
-	return errors.Is(err, fs.ErrNotExist)
+	return d.stamp.state() != regActive || x.reg.stamp(d.index) != d.stamp
 }
 
 // reap retires this handle's mapping of mailbox id if it is stale, then
@@ -384,12 +428,18 @@ func (x *SHM) reap(id EntityID) {
 
 // reapAll is reap for every mapping of this handle. The caller has entered.
 func (x *SHM) reapAll() {
-	x.dests.Range(func(k, _ any) bool {
-		x.retireIfStale(k.(UUID))
-		return true
-	})
-	if x.nretired.Load() != 0 {
-		x.reclaim()
+	x.destMu.Lock()
+	x.seenGen.Store(x.reg.generation())
+	x.retireStaleLocked()
+	x.reclaimLocked()
+	x.destMu.Unlock()
+}
+
+// reapIfChanged is reapAll when the registry changed since this handle
+// last looked. The caller has entered.
+func (x *SHM) reapIfChanged() {
+	if x.reg.generation() != x.seenGen.Load() {
+		x.reapAll()
 	}
 }
 
@@ -402,4 +452,14 @@ func (x *SHM) retireIfStale(u UUID) {
 	x.destMu.Lock()
 	x.retireLocked(v.(*dest))
 	x.destMu.Unlock()
+}
+
+// retireStaleLocked retires every stale mapping; destMu is held.
+func (x *SHM) retireStaleLocked() {
+	x.dests.Range(func(_, v any) bool {
+		if d := v.(*dest); x.stale(d) {
+			x.retireLocked(d)
+		}
+		return true
+	})
 }

@@ -90,7 +90,7 @@ func TestRetiredDestUnmapped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if d := x.last.Load(); d != cached(x, id) || d.inc != old.inc+1 {
+	if d := x.last.Load(); d != cached(x, id) || d.stamp.inc() != old.stamp.inc()+1 {
 		t.Fatalf("x.last after a send: %p (old %p)", d, old)
 	}
 	if n := x.MappedRings(); n != 1 {
@@ -199,7 +199,7 @@ func TestCollectedDestUnmapped(t *testing.T) {
 	if err := x.Terminate(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := shm.Remove(ringPath(x.dir, id.UUID, d.inc)); err != nil {
+	if err := shm.Remove(ringPath(x.dir, id.UUID, d.stamp.inc())); err != nil {
 		t.Fatal(err)
 	}
 	if err := x.Send(ctx, ping(id)); !errors.Is(err, ErrMailboxClosed) {
@@ -320,7 +320,7 @@ func TestCollectedDestHeldBySenderUnmapped(t *testing.T) {
 	if err := x.Terminate(ctx, id); err != nil {
 		t.Fatal(err)
 	}
-	if err := shm.Remove(ringPath(x.dir, id.UUID, d.inc)); err != nil {
+	if err := shm.Remove(ringPath(x.dir, id.UUID, d.stamp.inc())); err != nil {
 		t.Fatal(err)
 	}
 	x.reap(id) // as a Collect does

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"sync/atomic"
 	"time"
 
 	"github.com/shmex/shmex/ring"
@@ -27,11 +26,14 @@ func (x *SHM) Reopen(ctx context.Context, id EntityID) error {
 		return err
 	}
 	defer x.leave()
-	i := x.lookup(id)
+	i, s := x.lookup(id)
 	if i < 0 {
 		return fmt.Errorf("%w: %v", ErrBadEntityID, id)
 	}
 	e, err := x.reg.decode(i)
+	if !x.reg.current(i, s) {
+		return fmt.Errorf("%w: %v", ErrBadEntityID, id) // its slot was reused: forgotten
+	}
 	if err != nil {
 		return err
 	}
@@ -55,21 +57,23 @@ func (x *SHM) Reopen(ctx context.Context, id EntityID) error {
 		return err
 	}
 	defer x.reg.unlock()
-	if x.reg.state(i) != regTerminated {
+	cur := x.reg.stamp(i)
+	switch {
+	case cur.gen() != s.gen():
+		return fmt.Errorf("%w: %v", ErrBadEntityID, id) // its slot was reused meanwhile
+	case cur.state() != regTerminated:
 		return fmt.Errorf("%w: %v was reopened meanwhile", ErrMailboxBusy, id)
 	}
-	inc := x.reg.incarnation(i)
-	old := ringPath(x.dir, id.UUID, inc)
+	old := ringPath(x.dir, id.UUID, cur.inc())
 	if x.ringHasReceiver(old) {
 		return fmt.Errorf("%w: %v is still drained by a live receiver", ErrMailboxBusy, id)
 	}
-	if err := createRing(ringPath(x.dir, id.UUID, inc+1), e.ringCap, e.maxRecord); err != nil {
+	if err := createRing(ringPath(x.dir, id.UUID, cur.inc()+1), e.ringCap, e.maxRecord); err != nil {
 		return fmt.Errorf("exchange: reopening %v: %w", id, err)
 	}
-	atomic.StoreUint64(x.reg.ownerWord(i), x.life.id())
-	atomic.StoreUint32(x.reg.incWord(i), inc+1)
-	atomic.StoreUint32(x.reg.stateWord(i), regActive)
-	atomic.AddUint64(x.reg.gen, 1)
+	x.reg.setOwner(i, x.life.id())
+	x.reg.setStamp(i, makeStamp(cur.gen(), regActive, cur.inc()+1)) // publishes the new ring
+	x.reg.changed()
 	shm.Remove(old) // mappings of it stay valid; new ones go to the new ring
 	x.reap(id)      // this handle's own mapping of it
 	return nil
@@ -127,12 +131,20 @@ func (x *SHM) Incarnation(ctx context.Context, id EntityID) (uint32, error) {
 		return 0, err
 	}
 	defer x.leave()
-	if v, ok := x.dests.Load(id.UUID); ok && v.(*dest).id == id {
-		return x.reg.incarnation(v.(*dest).index), nil
+	if v, ok := x.dests.Load(id.UUID); ok {
+		if d := v.(*dest); d.id == id {
+			if s := x.reg.stamp(d.index); s.gen() == d.stamp.gen() {
+				return s.inc(), nil
+			}
+		}
 	}
-	i := x.lookup(id)
-	if i < 0 {
-		return 0, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+	for {
+		i, s := x.lookup(id)
+		if i < 0 {
+			return 0, fmt.Errorf("%w: %v", ErrBadEntityID, id)
+		}
+		if cur := x.reg.stamp(i); cur.gen() == s.gen() {
+			return cur.inc(), nil
+		}
 	}
-	return x.reg.incarnation(i), nil
 }

@@ -35,8 +35,9 @@ func (x *SHM) SendIncarnation(ctx context.Context, m *Message) (uint32, error) {
 	return x.send(ctx, m, true)
 }
 
-// errReopened tells send that the mailbox was reopened under its feet.
-var errReopened = errors.New("exchange: mailbox reopened")
+// errStale tells send that the mailbox's stamp changed under its feet:
+// it was terminated or reopened, or its slot reused (see stale).
+var errStale = errors.New("exchange: mailbox changed")
 
 // errRetired tells send that the mapping it took was retired meanwhile.
 var errRetired = errors.New("exchange: mailbox mapping retired")
@@ -52,11 +53,11 @@ func (x *SHM) send(ctx context.Context, m *Message, wait bool) (uint32, error) {
 		switch {
 		case err == nil:
 			return inc, nil
-		case err == errReopened || err == errRetired:
+		case err == errStale || err == errRetired:
 			// The box this send held on the old ring is free now: the
 			// ring may be unmapped, if no one else holds it. The next
-			// attempt looks the mailbox up (and retires a reopened
-			// mailbox's old mapping there).
+			// attempt looks the mailbox up (and retires the stale
+			// mapping there).
 			lookup = true
 			if x.nretired.Load() != 0 && x.enter() == nil {
 				x.reclaim()
@@ -74,8 +75,8 @@ func (x *SHM) send(ctx context.Context, m *Message, wait bool) (uint32, error) {
 }
 
 // sendOnce is one attempt of send, on the ring of the mailbox's current
-// incarnation; errReopened when it was reopened meanwhile. lookup skips the
-// cached mappings.
+// incarnation; errStale when the mailbox changed meanwhile. lookup skips
+// the cached mappings. It returns the incarnation of the ring that took m.
 func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) (uint32, error) {
 	var d *dest
 	if !lookup {
@@ -106,33 +107,36 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) (uint
 		}
 		return 0, err
 	}
-	// From here on the box keeps d's ring and the registry mapped.
-	if x.reg.incarnation(d.index) != d.inc {
+	// From here on the box keeps d's ring and the registry mapped. The
+	// stamp is the one load of the registry a send makes: unchanged, the
+	// mailbox is the one d was mapped for, still active, on this ring.
+	if x.reg.stamp(d.index) != d.stamp {
 		b.release()
-		return 0, errReopened
+		return 0, errStale
 	}
 	// A mailbox whose owner died is terminated rather than filled: look at
 	// the owner at most once per ownerCheckInterval per mailbox, and at the
 	// clock at one send in ownerCheckEvery through a box (a counter shared
 	// by the senders would be a cache line that every one writes). A full
-	// mailbox is checked at once, in claimSlow.
-	if b.sends++; b.sends&(ownerCheckEvery-1) == 0 && d.ownerCheckDue() &&
-		x.reg.state(d.index) == regActive && !x.alive(x.reg.owner(d.index)) {
-		b.release()
-		return 0, x.ownerDied(d)
-	}
-	defer b.release()
-	c, err := b.p.TryClaim(int32(m.Kind), n)
-	if errors.Is(err, ring.ErrFull) {
-		if !wait {
-			return 0, err
+	// mailbox is checked at once, in claimSlow. The same turn looks whether
+	// the registry changed, to let go of this handle's stale mappings.
+	housekeep := false
+	if b.sends++; b.sends&(ownerCheckEvery-1) == 0 && d.ownerCheckDue() {
+		if !x.alive(x.reg.owner(d.index)) {
+			b.release()
+			return 0, x.ownerDied(d)
 		}
+		housekeep = x.reg.generation() != x.seenGen.Load()
+	}
+	c, err := b.p.TryClaim(int32(m.Kind), n)
+	if errors.Is(err, ring.ErrFull) && wait {
 		c, err = x.claimSlow(ctx, d, b.p, m.Kind, n)
 	}
 	if err != nil {
+		b.release()
 		if errors.Is(err, ring.ErrClosed) {
-			if x.reg.incarnation(d.index) != d.inc {
-				return 0, errReopened // send again, to the new ring
+			if s := x.reg.stamp(d.index); s.gen() != d.stamp.gen() || s.inc() != d.stamp.inc() {
+				return 0, errStale // send again, to the new ring
 			}
 			return 0, fmt.Errorf("%w: %v", ErrMailboxClosed, m.Dest)
 		}
@@ -140,10 +144,16 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) (uint
 	}
 	if err := m.encodeSized(c.Bytes()); err != nil {
 		c.Abort()
+		b.release()
 		return 0, err
 	}
 	c.Commit()
-	return d.inc, nil
+	b.release()
+	if housekeep && x.enter() == nil {
+		x.reapAll()
+		x.leave()
+	}
+	return d.stamp.inc(), nil
 }
 
 // acquire returns a free producer box of d, creating its producer on first

@@ -4,54 +4,70 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"github.com/shmex/shmex/ring"
+	"github.com/shmex/shmex/shm"
 )
 
 // Terminate implements [Exchange.Terminate]. The ring is closed first, so
 // no send succeeds afterwards; then the entry is marked. When no live
 // receiver is attached, Terminate itself answers the queued requests; a
 // live receiver answers those it finds after the close.
+//
+// The ring's file is removed as soon as nothing is left in it for a
+// receiver: at once when it holds nothing but the requests Terminate
+// answered, else once a receiver has drained it (its Recv reports
+// [ErrMailboxClosed]) or detaches from it empty; failing that, when the
+// last handle of the process that created or owns it closes, or when
+// [SHM.Collect] finds its owner dead. Every process unmaps the ring once
+// no send or receive of its own is inside it (see the mapping lifecycle
+// at dest).
 func (x *SHM) Terminate(ctx context.Context, id EntityID) error {
 	if err := x.enter(); err != nil {
 		return err
 	}
 	defer x.leave()
-	i := x.lookup(id)
-	if i < 0 || x.reg.state(i) == regTerminated {
+	i, s := x.lookup(id)
+	if i < 0 || s.state() == regTerminated {
 		return nil
 	}
 	d, err := x.destPinned(id)
+	if errors.Is(err, ErrMailboxClosed) {
+		return nil // terminated meanwhile, and nothing left in it
+	}
 	if err != nil {
 		return err
 	}
-	defer x.unpin(d)
-	return x.terminate(ctx, d)
+	err = x.terminate(ctx, d)
+	x.unpin(d)
+	x.reap(id) // this handle's mapping of it
+	return err
 }
 
 // terminate terminates the mailbox of d; the caller holds a pin or a box
-// of d.
+// of d. It is a no-op when the mailbox is terminated already, or d maps
+// the ring of an earlier incarnation (terminated before the mailbox was
+// reopened: the current one is not ours to end) or of a slot since
+// reused.
 func (x *SHM) terminate(ctx context.Context, d *dest) error {
 	if err := x.reg.lock(); err != nil {
 		return err
 	}
-	if x.reg.incarnation(d.index) != d.inc {
-		// d maps the ring of an earlier incarnation, terminated before
-		// the mailbox was reopened: the current one is not ours to end.
+	s := x.reg.stamp(d.index)
+	if s.gen() != d.stamp.gen() || s.inc() != d.stamp.inc() || s.state() == regTerminated {
 		x.reg.unlock()
 		return nil
 	}
 	d.r.Close()
-	atomic.StoreUint32(x.reg.stateWord(d.index), regTerminated)
-	atomic.AddUint64(x.reg.gen, 1)
+	x.reg.setTerminated(d.index, s)
 	x.reg.unlock()
 	x.sweep(ctx, d)
 	return nil
 }
 
-// terminateDead terminates the mailbox of a dead owner.
+// terminateDead terminates the mailbox of a dead owner (or of a damaged
+// state word); the caller holds a pin or a box of d.
 func (x *SHM) terminateDead(d *dest) {
 	if x.reg.state(d.index) == regTerminated {
 		return
@@ -62,45 +78,20 @@ func (x *SHM) terminateDead(d *dest) {
 	x.terminate(ctx, d)
 }
 
-// sweep answers the requests queued in d's closed ring, if no live receiver
-// is attached to it (that one answers them as it reads).
-func (x *SHM) sweep(ctx context.Context, d *dest) {
-	c, err := d.r.NewConsumer(x.life.id(), ring.Park)
-	if err != nil {
+// terminateEntry terminates the mailbox of id in the registry alone, when
+// its ring cannot be mapped (missing, or damaged): its senders find the
+// stamp changed, and its ring's file, if any, is removed.
+func (x *SHM) terminateEntry(id EntityID) {
+	if x.reg.lock() != nil {
 		return
 	}
-	defer c.Close()
-	var m Message
-	var stuck map[UUID]bool // requesters whose full mailbox refused an answer
-	c.Sweep(func(typ int32, p []byte) bool {
-		if !Kind(typ).IsRequest() {
-			return false
-		}
-		if m.Decode(p) != nil || stuck[m.Src.UUID] {
-			return true
-		}
-		if err := x.answerTerminated(ctx, d.id, &m); err != nil && !errors.Is(err, ErrBadEntityID) && !errors.Is(err, ErrMailboxClosed) {
-			// Waiting again for the same full mailbox would make a
-			// terminate of n queued requests take n steps.
-			if stuck == nil {
-				stuck = make(map[UUID]bool)
-			}
-			stuck[m.Src.UUID] = true
-			x.opts.log.Warn("shmex: could not answer the requests of a sender to a terminated mailbox", "exchange", x.name, "mailbox", d.id, "sender", m.Src, "err", err)
-		}
-		return true
-	})
-}
-
-// answerTerminated answers the request m, found queued in the terminated
-// mailbox of id, with an error response, waiting a short while for space in
-// the sender's mailbox.
-func (x *SHM) answerTerminated(ctx context.Context, id EntityID, m *Message) error {
-	m.SetErrorResponse(m, &RemoteError{Kind: ErrorKindMailboxTerminated, Message: "mailbox " + id.String() + " was terminated"})
-	step, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
-	defer cancel()
-	_, err := x.send(step, m, true)
-	return err
+	defer x.reg.unlock()
+	i, s := x.lookup(id)
+	if i < 0 || s.state() == regTerminated {
+		return
+	}
+	x.reg.setTerminated(i, s)
+	shm.Remove(ringPath(x.dir, id.UUID, s.inc()))
 }
 
 // ownerDied terminates the mailbox of d, whose owner a send found dead,
@@ -117,4 +108,99 @@ func (x *SHM) ownerDied(d *dest) error {
 	x.terminateDead(d)
 	x.unpin(d)
 	return fmt.Errorf("%w: %v (its owner died)", ErrMailboxClosed, d.id)
+}
+
+// sweep answers the requests queued in d's closed ring, if no live receiver
+// is attached to it (that one answers them as it reads, and removes the
+// ring once it has drained it). When nothing but those requests was left,
+// the ring is drained and its file removed at once.
+func (x *SHM) sweep(ctx context.Context, d *dest) {
+	c, err := d.r.NewConsumer(x.life.id(), ring.Park)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	var m Message
+	var stuck map[UUID]bool // requesters whose full mailbox refused an answer
+	answer := func(p []byte) {
+		if m.Decode(p) != nil || stuck[m.Src.UUID] {
+			return
+		}
+		if err := x.answerTerminated(ctx, d.id, &m); err != nil && !errors.Is(err, ErrBadEntityID) && !errors.Is(err, ErrMailboxClosed) {
+			// Waiting again for the same full mailbox would make a
+			// terminate of n queued requests take n steps.
+			if stuck == nil {
+				stuck = make(map[UUID]bool)
+			}
+			stuck[m.Src.UUID] = true
+			x.opts.log.Warn("shmex: could not answer the requests of a sender to a terminated mailbox", "exchange", x.name, "mailbox", d.id, "sender", m.Src, "err", err)
+		}
+	}
+	kept := 0
+	c.Sweep(func(typ int32, p []byte) bool {
+		if !Kind(typ).IsRequest() {
+			kept++
+			return false
+		}
+		answer(p)
+		return true
+	})
+	if kept > 0 {
+		return // responses for a receiver to drain
+	}
+	// Only what the sweep turned into padding is left, and what a send
+	// that claimed its space before the close commits now. Read it all:
+	// a late request is answered like the others; a late response, for a
+	// mailbox that nobody receives from and that held nothing else, is
+	// dropped with the ring.
+	late := 0
+	c.Read(func(typ int32, p []byte) {
+		if Kind(typ).IsRequest() {
+			answer(p)
+		} else {
+			late++
+		}
+	}, 0)
+	if late > 0 {
+		x.opts.log.Warn("shmex: dropped responses sent while their mailbox was terminated", "exchange", x.name, "mailbox", d.id, "count", late)
+	}
+	x.removeIfDrained(d, c)
+}
+
+// removeIfDrained removes the file of d's terminated ring when the consumer
+// c, which the caller holds (so that no receiver attaches meanwhile), has
+// read everything claimed in it: nothing is left for anyone. It reports
+// whether it removed the file.
+func (x *SHM) removeIfDrained(d *dest, c *ring.Consumer) bool {
+	if c.Position() != d.r.Stats().Tail {
+		return false // a claim not committed yet: a receiver may want it
+	}
+	return x.removeTerminatedRing(d)
+}
+
+// removeTerminatedRing removes the file of d's ring if its mailbox is
+// still the terminated one d maps (not reopened, its slot not reused: a
+// later mailbox of the same UUID may have the same path). It reports
+// whether it removed the file.
+func (x *SHM) removeTerminatedRing(d *dest) bool {
+	if x.reg.lock() != nil {
+		return false
+	}
+	defer x.reg.unlock()
+	s := x.reg.stamp(d.index)
+	if s.gen() != d.stamp.gen() || s.inc() != d.stamp.inc() || s.state() != regTerminated {
+		return false
+	}
+	return removeFile(ringPath(x.dir, d.id.UUID, s.inc()))
+}
+
+// answerTerminated answers the request m, found queued in the terminated
+// mailbox of id, with an error response, waiting a short while for space in
+// the sender's mailbox.
+func (x *SHM) answerTerminated(ctx context.Context, id EntityID, m *Message) error {
+	m.SetErrorResponse(m, &RemoteError{Kind: ErrorKindMailboxTerminated, Message: "mailbox " + id.String() + " was terminated"})
+	step, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	_, err := x.send(step, m, true)
+	return err
 }
