@@ -88,8 +88,12 @@ type Exchange interface {
 
 	// Close releases this handle and closes the Mailbox clients obtained
 	// from it (their Recv returns [ErrMailboxClosed]). It terminates no
-	// mailbox: other handles and the registry are unaffected. Close is
-	// idempotent; later calls on the handle return [ErrExchangeClosed].
+	// mailbox that another handle can still receive from: other handles
+	// and the registry are unaffected. (Where a mailbox lives only as long
+	// as the process that owns it, as in [SHM], the last Close of that
+	// process terminates the mailboxes it owns, which the others would
+	// find terminated anyway.) Close is idempotent; later calls on the
+	// handle return [ErrExchangeClosed].
 	io.Closer
 }
 

@@ -13,10 +13,12 @@ import (
 // live next to the tests that start them.
 func TestMain(m *testing.M) {
 	childproc.Main(m, map[string]childproc.Role{
-		"peer":     peerChild,     // TestSHMProcessesDiscoverAndCall
-		"owner":    ownerChild,    // TestSHMProcessDeadOwner
-		"sender":   senderChild,   // TestSHMProcessKilledSender
-		"closer":   closerChild,   // TestSHMCloseAfterSendTimeout (shm_close_test.go)
-		"receiver": receiverChild, // TestSHMProcessReopen (reopen_test.go)
+		"peer":      peerChild,      // TestSHMProcessesDiscoverAndCall
+		"owner":     ownerChild,     // TestSHMProcessDeadOwner
+		"sender":    senderChild,    // TestSHMProcessKilledSender
+		"closer":    closerChild,    // TestSHMCloseAfterSendTimeout (shm_close_test.go)
+		"receiver":  receiverChild,  // TestSHMProcessReopen (shm_reopen_test.go)
+		"mapper":    mapperChild,    // TestSHMProcessSenderUnmaps (shm_leak_test.go)
+		"registrar": registrarChild, // TestSHMProcessCloseRemovesRings (shm_leak_test.go)
 	})
 }

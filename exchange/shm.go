@@ -1,6 +1,7 @@
 package exchange
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"math/bits"
@@ -77,9 +78,10 @@ type SHM struct {
 	// memory outside the two steady-state paths (a send holding a producer
 	// box, a receive holding its mailbox's mu), and for writing by Close,
 	// which unmaps it once those have ended too (see Close).
-	mu      sync.RWMutex
-	closing atomic.Bool
-	closed  bool
+	mu           sync.RWMutex
+	closeStarted atomic.Bool // Close was called
+	closing      atomic.Bool // Close is past its clean-up: enter fails
+	closed       bool
 
 	// The mappings of destination rings: see "Mapping lifecycle" at dest
 	// for who may use a mapping and when it is unmapped.
@@ -134,7 +136,9 @@ func Open(name string, opts ...Option) (*SHM, error) {
 	}
 	reg, err := openRegistry(dir, o.registryCap)
 	if err != nil {
-		life.release()
+		if life.leave() {
+			life.end()
+		}
 		return nil, err
 	}
 	return &SHM{name: name, dir: dir, opts: o, life: life, reg: reg, mboxes: map[*shmMailbox]struct{}{}}, nil
@@ -166,11 +170,26 @@ func (x *SHM) leave() { x.mu.RUnlock() }
 
 // Close implements [Exchange.Close]: it closes this handle's mailbox
 // clients (waking their receivers), releases its producers and unmaps its
-// segments. Mailboxes stay; when the last handle of this process on the
-// exchange closes, the process stops being alive to the others, so the
-// mailboxes it still owns are seen as terminated.
+// segments. Mailboxes stay while the process lives.
+//
+// When the last handle of this process on the exchange closes, the process
+// stops being alive to the others: the mailboxes it owns would be found
+// terminated at the others' next look. Close cleans up after it at once,
+// so that a process that exits cleanly leaves nothing behind for
+// [SHM.Collect]:
+//   - every active mailbox this process owns (it received from it last, or
+//     registered it and no other process took it as receiver) is
+//     terminated: its queued requests are answered, and its ring removed;
+//   - the ring of every terminated mailbox that this process registered
+//     or owns is removed, unless another live process owns it or a live
+//     receiver still drains it.
+//
+// A mailbox registered by this process but received by another live
+// process is that process's: it survives, and so do the mailboxes of
+// other processes. The registry entries stay ([StatusTerminated]) until
+// new registrations need their slots.
 func (x *SHM) Close() error {
-	if x.closing.Swap(true) {
+	if x.closeStarted.Swap(true) {
 		return nil
 	}
 	// The mailbox clients: closed and their receivers woken. No client is
@@ -185,6 +204,17 @@ func (x *SHM) Close() error {
 		mb.c.Interrupt()
 	}
 	x.mbMu.Unlock()
+	last := x.life.leave()
+	if last {
+		// The receivers are detached first, so that the terminations
+		// below answer what is queued for them; under mu, which a
+		// client's Close holds to interrupt its receiver.
+		x.mu.Lock()
+		detach(mboxes)
+		x.mu.Unlock()
+		x.releaseOwned()
+	}
+	x.closing.Store(true)
 	// No entered operation is in progress once mu is held, and none can
 	// start (enter fails without blocking).
 	x.mu.Lock()
@@ -192,11 +222,7 @@ func (x *SHM) Close() error {
 	x.closed = true
 	// A receive holds its client's mu while it touches the ring and the
 	// registry: wait for those in progress (interrupted above).
-	for mb := range mboxes {
-		mb.mu.Lock()
-		mb.c.Close()
-		mb.mu.Unlock()
-	}
+	detach(mboxes)
 	// A send holds a producer box while it touches a ring and the
 	// registry: close every box, waiting for those held.
 	x.dests.Range(func(_, v any) bool {
@@ -227,6 +253,66 @@ func (x *SHM) Close() error {
 	x.retired = nil
 	x.destMu.Unlock()
 	x.reg.close()
-	x.life.release()
+	if last {
+		x.life.end()
+	}
 	return nil
 }
+
+// detach detaches the receivers of the mailbox clients that Close took,
+// waiting for each Recv in progress (interrupted): a receive holds its
+// client's mu while it touches the ring and the registry. Detaching twice
+// is a no-op.
+func detach(mboxes map[*shmMailbox]struct{}) {
+	for mb := range mboxes {
+		mb.mu.Lock()
+		mb.c.Close()
+		mb.mu.Unlock()
+	}
+}
+
+// releaseOwned cleans up after this process, whose last handle on the
+// exchange is closing (see Close): it terminates the active mailboxes the
+// process owns and removes the rings of the terminated mailboxes it
+// registered or owns that nobody else can use any more.
+func (x *SHM) releaseOwned() {
+	if x.enter() != nil {
+		return
+	}
+	defer x.leave()
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	me := x.life.id()
+	n := x.reg.published()
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		s := x.reg.stamp(i)
+		if s.state() != regActive || x.reg.owner(i) != me {
+			continue
+		}
+		id := EntityID{UUID: x.reg.uuidAt(i), Role: x.reg.roleAt(i)}
+		if !x.reg.current(i, s) {
+			continue
+		}
+		if d, err := x.destPinned(id); err == nil {
+			x.terminate(ctx, d)
+			x.unpin(d)
+		}
+	}
+	removable := func(owner uint64) bool { return owner == me || !x.alive(owner) }
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		s := x.reg.stamp(i)
+		if s.state() != regTerminated || x.reg.owner(i) != me && x.reg.creator(i) != me {
+			continue
+		}
+		id := EntityID{UUID: x.reg.uuidAt(i), Role: x.reg.roleAt(i)}
+		if x.reg.current(i, s) {
+			x.collectRing(i, s, id, removable)
+		}
+	}
+	x.reapAll()
+}
+
+// releaseTimeout bounds the clean-up of a process's last Close (answering
+// the requests queued in its mailboxes waits a little for each full
+// requester's mailbox).
+const releaseTimeout = 10 * time.Second

@@ -46,14 +46,24 @@ func acquireLife(dir string) (*processLife, error) {
 
 func (pl *processLife) id() uint64 { return pl.l.ID() }
 
-func (pl *processLife) release() {
+// leave drops a handle's reference and reports whether it was the last:
+// then the process stops being alive to the others once the caller calls
+// end. A handle opened from now on gets a liveness lock of its own (the
+// mailboxes of this one are cleaned up as the ending process's).
+func (pl *processLife) leave() (last bool) {
 	livesMu.Lock()
 	defer livesMu.Unlock()
-	if pl.refs--; pl.refs == 0 {
-		pl.l.Close()
+	if pl.refs--; pl.refs > 0 {
+		return false
+	}
+	if lives[pl.dir] == pl {
 		delete(lives, pl.dir)
 	}
+	return true
 }
+
+// end releases the liveness lock, after the last leave.
+func (pl *processLife) end() { pl.l.Close() }
 
 // ownerCheckDue reports whether the owner of d is due for a liveness check,
 // and if so takes the turn (one caller per interval).
