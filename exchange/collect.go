@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -30,11 +31,12 @@ const tempGrace = time.Minute
 // Entities returns what the registry holds about every entity of the
 // exchange, agents and clients, active or terminated, in the order of
 // their registry slots. Damaged entries are skipped (and logged).
-func (x *SHM) Entities(ctx context.Context) ([]EntityInfo, error) {
+func (x *SHM) Entities(ctx context.Context) (_ []EntityInfo, err error) {
 	if err := x.enter(); err != nil {
 		return nil, err
 	}
 	defer x.leave()
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
 	n := x.reg.published()
 	out := make([]EntityInfo, 0, n)
 	for i := 0; i < n; i++ {
@@ -80,19 +82,15 @@ func (x *SHM) Entities(ctx context.Context) ([]EntityInfo, error) {
 // marked terminated first (its queued requests answered), so that its
 // slot is free for reuse, and a damaged count or state word is repaired.
 // Collect is safe while other processes use the exchange.
-func (x *SHM) Collect(ctx context.Context) (CollectStats, error) {
-	var st CollectStats
+func (x *SHM) Collect(ctx context.Context) (st CollectStats, err error) {
 	if err := x.enter(); err != nil {
 		return st, err
 	}
 	defer x.leave()
-	if err := x.reg.lock(); err != nil {
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
+	if err := x.repairCount(); err != nil {
 		return st, err
 	}
-	if x.reg.repairCount() {
-		x.opts.log.Error("shmex: registry count was damaged; repaired", "exchange", x.name, "count", x.reg.published())
-	}
-	x.reg.unlock()
 	named := map[string]bool{} // ring files the registry names
 	n := x.reg.published()
 	for i := 0; i < n; i++ {
@@ -192,6 +190,19 @@ func (x *SHM) collectRing(i int, s stamp, id EntityID, removable func(owner uint
 	defer seg.Close()
 	defer c.Close()
 	return removeFile(path), nil
+}
+
+// repairCount repairs a damaged registry count under the lock (see
+// registry.repairCount).
+func (x *SHM) repairCount() error {
+	if err := x.reg.lock(); err != nil {
+		return err
+	}
+	defer x.reg.unlock()
+	if x.reg.repairCount() {
+		x.opts.log.Error("shmex: registry count was damaged; repaired", "exchange", x.name, "count", x.reg.published())
+	}
+	return nil
 }
 
 func removeFile(path string) bool { return os.Remove(path) == nil }

@@ -20,5 +20,6 @@ func TestMain(m *testing.M) {
 		"receiver":  receiverChild,  // TestSHMProcessReopen (shm_reopen_test.go)
 		"mapper":    mapperChild,    // TestSHMProcessSenderUnmaps (shm_leak_test.go)
 		"registrar": registrarChild, // TestSHMProcessCloseRemovesRings (shm_leak_test.go)
+		"victim":    victimChild,    // TestSHMProcessTruncation (shm_fault_test.go)
 	})
 }

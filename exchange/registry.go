@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"os"
+	"sync"
 	"sync/atomic"
 	"unsafe"
 
@@ -30,7 +31,8 @@ type registry struct {
 	entries int
 	count   *uint32
 	gen     *uint64
-	lockFd  int // descriptor of the registry file, for flock
+	lockFd  int        // descriptor of the registry file, for flock
+	lockMu  sync.Mutex // the flock excludes other handles (their own descriptors), this the goroutines of this one
 }
 
 // entry is the decoded immutable part of a registry entry.
@@ -114,16 +116,27 @@ func (r *registry) close() {
 }
 
 // lock takes the writers' lock; the kernel drops it if this process dies.
+// A flock excludes the holders of other open file descriptions only (a
+// second flock on the same descriptor succeeds at once): lockMu excludes
+// the goroutines of this handle from one another.
 func (r *registry) lock() error {
+	r.lockMu.Lock()
 	for {
 		err := unix.Flock(r.lockFd, unix.LOCK_EX)
+		if err == nil {
+			return nil
+		}
 		if err != unix.EINTR {
+			r.lockMu.Unlock()
 			return err
 		}
 	}
 }
 
-func (r *registry) unlock() { unix.Flock(r.lockFd, unix.LOCK_UN) }
+func (r *registry) unlock() {
+	unix.Flock(r.lockFd, unix.LOCK_UN)
+	r.lockMu.Unlock()
+}
 
 // published returns how many slots may hold an entry: count, bounded by
 // the capacity (a count above it is damaged; see repairCount).

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/bits"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,6 +83,7 @@ type SHM struct {
 	closeStarted atomic.Bool // Close was called
 	closing      atomic.Bool // Close is past its clean-up: enter fails
 	closed       bool
+	broken       atomic.Bool // the registry faulted: enter fails (see registryFaulted)
 
 	// The mappings of destination rings: see "Mapping lifecycle" at dest
 	// for who may use a mapping and when it is unmapped.
@@ -134,7 +136,10 @@ func Open(name string, opts ...Option) (*SHM, error) {
 	if err != nil {
 		return nil, err
 	}
-	reg, err := openRegistry(dir, o.registryCap)
+	var reg *registry
+	if tolerateFault(func() { reg, err = openRegistry(dir, o.registryCap) }) {
+		err = fmt.Errorf("%w: the registry faulted as it was opened (truncated by another process?)", ErrCorruptRegistry)
+	}
 	if err != nil {
 		if life.leave() {
 			life.end()
@@ -150,6 +155,19 @@ func (x *SHM) Dir() string { return x.dir }
 // Name returns the exchange's name.
 func (x *SHM) Name() string { return x.name }
 
+// hold is enter for a step that needs the mappings and not the registry's
+// contents (it works on a handle whose registry faulted).
+func (x *SHM) hold() error {
+	if x.closing.Load() || !x.mu.TryRLock() {
+		return ErrExchangeClosed
+	}
+	if x.closed {
+		x.mu.RUnlock()
+		return ErrExchangeClosed
+	}
+	return nil
+}
+
 // enter guards an operation against a concurrent Close.
 func (x *SHM) enter() error {
 	// Only Close takes mu for writing, after setting closing: a failed
@@ -163,8 +181,15 @@ func (x *SHM) enter() error {
 		x.mu.RUnlock()
 		return ErrExchangeClosed
 	}
+	if x.broken.Load() {
+		x.mu.RUnlock()
+		return errBroken
+	}
 	return nil
 }
+
+// errBroken is what the calls on a handle whose registry faulted return.
+var errBroken = fmt.Errorf("%w: the registry faulted (truncated by another process?)", ErrCorruptRegistry)
 
 func (x *SHM) leave() { x.mu.RUnlock() }
 
@@ -201,7 +226,9 @@ func (x *SHM) Close() error {
 	x.mboxes = nil
 	for mb := range mboxes {
 		mb.closed.Store(true)
-		mb.c.Interrupt()
+		if tolerateFault(mb.c.Interrupt) {
+			mb.d.faulted.Store(true)
+		}
 	}
 	x.mbMu.Unlock()
 	last := x.life.leave()
@@ -212,7 +239,9 @@ func (x *SHM) Close() error {
 		x.mu.Lock()
 		detach(mboxes)
 		x.mu.Unlock()
-		x.releaseOwned()
+		if err := x.releaseOwned(); err != nil {
+			x.opts.log.Error("shmex: cleaning up after the process failed", "exchange", x.name, "err", err)
+		}
 	}
 	x.closing.Store(true)
 	// No entered operation is in progress once mu is held, and none can
@@ -234,21 +263,13 @@ func (x *SHM) Close() error {
 		d.closeBoxes()
 	}
 	x.destMu.Unlock()
-	unmap := func(d *dest) {
-		for i := range d.boxes {
-			if p := d.boxes[i].p; p != nil {
-				p.Close()
-			}
-		}
-		d.seg.Close()
-	}
 	x.dests.Range(func(_, v any) bool {
-		unmap(v.(*dest))
+		v.(*dest).unmap()
 		return true
 	})
 	x.destMu.Lock()
 	for _, d := range x.retired {
-		unmap(d)
+		d.unmap()
 	}
 	x.retired = nil
 	x.destMu.Unlock()
@@ -265,9 +286,10 @@ func (x *SHM) Close() error {
 // is a no-op.
 func detach(mboxes map[*shmMailbox]struct{}) {
 	for mb := range mboxes {
-		mb.mu.Lock()
-		mb.c.Close()
-		mb.mu.Unlock()
+		if mb.lockUnlessStuck() {
+			mb.detach()
+			mb.mu.Unlock()
+		}
 	}
 }
 
@@ -275,11 +297,12 @@ func detach(mboxes map[*shmMailbox]struct{}) {
 // exchange is closing (see Close): it terminates the active mailboxes the
 // process owns and removes the rings of the terminated mailboxes it
 // registered or owns that nobody else can use any more.
-func (x *SHM) releaseOwned() {
+func (x *SHM) releaseOwned() (err error) {
 	if x.enter() != nil {
-		return
+		return nil
 	}
 	defer x.leave()
+	defer x.catch(&err, debug.SetPanicOnFault(true))
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
 	me := x.life.id()
@@ -310,6 +333,7 @@ func (x *SHM) releaseOwned() {
 		}
 	}
 	x.reapAll()
+	return nil
 }
 
 // releaseTimeout bounds the clean-up of a process's last Close (answering

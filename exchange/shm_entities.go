@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 
 	"github.com/shmex/shmex/ring"
 	"github.com/shmex/shmex/shm"
@@ -30,7 +31,7 @@ func (x *SHM) RegisterClient(ctx context.Context, opts ...RegisterOption) (Entit
 	return x.register(id, name, Behavior{})
 }
 
-func (x *SHM) register(id EntityID, name string, b Behavior) (EntityID, error) {
+func (x *SHM) register(id EntityID, name string, b Behavior) (_ EntityID, err error) {
 	if err := checkFields(name, b); err != nil {
 		return EntityID{}, err
 	}
@@ -38,6 +39,7 @@ func (x *SHM) register(id EntityID, name string, b Behavior) (EntityID, error) {
 		return EntityID{}, err
 	}
 	defer x.leave()
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
 	for attempt := 0; ; attempt++ {
 		err := x.registerLocked(id, name, b)
 		if err == nil {
@@ -130,11 +132,12 @@ func (x *SHM) lookup(id EntityID) (int, stamp) {
 // longest ago first): then its id is forgotten, and reported missing, as
 // the registry no longer holds anything of it. Never is another
 // mailbox's state reported for it.
-func (x *SHM) Status(ctx context.Context, id EntityID) (Status, error) {
+func (x *SHM) Status(ctx context.Context, id EntityID) (_ Status, err error) {
 	if err := x.enter(); err != nil {
 		return StatusMissing, err
 	}
 	defer x.leave()
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
 	for {
 		i, s := x.lookup(id)
 		if i < 0 {
@@ -176,11 +179,12 @@ func (x *SHM) status(i int, id EntityID) Status {
 
 // Info implements [Exchange.Info]: what the registry holds about id, with
 // the Status that Status reports.
-func (x *SHM) Info(ctx context.Context, id EntityID) (EntityInfo, error) {
+func (x *SHM) Info(ctx context.Context, id EntityID) (_ EntityInfo, err error) {
 	if err := x.enter(); err != nil {
 		return EntityInfo{}, err
 	}
 	defer x.leave()
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
 	for {
 		i, s := x.lookup(id)
 		if i < 0 {
@@ -200,11 +204,12 @@ func (x *SHM) Info(ctx context.Context, id EntityID) (EntityInfo, error) {
 
 // Discover implements [Exchange.Discover]. Agents whose owner process is
 // dead are not returned.
-func (x *SHM) Discover(ctx context.Context, behavior string, allowSubtypes bool) ([]EntityID, error) {
+func (x *SHM) Discover(ctx context.Context, behavior string, allowSubtypes bool) (_ []EntityID, err error) {
 	if err := x.enter(); err != nil {
 		return nil, err
 	}
 	defer x.leave()
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
 	var found []EntityID
 	n := x.reg.published()
 	for i := 0; i < n; i++ {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/shmex/shmex/ring"
 )
@@ -13,12 +15,13 @@ import (
 // Mailbox implements [Exchange.Mailbox]. A mailbox has one receiver at a
 // time across all processes ([ErrMailboxBusy]); the process that opens it
 // becomes its owner, whose death terminates it.
-func (x *SHM) Mailbox(ctx context.Context, id EntityID) (Mailbox, error) {
+func (x *SHM) Mailbox(ctx context.Context, id EntityID) (_ Mailbox, err error) {
 	if err := x.enter(); err != nil {
 		return nil, err
 	}
 	defer x.leave()
-	d, err := x.destPinned(id) // for the life of the client
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
+	d, err := x.destPinned(id)                       // for the life of the client
 	if errors.Is(err, ErrMailboxClosed) {
 		return closedMailbox{id}, nil // terminated, and nothing left in it
 	}
@@ -34,16 +37,11 @@ func (x *SHM) Mailbox(ctx context.Context, id EntityID) (Mailbox, error) {
 		return nil, err
 	}
 	if d.stamp.state() == regActive && x.reg.owner(d.index) != x.life.id() {
-		if err := x.reg.lock(); err != nil {
+		if err := x.takeOwnership(d); err != nil {
 			c.Close()
 			x.unpin(d)
 			return nil, err
 		}
-		if x.reg.stamp(d.index) == d.stamp {
-			x.reg.setOwner(d.index, x.life.id())
-			x.reg.changed()
-		}
-		x.reg.unlock()
 	}
 	mb := &shmMailbox{x: x, d: d, c: c}
 	x.mbMu.Lock()
@@ -56,6 +54,20 @@ func (x *SHM) Mailbox(ctx context.Context, id EntityID) (Mailbox, error) {
 	x.mboxes[mb] = struct{}{}
 	x.mbMu.Unlock()
 	return mb, nil
+}
+
+// takeOwnership makes this process the owner of d's mailbox, if d still
+// maps it.
+func (x *SHM) takeOwnership(d *dest) error {
+	if err := x.reg.lock(); err != nil {
+		return err
+	}
+	defer x.reg.unlock()
+	if x.reg.stamp(d.index) == d.stamp {
+		x.reg.setOwner(d.index, x.life.id())
+		x.reg.changed()
+	}
+	return nil
 }
 
 // shmMailbox is a receiving client of one mailbox.
@@ -74,7 +86,7 @@ func (mb *shmMailbox) ID() EntityID { return mb.d.id }
 // of the ring into m, then releases its space. A ring whose shared state
 // was damaged (by a faulty or hostile process) terminates the mailbox:
 // Recv returns [ErrMailboxClosed], wrapping [ring.ErrCorrupt].
-func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
+func (mb *shmMailbox) Recv(ctx context.Context, m *Message) (err error) {
 	x := mb.x
 	// mu, not enter, keeps the ring and the registry mapped: Close of the
 	// handle waits for it (see Close).
@@ -85,6 +97,7 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
 	if mb.closed.Load() {
 		return ErrMailboxClosed
 	}
+	defer mb.catch(&err, debug.SetPanicOnFault(true))
 	for {
 		got := false
 		var derr error
@@ -116,15 +129,27 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) error {
 			// ErrBadMessage, which a receive loop skips (it would spin).
 			// Terminate the mailbox so that its senders and callers are
 			// not left waiting; a supervisor may Reopen it, on a new ring.
-			if x.reg.state(mb.d.index) != regTerminated && x.enter() == nil {
+			if x.reg.state(mb.d.index) != regTerminated {
 				x.opts.log.Error("shmex: mailbox ring corrupt; terminating the mailbox", "exchange", x.name, "mailbox", mb.d.id, "err", err)
-				x.terminate(ctx, mb.d)
-				x.leave()
+				x.terminateEntered(ctx, mb.d)
 			}
 			return fmt.Errorf("%w: mailbox %v: %w", ErrMailboxClosed, mb.d.id, err)
 		}
 		return err
 	}
+}
+
+// catch is SHM.catch for Recv: a fault (the ring or the registry
+// truncated under the receiver) closes this client for good, after
+// quarantining what faulted.
+func (mb *shmMailbox) catch(errp *error, old bool) {
+	r := recover()
+	debug.SetPanicOnFault(old)
+	if r == nil {
+		return
+	}
+	*errp = mb.x.fault(r, mb.d)
+	mb.closed.Store(true)
 }
 
 // terminated reports whether the mailbox was terminated (or reopened on a
@@ -151,11 +176,20 @@ func (mb *shmMailbox) Close() error {
 	// detach the consumer) under it. A handle that is closing interrupts
 	// its receivers itself. (The client's pin keeps every other unmap
 	// away.)
-	if x.enter() == nil {
-		mb.c.Interrupt()
+	if x.hold() == nil {
+		if tolerateFault(mb.c.Interrupt) {
+			mb.d.faulted.Store(true)
+		}
 		x.leave()
 	}
-	mb.mu.Lock() // wait for a Recv in progress
+	if !mb.lockUnlessStuck() { // wait for a Recv in progress
+		x.mbMu.Lock()
+		if x.mboxes != nil {
+			delete(x.mboxes, mb)
+		}
+		x.mbMu.Unlock()
+		return nil
+	}
 	x.mbMu.Lock()
 	live := x.mboxes != nil // else the handle's Close has taken the client
 	if live {
@@ -163,7 +197,7 @@ func (mb *shmMailbox) Close() error {
 		// mbMu, will not know this one, so it must be detached before
 		// that Close can unmap the ring.
 		delete(x.mboxes, mb)
-		mb.c.Close()
+		mb.detach()
 	}
 	x.mbMu.Unlock()
 	if !live {
@@ -171,7 +205,7 @@ func (mb *shmMailbox) Close() error {
 		// mu before it unmaps, so the ring is mapped while mu is held
 		// here. Detached here too, so that the mailbox has no receiver
 		// once this Close returns (a no-op if that Close came first).
-		mb.c.Close()
+		mb.detach()
 	}
 	mb.mu.Unlock()
 	if !live {
@@ -186,14 +220,48 @@ func (mb *shmMailbox) Close() error {
 		return nil
 	}
 	defer x.leave()
-	if x.reg.stamp(mb.d.index).state() == regTerminated {
-		if st := mb.d.r.Stats(); st.Head == st.Tail {
-			x.removeTerminatedRing(mb.d)
+	x.guard(func() {
+		if !mb.d.faulted.Load() && x.reg.stamp(mb.d.index).state() == regTerminated {
+			if st := mb.d.r.Stats(); st.Head == st.Tail {
+				x.removeTerminatedRing(mb.d)
+			}
 		}
-	}
+	})
 	x.unpin(mb.d)
-	x.reap(mb.d.id)
+	x.guard(func() { x.reap(mb.d.id) })
 	return nil
+}
+
+// lockUnlessStuck takes mu, waiting for a Recv in progress, and reports
+// whether it did. A Recv asleep on a ring truncated under it cannot be
+// woken (its doorbell is gone with the pages) and holds mu for ever: once
+// the ring has faulted, lockUnlessStuck waits a little, then leaves that
+// Recv and its mapping alone (the mapping is never unmapped: the sleeper
+// would touch it if it ever woke).
+func (mb *shmMailbox) lockUnlessStuck() bool {
+	for wait := time.Duration(0); !mb.mu.TryLock(); wait += time.Millisecond {
+		if !mb.d.faulted.Load() {
+			mb.mu.Lock()
+			return true
+		}
+		if wait >= stuckWait {
+			mb.d.stuck.Store(true)
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return true
+}
+
+// stuckWait is how long Close waits for a Recv on a ring that faulted.
+const stuckWait = 100 * time.Millisecond
+
+// detach detaches the receiver, unless its ring faulted (never touched
+// again). The caller holds mu.
+func (mb *shmMailbox) detach() {
+	if !mb.d.faulted.Load() && tolerateFault(func() { mb.c.Close() }) {
+		mb.d.faulted.Store(true)
+	}
 }
 
 // closedMailbox is the client of a terminated mailbox whose ring was

@@ -120,6 +120,8 @@ type dest struct {
 	lastCheck atomic.Int64 // unix nanos of the last owner liveness check
 	dead      atomic.Bool  // retired: unlinked from x.dests, never linked again
 	pins      atomic.Int32 // users that hold no box (see the lifecycle above)
+	faulted   atomic.Bool  // its ring faulted: never touched again (see quarantine)
+	stuck     atomic.Bool  // a Recv sleeps on its faulted ring for ever: never unmapped
 }
 
 // prodBox holds one ring producer, used by one sending goroutine at a time.
@@ -392,14 +394,25 @@ func (d *dest) releaseIfIdle() bool {
 	}
 	// Every box is closed, and was released (or never taken) before:
 	// the producers' writes happened before the CASes that closed them.
+	d.unmap()
+	return true
+}
+
+// unmap gives back d's producer slots and unmaps its ring; every box is
+// closed (no sender holds one). A ring that faulted is not written to
+// again (see quarantine).
+func (d *dest) unmap() {
 	for i := range d.boxes {
 		if p := d.boxes[i].p; p != nil {
-			p.Close()
+			if !d.faulted.Load() && tolerateFault(func() { p.Close() }) {
+				d.faulted.Store(true)
+			}
 			d.boxes[i].p = nil
 		}
 	}
-	d.seg.Close()
-	return true
+	if !d.stuck.Load() {
+		d.seg.Close()
+	}
 }
 
 // stale reports whether the mapping d can carry no message any more: the
@@ -429,10 +442,10 @@ func (x *SHM) reap(id EntityID) {
 // reapAll is reap for every mapping of this handle. The caller has entered.
 func (x *SHM) reapAll() {
 	x.destMu.Lock()
+	defer x.destMu.Unlock() // deferred: the registry may fault (see catch)
 	x.seenGen.Store(x.reg.generation())
 	x.retireStaleLocked()
 	x.reclaimLocked()
-	x.destMu.Unlock()
 }
 
 // reapIfChanged is reapAll when the registry changed since this handle

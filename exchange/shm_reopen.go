@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"runtime/debug"
 	"time"
 
 	"github.com/shmex/shmex/ring"
@@ -21,11 +22,12 @@ import (
 // second, and with [ErrBadEntityID] when id is not registered. Messages still queued in
 // the terminated mailbox are dropped (its requests were answered when it
 // was terminated).
-func (x *SHM) Reopen(ctx context.Context, id EntityID) error {
+func (x *SHM) Reopen(ctx context.Context, id EntityID) (err error) {
 	if err := x.enter(); err != nil {
 		return err
 	}
 	defer x.leave()
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
 	i, s := x.lookup(id)
 	if i < 0 {
 		return fmt.Errorf("%w: %v", ErrBadEntityID, id)
@@ -126,11 +128,12 @@ func (x *SHM) probeRing(path string) (*shm.Segment, *ring.Consumer, error) {
 
 // Incarnation implements [Reopener]: how many times the mailbox of id was
 // reopened ([ErrBadEntityID] when it is not registered).
-func (x *SHM) Incarnation(ctx context.Context, id EntityID) (uint32, error) {
+func (x *SHM) Incarnation(ctx context.Context, id EntityID) (_ uint32, err error) {
 	if err := x.enter(); err != nil {
 		return 0, err
 	}
 	defer x.leave()
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
 	if v, ok := x.dests.Load(id.UUID); ok {
 		if d := v.(*dest); d.id == id {
 			if s := x.reg.stamp(d.index); s.gen() == d.stamp.gen() {

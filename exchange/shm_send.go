@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/shmex/shmex/ring"
@@ -16,11 +17,12 @@ import (
 // (128, shared by every process that sends to it; a handle takes one per
 // goroutine sending at once, up to 8): a Send that finds none free waits
 // for one as it waits for space in a full mailbox.
-func (x *SHM) Send(ctx context.Context, m *Message) error {
+func (x *SHM) Send(ctx context.Context, m *Message) (err error) {
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	_, err := x.send(ctx, m, true)
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
+	_, err = x.send(ctx, m, true)
 	return err
 }
 
@@ -28,10 +30,11 @@ func (x *SHM) Send(ctx context.Context, m *Message) error {
 // incarnation of the mailbox's ring that took the message (the send found
 // it current while it held its producer box, after the claim: a Reopen
 // since then moves later sends, not this one).
-func (x *SHM) SendIncarnation(ctx context.Context, m *Message) (uint32, error) {
+func (x *SHM) SendIncarnation(ctx context.Context, m *Message) (inc uint32, err error) {
 	if err := m.Validate(); err != nil {
 		return 0, err
 	}
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
 	return x.send(ctx, m, true)
 }
 
@@ -45,7 +48,9 @@ var errRetired = errors.New("exchange: mailbox mapping retired")
 // send is Send without the validation; it returns the incarnation of the
 // mailbox that took m. wait says whether to wait for space in a full
 // mailbox. It needs no enter: the steady state touches mapped memory only
-// while holding a producer box, and the slow paths enter.
+// while holding a producer box, and the slow paths enter. The caller has
+// turned faults into panics (see shm_fault.go): every lock and box taken
+// on the way is released by a deferred call.
 func (x *SHM) send(ctx context.Context, m *Message, wait bool) (uint32, error) {
 	lookup := false
 	for {
@@ -65,10 +70,7 @@ func (x *SHM) send(ctx context.Context, m *Message, wait bool) (uint32, error) {
 			}
 			continue
 		case errors.Is(err, ErrMailboxClosed):
-			if x.enter() == nil {
-				x.reap(m.Dest)
-				x.leave()
-			}
+			x.reapEntered(m.Dest)
 		}
 		return 0, err
 	}
@@ -83,13 +85,8 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) (uint
 		d = x.cachedDest(m.Dest)
 	}
 	if d == nil {
-		if err := x.enter(); err != nil {
-			return 0, err
-		}
 		var err error
-		d, err = x.dest(m.Dest)
-		x.leave()
-		if err != nil {
+		if d, err = x.destEntered(m.Dest); err != nil {
 			return 0, err
 		}
 	}
@@ -107,12 +104,32 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) (uint
 		}
 		return 0, err
 	}
+	housekeep, err := x.deliver(ctx, d, b, m, n, wait)
+	switch {
+	case err == errOwnerDead:
+		return 0, x.ownerDied(d)
+	case err != nil:
+		return 0, err
+	case housekeep:
+		x.reapAllEntered()
+	}
+	return d.stamp.inc(), nil
+}
+
+// errOwnerDead tells sendOnce that the owner of the mailbox is dead.
+var errOwnerDead = errors.New("exchange: mailbox owner dead")
+
+// deliver writes m (n bytes encoded) into d's ring through the box b,
+// which the caller took and deliver gives back (also when the ring
+// faults). It reports whether the registry changed since this handle last
+// retired its stale mappings, when it looked (housekeep).
+func (x *SHM) deliver(ctx context.Context, d *dest, b *prodBox, m *Message, n int, wait bool) (housekeep bool, err error) {
+	defer b.release()
 	// From here on the box keeps d's ring and the registry mapped. The
 	// stamp is the one load of the registry a send makes: unchanged, the
 	// mailbox is the one d was mapped for, still active, on this ring.
 	if x.reg.stamp(d.index) != d.stamp {
-		b.release()
-		return 0, errStale
+		return false, errStale
 	}
 	// A mailbox whose owner died is terminated rather than filled: look at
 	// the owner at most once per ownerCheckInterval per mailbox, and at the
@@ -120,11 +137,9 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) (uint
 	// by the senders would be a cache line that every one writes). A full
 	// mailbox is checked at once, in claimSlow. The same turn looks whether
 	// the registry changed, to let go of this handle's stale mappings.
-	housekeep := false
 	if b.sends++; b.sends&(ownerCheckEvery-1) == 0 && d.ownerCheckDue() {
 		if !x.alive(x.reg.owner(d.index)) {
-			b.release()
-			return 0, x.ownerDied(d)
+			return false, errOwnerDead
 		}
 		housekeep = x.reg.generation() != x.seenGen.Load()
 	}
@@ -133,27 +148,45 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) (uint
 		c, err = x.claimSlow(ctx, d, b.p, m.Kind, n)
 	}
 	if err != nil {
-		b.release()
 		if errors.Is(err, ring.ErrClosed) {
 			if s := x.reg.stamp(d.index); s.gen() != d.stamp.gen() || s.inc() != d.stamp.inc() {
-				return 0, errStale // send again, to the new ring
+				return false, errStale // send again, to the new ring
 			}
-			return 0, fmt.Errorf("%w: %v", ErrMailboxClosed, m.Dest)
+			return false, fmt.Errorf("%w: %v", ErrMailboxClosed, m.Dest)
 		}
-		return 0, err
+		return false, err
 	}
 	if err := m.encodeSized(c.Bytes()); err != nil {
 		c.Abort()
-		b.release()
-		return 0, err
+		return false, err
 	}
 	c.Commit()
-	b.release()
-	if housekeep && x.enter() == nil {
-		x.reapAll()
-		x.leave()
+	return housekeep, nil
+}
+
+// destEntered is dest, entered.
+func (x *SHM) destEntered(id EntityID) (*dest, error) {
+	if err := x.enter(); err != nil {
+		return nil, err
 	}
-	return d.stamp.inc(), nil
+	defer x.leave()
+	return x.dest(id)
+}
+
+// reapEntered is reap, entered (a no-op when the handle is closing).
+func (x *SHM) reapEntered(id EntityID) {
+	if x.enter() == nil {
+		defer x.leave()
+		x.reap(id)
+	}
+}
+
+// reapAllEntered is reapAll, entered (a no-op when the handle is closing).
+func (x *SHM) reapAllEntered() {
+	if x.enter() == nil {
+		defer x.leave()
+		x.reapAll()
+	}
 }
 
 // acquire returns a free producer box of d, creating its producer on first
@@ -173,16 +206,13 @@ func (x *SHM) acquire(ctx context.Context, d *dest) (*prodBox, error) {
 				continue
 			}
 			if b.p == nil {
-				p, err := d.r.NewProducer(x.life.id())
-				if err != nil {
-					b.release()
+				if err := x.newProducer(d, b); err != nil {
 					if errors.Is(err, ring.ErrNoSlot) {
 						noSlot = true
 						break // wait for a box that has a producer, or a slot
 					}
 					return nil, err
 				}
-				b.p = p
 			}
 			return b, nil
 		}
@@ -207,6 +237,23 @@ func (x *SHM) acquire(ctx context.Context, d *dest) (*prodBox, error) {
 			runtime.Gosched()
 		}
 	}
+}
+
+// newProducer gives the box b, which the caller took, a producer of d's
+// ring. It gives b back when it fails (also when the ring faults).
+func (x *SHM) newProducer(d *dest, b *prodBox) (err error) {
+	ok := false
+	defer func() {
+		if !ok {
+			b.release()
+		}
+	}()
+	p, err := d.r.NewProducer(x.life.id())
+	if err != nil {
+		return err
+	}
+	b.p, ok = p, true
+	return nil
 }
 
 // claimSlow waits for space in a full mailbox, in steps, so that it notices

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 
 	"github.com/shmex/shmex/ring"
@@ -23,11 +24,12 @@ import (
 // [SHM.Collect] finds its owner dead. Every process unmaps the ring once
 // no send or receive of its own is inside it (see the mapping lifecycle
 // at dest).
-func (x *SHM) Terminate(ctx context.Context, id EntityID) error {
+func (x *SHM) Terminate(ctx context.Context, id EntityID) (err error) {
 	if err := x.enter(); err != nil {
 		return err
 	}
 	defer x.leave()
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
 	i, s := x.lookup(id)
 	if i < 0 || s.state() == regTerminated {
 		return nil
@@ -51,19 +53,37 @@ func (x *SHM) Terminate(ctx context.Context, id EntityID) error {
 // reopened: the current one is not ours to end) or of a slot since
 // reused.
 func (x *SHM) terminate(ctx context.Context, d *dest) error {
-	if err := x.reg.lock(); err != nil {
+	if done, err := x.closeAndMark(d); !done {
 		return err
 	}
+	x.sweep(ctx, d)
+	return nil
+}
+
+// closeAndMark closes d's ring and marks its mailbox terminated, under the
+// registry's lock; done is false when there was nothing to do (see
+// terminate) or the lock failed.
+func (x *SHM) closeAndMark(d *dest) (done bool, err error) {
+	if err := x.reg.lock(); err != nil {
+		return false, err
+	}
+	defer x.reg.unlock() // deferred: the ring or the registry may fault (see catch)
 	s := x.reg.stamp(d.index)
 	if s.gen() != d.stamp.gen() || s.inc() != d.stamp.inc() || s.state() == regTerminated {
-		x.reg.unlock()
-		return nil
+		return false, nil
 	}
 	d.r.Close()
 	x.reg.setTerminated(d.index, s)
-	x.reg.unlock()
-	x.sweep(ctx, d)
-	return nil
+	return true, nil
+}
+
+// terminateEntered is terminate, entered (a no-op when the handle is
+// closing).
+func (x *SHM) terminateEntered(ctx context.Context, d *dest) {
+	if x.enter() == nil {
+		defer x.leave()
+		x.terminate(ctx, d)
+	}
 }
 
 // terminateDead terminates the mailbox of a dead owner (or of a damaged
