@@ -14,7 +14,8 @@
 // ([WithName], [Exchange.Info]) and never travel in messages.
 //
 // A mailbox is active until it is terminated ([Exchange.Terminate]); a
-// terminated mailbox stays in the registry ([StatusTerminated]), refuses
+// terminated mailbox stays in the registry ([StatusTerminated]; in a
+// shared-memory exchange, until a new registration needs its slot), refuses
 // new messages with [ErrMailboxClosed], answers the requests still queued
 // in it with error responses so that no caller waits forever, and lets its
 // receiver drain the rest. A supervisor that restarts an agent can bring

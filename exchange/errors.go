@@ -11,8 +11,10 @@ import (
 // counterpart of Academy's TimeoutError) or [context.Canceled].
 var (
 	// ErrBadEntityID reports that no mailbox exists for an id (Academy's
-	// BadEntityIdError): it was never registered in this exchange, or it was
-	// registered with another role.
+	// BadEntityIdError): it was never registered in this exchange, or it
+	// was registered with another role, or (in a shared-memory exchange)
+	// its registry slot was reused since it was terminated (see
+	// SHM.Status).
 	ErrBadEntityID = errors.New("exchange: no mailbox for entity id")
 
 	// ErrMailboxClosed reports that a mailbox was terminated (sends fail,

@@ -57,9 +57,11 @@ func WithMailboxBytes(n int) Option { return func(o *shmOptions) { o.mailboxByte
 // ring.SpinThenPark(n) (the default, with n = 2000).
 func WithIdle(s ring.IdleStrategy) Option { return func(o *shmOptions) { o.idle = s } }
 
-// WithRegistryCapacity sets how many mailboxes the exchange can ever
-// register; it applies when this handle creates the exchange. Default
-// DefaultRegistryCapacity.
+// WithRegistryCapacity sets how many mailboxes the exchange holds at once;
+// it applies when this handle creates the exchange. Default
+// DefaultRegistryCapacity. The slots of terminated mailboxes are reused
+// when no free slot is left (see SHM.Status), so only active mailboxes
+// fill the registry.
 func WithRegistryCapacity(n int) Option { return func(o *shmOptions) { o.registryCap = n } }
 
 // WithLogger sets the logger for events such as a mailbox found dead.

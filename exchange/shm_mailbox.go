@@ -264,8 +264,8 @@ func (mb *shmMailbox) detach() {
 	}
 }
 
-// closedMailbox is the client of a terminated mailbox whose ring was
-// collected: there is nothing left to drain.
+// closedMailbox is the client of a terminated mailbox whose ring is gone:
+// there is nothing left to drain.
 type closedMailbox struct{ id EntityID }
 
 func (c closedMailbox) ID() EntityID                         { return c.id }
