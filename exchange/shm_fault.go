@@ -153,8 +153,9 @@ func (x *SHM) terminateSlot(d *dest) {
 }
 
 // registryFaulted breaks the handle after a fault on its registry: enter
-// fails from now on, every mapping is retired (a send goes back to the
-// look-up, which enters) and every mailbox client reads closed.
+// fails from now on, every mapping is retired and unmapped once unused (a
+// send goes back to the look-up, which enters) and every mailbox client
+// reads closed.
 func (x *SHM) registryFaulted() {
 	if x.broken.Swap(true) {
 		return
@@ -165,6 +166,7 @@ func (x *SHM) registryFaulted() {
 		x.retireLocked(v.(*dest))
 		return true
 	})
+	x.reclaimLocked() // their boxes closed: a send goes to the look-up at once
 	x.destMu.Unlock()
 	x.last.Store(nil)
 	x.mbMu.Lock()

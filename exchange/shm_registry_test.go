@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/internal/childproc"
 	"github.com/shmex/shmex/shm"
 )
 
@@ -316,5 +317,55 @@ func TestSHMRegistryScribbledState(t *testing.T) {
 	}
 	if err := y.Send(ctx, exchange.NewPingRequest(client, a)); !errors.Is(err, exchange.ErrBadEntityID) {
 		t.Fatalf("Send with a state that says free: %v, want ErrBadEntityID", err)
+	}
+}
+
+// TestSHMRegistryFullOfTheDead: a process killed with its mailboxes active
+// leaves a full registry; a registration terminates the dead owner's
+// mailboxes and takes a slot, and Collect (shmex gc) makes every slot of a
+// dead process free for reuse.
+func TestSHMRegistryFullOfTheDead(t *testing.T) {
+	root := testRoot(t)
+	const name = "dead-full"
+	x := openSHM(t, root, name, exchange.WithRegistryCapacity(4), exchange.WithMailboxBytes(1024))
+	ctx := testCtx(t, time.Minute)
+	for round := range 2 {
+		kid := childproc.Start(t, "registrar", root, name)
+		ids := parseIDs(t, line(t, kid, "registrar", childStart)[1:]...)
+		// The registrar terminated one of its four: that slot is taken
+		// by the next registration, then the registry is full.
+		first, err := x.RegisterClient(ctx)
+		if err != nil {
+			t.Fatalf("round %d: RegisterClient into the terminated slot: %v", round, err)
+		}
+		if _, err := x.RegisterClient(ctx); !errors.Is(err, exchange.ErrRegistryFull) {
+			t.Fatalf("round %d: RegisterClient with the registrar alive: %v, want ErrRegistryFull", round, err)
+		}
+		kid.Kill()
+		active := []exchange.EntityID{ids[0], ids[1], ids[3]} // owned, unopened, given
+		if round == 1 {
+			st, err := x.Collect(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, id := range active {
+				if s, err := x.Status(ctx, id); err != nil || s != exchange.StatusTerminated {
+					t.Fatalf("Status of a dead process's mailbox after Collect = %v, %v (collected %+v)", s, err, st)
+				}
+			}
+		}
+		mine := []exchange.EntityID{first}
+		for range active {
+			id, err := x.RegisterClient(ctx)
+			if err != nil {
+				t.Fatalf("round %d: RegisterClient after the registrar died: %v", round, err)
+			}
+			mine = append(mine, id)
+		}
+		for _, id := range mine {
+			if err := x.Terminate(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 }
