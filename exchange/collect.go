@@ -24,13 +24,17 @@ type CollectStats struct {
 	Temps int
 }
 
-// tempGrace is how old a temporary file must be before Collect takes it for
-// abandoned: creating a segment takes far less.
-const tempGrace = time.Minute
+// orphanGrace is how old a ring file that no registry entry names must be
+// before Collect takes it for abandoned: a registration publishes its
+// entry far sooner after it created the ring.
+const orphanGrace = time.Minute
 
 // Entities returns what the registry holds about every entity of the
 // exchange, agents and clients, active or terminated, in the order of
-// their registry slots. Damaged entries are skipped (and logged).
+// their registry slots. Damaged entries are skipped (and logged). It
+// changes nothing (for listings and dry runs): a mailbox whose owner is
+// dead, or whose state is damaged, is reported terminated without being
+// terminated (Status or Collect does that).
 func (x *SHM) Entities(ctx context.Context) (_ []EntityInfo, err error) {
 	if err := x.enter(); err != nil {
 		return nil, err
@@ -52,7 +56,10 @@ func (x *SHM) Entities(ctx context.Context) (_ []EntityInfo, err error) {
 			x.opts.log.Warn("shmex: skipping damaged registry entry", "exchange", x.name, "entry", i, "err", err)
 			continue
 		}
-		st := x.status(i, e.id)
+		st := StatusTerminated
+		if s.state() == regActive && x.alive(x.reg.owner(i)) {
+			st = StatusActive
+		}
 		if !x.reg.current(i, s) {
 			continue
 		}
@@ -75,8 +82,8 @@ func (x *SHM) Entities(ctx context.Context) (_ []EntityInfo, err error) {
 //     or Reopen that died before publishing them, or by a slot reused
 //     while a receiver drained them) once they are a minute old;
 //   - the liveness lock files of dead processes;
-//   - temporary files older than a minute (segments whose creator died
-//     before publishing them).
+//   - temporary files whose creator died before publishing them (no
+//     process holds their lock: see shm.RemoveAbandonedTemp).
 //
 // It compacts the registry: every active mailbox whose owner is dead is
 // marked terminated first (its queued requests answered), so that its
@@ -124,7 +131,7 @@ func (x *SHM) Collect(ctx context.Context) (st CollectStats, err error) {
 	// This handle's mappings of the rings removed (by this Collect or
 	// another process's) and of reopened mailboxes go now.
 	x.reapAll()
-	entries, err := os.ReadDir(x.dir)
+	entries, err := shm.ReadDir(x.dir)
 	if err != nil {
 		return st, err
 	}
@@ -132,17 +139,21 @@ func (x *SHM) Collect(ctx context.Context) (st CollectStats, err error) {
 		name := de.Name()
 		path := filepath.Join(x.dir, name)
 		switch {
-		case shm.IsTemp(name), strings.HasPrefix(name, shm.RingPrefix) && !named[name]:
+		case shm.IsTemp(name):
+			// Its creator holds a lock on it until it is published: one
+			// that nobody holds was left by a creator that died.
+			if ok, err := shm.RemoveAbandonedTemp(path); err == nil && ok {
+				st.Temps++
+			}
+		case strings.HasPrefix(name, shm.RingPrefix) && !named[name]:
+			// A registration or Reopen creates the ring before it
+			// publishes the entry that names it: give it time.
 			fi, err := de.Info()
-			if err != nil || time.Since(fi.ModTime()) < tempGrace {
+			if err != nil || time.Since(fi.ModTime()) < orphanGrace {
 				continue
 			}
 			if removeFile(path) {
-				if shm.IsTemp(name) {
-					st.Temps++
-				} else {
-					st.Rings++
-				}
+				st.Rings++
 			}
 		case strings.HasPrefix(name, shm.LivePrefix):
 			if _, ok := shm.ParseLifeName(name); !ok {

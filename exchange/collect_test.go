@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/shmex/shmex/exchange"
 	"github.com/shmex/shmex/internal/childproc"
 )
@@ -43,8 +45,18 @@ func TestSHMCollect(t *testing.T) {
 	if err := os.Chtimes(abandoned, old, old); err != nil {
 		t.Fatal(err)
 	}
+	// A temporary file still being made: its creator (this test) holds
+	// its lock, as shm.Create does until it publishes.
 	fresh := filepath.Join(dir, ".tmp-ring-fresh")
 	if err := os.WriteFile(fresh, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ff, err := os.Open(fresh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ff.Close()
+	if err := unix.Flock(int(ff.Fd()), unix.LOCK_EX); err != nil {
 		t.Fatal(err)
 	}
 

@@ -12,8 +12,6 @@ import (
 	"strconv"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/shmex/shmex/shm"
 )
 
@@ -68,8 +66,8 @@ func Remove(name string, opts ...Option) error {
 	if err := inUse(aside, name); err != nil {
 		// Opened meanwhile: put it back, unless a new exchange of that
 		// name took its place (then the one opened stays aside, for its
-		// users, and a later Remove or Collect of the root).
-		if unix.Renameat2(unix.AT_FDCWD, aside, unix.AT_FDCWD, dir, unix.RENAME_NOREPLACE) != nil {
+		// users, and a later Remove of the root's leftovers).
+		if shm.Publish(aside, dir) != nil { // renames, never replacing
 			return fmt.Errorf("%w (moved aside to %s)", err, aside)
 		}
 		return err
@@ -82,24 +80,23 @@ func Remove(name string, opts ...Option) error {
 
 // inUse returns an error wrapping ErrExchangeInUse naming the pids of the
 // live processes holding a liveness lock in dir, or nil when none does.
+// A lock file that cannot be tested (not a regular file, say) is an error
+// too: Remove does not guess.
 func inUse(dir, name string) error {
-	ents, err := os.ReadDir(dir)
+	lives, err := shm.Lives(dir)
 	if err != nil {
 		return fmt.Errorf("exchange: remove %s: %w", name, err)
 	}
 	var pids []string
-	for _, e := range ents {
-		if _, ok := shm.ParseLifeName(e.Name()); !ok {
+	for _, l := range lives {
+		if !l.Alive {
 			continue
 		}
-		path := filepath.Join(dir, e.Name())
-		alive, err := shm.AlivePath(path)
-		if err != nil {
-			return fmt.Errorf("exchange: remove %s: %w", name, err)
+		pid := "?"
+		if l.PID > 0 {
+			pid = strconv.Itoa(l.PID)
 		}
-		if alive {
-			pids = append(pids, lifePid(path))
-		}
+		pids = append(pids, pid)
 	}
 	if len(pids) == 0 {
 		return nil
@@ -107,29 +104,4 @@ func inUse(dir, name string) error {
 	slices.Sort(pids)
 	pids = slices.Compact(pids)
 	return fmt.Errorf("%w: %s is used by live processes (pid %s)", ErrExchangeInUse, name, strings.Join(pids, ", "))
-}
-
-// lifePid returns the pid that the liveness lock file at path names
-// ("pid N"), or "?" when it cannot be read. The file is opened without
-// blocking and read only if it is a regular file.
-func lifePid(path string) string {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return "?"
-	}
-	defer unix.Close(fd)
-	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return "?"
-	}
-	var b [64]byte
-	n, _ := unix.Read(fd, b[:])
-	f := strings.Fields(string(b[:max(n, 0)]))
-	if len(f) < 2 || f[0] != "pid" {
-		return "?"
-	}
-	if _, err := strconv.Atoi(f[1]); err != nil {
-		return "?"
-	}
-	return f[1]
 }
