@@ -72,9 +72,13 @@ import (
 //     is touched only by the holder of one of its producer boxes (a send:
 //     busy moved from boxIdle to boxBusy by CAS, back to boxIdle by its
 //     holder alone), or by the holder of a pin (pins > 0, taken while dead
-//     is false: a mailbox client for its whole life, Terminate, Status and
-//     sendOnce terminating a dead owner's mailbox). The Go fields of a dest
-//     (id, index, stamp, r's configuration) stay readable after the unmap.
+//     is false, or given with a dest that is never linked: a mailbox
+//     client for its whole life, Terminate, Status and sendOnce
+//     terminating a dead owner's mailbox, Close of the process's last
+//     handle). The Go fields of a dest (id, index, stamp, r's
+//     configuration) stay readable after the unmap. A dest whose ring
+//     faulted (another process truncated its file) is retired and never
+//     touched again, not even to give its producer slots back.
 //  3. Release. releaseIfIdle unmaps a dead dest only after it has seen pins
 //     == 0 and turned every box from boxIdle to boxClosed by CAS. A pin is
 //     taken by incrementing pins, then loading dead (and undone when dead
@@ -109,7 +113,8 @@ import (
 //     mailbox client's mu (its receiver interrupted), then closes every
 //     box of every dest, waiting for those held; only then does it unmap
 //     the dests and the registry. Every reclaim runs inside an entered
-//     operation, never alongside Close.
+//     operation, never alongside Close. (A receive asleep on a ring that
+//     faulted cannot be woken: Close leaves it, and its mapping, alone.)
 type dest struct {
 	id        EntityID
 	index     int   // registry slot

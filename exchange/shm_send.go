@@ -27,9 +27,9 @@ func (x *SHM) Send(ctx context.Context, m *Message) (err error) {
 }
 
 // SendIncarnation implements [IncarnationSender]: Send, returning the
-// incarnation of the mailbox's ring that took the message (the send found
-// it current while it held its producer box, after the claim: a Reopen
-// since then moves later sends, not this one).
+// incarnation of the mailbox whose ring took the message. (A Terminate
+// closes the ring before a Reopen makes the next incarnation: a claim that
+// succeeded went into the ring of the incarnation returned.)
 func (x *SHM) SendIncarnation(ctx context.Context, m *Message) (inc uint32, err error) {
 	if err := m.Validate(); err != nil {
 		return 0, err
