@@ -14,8 +14,10 @@ import (
 // of the file raises SIGBUS, which kills a Go program unless the faulting
 // goroutine asked for a panic instead (debug.SetPanicOnFault, a flag of
 // the goroutine). Every exported method that touches mapped memory turns
-// the flag on at its entry and defers catch (or, on the send path, its own
-// recover), which restores the flag and turns a fault into an error:
+// the flag on at its entry and defers catch, which restores the flag and
+// turns a fault into an error (Send and Recv, on the steady-state path,
+// do it in the one deferred call they make anyway: delivered, and the
+// mailbox's exit):
 //
 //   - a fault in a ring quarantines that mailbox's mapping (never touched
 //     again: its producers and consumer are dropped without writing, the
@@ -28,13 +30,20 @@ import (
 //     [ErrCorruptRegistry] (its mailbox clients report [ErrMailboxClosed]),
 //     and Close releases it without reading the registry.
 //
-// The cost is two stores to the goroutine's flag and a deferred recover per
-// Send and per Recv, measured within noise of the round trip (see the
-// README). Clean-up steps that touch a mapping on behalf of no caller
-// (unmapping a retired ring, detaching a receiver) run under
-// tolerateFault. What stays fatal: a truncation that hits the receiver
-// goroutine of a context.AfterFunc that shm's CancelRinger registers (it
-// rings a ring's doorbell when a waiting receive's context ends).
+// The cost is two calls that set the goroutine's flag and a recover, in a
+// deferred call that Send (deliver) and Recv made anyway: about 5 ns per
+// call on the 2-vCPU machine (BenchmarkFaultGuard), some 20 to 30 ns of a
+// round trip of 1.1 to 1.5 µs, within the noise of BenchmarkSHMRoundTrip
+// and bench's BenchmarkExchangeRTTSpin. Clean-up steps that touch a
+// mapping on behalf of no caller (unmapping a retired ring, detaching a
+// receiver) run under tolerateFault.
+//
+// What stays out of reach: a receive asleep on a ring truncated under it
+// cannot be woken (its doorbell went with the pages; Close leaves it), and
+// when its context ends, shm's CancelRinger rings that doorbell from a
+// goroutine of the context package, which faults unguarded and kills the
+// process. Both need a change below the exchange (a bounded sleep in the
+// ring's Receive; SetPanicOnFault in CancelRinger's callback).
 
 // errFault is what a fault on a mapping this handle cannot place returns
 // (a segment being mapped when it was truncated).

@@ -91,13 +91,12 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) (err error) {
 	// mu, not enter, keeps the ring and the registry mapped: Close of the
 	// handle waits for it (see Close).
 	mb.mu.Lock()
-	defer mb.mu.Unlock()
+	defer mb.exit(&err, debug.SetPanicOnFault(true)) // unlocks mu; see shm_fault.go
 	// Looked at under mu: a Recv that waited for a Close to finish must
 	// not touch the ring, which may be unmapped by now.
 	if mb.closed.Load() {
 		return ErrMailboxClosed
 	}
-	defer mb.catch(&err, debug.SetPanicOnFault(true))
 	for {
 		got := false
 		var derr error
@@ -139,17 +138,21 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) (err error) {
 	}
 }
 
-// catch is SHM.catch for Recv: a fault (the ring or the registry
-// truncated under the receiver) closes this client for good, after
-// quarantining what faulted.
-func (mb *shmMailbox) catch(errp *error, old bool) {
+// exit ends a Recv, deferred (one deferred call for both jobs: Recv is on
+// the fast path): it restores the goroutine's fault flag and unlocks mu,
+// and, as SHM.catch does, turns a fault (the ring or the registry
+// truncated under the receiver) into an error, after which this client
+// reads closed for good.
+func (mb *shmMailbox) exit(errp *error, old bool) {
 	r := recover()
 	debug.SetPanicOnFault(old)
 	if r == nil {
+		mb.mu.Unlock()
 		return
 	}
-	*errp = mb.x.fault(r, mb.d)
 	mb.closed.Store(true)
+	mb.mu.Unlock()
+	*errp = mb.x.fault(r, mb.d)
 }
 
 // terminated reports whether the mailbox was terminated (or reopened on a

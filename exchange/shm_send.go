@@ -17,12 +17,11 @@ import (
 // (128, shared by every process that sends to it; a handle takes one per
 // goroutine sending at once, up to 8): a Send that finds none free waits
 // for one as it waits for space in a full mailbox.
-func (x *SHM) Send(ctx context.Context, m *Message) (err error) {
+func (x *SHM) Send(ctx context.Context, m *Message) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
-	_, err = x.send(ctx, m, true)
+	_, err := x.send(ctx, m, true)
 	return err
 }
 
@@ -30,11 +29,10 @@ func (x *SHM) Send(ctx context.Context, m *Message) (err error) {
 // incarnation of the mailbox whose ring took the message. (A Terminate
 // closes the ring before a Reopen makes the next incarnation: a claim that
 // succeeded went into the ring of the incarnation returned.)
-func (x *SHM) SendIncarnation(ctx context.Context, m *Message) (inc uint32, err error) {
+func (x *SHM) SendIncarnation(ctx context.Context, m *Message) (uint32, error) {
 	if err := m.Validate(); err != nil {
 		return 0, err
 	}
-	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
 	return x.send(ctx, m, true)
 }
 
@@ -48,9 +46,11 @@ var errRetired = errors.New("exchange: mailbox mapping retired")
 // send is Send without the validation; it returns the incarnation of the
 // mailbox that took m. wait says whether to wait for space in a full
 // mailbox. It needs no enter: the steady state touches mapped memory only
-// while holding a producer box, and the slow paths enter. The caller has
-// turned faults into panics (see shm_fault.go): every lock and box taken
-// on the way is released by a deferred call.
+// while holding a producer box, and the slow paths enter. Each step that
+// touches mapped memory turns faults into errors itself (see
+// shm_fault.go): on the steady-state path, deliver, in the deferred call
+// that gives its box back, so that a send pays no deferred call of its
+// own for it.
 func (x *SHM) send(ctx context.Context, m *Message, wait bool) (uint32, error) {
 	lookup := false
 	for {
@@ -124,7 +124,7 @@ var errOwnerDead = errors.New("exchange: mailbox owner dead")
 // faults). It reports whether the registry changed since this handle last
 // retired its stale mappings, when it looked (housekeep).
 func (x *SHM) deliver(ctx context.Context, d *dest, b *prodBox, m *Message, n int, wait bool) (housekeep bool, err error) {
-	defer b.release()
+	defer x.delivered(d, b, &err, debug.SetPanicOnFault(true))
 	// From here on the box keeps d's ring and the registry mapped. The
 	// stamp is the one load of the registry a send makes: unchanged, the
 	// mailbox is the one d was mapped for, still active, on this ring.
@@ -164,28 +164,43 @@ func (x *SHM) deliver(ctx context.Context, d *dest, b *prodBox, m *Message, n in
 	return housekeep, nil
 }
 
-// destEntered is dest, entered.
-func (x *SHM) destEntered(id EntityID) (*dest, error) {
+// delivered ends deliver, deferred: it gives the box b back, restores the
+// goroutine's fault flag (old) and turns a fault into an error, as catch
+// does. One deferred call for the three: this is the steady-state path.
+func (x *SHM) delivered(d *dest, b *prodBox, errp *error, old bool) {
+	r := recover()
+	debug.SetPanicOnFault(old)
+	b.release()
+	if r != nil {
+		*errp = x.fault(r, d)
+	}
+}
+
+// destEntered is dest, entered, faults turned into errors.
+func (x *SHM) destEntered(id EntityID) (_ *dest, err error) {
 	if err := x.enter(); err != nil {
 		return nil, err
 	}
 	defer x.leave()
+	defer x.catch(&err, debug.SetPanicOnFault(true))
 	return x.dest(id)
 }
 
-// reapEntered is reap, entered (a no-op when the handle is closing).
+// reapEntered is reap, entered (a no-op when the handle is closing),
+// faults turned into errors.
 func (x *SHM) reapEntered(id EntityID) {
 	if x.enter() == nil {
 		defer x.leave()
-		x.reap(id)
+		x.guard(func() { x.reap(id) })
 	}
 }
 
-// reapAllEntered is reapAll, entered (a no-op when the handle is closing).
+// reapAllEntered is reapAll, entered (a no-op when the handle is closing),
+// faults turned into errors.
 func (x *SHM) reapAllEntered() {
 	if x.enter() == nil {
 		defer x.leave()
-		x.reapAll()
+		x.guard(x.reapAll)
 	}
 }
 
@@ -248,6 +263,7 @@ func (x *SHM) newProducer(d *dest, b *prodBox) (err error) {
 			b.release()
 		}
 	}()
+	defer x.catch(&err, debug.SetPanicOnFault(true)) // its slot table may fault
 	p, err := d.r.NewProducer(x.life.id())
 	if err != nil {
 		return err

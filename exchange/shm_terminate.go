@@ -116,11 +116,12 @@ func (x *SHM) terminateEntry(id EntityID) {
 
 // ownerDied terminates the mailbox of d, whose owner a send found dead,
 // and fails the send.
-func (x *SHM) ownerDied(d *dest) error {
+func (x *SHM) ownerDied(d *dest) (err error) {
 	if err := x.enter(); err != nil {
 		return err
 	}
 	defer x.leave()
+	defer x.catch(&err, debug.SetPanicOnFault(true))
 	if !x.pin(d) {
 		x.last.CompareAndSwap(d, nil)
 		return errRetired
