@@ -380,15 +380,6 @@ func openRegistry(dir string, entries int) (*registry, error) {
 			if errors.Is(err, shm.ErrExist) {
 				continue
 			}
-			if err == nil {
-				// shm.Create holds a flock on the file it creates until
-				// after it is published, and the lock lives as long as
-				// the mapping made from that descriptor: kept, it would
-				// block the registry's writers' lock (another flock of
-				// the same file) for ever. Map the registry afresh.
-				seg.Close()
-				continue
-			}
 		}
 		if err != nil {
 			return nil, err
