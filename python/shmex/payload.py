@@ -1,0 +1,221 @@
+"""Zero-copy payloads: loans in this process's arena, proxies, and payloads
+received from other processes, read in place.
+
+A :class:`Loan` is writable memory inside this process's arena (shared
+memory of the exchange): fill it through :attr:`Loan.memoryview` or
+:meth:`Loan.array` (a numpy array over the same bytes), then pass the loan
+itself as an action argument or result: it is committed and travels as a
+:class:`Proxy`, a few dozen bytes, whatever its size. Nothing is copied.
+
+A proxy received in arguments or a result is resolved into a
+:class:`Payload`: a read-only view of the bytes in the sender's arena (again
+no copy). Its lifetime:
+
+* :attr:`Payload.memoryview` and :meth:`Payload.array` return views that keep
+  the payload alive: the bytes stay valid as long as the Payload or any view
+  made from it is referenced (Python's reference counting releases it, and
+  with it the sender's block, as soon as the last one goes);
+* :meth:`Payload.release` (or leaving a ``with payload:`` block) releases it
+  at once: views made from it must not be read after that;
+* closing the :class:`~shmex.Exchange` releases every payload and unmaps the
+  arenas: no view may be read after that (reading one may crash the process).
+
+A loan's views must not be written after the loan is committed (passing it
+in a call commits it), and must not be read or written after the exchange is
+closed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from ctypes import byref, c_size_t, c_void_p
+
+import msgpack
+
+from . import _lib as L
+from .errors import ShmexError, check
+
+try:  # numpy is optional
+    import numpy as _np
+except ImportError:  # pragma: no cover - exercised where numpy is absent
+    _np = None
+
+# PROXY_EXT is the MessagePack extension type of a proxy (see docs/wire.md).
+PROXY_EXT = 80
+
+SINGLE_USE = L.LIFETIME_SINGLE_USE
+OWNED = L.LIFETIME_OWNED
+LEASED = L.LIFETIME_LEASED
+
+
+def _view(ptr: int, n: int, owner, readonly: bool) -> memoryview:
+    """A memoryview of n bytes at ptr that keeps owner alive."""
+    arr = (ctypes.c_ubyte * n).from_address(ptr)
+    arr._shmex_owner = owner  # the view keeps arr, arr keeps the owner
+    mv = memoryview(arr).cast("B")
+    return mv.toreadonly() if readonly else mv
+
+
+def _array(mv: memoryview, dtype, shape, order):
+    if _np is None:
+        raise ImportError("numpy is not installed: use .memoryview")
+    a = _np.frombuffer(mv, dtype=dtype)
+    if shape is not None:
+        a = a.reshape(shape, order=order)
+    return a
+
+
+class Proxy:
+    """A committed payload: the MessagePack ext that stands for its bytes.
+
+    Pass it as an action argument or result (or inside one: a list, a dict)
+    where the bytes would go. ``raw`` is its encoding (at most 64 bytes).
+    """
+
+    __slots__ = ("raw", "_ext")
+
+    def __init__(self, raw: bytes):
+        self.raw = bytes(raw)
+        ext = msgpack.unpackb(self.raw, ext_hook=msgpack.ExtType)
+        if not isinstance(ext, msgpack.ExtType) or ext.code != PROXY_EXT:
+            raise ValueError("not a proxy")
+        self._ext = ext
+
+    def __repr__(self) -> str:
+        return f"Proxy({self.raw.hex()})"
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Proxy) and other.raw == self.raw
+
+    def __hash__(self) -> int:
+        return hash(self.raw)
+
+
+class Loan:
+    """Writable bytes in this process's arena, to fill in place and send.
+
+    Made by :meth:`shmex.Exchange.loan`. Committing (:meth:`commit`, or
+    passing the loan in a call) publishes the bytes; abort gives them back.
+    """
+
+    def __init__(self, exchange, nbytes: int, lifetime: int = SINGLE_USE, lease: float | None = None):
+        lib = L.lib()
+        self._exchange = exchange
+        self._h = c_void_p()
+        data = c_void_p()
+        lease_ns = int(lease * 1e9) if lease is not None else 0
+        if lease is not None and lifetime == SINGLE_USE:
+            lifetime = LEASED
+        check(lib.shmex_loan_alloc(exchange._h, nbytes, lifetime, lease_ns, byref(self._h), byref(data)))
+        self.nbytes = nbytes
+        self._ptr = data.value or 0
+        self._proxy: Proxy | None = None
+        exchange._track(self)
+
+    @property
+    def memoryview(self) -> memoryview:
+        """The loan's bytes, writable (format 'B')."""
+        if self._h is None and self._proxy is None:
+            raise ShmexError("the loan was aborted")
+        return _view(self._ptr, self.nbytes, self, readonly=False)
+
+    def array(self, dtype="u1", shape=None, order="C"):
+        """A numpy array over the loan's bytes (writable, no copy)."""
+        return _array(self.memoryview, dtype, shape, order)
+
+    def commit(self) -> Proxy:
+        """Publish the bytes and return their proxy (idempotent). Do not
+        write to the loan afterwards."""
+        if self._proxy is not None:
+            return self._proxy
+        if self._h is None:
+            raise ShmexError("the loan was aborted")
+        buf = ctypes.create_string_buffer(L.PROXY_MAX)
+        n = c_size_t()
+        check(L.lib().shmex_loan_commit(self._h, buf, L.PROXY_MAX, byref(n)))
+        self._h = None
+        self._proxy = Proxy(buf.raw[: n.value])
+        return self._proxy
+
+    def abort(self) -> None:
+        """Give the bytes back without publishing them."""
+        if self._h is not None:
+            h, self._h = self._h, None
+            check(L.lib().shmex_loan_abort(h))
+
+    def _close(self) -> None:  # the exchange is closing: its close aborts the loan
+        self._h = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self._proxy is None:
+            self.abort()
+
+    def __repr__(self) -> str:
+        state = "committed" if self._proxy else "aborted" if self._h is None else "open"
+        return f"<Loan {self.nbytes} bytes, {state}>"
+
+
+class Payload:
+    """A proxy's bytes, read in place in the sender's arena (read-only).
+
+    See the module's documentation for how long the bytes stay valid.
+    """
+
+    def __init__(self, exchange, proxy: Proxy):
+        lib = L.lib()
+        self.proxy = proxy
+        self._exchange = exchange
+        self._h = c_void_p()
+        data = c_void_p()
+        n = c_size_t()
+        check(lib.shmex_resolve(exchange._h, proxy.raw, len(proxy.raw), byref(self._h), byref(data), byref(n)))
+        self.nbytes = n.value
+        self._ptr = data.value or 0
+        exchange._track(self)
+
+    @property
+    def memoryview(self) -> memoryview:
+        """The bytes, read-only; the view keeps the payload alive."""
+        if self._h is None:
+            raise ShmexError("the payload was released")
+        return _view(self._ptr, self.nbytes, self, readonly=True)
+
+    def array(self, dtype="u1", shape=None, order="C"):
+        """A read-only numpy array over the bytes (no copy); it keeps the
+        payload alive."""
+        return _array(self.memoryview, dtype, shape, order)
+
+    def tobytes(self) -> bytes:
+        """A copy of the bytes."""
+        return bytes(self.memoryview)
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def release(self) -> None:
+        """Release the payload now: views made from it must not be read
+        afterwards. A single-use payload is freed by its owner then."""
+        h, self._h = self._h, None
+        if h is not None and not self._exchange._closed:
+            L.lib().shmex_view_release(h)
+
+    def _close(self) -> None:  # the exchange's close releases the view
+        self._h = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def __del__(self):
+        try:
+            self.release()
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+    def __repr__(self) -> str:
+        return f"<Payload {self.nbytes} bytes{'' if self._h is not None else ', released'}>"

@@ -1,0 +1,120 @@
+"""A Python client calling a Go agent (capi/capitest's Calc) in another process."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import shmex
+
+np = pytest.importorskip("numpy")
+
+
+def test_calls(go_calc):
+    ex, calc = go_calc
+    assert calc in ex.discover("Calc")
+    assert calc in ex.discover("Base")
+    h = ex.get_handle(calc)
+    assert h.action("add", 2, 40).result(timeout=30) == 42
+    assert h.action("echo", {"k": [1, 2.5, "s", b"b", None]}).result() == {"k": [1, 2.5, "s", b"b", None]}
+    assert h.action("noop").result() is None
+    futures = [h.action("add", i, i) for i in range(100)]
+    assert [f.result() for f in futures] == [2 * i for i in range(100)]
+    assert h.ping(timeout=30) > 0
+
+
+def test_remote_errors(go_calc):
+    ex, calc = go_calc
+    h = ex.get_handle(calc)
+    with pytest.raises(shmex.RemoteError) as e:
+        h.action("nope").result()
+    assert e.value.kind == "UnknownActionError"
+    with pytest.raises(ValueError) as e:  # the Go agent chose the kind ValueError
+        h.action("fail", "ValueError", "no good").result()
+    assert isinstance(e.value, shmex.RemoteError)
+    assert "no good" in str(e.value)
+    with pytest.raises(shmex.RemoteError) as e:
+        h.action("add", "x").result()
+    assert e.value.kind == "BadArgumentsError"
+
+
+def test_timeouts_and_cancel(go_calc):
+    ex, calc = go_calc
+    h = ex.get_handle(calc)
+    f = h.action("sleep", 300)
+    assert not f.done()
+    with pytest.raises(TimeoutError):
+        f.result(timeout=0)
+    with pytest.raises(TimeoutError):
+        f.result(timeout=0.01)
+    assert f.result(timeout=30) is None
+    assert f.done()
+    f = h.action("sleep", 300)
+    assert f.cancel()
+    assert f.cancelled()
+    with pytest.raises(shmex.CancelledError):
+        f.result()
+
+
+def test_loan_to_go(go_calc):
+    """A 2-D array filled in place in a loan, summed by the Go agent."""
+    ex, calc = go_calc
+    h = ex.get_handle(calc)
+    loan = ex.loan(512 * 256 * 8)
+    a = loan.array("<f8", (512, 256))
+    a[:] = np.arange(512 * 256, dtype="f8").reshape(512, 256) / 7
+    want = float(a.sum())
+    assert h.action("sum", loan).result() == pytest.approx(want)
+    # Single use: the agent released it; a second use fails.
+    with pytest.raises(shmex.RemoteError):
+        h.action("sum", loan.commit()).result()
+
+
+def test_put_to_go(go_calc):
+    ex, calc = go_calc
+    h = ex.get_handle(calc)
+    p = ex.put(np.arange(10, dtype="<f8"))  # one copy, owned
+    assert h.action("sum", p).result() == 45.0
+    assert h.action("sum", p).result() == 45.0
+    ex.free(p)
+    with pytest.raises(shmex.RemoteError):
+        h.action("sum", p).result()
+
+
+def test_result_from_go_read_in_place(go_calc):
+    ex, calc = go_calc
+    h = ex.get_handle(calc)
+    payload = h.action("make", 1 << 20).result()
+    assert isinstance(payload, shmex.Payload)
+    a = payload.array()
+    assert a.flags.writeable is False
+    assert np.array_equal(a, (np.arange(1 << 20) % 251).astype("u1"))
+    with pytest.raises((ValueError, TypeError)):
+        a[0] = 1
+    mv = payload.memoryview
+    assert mv.readonly and len(mv) == 1 << 20
+    del a, mv
+    payload.release()
+    with pytest.raises(shmex.ShmexError):
+        payload.memoryview
+
+
+def test_threads(go_calc):
+    ex, calc = go_calc
+    h = ex.get_handle(calc)
+    errors = []
+
+    def work(k):
+        try:
+            for i in range(200):
+                assert h.action("add", k, i).result(timeout=60) == k + i
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    ts = [threading.Thread(target=work, args=(k * 1000,)) for k in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert errors == []

@@ -1,0 +1,75 @@
+"""Loans, proxies and payloads within one process."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+import shmex
+
+np = pytest.importorskip("numpy")
+
+
+def test_loan_commit_resolve(exchange):
+    loan = exchange.loan(4096, lifetime=shmex.OWNED)
+    mv = loan.memoryview
+    assert not mv.readonly and len(mv) == 4096
+    mv[:5] = b"hello"
+    proxy = loan.commit()
+    assert loan.commit() is proxy
+    assert len(proxy.raw) <= 64
+    with exchange.resolve(proxy) as p:
+        assert p.tobytes()[:5] == b"hello"
+        assert p.memoryview.readonly
+    exchange.free(proxy)
+    with pytest.raises(shmex.ProxyError):
+        exchange.resolve(proxy)
+
+
+def test_loan_abort(exchange):
+    with exchange.loan(100) as loan:
+        loan.memoryview[0] = 1
+    assert "aborted" in repr(loan)
+    with pytest.raises(shmex.ShmexError):
+        loan.commit()
+
+
+def test_payload_lives_while_arrays_do(exchange):
+    loan = exchange.loan(8 * 10)
+    loan.array("f8")[:] = range(10)
+    proxy = loan.commit()
+    a = exchange.resolve(proxy).array("f8")  # the Payload is kept by the array
+    gc.collect()
+    assert a.sum() == 45
+    del a
+    gc.collect()
+    # The single-use payload was released with its last array, then freed.
+    with pytest.raises(shmex.ProxyError):
+        exchange.resolve(proxy)
+
+
+def test_put_and_pack(exchange):
+    p = exchange.put(b"abc", lifetime=shmex.SINGLE_USE)
+    data = exchange.pack({"p": p, "n": 1})
+    out = exchange.unpack(data)
+    assert isinstance(out["p"], shmex.Payload) and out["p"].tobytes() == b"abc"
+
+
+def test_bad_proxy(exchange):
+    with pytest.raises(ValueError):
+        shmex.Proxy(b"\xc0")
+    forged = shmex.Proxy(b"\xc7\x03Pabc")
+    with pytest.raises(shmex.ProxyError):
+        exchange.resolve(forged)
+
+
+def test_close_invalidates(root):
+    ex = shmex.Exchange("inval", root=root)
+    loan = ex.loan(100)
+    p = ex.resolve(ex.put(b"x" * 100))
+    ex.close()
+    with pytest.raises(shmex.ShmexError):
+        p.memoryview
+    with pytest.raises(shmex.ShmexError):
+        loan.commit()
