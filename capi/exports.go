@@ -607,6 +607,35 @@ func shmexgo_future_wait(f C.uintptr_t, ns C.int64_t, result **C.uint8_t, result
 	return putResult(res, result, resultLen)
 }
 
+//export shmexgo_future_take
+func shmexgo_future_take(f C.uintptr_t, ns C.int64_t, buf *C.uint8_t, capacity C.size_t, n *C.size_t) (st C.int) {
+	defer guard(&st)
+	o, err := futureOf(f)
+	if err != nil {
+		return fail(err)
+	}
+	if n == nil {
+		return null("len")
+	}
+	res, err := o.wait(int64(ns))
+	if err != nil {
+		if !o.done() {
+			return fail(err) // still pending (timed out): kept
+		}
+		res, err = o.f.Result() // the outcome, even if it came just after the timeout
+	}
+	if err == nil {
+		if st := putBytes(res, buf, capacity, n); st != C.SHMEX_OK {
+			return st // kept, to take again with room
+		}
+	}
+	closeObject(o)
+	if err != nil {
+		return fail(err)
+	}
+	return C.SHMEX_OK
+}
+
 //export shmexgo_future_cancel
 func shmexgo_future_cancel(f C.uintptr_t) (st C.int) {
 	defer guard(&st)

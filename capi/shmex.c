@@ -183,6 +183,10 @@ int shmex_future_wait(shmex_future *f, int64_t timeout_ns, uint8_t **result, siz
     return shmexgo_future_wait((uintptr_t)f, timeout_ns, result, result_len);
 }
 
+int shmex_future_take(shmex_future *f, int64_t timeout_ns, uint8_t *buf, size_t cap, size_t *len) {
+    return shmexgo_future_take((uintptr_t)f, timeout_ns, buf, cap, len);
+}
+
 int shmex_future_cancel(shmex_future *f) { return shmexgo_future_cancel((uintptr_t)f); }
 
 int shmex_future_free(shmex_future *f) { return shmexgo_future_free((uintptr_t)f); }

@@ -318,6 +318,15 @@ int shmex_future_done(shmex_future *f);
  * each time it is called. SHMEX_ETIMEDOUT leaves it pending. */
 int shmex_future_wait(shmex_future *f, int64_t timeout_ns, uint8_t **result, size_t *result_len);
 
+/* shmex_future_take waits up to timeout_ns (0: poll) for the future, then
+ * consumes it: the result is copied into buf[0..cap) (*len is its length)
+ * and the future is freed, whatever the outcome (a result, or the agent's
+ * error as status). Two outcomes leave the future as it was, to call again:
+ * SHMEX_ETIMEDOUT, and SHMEX_ETRUNCATED when the result does not fit (*len
+ * is then the room it needs). The fast path for a caller that keeps a
+ * buffer: no malloc, no second call to free. */
+int shmex_future_take(shmex_future *f, int64_t timeout_ns, uint8_t *buf, size_t cap, size_t *len);
+
 /* shmex_future_cancel gives up on the future locally (the agent is not
  * told): it completes with SHMEX_ECANCELED unless it was complete. */
 int shmex_future_cancel(shmex_future *f);

@@ -149,6 +149,7 @@ _SIGNATURES = {
     "shmex_action": (c_int, [H, c_char_p, c_char_p, c_size_t, PH]),
     "shmex_future_done": (c_int, [H]),
     "shmex_future_wait": (c_int, [H, c_int64, PPU8, PSIZE]),
+    "shmex_future_take": (c_int, [H, c_int64, c_void_p, c_size_t, PSIZE]),
     "shmex_future_cancel": (c_int, [H]),
     "shmex_future_free": (c_int, [H]),
     "shmex_ping": (c_int, [H, c_int64, POINTER(c_int64)]),

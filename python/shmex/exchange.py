@@ -325,7 +325,16 @@ class Exchange:
         """Encode ``obj`` as MessagePack the way actions' arguments and
         results are: loans, proxies and payloads as proxies, numpy arrays as
         bytes (a copy: lend them instead), ids as their text."""
-        return msgpack.packb(obj, use_bin_type=True, default=self._packer_default)
+        tls = _tls
+        p = tls.packer
+        if p is None or tls.packer_of is not self:
+            p = tls.packer = msgpack.Packer(use_bin_type=True, default=self._packer_default)
+            tls.packer_of = self
+        try:
+            return p.pack(obj)
+        except BaseException:
+            tls.packer = None  # a Packer that failed midway may hold a partial buffer
+            raise
 
     def unpack(self, data: bytes) -> Any:
         """Decode MessagePack, resolving proxies into :class:`Payload` views."""
@@ -341,7 +350,7 @@ class Exchange:
                 raise TypeError("pass either positional or keyword arguments to an action, not both")
             return self.pack(kwargs)
         if not args:
-            return b"\xc0"
+            return _NIL
         if len(args) == 1:
             return self.pack(args[0])
         return self.pack(list(args))
@@ -402,17 +411,38 @@ class Handle:
 
 
 _action = None  # bound on first use: L.lib().shmex_action
-_wait = None
-_free = None
+_take = None
 _future_free = None
-_string_at = ctypes.string_at
 _PENDING = object()
+_NIL = b"\xc0"
 
 
 def _bind():
-    global _action, _wait, _free, _future_free
+    global _action, _take, _future_free
     lib = L.lib()
-    _action, _wait, _free, _future_free = lib.shmex_action, lib.shmex_future_wait, lib.shmex_free, lib.shmex_future_free
+    _action, _take, _future_free = lib.shmex_action, lib.shmex_future_take, lib.shmex_future_free
+
+
+class _Buffers(threading.local):
+    """Per-thread scratch: a MessagePack packer and a buffer that results
+    are copied into (grown when one does not fit)."""
+
+    def __init__(self):
+        self.packer = None
+        self.packer_of = None
+        self.size = 64 << 10
+        self.buf = ctypes.create_string_buffer(self.size)
+        self.addr = ctypes.addressof(self.buf)
+        self.n = c_size_t()
+        self.nref = byref(self.n)
+
+    def grow(self, size: int) -> None:
+        self.size = size
+        self.buf = ctypes.create_string_buffer(size)
+        self.addr = ctypes.addressof(self.buf)
+
+
+_tls = _Buffers()
 
 
 class Future:
@@ -439,24 +469,24 @@ class Future:
             if self._h is None:
                 self._exc = HandleClosedError("the future was freed", L.ECLOSED)
                 return True
-            ptr = ctypes.POINTER(ctypes.c_uint8)()
-            n = c_size_t()
-            rc = _wait(self._h, _ns(timeout), byref(ptr), byref(n))
+            tls = _tls
+            ns = -1 if timeout is None else _ns(timeout)
+            while True:
+                rc = _take(self._h, ns, tls.addr, tls.size, tls.nref)
+                if rc != L.ETRUNCATED:
+                    break
+                tls.grow(tls.n.value)
             if rc == L.ETIMEDOUT:
                 return False
+            self._h = None  # taken: freed by the library
             if rc < 0:
-                exc = error(rc)
-            else:
-                addr = ctypes.cast(ptr, c_void_p).value
-                data = _string_at(addr, n.value)
-                _free(addr)
-                exc = None
-            h, self._h = self._h, None
-            if not self._ex._closed:
-                _future_free(h)
-            if exc is not None:
-                self._exc = exc
+                self._exc = error(rc)
                 return True
+            n = tls.n.value
+            data = _NIL if n == 1 and tls.buf[0] == b"\xc0" else ctypes.string_at(tls.addr, n)
+        if data is _NIL:
+            self._value = None
+            return True
         try:
             self._value = self._ex.unpack(data)
         except Exception as e:  # a result that is not MessagePack, a bad proxy
