@@ -58,6 +58,25 @@ func TestC(t *testing.T) {
 	}
 }
 
+// TestExample builds examples/client.c statically (libshmex.a) and
+// dynamically, and runs both against a Go agent.
+func TestExample(t *testing.T) {
+	capitest.Library(t) // skips (or fails under CI) for want of a tool
+	lib, err := capitest.CachedArchive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := capitest.Root(t)
+	capitest.ServeCalc(t, root, "example")
+	for _, static := range []bool{true, false} {
+		prog := capitest.CompileC(t, lib, static, "client", "examples/client.c")
+		out := runProgram(t, prog, "example", root)
+		if !strings.Contains(out, "2 + 40 = 42\n") || !strings.Contains(out, "sum of 1000000 halves = 500000.0") {
+			t.Fatalf("static %v: output:\n%s", static, out)
+		}
+	}
+}
+
 // TestGoClientToCAgent calls an agent served by a C program (shmex_agent_serve)
 // from a Go client, and shuts it down.
 func TestGoClientToCAgent(t *testing.T) {

@@ -158,11 +158,24 @@ func (fo *futureObj) wait(ns int64) ([]byte, error) {
 		if errors.Is(err, agent.ErrPending) {
 			return nil, fmt.Errorf("%w: the future is pending", errTimedOut)
 		}
+		if err != nil && fo.isClosed() {
+			return nil, fmt.Errorf("%w: the future was freed, or its handle closed", errClosed)
+		}
 		return res, err
 	}
 	ctx, cancel := timeout(context.Background(), ns)
 	defer cancel()
-	return fo.f.Wait(ctx)
+	res, err := fo.f.Wait(ctx)
+	if err != nil && fo.isClosed() {
+		return nil, fmt.Errorf("%w: the future was freed, or its handle closed, while waited on", errClosed)
+	}
+	return res, err
+}
+
+func (fo *futureObj) isClosed() bool {
+	fo.mu.Lock()
+	defer fo.mu.Unlock()
+	return fo.closed
 }
 
 func (ho *handleObj) ping(ns int64) (time.Duration, error) {

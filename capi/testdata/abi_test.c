@@ -244,6 +244,35 @@ static void test_calls(void) {
     CHECK_RC(shmex_future_wait(f, SHMEX_FOREVER, NULL, NULL), SHMEX_ECANCELED);
     CHECK_RC(shmex_future_free(f), SHMEX_OK);
 
+    /* Take: the result into the caller's buffer, the future freed. */
+    uint8_t small[4], big[256];
+    size_t got = 0;
+    na = args_ab(args, sizeof args, 1000, 2);
+    CHECK_RC(shmex_action(h, "add", args, na, &f), SHMEX_OK);
+    CHECK_RC(shmex_future_take(f, SHMEX_FOREVER, big, sizeof big, &got), SHMEX_OK);
+    CHECK(result_int(big, got) == 1002, "take 1000 + 2");
+    CHECK_RC(shmex_future_take(f, 0, big, sizeof big, &got), SHMEX_EBADHANDLE);
+    shmex_mp_writer_init(&w, args, sizeof args);
+    shmex_mp_write_str(&w, "longer than four bytes", 22);
+    CHECK_RC(shmex_action(h, "echo", args, w.len, &f), SHMEX_OK);
+    CHECK_RC(shmex_future_take(f, SHMEX_FOREVER, small, sizeof small, &got), SHMEX_ETRUNCATED);
+    CHECK(got == w.len, "needed %zu, want %zu", got, w.len);
+    CHECK_RC(shmex_future_take(f, SHMEX_FOREVER, big, sizeof big, &got), SHMEX_OK);
+    CHECK(got == w.len && memcmp(big, args, got) == 0, "echo taken");
+    shmex_mp_writer_init(&w, args, sizeof args);
+    shmex_mp_write_int(&w, 200);
+    CHECK_RC(shmex_action(h, "sleep", args, w.len, &f), SHMEX_OK);
+    CHECK_RC(shmex_future_take(f, 0, big, sizeof big, &got), SHMEX_ETIMEDOUT);
+    CHECK_RC(shmex_future_take(f, 1000000, big, sizeof big, &got), SHMEX_ETIMEDOUT);
+    CHECK_RC(shmex_future_take(f, SHMEX_FOREVER, big, sizeof big, &got), SHMEX_OK);
+    CHECK(got == 1 && big[0] == 0xc0, "nil after the sleep");
+    CHECK_RC(shmex_action(h, "fail", (const uint8_t *)"\x92\xa1K\xa1m", 5, &f), SHMEX_OK);
+    CHECK_RC(shmex_future_take(f, SHMEX_FOREVER, big, sizeof big, &got), SHMEX_EREMOTE);
+    CHECK(strcmp(shmex_last_error_kind(), "K") == 0, "kind %s", shmex_last_error_kind());
+    CHECK_RC(shmex_future_free(f), SHMEX_EBADHANDLE); /* taken, even on an error */
+    shmex_mp_writer_init(&w, args, sizeof args);
+    shmex_mp_write_int(&w, 300);
+
     /* A call that times out. */
     CHECK_RC(shmex_call(h, "sleep", args, w.len, 20000000, &res, &nres), SHMEX_ETIMEDOUT);
 
