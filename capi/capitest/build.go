@@ -19,6 +19,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shmex/shmex/internal/testenv"
 )
 
 // Lib is a built libshmex.
@@ -160,19 +162,15 @@ func Cleanup() {
 
 // CI reports whether the tests run under CI (CI=true), where a missing tool
 // is a failure rather than a skip.
-func CI() bool { return os.Getenv("CI") == "true" }
+func CI() bool { return testenv.InCI() }
 
 // Need skips tb with what is missing when err is not nil, or fails it under
-// CI=true.
+// CI=true (internal/testenv).
 func Need(tb testing.TB, err error) {
 	tb.Helper()
-	if err == nil {
-		return
+	if err != nil {
+		testenv.Missing(tb, "a tool of the C ABI's tests", err.Error())
 	}
-	if CI() {
-		tb.Fatalf("CI=true: a tool this test needs is missing: %v", err)
-	}
-	tb.Skipf("skipped: %v", err)
 }
 
 // Library is Cached for tests: it skips (or fails under CI) when the library
