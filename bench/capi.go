@@ -1,0 +1,503 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/shmex/shmex/agent"
+	"github.com/shmex/shmex/capi/capitest"
+	"github.com/shmex/shmex/exchange"
+	"github.com/tinylib/msgp/msgp"
+)
+
+// Metrics of the C ABI scenario: no-op actions from C and Python clients to a
+// Go agent and from a Go client to a Python agent, each next to the same
+// work from a Go client to the same Go agent, and a large numpy array lent
+// by Python to a Go agent.
+const (
+	MetricCapiGoGoRTT  = "capi.go_go_rtt_ns"
+	MetricCapiCGoRTT   = "capi.c_go_rtt_ns"
+	MetricCapiPyGoRTT  = "capi.py_go_rtt_ns"
+	MetricCapiGoPyRTT  = "capi.go_py_rtt_ns"
+	MetricCapiGoGoOps  = "capi.go_go_throughput_ops"
+	MetricCapiCGoOps   = "capi.c_go_throughput_ops"
+	MetricCapiPyGoOps  = "capi.py_go_throughput_ops"
+	MetricCapiGoPyOps  = "capi.go_py_throughput_ops"
+	MetricCapiPyGo1K   = "capi.py_go_1k_rtt_ns"
+	MetricCapiPyGoLoan = "capi.py_go_loan_1g_ns"
+	// capiIdle is the receivers' idle mode in the C ABI scenario.
+	capiIdle = "spin"
+)
+
+var capiMetrics = []string{
+	MetricCapiGoGoRTT, MetricCapiCGoRTT, MetricCapiPyGoRTT, MetricCapiGoPyRTT,
+	MetricCapiGoGoOps, MetricCapiCGoOps, MetricCapiPyGoOps, MetricCapiGoPyOps,
+	MetricCapiPyGo1K, MetricCapiPyGoLoan,
+}
+
+func init() {
+	Register(Scenario{
+		Name: "capi", Rank: RankShmex + 40,
+		Doc: "the C ABI (libshmex) and its bindings: no-op actions C to Go, Python to Go and Go to Python next to Go to Go " +
+			"(round trip and pipelined), and a 1 GiB numpy array lent by Python to a Go agent against a 1 KiB round trip",
+		Metrics: capiMetrics,
+		Run:     runCapi,
+	})
+	RegisterChild("capi-calc", childCapiCalc)
+}
+
+// childCapiCalc serves the Calc agent of capi/capitest (the agent the
+// bindings' tests call) in exchange args[1] under root args[0], with idle
+// mode args[2], tells its id and serves until it is shut down.
+func childCapiCalc(args []string) error {
+	if len(args) != 3 {
+		return fmt.Errorf("want 3 arguments, got %d", len(args))
+	}
+	calc, err := capitest.StartCalc(context.Background(), args[0], args[1], exchangeIdle(args[2]))
+	if err != nil {
+		return err
+	}
+	if err := Ready(calc.ID.String()); err != nil {
+		calc.Close()
+		return err
+	}
+	<-calc.RT.Done()
+	return calc.Close()
+}
+
+// capiRun is one run of the C ABI scenario: the library, the programs, and
+// the Go agent they call.
+type capiRun struct {
+	env      *Env
+	lib      *capitest.Lib
+	cbench   string            // the C client, or "" (cskip says why)
+	py       *capitest.Python  // or nil (pyskip says why)
+	pyDir    string            // python/ in the module
+	root     string            // exchange root
+	name     string            // exchange name
+	calc     exchange.EntityID // the Go agent
+	x        *exchange.SHM
+	cl       *agent.Client
+	cskip    string
+	pyskip   string
+	loanSize int
+}
+
+func runCapi(ctx context.Context, env *Env) ([]Row, error) {
+	tmp, err := os.MkdirTemp("", "shmbench-capi-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(tmp)
+	if _, err := capitest.ModuleDir(ctx); err != nil {
+		return SkipRows("the shmex module's sources are needed to build libshmex: "+err.Error(), capiMetrics...), nil
+	}
+	for _, tool := range []string{"go", "gcc"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return SkipRows(tool+" is needed to build libshmex: "+err.Error(), capiMetrics...), nil
+		}
+	}
+	lib, err := capitest.Build(ctx, tmp, false)
+	if err != nil {
+		return nil, err
+	}
+	r := &capiRun{env: env, lib: lib, pyDir: filepath.Join(lib.Module, "python"), loanSize: 1 << 30}
+	if env.Quick {
+		r.loanSize = 4 << 20
+	}
+	r.cbench = filepath.Join(tmp, "bench")
+	if err := capitest.BuildC(ctx, lib, false, r.cbench, filepath.Join(lib.Module, "capi", "testdata", "bench.c")); err != nil {
+		return nil, err
+	}
+	if r.py, err = capitest.FindPython(); err != nil {
+		r.pyskip = err.Error()
+	} else if !r.py.NumPy {
+		r.pyskip, r.py = "numpy is missing from "+r.py.Path+" (apt-get install python3-numpy)", nil
+	}
+	if r.root, err = env.Dir(); err != nil {
+		return nil, err
+	}
+	r.name = "capi"
+	child, err := env.StartChild(ctx, "capi-calc", r.root, r.name, capiIdle)
+	if err != nil {
+		return nil, err
+	}
+	defer child.Close()
+	line, err := child.Expect(ctx, "ready")
+	if err != nil {
+		return nil, err
+	}
+	if r.calc, err = exchange.ParseEntityID(strings.TrimSpace(line)); err != nil {
+		return nil, fmt.Errorf("bench: the Calc child said %q: %w", line, err)
+	}
+	if r.x, err = exchange.Open(r.name, exchange.WithRoot(r.root), exchangeIdle(capiIdle)); err != nil {
+		return nil, err
+	}
+	defer r.x.Close()
+	if r.cl, err = agent.NewClient(ctx, r.x); err != nil {
+		return nil, err
+	}
+	defer r.cl.Close()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), env.ChildTimeout)
+		r.cl.Handle(r.calc).Shutdown(sctx)
+		cancel()
+		child.Wait()
+	}()
+
+	var rows []Row
+	// Round trips, Go to Go first: the peer of every other row.
+	goRTT, err := r.goRTT(ctx, r.cl.Handle(r.calc))
+	if err != nil {
+		return nil, fmt.Errorf("go to go: %w", err)
+	}
+	rows = append(rows, r.rttRow(MetricCapiGoGoRTT, goRTT, nil, "", "Go client to the Go agent, the peer of the rows below"))
+	rows = append(rows, r.external(ctx, MetricCapiCGoRTT, goRTT, "C client (libshmex, shmex_action + shmex_future_take) to the Go agent", "target p50 ≤ 1.5x", r.cRTT))
+	rows = append(rows, r.external(ctx, MetricCapiPyGoRTT, goRTT, "Python client (handle.action(...).result()) to the Go agent", "target p50 ≤ 10 µs", r.pyRTT(64)))
+	goPy, err := r.goToPython(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("go to python: %w", err)
+	}
+	rows = append(rows, goPy.rtt(r, goRTT))
+
+	// Pipelined.
+	goOps, err := env.MeasureRate(ctx, func(ctx context.Context, ph Phase) (int64, time.Duration, error) {
+		start := time.Now()
+		n, err := pipeline(ctx, r.cl.Handle(r.calc), ph)
+		return n, time.Since(start), err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("go to go pipelined: %w", err)
+	}
+	row := env.RateRow(MetricCapiGoGoOps, "ops/s", goOps, "")
+	row.Note = join(fmt.Sprintf("Go client to the Go agent, %d in flight", actionWindow), row.Note)
+	rows = append(rows, row)
+	rows = append(rows, r.rateRow(ctx, MetricCapiCGoOps, "C client to the Go agent", "", r.cbench, r.cskip, r.cRate))
+	rows = append(rows, r.rateRow(ctx, MetricCapiPyGoOps, "Python client to the Go agent", "target ≥ 100,000 actions/s", "py", r.pyskip, r.pyRate))
+	rows = append(rows, goPy.rate)
+
+	// A large array lent by Python, against a small round trip.
+	rows = append(rows, r.external(ctx, MetricCapiPyGo1K, goRTT, "Python client to the Go agent, 1 KiB of arguments", "", r.pyRTT(1024)))
+	rows = append(rows, r.pyLoan(ctx))
+	return rows, nil
+}
+
+// goRTT measures no-op actions from a Go handle, as the C and Python
+// clients make them (raw MessagePack: 64 bytes in a bin).
+func (r *capiRun) goRTT(ctx context.Context, h *agent.Handle) (Latency, error) {
+	args := msgp.AppendBytes(nil, make([]byte, MsgSize))
+	unlock := r.env.LockThread()
+	defer unlock()
+	return r.env.MeasureRTT(ctx, func() error {
+		f, err := h.ActionRaw(ctx, "noop", args)
+		if err != nil {
+			return err
+		}
+		_, err = f.Wait(ctx)
+		return err
+	})
+}
+
+// rttRow is a latency row; with a peer, its note gives the ratio of the
+// p50s (the targets are on p50s) next to target.
+func (r *capiRun) rttRow(metric string, l Latency, peer *Latency, compareTo, note string) Row {
+	row := r.env.LatencyRow(metric, l, compareTo)
+	if peer != nil && row.Hist != nil {
+		if ps := peer.Hist.Summary(); ps != nil && ps.P50 > 0 {
+			note = join(note, fmt.Sprintf("p50 %.2fx Go to Go's", row.Hist.P50/ps.P50))
+		}
+	}
+	row.Note = join(note, row.Note)
+	return row
+}
+
+// external measures a latency with a program of another language, reps
+// times, and returns its row (skipped when the program is missing).
+func (r *capiRun) external(ctx context.Context, metric string, peer Latency, what, target string,
+	run func(ctx context.Context, samples string) (mean float64, err error)) Row {
+	if run == nil {
+		return Row{Metric: metric, Skipped: true, Note: r.pyskip}
+	}
+	l := Latency{Hist: NewHistogram()}
+	for i := range r.env.Reps {
+		samples := filepath.Join(r.lib.Dir, fmt.Sprintf("%s-%d.samples", metric, i))
+		mean, err := run(ctx, samples)
+		if err == nil {
+			err = readSamples(samples, l.Hist)
+		}
+		if err != nil {
+			return Row{Metric: metric, Error: err.Error()}
+		}
+		l.Reps = append(l.Reps, mean)
+	}
+	l.Mean = median(l.Reps)
+	return r.rttRow(metric, l, &peer, MetricCapiGoGoRTT, join(what, target))
+}
+
+// readSamples adds the int64 nanoseconds of file to h.
+func readSamples(file string, h *Histogram) error {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	if len(b) == 0 || len(b)%8 != 0 {
+		return fmt.Errorf("bench: %s holds %d bytes, not int64 samples", file, len(b))
+	}
+	for i := 0; i < len(b); i += 8 {
+		h.Record(time.Duration(int64(binary.NativeEndian.Uint64(b[i:]))))
+	}
+	return nil
+}
+
+// seconds is the length of one repetition of an external program, as long
+// as MeasureRTT's bulk and timed phases together.
+func (r *capiRun) seconds() string {
+	return strconv.FormatFloat((2 * r.env.Duration).Seconds(), 'f', 3, 64)
+}
+
+// command returns an external program pinned to cpu (with taskset) when
+// the run pins and taskset is there.
+func (r *capiRun) command(ctx context.Context, cpu int, prog string, args ...string) *exec.Cmd {
+	if cpu >= 0 {
+		if ts, err := exec.LookPath("taskset"); err == nil {
+			args = append([]string{"-c", strconv.Itoa(cpu), prog}, args...)
+			prog = ts
+		}
+	}
+	cmd := exec.CommandContext(ctx, prog, args...)
+	cmd.Env = append(os.Environ(), "SHMEX_LIBRARY="+r.lib.Shared, "PYTHONPATH="+r.pyDir, "PYTHONDONTWRITEBYTECODE=1")
+	cmd.Dir = r.pyDir
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return cmd
+}
+
+// runClient runs a client program on the parent's CPU and returns the
+// fields of its output line that starts with want.
+func (r *capiRun) runClient(ctx context.Context, want string, prog string, args ...string) ([]string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*r.env.Duration+4*r.env.ChildTimeout)
+	defer cancel()
+	cpu, _, _ := r.env.CPUs()
+	out, err := r.command(ctx, cpu, prog, args...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("bench: %s %s: %w", filepath.Base(prog), strings.Join(args, " "), err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == want {
+			return f[1:], nil
+		}
+	}
+	return nil, fmt.Errorf("bench: %s said %q, no %q line", filepath.Base(prog), out, want)
+}
+
+func (r *capiRun) cRTT(ctx context.Context, samples string) (float64, error) {
+	f, err := r.runClient(ctx, "rtt", r.cbench, r.root, r.name, r.calc.String(), capiIdle, "rtt", r.seconds(), samples)
+	if err != nil || len(f) != 2 {
+		return 0, errors.Join(err, errOutput(f))
+	}
+	return strconv.ParseFloat(f[1], 64)
+}
+
+func errOutput(f []string) error {
+	if f == nil {
+		return nil
+	}
+	return fmt.Errorf("bench: unexpected output %q", f)
+}
+
+// pyRTT returns the Python client's round trip with size bytes of
+// arguments, or nil without Python.
+func (r *capiRun) pyRTT(size int) func(ctx context.Context, samples string) (float64, error) {
+	if r.py == nil {
+		return nil
+	}
+	return func(ctx context.Context, samples string) (float64, error) {
+		f, err := r.runClient(ctx, "rtt", r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), capiIdle,
+			"rtt", r.seconds(), samples, strconv.Itoa(size))
+		if err != nil || len(f) != 2 {
+			return 0, errors.Join(err, errOutput(f))
+		}
+		return strconv.ParseFloat(f[1], 64)
+	}
+}
+
+// rateRow measures a throughput with an external program, reps times.
+func (r *capiRun) rateRow(ctx context.Context, metric, what, target, prog, skip string,
+	run func(ctx context.Context) (float64, error)) Row {
+	if prog == "" || (prog == "py" && r.py == nil) {
+		return Row{Metric: metric, Skipped: true, Note: skip}
+	}
+	var rate Rate
+	for range r.env.Reps {
+		v, err := run(ctx)
+		if err != nil {
+			return Row{Metric: metric, Error: err.Error()}
+		}
+		rate.Reps = append(rate.Reps, v)
+	}
+	rate.PerSec = median(rate.Reps)
+	row := r.env.RateRow(metric, "ops/s", rate, MetricCapiGoGoOps)
+	row.Note = join(join(fmt.Sprintf("%s, %d in flight", what, actionWindow), target), row.Note)
+	return row
+}
+
+func (r *capiRun) pipelineRate(ctx context.Context, prog string, args ...string) (float64, error) {
+	f, err := r.runClient(ctx, "pipeline", prog, args...)
+	if err != nil || len(f) != 2 {
+		return 0, errors.Join(err, errOutput(f))
+	}
+	n, err1 := strconv.ParseFloat(f[0], 64)
+	el, err2 := strconv.ParseFloat(f[1], 64)
+	if err := errors.Join(err1, err2); err != nil || el <= 0 {
+		return 0, fmt.Errorf("bench: pipeline output %q: %v", f, err)
+	}
+	return n / el, nil
+}
+
+func (r *capiRun) cRate(ctx context.Context) (float64, error) {
+	return r.pipelineRate(ctx, r.cbench, r.root, r.name, r.calc.String(), capiIdle, "pipeline",
+		strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), strconv.Itoa(actionWindow))
+}
+
+func (r *capiRun) pyRate(ctx context.Context) (float64, error) {
+	return r.pipelineRate(ctx, r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), capiIdle, "pipeline",
+		strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), strconv.Itoa(actionWindow))
+}
+
+// pyLoan measures a loan of loanSize bytes passed by a Python client to the
+// Go agent, which resolves it (no byte read or copied) and answers its
+// length; compared with the 1 KiB round trip.
+func (r *capiRun) pyLoan(ctx context.Context) Row {
+	if r.py == nil {
+		return Row{Metric: MetricCapiPyGoLoan, Skipped: true, Note: r.pyskip}
+	}
+	l := Latency{Hist: NewHistogram()}
+	var firsts []string
+	for i := range r.env.Reps {
+		samples := filepath.Join(r.lib.Dir, fmt.Sprintf("loan-%d.samples", i))
+		ctx, cancel := context.WithTimeout(ctx, 10*r.env.Duration+4*r.env.ChildTimeout)
+		cpu, _, _ := r.env.CPUs()
+		out, err := r.command(ctx, cpu, r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), capiIdle, "loan",
+			strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), samples, strconv.Itoa(r.loanSize)).Output()
+		cancel()
+		if err != nil {
+			return Row{Metric: MetricCapiPyGoLoan, Error: fmt.Sprintf("python loan: %v", err)}
+		}
+		var mean float64
+		for _, line := range strings.Split(string(out), "\n") {
+			f := strings.Fields(line)
+			switch {
+			case len(f) == 2 && f[0] == "first":
+				ns, _ := strconv.ParseInt(f[1], 10, 64)
+				firsts = append(firsts, time.Duration(ns).Round(time.Millisecond).String())
+			case len(f) == 3 && f[0] == "loan":
+				mean, _ = strconv.ParseFloat(f[2], 64)
+			}
+		}
+		if mean == 0 {
+			return Row{Metric: MetricCapiPyGoLoan, Error: fmt.Sprintf("python loan said %q", out)}
+		}
+		if err := readSamples(samples, l.Hist); err != nil {
+			return Row{Metric: MetricCapiPyGoLoan, Error: err.Error()}
+		}
+		l.Reps = append(l.Reps, mean)
+	}
+	l.Mean = median(l.Reps)
+	row := r.env.LatencyRow(MetricCapiPyGoLoan, l, MetricCapiPyGo1K)
+	row.Note = join(fmt.Sprintf("a %s numpy array lent by Python (loan, commit, call; the Go agent resolves it in place and answers its length); first call of each process (fresh arena memory) apart: %s; target ≤ 2x the 1 KiB round trip",
+		humanBytes(r.loanSize), strings.Join(firsts, ", ")), row.Note)
+	return row
+}
+
+func humanBytes(n int) string {
+	switch {
+	case n >= 1<<30 && n%(1<<30) == 0:
+		return fmt.Sprintf("%d GiB", n>>30)
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	}
+	return fmt.Sprintf("%d B", n)
+}
+
+// goPy holds the rows of the Go client to Python agent measurement.
+type goPy struct {
+	lat  Latency
+	rate Row
+	err  error
+	skip string
+}
+
+func (g goPy) rtt(r *capiRun, peer Latency) Row {
+	if g.skip != "" {
+		return Row{Metric: MetricCapiGoPyRTT, Skipped: true, Note: g.skip}
+	}
+	if g.err != nil {
+		return Row{Metric: MetricCapiGoPyRTT, Error: g.err.Error()}
+	}
+	return r.rttRow(MetricCapiGoPyRTT, g.lat, &peer, MetricCapiGoGoRTT, "Go client to a Python agent (shmex.Agent, actions run in its listener thread)")
+}
+
+// goToPython starts a Python agent (python/tests/agents.py) on the child's
+// CPU and measures no-op actions to it from a Go client.
+func (r *capiRun) goToPython(ctx context.Context) (goPy, error) {
+	if r.py == nil {
+		return goPy{skip: r.pyskip, rate: Row{Metric: MetricCapiGoPyOps, Skipped: true, Note: r.pyskip}}, nil
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	_, cpu, _ := r.env.CPUs()
+	cmd := r.command(pctx, cpu, r.py.Path, "-m", "tests.agents", r.name, r.root, capiIdle)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return goPy{}, err
+	}
+	if err := cmd.Start(); err != nil {
+		return goPy{}, err
+	}
+	defer cmd.Wait()
+	ready := make(chan string, 1)
+	go func() {
+		line, _ := bufio.NewReader(stdout).ReadString('\n')
+		ready <- line
+	}()
+	var line string
+	select {
+	case line = <-ready:
+	case <-time.After(r.env.ChildTimeout):
+		return goPy{}, errors.New("bench: the Python agent did not start in time")
+	}
+	id, err := exchange.ParseEntityID(strings.TrimSpace(strings.TrimPrefix(line, "ready ")))
+	if err != nil {
+		return goPy{}, fmt.Errorf("bench: the Python agent said %q: %w", line, err)
+	}
+	h := r.cl.Handle(id)
+	defer func() {
+		sctx, cancel := context.WithTimeout(ctx, r.env.ChildTimeout)
+		h.Shutdown(sctx)
+		cancel()
+	}()
+	var g goPy
+	g.lat, g.err = r.goRTT(ctx, h)
+	rate, err := r.env.MeasureRate(ctx, func(ctx context.Context, ph Phase) (int64, time.Duration, error) {
+		start := time.Now()
+		n, err := pipeline(ctx, h, ph)
+		return n, time.Since(start), err
+	})
+	if err != nil {
+		g.rate = Row{Metric: MetricCapiGoPyOps, Error: err.Error()}
+	} else {
+		g.rate = r.env.RateRow(MetricCapiGoPyOps, "ops/s", rate, MetricCapiGoGoOps)
+		g.rate.Note = join(fmt.Sprintf("Go client to a Python agent, %d in flight", actionWindow), g.rate.Note)
+	}
+	return g, nil
+}
