@@ -35,7 +35,7 @@ func run(t *testing.T, prog string, args ...string) string {
 // futures, remote errors, a result lent by Go read in place, a put.
 func TestFortran(t *testing.T) {
 	lib := capitest.Library(t)
-	prog := capitest.CompileFortran(t, lib, "test_shmex", "src/shmex.f90", "tests/test_shmex.f90")
+	prog := capitest.CompileFortran(t, lib, "test_shmex", "src/shmex.f90", "tests/test_shmex.f90", "tests/handlers.c")
 	root := capitest.Root(t)
 	calc := capitest.ServeCalc(t, root, "fortran")
 	if out := run(t, prog, root, "fortran", calc.ID.String()); !strings.HasSuffix(out, "PASS\n") {

@@ -72,7 +72,9 @@ func CompileFortran(tb testing.TB, lib *Lib, out string, srcs ...string) string 
 	if filepath.Base(out) == out {
 		out = filepath.Join(dir, out)
 	}
-	args := []string{"-std=f2008", "-O2", "-g", "-Wall", "-fcheck=all", "-J", dir, "-o", out}
+	// -fno-backtrace: libgfortran would otherwise replace the Go runtime's
+	// handlers of SIGSEGV, SIGBUS and SIGFPE (see docs/embedding.md).
+	args := []string{"-std=f2008", "-O2", "-g", "-Wall", "-fcheck=all", "-fno-backtrace", "-J", dir, "-o", out}
 	args = append(args, srcs...)
 	args = append(args, "-L", lib.Dir, "-lshmex", fmt.Sprintf("-Wl,-rpath,%s", lib.Dir))
 	if err := compile(context.Background(), fc, args...); err != nil {

@@ -20,10 +20,19 @@ program test_shmex
    character(kind=c_char, len=48) :: idtext
    integer :: failures = 0
 
+   interface
+      function foreign_signal_handlers() bind(c, name="foreign_signal_handlers") result(n)
+         import :: c_int
+         integer(c_int) :: n
+      end function
+   end interface
+
    call get_command_argument(1, root)
    call get_command_argument(2, name)
    call get_command_argument(3, aid)
 
+   ! Built with -fno-backtrace, the Go runtime keeps its signal handlers.
+   call expect(foreign_signal_handlers() == 0, "the Go runtime's signal handlers")
    call expect(shmex_version() >= 100, "version")
    call expect(index(c_to_f_string(shmex_version_string()), "0.1.") == 1, "version string")
 

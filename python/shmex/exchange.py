@@ -415,6 +415,7 @@ _take = None
 _future_free = None
 _PENDING = object()
 _NIL = b"\xc0"
+_SLICE = 1_000_000_000  # ns: how long the main thread waits between looks at signals
 
 
 def _bind():
@@ -428,6 +429,7 @@ class _Buffers(threading.local):
     are copied into (grown when one does not fit)."""
 
     def __init__(self):
+        self.main = threading.current_thread() is threading.main_thread()
         self.packer = None
         self.packer_of = None
         self.size = 64 << 10
@@ -470,12 +472,20 @@ class Future:
                 self._exc = HandleClosedError("the future was freed", L.ECLOSED)
                 return True
             tls = _tls
-            ns = -1 if timeout is None else _ns(timeout)
+            if timeout is None:
+                # In the main thread, wait in slices so that Ctrl-C (which
+                # Python handles between calls) interrupts within a second.
+                ns = _SLICE if tls.main else L.FOREVER
+            else:
+                ns = _ns(timeout)
             while True:
                 rc = _take(self._h, ns, tls.addr, tls.size, tls.nref)
-                if rc != L.ETRUNCATED:
+                if rc == L.ETRUNCATED:
+                    tls.grow(tls.n.value)
+                elif rc == L.ETIMEDOUT and timeout is None:
+                    continue  # the next slice
+                else:
                     break
-                tls.grow(tls.n.value)
             if rc == L.ETIMEDOUT:
                 return False
             self._h = None  # taken: freed by the library
