@@ -551,6 +551,30 @@ func shmexgo_call(hp C.uintptr_t, action *C.char, args *C.uint8_t, argsLen C.siz
 	return putResult(res, result, resultLen)
 }
 
+//export shmexgo_call_into
+func shmexgo_call_into(hp C.uintptr_t, action *C.char, args *C.uint8_t, argsLen C.size_t, ns C.int64_t, buf *C.uint8_t, capacity C.size_t, n *C.size_t) (st C.int) {
+	defer guard(&st)
+	o, err := lookup[*handleObj](handleOf(hp), kindHandle)
+	if err != nil {
+		return fail(err)
+	}
+	if action == nil {
+		return null("action")
+	}
+	if n == nil {
+		return null("len")
+	}
+	a, err := slice(unsafe.Pointer(args), argsLen, exchange.MaxPayloadSize, "args")
+	if err != nil {
+		return fail(err)
+	}
+	res, err := o.call(C.GoString(action), a, int64(ns))
+	if err != nil {
+		return fail(err)
+	}
+	return putBytes(res, buf, capacity, n)
+}
+
 //export shmexgo_action
 func shmexgo_action(hp C.uintptr_t, action *C.char, args *C.uint8_t, argsLen C.size_t, out *C.uintptr_t) (st C.int) {
 	defer guard(&st)

@@ -173,6 +173,11 @@ int shmex_call(shmex_handle *h, const char *action, const uint8_t *args, size_t 
     return shmexgo_call((uintptr_t)h, (char *)action, (uint8_t *)args, args_len, timeout_ns, result, result_len);
 }
 
+int shmex_call_into(shmex_handle *h, const char *action, const uint8_t *args, size_t args_len, int64_t timeout_ns,
+                    uint8_t *buf, size_t cap, size_t *len) {
+    return shmexgo_call_into((uintptr_t)h, (char *)action, (uint8_t *)args, args_len, timeout_ns, buf, cap, len);
+}
+
 int shmex_action(shmex_handle *h, const char *action, const uint8_t *args, size_t args_len, shmex_future **out) {
     return shmexgo_action((uintptr_t)h, (char *)action, (uint8_t *)args, args_len, (uintptr_t *)out);
 }

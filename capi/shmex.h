@@ -303,6 +303,14 @@ int shmex_handle_close(shmex_handle *h, int64_t timeout_ns);
 int shmex_call(shmex_handle *h, const char *action, const uint8_t *args, size_t args_len,
                int64_t timeout_ns, uint8_t **result, size_t *result_len);
 
+/* shmex_call_into is shmex_call with the result copied into the caller's
+ * buffer buf[0..cap) (*len is its length): no allocation, one call into
+ * the library. A result that does not fit is SHMEX_ETRUNCATED, with *len the
+ * room it needed, and is lost (the action did run): use it where results
+ * have a known bound, shmex_call elsewhere. */
+int shmex_call_into(shmex_handle *h, const char *action, const uint8_t *args, size_t args_len,
+                    int64_t timeout_ns, uint8_t *buf, size_t cap, size_t *len);
+
 /* shmex_action sends the request and returns at once with a future of its
  * result (the request is sent, or failed, before it returns). Free every
  * future with shmex_future_free. */

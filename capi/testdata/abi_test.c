@@ -244,9 +244,19 @@ static void test_calls(void) {
     CHECK_RC(shmex_future_wait(f, SHMEX_FOREVER, NULL, NULL), SHMEX_ECANCELED);
     CHECK_RC(shmex_future_free(f), SHMEX_OK);
 
-    /* Take: the result into the caller's buffer, the future freed. */
+    /* Call into the caller's buffer. */
+    na = args_ab(args, sizeof args, 7, 8);
     uint8_t small[4], big[256];
     size_t got = 0;
+    CHECK_RC(shmex_call_into(h, "add", args, na, SHMEX_FOREVER, big, sizeof big, &got), SHMEX_OK);
+    CHECK(result_int(big, got) == 15, "7 + 8 into a buffer");
+    shmex_mp_writer_init(&w, args, sizeof args);
+    shmex_mp_write_str(&w, "longer than four bytes", 22);
+    CHECK_RC(shmex_call_into(h, "echo", args, w.len, SHMEX_FOREVER, small, sizeof small, &got), SHMEX_ETRUNCATED);
+    CHECK(got == w.len, "needed %zu", got);
+    CHECK_RC(shmex_call_into(h, "echo", args, w.len, SHMEX_FOREVER, NULL, 0, NULL), SHMEX_EINVAL);
+
+    /* Take: the result into the caller's buffer, the future freed. */
     na = args_ab(args, sizeof args, 1000, 2);
     CHECK_RC(shmex_action(h, "add", args, na, &f), SHMEX_OK);
     CHECK_RC(shmex_future_take(f, SHMEX_FOREVER, big, sizeof big, &got), SHMEX_OK);

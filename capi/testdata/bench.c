@@ -35,13 +35,12 @@ static uint8_t args[80];
 static size_t nargs;
 static uint8_t res[256];
 
+/* call is one round trip: the synchronous call, one entry into the
+ * library, the result in our buffer. */
 static void call(shmex_handle *h) {
-    shmex_future *f;
     size_t n;
-    int rc = shmex_action(h, "noop", args, nargs, &f);
-    if (rc != SHMEX_OK) die("action", rc);
-    rc = shmex_future_take(f, SHMEX_FOREVER, res, sizeof res, &n);
-    if (rc != SHMEX_OK) die("take", rc);
+    int rc = shmex_call_into(h, "noop", args, nargs, SHMEX_FOREVER, res, sizeof res, &n);
+    if (rc != SHMEX_OK) die("call", rc);
 }
 
 int main(int argc, char **argv) {

@@ -76,7 +76,7 @@ module shmex
       shmex_last_error_kind, shmex_free, shmex_id_format, shmex_id_parse, shmex_open, shmex_close, &
       shmex_register_agent, shmex_register_client, shmex_terminate, shmex_status, shmex_discover, &
       shmex_client_open, shmex_client_id, shmex_client_close, shmex_handle_open, shmex_handle_close, &
-      shmex_call, shmex_action, shmex_future_done, shmex_future_wait, shmex_future_take, &
+      shmex_call, shmex_call_into, shmex_action, shmex_future_done, shmex_future_wait, shmex_future_take, &
       shmex_future_cancel, shmex_future_free, shmex_ping, shmex_shutdown, shmex_loan_alloc, &
       shmex_loan_commit, shmex_loan_abort, shmex_put, shmex_is_proxy, shmex_resolve, &
       shmex_view_release, shmex_proxy_free, shmex_mp_writer_init, shmex_mp_write_nil, &
@@ -218,6 +218,19 @@ module shmex
          integer(c_int64_t), value :: timeout_ns
          type(c_ptr), intent(out) :: result ! malloc'ed: shmex_free it
          integer(c_size_t), intent(out) :: result_len
+         integer(c_int) :: rc
+      end function
+      function shmex_call_into(h, action, args, args_len, timeout_ns, buf, cap, n) &
+         bind(c, name="shmex_call_into") result(rc)
+         import :: c_int, c_char, c_ptr, c_size_t, c_int64_t, c_int8_t
+         type(c_ptr), value :: h
+         character(kind=c_char), dimension(*), intent(in) :: action
+         integer(c_int8_t), dimension(*), intent(in) :: args
+         integer(c_size_t), value :: args_len
+         integer(c_int64_t), value :: timeout_ns
+         integer(c_int8_t), dimension(*) :: buf
+         integer(c_size_t), value :: cap
+         integer(c_size_t), intent(out) :: n
          integer(c_int) :: rc
       end function
       function shmex_action(h, action, args, args_len, f) bind(c, name="shmex_action") result(rc)
@@ -512,16 +525,15 @@ contains
       integer(c_int64_t), intent(in) :: timeout_ns
       real(c_double), intent(out) :: value
       integer(c_int) :: rc
-      type(c_ptr) :: res
+      integer(c_int8_t), target :: res(16)
       integer(c_size_t) :: nres
       type(shmex_mp_reader) :: r
       value = 0
-      rc = shmex_call(h, f_str(action), args, nargs, timeout_ns, res, nres)
+      rc = shmex_call_into(h, f_str(action), args, nargs, timeout_ns, res, size(res, kind=c_size_t), nres)
       if (rc /= SHMEX_OK) return
-      call shmex_mp_reader_init(r, res, nres)
+      call shmex_mp_reader_init(r, c_loc(res), nres)
       value = shmex_mp_read_double(r)
       if (r%err /= 0 .or. r%pos /= nres) rc = SHMEX_EINVAL
-      call shmex_free(res)
    end function shmex_call_double
 
    !> shmex_loan_array_2d lends an nx-by-ny array of doubles in this
