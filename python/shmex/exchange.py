@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import enum
 import threading
+import time
 import uuid
 import weakref
 from ctypes import byref, c_int, c_int64, c_size_t, c_void_p
@@ -376,12 +377,25 @@ class Handle:
         name = self._names.get(action)
         if name is None:
             name = self._names[action] = action.encode()
-        data = self.exchange.pack_args(args, kwargs)
-        f = c_void_p()
-        rc = _action(self._h, name, data, len(data), byref(f))
+        ex = self.exchange
+        if len(args) == 1 and not kwargs:  # the common case, inlined
+            tls = _tls
+            p = tls.packer
+            if p is None or tls.packer_of is not ex:
+                data = ex.pack(args[0])
+            else:
+                try:
+                    data = p.pack(args[0])
+                except BaseException:
+                    tls.packer = None
+                    raise
+        else:
+            data = ex.pack_args(args, kwargs)
+        tls = _tls
+        rc = _action(self._h, name, data, len(data), tls.fref)
         if rc < 0:
             raise error(rc)
-        return Future(self.exchange, f)
+        return Future(ex, tls.f.value)
 
     def ping(self, *, timeout: float | None = None) -> float:
         """Ping the agent and return the round trip in seconds."""
@@ -437,6 +451,8 @@ class _Buffers(threading.local):
         self.addr = ctypes.addressof(self.buf)
         self.n = c_size_t()
         self.nref = byref(self.n)
+        self.f = c_void_p()  # the future an action returns
+        self.fref = byref(self.f)
 
     def grow(self, size: int) -> None:
         self.size = size
@@ -450,26 +466,42 @@ _tls = _Buffers()
 class Future:
     """The result of an action, to come (a subset of
     :class:`concurrent.futures.Future`: ``result``, ``exception``, ``done``,
-    ``cancel``). Thread-safe; the result is decoded once and kept."""
+    ``cancel``). Thread-safe; the result is decoded once and kept.
 
-    __slots__ = ("_ex", "_h", "_value", "_exc", "_lock", "__weakref__")
+    The library's future is taken by one thread at a time: ``_hl`` holds its
+    handle while nobody waits on it; a waiter pops it (atomic under the GIL),
+    and puts it back if its wait times out. A second waiter finds the list
+    empty and polls until the first one has settled the future or given the
+    handle back.
+    """
 
-    def __init__(self, exchange: Exchange, h: c_void_p):
+    __slots__ = ("_ex", "_hl", "_value", "_exc")
+
+    def __init__(self, exchange: Exchange, h: int):
         self._ex = exchange
-        self._h = h
+        self._hl = [h]
         self._value = _PENDING
         self._exc = None
-        self._lock = threading.Lock()
 
     def _settle(self, timeout: float | None) -> bool:
         """Wait up to timeout for the outcome; True once it is known."""
         if self._value is not _PENDING or self._exc is not None:
             return True
-        with self._lock:
-            if self._value is not _PENDING or self._exc is not None:
-                return True
-            if self._h is None:
-                self._exc = HandleClosedError("the future was freed", L.ECLOSED)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                h = self._hl.pop()
+            except IndexError:
+                # Another thread holds the handle: wait for it to settle the
+                # future or give the handle back.
+                if self._value is not _PENDING or self._exc is not None:
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.0001)
+                continue
+            if self._ex._closed:
+                self._exc = HandleClosedError("the exchange is closed", L.ECLOSED)
                 return True
             tls = _tls
             if timeout is None:
@@ -477,46 +509,54 @@ class Future:
                 # Python handles between calls) interrupts within a second.
                 ns = _SLICE if tls.main else L.FOREVER
             else:
-                ns = _ns(timeout)
-            while True:
-                rc = _take(self._h, ns, tls.addr, tls.size, tls.nref)
-                if rc == L.ETRUNCATED:
-                    tls.grow(tls.n.value)
-                elif rc == L.ETIMEDOUT and timeout is None:
-                    continue  # the next slice
-                else:
-                    break
+                ns = max(0, int((deadline - time.monotonic()) * 1e9))
+            try:
+                while True:
+                    rc = _take(h, ns, tls.addr, tls.size, tls.nref)
+                    if rc == L.ETRUNCATED:
+                        tls.grow(tls.n.value)
+                    elif rc == L.ETIMEDOUT and timeout is None:
+                        continue  # the next slice
+                    else:
+                        break
+            except BaseException:  # KeyboardInterrupt between slices
+                self._hl.append(h)
+                raise
             if rc == L.ETIMEDOUT:
+                self._hl.append(h)
                 return False
-            self._h = None  # taken: freed by the library
+            # Taken: the library freed its future, whatever the outcome.
             if rc < 0:
                 self._exc = error(rc)
                 return True
             n = tls.n.value
-            data = _NIL if n == 1 and tls.buf[0] == b"\xc0" else ctypes.string_at(tls.addr, n)
-        if data is _NIL:
-            self._value = None
+            if n == 1 and tls.buf[0] == b"\xc0":
+                self._value = None
+                return True
+            try:
+                self._value = self._ex.unpack(ctypes.string_at(tls.addr, n))
+            except Exception as e:  # a result that is not MessagePack, a bad proxy
+                self._exc = e
             return True
-        try:
-            self._value = self._ex.unpack(data)
-        except Exception as e:  # a result that is not MessagePack, a bad proxy
-            self._exc = e
-        return True
 
     def done(self) -> bool:
         """Whether the outcome is known (a result or an error)."""
         if self._value is not _PENDING or self._exc is not None:
             return True
-        h = self._h
-        if h is None:
-            return True
-        rc = L.lib().shmex_future_done(h)
-        return rc != 0
+        if self._ex._closed:
+            return True  # result() raises HandleClosedError at once
+        try:
+            h = self._hl[0]
+        except IndexError:
+            return False  # another thread is taking it: not known here yet
+        return L.lib().shmex_future_done(h) > 0
 
     def result(self, timeout: float | None = None) -> Any:
         """The action's result, waiting up to ``timeout`` seconds (None:
         forever); TimeoutError when it is not there in time (the future stays
         pending), the agent's error as a :class:`shmex.RemoteError`."""
+        if self._value is not _PENDING:
+            return self._value
         if not self._settle(timeout):
             raise TimeoutError(f"the action's result did not come within {timeout} s")
         if self._exc is not None:
@@ -532,12 +572,16 @@ class Future:
     def cancel(self) -> bool:
         """Give up on the result locally (the agent is not told). True when
         the future was pending."""
-        with self._lock:
-            if self._value is not _PENDING or self._exc is not None or self._h is None:
-                return False
-            L.lib().shmex_future_cancel(self._h)
+        if self._value is not _PENDING or self._exc is not None or self._ex._closed:
+            return False
+        try:
+            h = self._hl[0]
+        except IndexError:
+            return False  # another thread is taking it
+        if L.lib().shmex_future_cancel(h) < 0:
+            return False
         self._settle(None)
-        return True
+        return self.cancelled()
 
     def cancelled(self) -> bool:
         from .errors import CancelledError
@@ -545,11 +589,11 @@ class Future:
         return isinstance(self._exc, CancelledError)
 
     def __del__(self):
-        h = self._h
-        if h is not None:
-            self._h = None
+        hl = self._hl
+        if hl:
             try:
+                h = hl.pop()
                 if not self._ex._closed:
                     _future_free(h)
-            except Exception:  # pragma: no cover - interpreter shutdown
+            except Exception:  # pragma: no cover - interpreter shutdown, a race
                 pass

@@ -118,3 +118,26 @@ def test_threads(go_calc):
     for t in ts:
         t.join()
     assert errors == []
+
+
+def test_future_waited_by_several_threads(go_calc):
+    ex, calc = go_calc
+    h = ex.get_handle(calc)
+    f = h.action("sleep", 200)
+    got, errors = [], []
+
+    def wait(timeout):
+        try:
+            got.append(f.result(timeout=timeout))
+        except TimeoutError as e:
+            errors.append(e)
+
+    ts = [threading.Thread(target=wait, args=(30,)) for _ in range(4)]
+    ts.append(threading.Thread(target=wait, args=(0.01,)))
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert got == [None] * 4
+    assert len(errors) == 1
+    assert f.done() and f.result() is None
