@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -143,5 +144,26 @@ func TestGoClientToCAgent(t *testing.T) {
 	rest, _ := io.ReadAll(lines)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("the C agent: %v\n%s", err, rest)
+	}
+}
+
+// TestMPReaderFuzz runs the MessagePack reader of mp.c (the helpers C and
+// Fortran callers decode results with) on random and mutated input, built
+// with AddressSanitizer and UBSan: a read outside the input fails.
+func TestMPReaderFuzz(t *testing.T) {
+	gcc, err := capitest.Tool("gcc", "gcc")
+	capitest.Need(t, err)
+	prog := filepath.Join(t.TempDir(), "mp_fuzz")
+	out, err := exec.Command(gcc, "-std=c11", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-fsanitize=address,undefined",
+		"-fno-sanitize-recover=all", "-I", ".", "-o", prog, "testdata/mp_fuzz.c").CombinedOutput()
+	if err != nil {
+		t.Fatalf("gcc: %v\n%s", err, out)
+	}
+	iters := "200000"
+	if testing.Short() {
+		iters = "20000"
+	}
+	if out := runProgram(t, prog, iters, strconv.FormatInt(time.Now().UnixNano(), 10)); !strings.HasPrefix(out, "PASS") {
+		t.Fatalf("output:\n%s", out)
 	}
 }
