@@ -344,3 +344,84 @@ func TestHeaderExported(t *testing.T) {
 		t.Fatalf("found only %d declarations in shmex.h", n)
 	}
 }
+
+// tableSize counts the objects in the handle table.
+func tableSize() int {
+	n := 0
+	table.Range(func(any, any) bool { n++; return true })
+	return n
+}
+
+// TestNoHandleLeak checks that futures taken, requests answered, views
+// released and loans committed leave neither the table nor their parents.
+func TestNoHandleLeak(t *testing.T) {
+	root := capitest.Root(t)
+	calc := capitest.ServeCalc(t, root, "leak")
+	e := openTest(t, root, "leak")
+	c, _, err := e.openClient("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := c.openHandle(calc.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := e.openAgent("Echo", nil, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ha, _, err := c.openHandle(a.id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := tableSize()
+	for i := range 500 {
+		f, _, err := h.action("add", addArgs(1, int64(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.wait(-1); err != nil {
+			t.Fatal(err)
+		}
+		closeObject(f)
+		af, _, err := ha.action("x", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, _, err := a.recv(-1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 0 {
+			err = r.reply(msgp.AppendNil(nil))
+		} else {
+			err = r.failRequest("KeyError", "odd")
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		af.wait(-1)
+		closeObject(af)
+		l, _, err := e.allocLoan(64, lifetimeSingleUse, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := l.commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, _, err := e.resolve(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeObject(v)
+	}
+	if after := tableSize(); after != before {
+		t.Fatalf("%d objects in the table after the calls, %d before", after, before)
+	}
+	for _, o := range []object{h, ha, a} {
+		if n := len(o.base().kids); n != 0 {
+			t.Errorf("%T keeps %d children", o, n)
+		}
+	}
+}
