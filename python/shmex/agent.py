@@ -172,6 +172,8 @@ class Agent:
         self._threads: list[threading.Thread] = []
         self._loop_errors: list[BaseException] = []
         self._pool: ThreadPoolExecutor | None = None
+        self._lib = L.lib()
+        self._reply = self._lib.shmex_request_reply
 
     def __repr__(self) -> str:
         return f"Agent<{type(self.behavior).__name__}; {self.agent_id}>"
@@ -253,9 +255,11 @@ class Agent:
         string_at = ctypes.string_at
         req = c_void_p()
         msg = L.Message()
+        reqref, msgref = byref(req), byref(msg)
         a = self._a
+        execute = self._execute
         while True:
-            rc = recv(a, L.FOREVER, byref(req), byref(msg))
+            rc = recv(a, L.FOREVER, reqref, msgref)
             if rc < 0:
                 if rc not in (L.ESHUTDOWN, L.ECLOSED, L.EBADHANDLE):
                     log.error("%s stopped receiving: %s", self, error(rc))
@@ -263,13 +267,13 @@ class Agent:
             name = string_at(msg.action, msg.action_len)
             args = string_at(msg.args, msg.args_len) if msg.args_len else b""
             if self._pool is not None:
-                self._pool.submit(self._execute, req.value, name, args)
+                self._pool.submit(execute, req.value, name, args)
             else:
-                self._execute(req.value, name, args)
+                execute(req.value, name, args)
         self._shutdown.set()
 
     def _execute(self, r: int, name: bytes, args: bytes) -> None:
-        lib = L.lib()
+        lib = self._lib
         spec = self._actions.get(name)
         if spec is None:
             lib.shmex_request_fail(r, b"UnknownActionError",
@@ -291,4 +295,4 @@ class Agent:
             return
         finally:
             value = None  # payloads in the arguments are released when the action kept none
-        lib.shmex_request_reply(r, out, len(out))
+        self._reply(r, out, len(out))
