@@ -73,3 +73,28 @@ def test_close_invalidates(root):
         p.memoryview
     with pytest.raises(shmex.ShmexError):
         loan.commit()
+
+
+def test_without_numpy(root):
+    """The package needs only the standard library and msgpack: without
+    numpy, loans and payloads are memoryviews, and .array says why not."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+sys.modules["numpy"] = None  # import numpy now fails
+import shmex
+with shmex.Exchange("nonumpy", root={root!r}) as ex:
+    loan = ex.loan(16, lifetime=shmex.OWNED)
+    loan.memoryview[:3] = b"abc"
+    p = ex.resolve(loan.commit())
+    assert p.tobytes()[:3] == b"abc"
+    try:
+        p.array()
+    except ImportError as e:
+        print("no numpy:", e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "no numpy: numpy is not installed" in out.stdout
