@@ -395,7 +395,7 @@ class Handle:
         rc = _action(self._h, name, data, len(data), tls.fref)
         if rc < 0:
             raise error(rc)
-        return Future(ex, tls.f.value)
+        return Future(ex, tls.f.value, self)
 
     def ping(self, *, timeout: float | None = None) -> float:
         """Ping the agent and return the round trip in seconds."""
@@ -419,6 +419,16 @@ class Handle:
 
     def __exit__(self, *exc):
         self.close()
+
+    def __del__(self):
+        # Futures keep their handle alive: none is pending here.
+        h, self._h = self._h, None
+        if h is not None:
+            try:
+                if not self.exchange._closed:
+                    L.lib().shmex_handle_close(h, 0)
+            except Exception:  # pragma: no cover - interpreter shutdown
+                pass
 
     def __repr__(self) -> str:
         return f"<Handle to {self.agent_id}>"
@@ -475,10 +485,11 @@ class Future:
     handle back.
     """
 
-    __slots__ = ("_ex", "_hl", "_value", "_exc")
+    __slots__ = ("_ex", "_hl", "_value", "_exc", "_handle")
 
-    def __init__(self, exchange: Exchange, h: int):
+    def __init__(self, exchange: Exchange, h: int, handle: "Handle | None" = None):
         self._ex = exchange
+        self._handle = handle  # keeps the Handle (whose close would cancel us) alive
         self._hl = [h]
         self._value = _PENDING
         self._exc = None

@@ -141,3 +141,12 @@ def test_future_waited_by_several_threads(go_calc):
     assert got == [None] * 4
     assert len(errors) == 1
     assert f.done() and f.result() is None
+
+
+def test_dropped_handles_are_freed(go_calc):
+    """A handle nobody references is closed; a future keeps its handle."""
+    ex, calc = go_calc
+    f = ex.get_handle(calc).action("add", 1, 2)  # the handle is dropped at once
+    assert f.result(timeout=30) == 3
+    for _ in range(1000):
+        ex.get_handle(calc).action("noop").result()
