@@ -7,7 +7,6 @@ import enum
 import threading
 import time
 import uuid
-import weakref
 from ctypes import byref, c_int, c_int64, c_size_t, c_void_p
 from typing import Any, Iterable
 
@@ -153,7 +152,6 @@ class Exchange:
         self._closed = False
         self._lock = threading.Lock()
         self._client = None  # the C client shared by get_handle's handles
-        self._tracked = weakref.WeakSet()
         self._packer_default = self._default
         self._ext_hook = self._resolve_ext
 
@@ -165,9 +163,7 @@ class Exchange:
         with self._lock:
             if self._closed:
                 return
-            self._closed = True
-            for o in list(self._tracked):
-                o._close()
+            self._closed = True  # loans and payloads look at it before they touch memory
             h, self._h = self._h, None
         check(L.lib().shmex_close(h))
 
@@ -176,9 +172,6 @@ class Exchange:
 
     def __exit__(self, *exc):
         self.close()
-
-    def _track(self, o) -> None:
-        self._tracked.add(o)
 
     def _handle(self):
         if self._closed:

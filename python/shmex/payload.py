@@ -28,12 +28,13 @@ closed.
 from __future__ import annotations
 
 import ctypes
+import threading
 from ctypes import byref, c_size_t, c_void_p
 
 import msgpack
 
 from . import _lib as L
-from .errors import ShmexError, check
+from .errors import ShmexError, check, error
 
 try:  # numpy is optional
     import numpy as _np
@@ -46,6 +47,18 @@ PROXY_EXT = 80
 SINGLE_USE = L.LIFETIME_SINGLE_USE
 OWNED = L.LIFETIME_OWNED
 LEASED = L.LIFETIME_LEASED
+
+
+class _Out(threading.local):
+    """Per-thread out-parameters of the library's calls."""
+
+    def __init__(self):
+        self.h, self.d, self.n = c_void_p(), c_void_p(), c_size_t()
+        self.href, self.dref, self.nref = byref(self.h), byref(self.d), byref(self.n)
+        self.proxy = ctypes.create_string_buffer(L.PROXY_MAX)
+
+
+_out = _Out()
 
 
 def _view(ptr: int, n: int, owner, readonly: bool) -> memoryview:
@@ -75,10 +88,15 @@ class Proxy:
     __slots__ = ("raw", "_ext")
 
     def __init__(self, raw: bytes):
-        self.raw = bytes(raw)
-        ext = msgpack.unpackb(self.raw, ext_hook=msgpack.ExtType)
-        if not isinstance(ext, msgpack.ExtType) or ext.code != PROXY_EXT:
-            raise ValueError("not a proxy")
+        self.raw = raw = bytes(raw)
+        # The library makes ext 8 proxies (c7 LEN 80 DATA); parse others
+        # (fixext, ext 16) with msgpack.
+        if len(raw) >= 3 and raw[0] == 0xC7 and raw[2] == PROXY_EXT and raw[1] == len(raw) - 3:
+            ext = msgpack.ExtType(PROXY_EXT, raw[3:])
+        else:
+            ext = msgpack.unpackb(raw, ext_hook=msgpack.ExtType)
+            if not isinstance(ext, msgpack.ExtType) or ext.code != PROXY_EXT:
+                raise ValueError("not a proxy")
         self._ext = ext
 
     def __repr__(self) -> str:
@@ -98,23 +116,29 @@ class Loan:
     passing the loan in a call) publishes the bytes; abort gives them back.
     """
 
+    __slots__ = ("_exchange", "_h", "nbytes", "_ptr", "_proxy", "__weakref__")
+
     def __init__(self, exchange, nbytes: int, lifetime: int = SINGLE_USE, lease: float | None = None):
-        lib = L.lib()
         self._exchange = exchange
-        self._h = c_void_p()
-        data = c_void_p()
-        lease_ns = int(lease * 1e9) if lease is not None else 0
-        if lease is not None and lifetime == SINGLE_USE:
-            lifetime = LEASED
-        check(lib.shmex_loan_alloc(exchange._h, nbytes, lifetime, lease_ns, byref(self._h), byref(data)))
+        lease_ns = 0
+        if lease is not None:
+            lease_ns = int(lease * 1e9)
+            if lifetime == SINGLE_USE:
+                lifetime = LEASED
+        o = _out
+        rc = L.lib().shmex_loan_alloc(exchange._handle(), nbytes, lifetime, lease_ns, o.href, o.dref)
+        if rc < 0:
+            raise error(rc)
+        self._h = o.h.value
         self.nbytes = nbytes
-        self._ptr = data.value or 0
+        self._ptr = o.d.value or 0
         self._proxy: Proxy | None = None
-        exchange._track(self)
 
     @property
     def memoryview(self) -> memoryview:
         """The loan's bytes, writable (format 'B')."""
+        if self._exchange._closed:
+            raise ShmexError("the exchange is closed: the loan is gone")
         if self._h is None and self._proxy is None:
             raise ShmexError("the loan was aborted")
         return _view(self._ptr, self.nbytes, self, readonly=False)
@@ -128,23 +152,22 @@ class Loan:
         write to the loan afterwards."""
         if self._proxy is not None:
             return self._proxy
-        if self._h is None:
-            raise ShmexError("the loan was aborted")
-        buf = ctypes.create_string_buffer(L.PROXY_MAX)
-        n = c_size_t()
-        check(L.lib().shmex_loan_commit(self._h, buf, L.PROXY_MAX, byref(n)))
+        if self._h is None or self._exchange._closed:
+            raise ShmexError("the loan was aborted, or its exchange closed")
+        o = _out
+        rc = L.lib().shmex_loan_commit(self._h, o.proxy, L.PROXY_MAX, o.nref)
+        if rc < 0:
+            raise error(rc)
         self._h = None
-        self._proxy = Proxy(buf.raw[: n.value])
+        self._proxy = Proxy(o.proxy.raw[: o.n.value])
         return self._proxy
 
     def abort(self) -> None:
         """Give the bytes back without publishing them."""
         if self._h is not None:
             h, self._h = self._h, None
-            check(L.lib().shmex_loan_abort(h))
-
-    def _close(self) -> None:  # the exchange is closing: its close aborts the loan
-        self._h = None
+            if not self._exchange._closed:  # its close aborted the loan
+                check(L.lib().shmex_loan_abort(h))
 
     def __enter__(self):
         return self
@@ -154,7 +177,7 @@ class Loan:
             self.abort()
 
     def __repr__(self) -> str:
-        state = "committed" if self._proxy else "aborted" if self._h is None else "open"
+        state = "committed" if self._proxy else "aborted" if self._h is None or self._exchange._closed else "open"
         return f"<Loan {self.nbytes} bytes, {state}>"
 
 
@@ -164,23 +187,26 @@ class Payload:
     See the module's documentation for how long the bytes stay valid.
     """
 
+    __slots__ = ("proxy", "_exchange", "_h", "nbytes", "_ptr", "__weakref__")
+
     def __init__(self, exchange, proxy: Proxy):
-        lib = L.lib()
         self.proxy = proxy
         self._exchange = exchange
-        self._h = c_void_p()
-        data = c_void_p()
-        n = c_size_t()
-        check(lib.shmex_resolve(exchange._h, proxy.raw, len(proxy.raw), byref(self._h), byref(data), byref(n)))
-        self.nbytes = n.value
-        self._ptr = data.value or 0
-        exchange._track(self)
+        self._h = None
+        o = _out
+        raw = proxy.raw
+        rc = L.lib().shmex_resolve(exchange._handle(), raw, len(raw), o.href, o.dref, o.nref)
+        if rc < 0:
+            raise error(rc)
+        self._h = o.h.value
+        self.nbytes = o.n.value
+        self._ptr = o.d.value or 0
 
     @property
     def memoryview(self) -> memoryview:
         """The bytes, read-only; the view keeps the payload alive."""
-        if self._h is None:
-            raise ShmexError("the payload was released")
+        if self._h is None or self._exchange._closed:
+            raise ShmexError("the payload was released, or its exchange closed")
         return _view(self._ptr, self.nbytes, self, readonly=True)
 
     def array(self, dtype="u1", shape=None, order="C"):
@@ -201,9 +227,6 @@ class Payload:
         h, self._h = self._h, None
         if h is not None and not self._exchange._closed:
             L.lib().shmex_view_release(h)
-
-    def _close(self) -> None:  # the exchange's close releases the view
-        self._h = None
 
     def __enter__(self):
         return self
