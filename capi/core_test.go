@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -23,7 +24,7 @@ import (
 // from many threads, and closes racing calls, must give statuses, never a
 // crash or a race.
 
-func openTest(t *testing.T, root, name string) *exchangeObj {
+func openTest(t testing.TB, root, name string) *exchangeObj {
 	t.Helper()
 	e, _, err := openExchange(name, openOptions{root: root})
 	if err != nil {
@@ -424,4 +425,53 @@ func TestNoHandleLeak(t *testing.T) {
 			t.Errorf("%T keeps %d children", o, n)
 		}
 	}
+}
+
+// BenchmarkCoreAction measures what the library adds to a Go action call
+// (the handle table, the future's object, the copy of the result), without
+// the crossing from C: compare with BenchmarkGoAction.
+func BenchmarkCoreAction(b *testing.B) {
+	root := capitest.Root(b)
+	calc := capitest.ServeCalc(b, root, "bcore")
+	e := openTest(b, root, "bcore")
+	c, _, err := e.openClient("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, hh, err := c.openHandle(calc.ID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	args := msgp.AppendBytes(nil, make([]byte, 64))
+	b.Run("library", func(b *testing.B) {
+		for b.Loop() {
+			ho, err := lookup[*handleObj](hh, kindHandle)
+			if err != nil {
+				b.Fatal(err)
+			}
+			f, fh, err := ho.action("noop", args)
+			if err != nil {
+				b.Fatal(err)
+			}
+			fo, err := lookup[*futureObj](fh, kindFuture)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := fo.wait(-1); err != nil {
+				b.Fatal(err)
+			}
+			closeObject(f)
+		}
+	})
+	b.Run("go", func(b *testing.B) {
+		for b.Loop() {
+			f, err := h.h.ActionRaw(context.Background(), "noop", args)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if _, err := f.Wait(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
