@@ -122,3 +122,27 @@ def test_python_to_python_across_processes(exchange, py_agent):
         h.action("fail", "ValueError", "py").result(timeout=30)
     h.shutdown(timeout=30)
     assert py_agent.proc.wait(timeout=30) == 0
+
+
+def test_serve_command(exchange, root):
+    """python -m shmex serve MODULE:CLASS runs an agent in its own process."""
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=here + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    p = subprocess.Popen([sys.executable, "-m", "shmex", "serve", "tests.agents:PyCalc", "--exchange", exchange.name,
+                          "--root", root, "--name", "cli"], stdout=subprocess.PIPE, text=True, env=env, cwd=here)
+    try:
+        line = p.stdout.readline()
+        assert line.startswith("ready agent:"), line
+        aid = shmex.EntityId.parse(line.split()[1])
+        h = exchange.get_handle(aid)
+        assert h.action("add", 1, 2).result(timeout=30) == 3
+        h.shutdown(timeout=30)
+        assert p.wait(timeout=30) == 0
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
