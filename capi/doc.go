@@ -17,10 +17,11 @@
 // callback loop without a Go-to-C call per request. mp.c is the small
 // MessagePack writer and reader of the header.
 //
-// The Go side never hands a Go pointer to C: handles are numbers looked up in
-// a table (handles.go), every buffer C keeps is malloc'ed (results, received
+// C never keeps a Go pointer: handles are numbers looked up in a table
+// (handles.go), every buffer C keeps is malloc'ed (results, received
 // messages, requests), and loans and views point into the arenas' shared
-// mappings, never into the Go heap.
+// mappings, never into the Go heap. Each exported function recovers a panic
+// of its own into SHMEX_EIO (guard, in exports.go).
 //
 // # Objects
 //
