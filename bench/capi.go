@@ -264,17 +264,22 @@ func (r *capiRun) seconds() string {
 	return strconv.FormatFloat((2 * r.env.Duration).Seconds(), 'f', 3, 64)
 }
 
-// command returns an external program pinned to cpu (with taskset) when
-// the run pins and taskset is there.
+// envBenchCPU tells an external program of the scenario the CPU to pin its
+// measuring thread to (the C and Python clients, the Python agent's
+// listener), as Env.LockThread pins the Go side's: its thread alone, after
+// the library started the Go runtime's threads, which stay free to run
+// elsewhere (pinning the whole process put a spinning receiver and the
+// runtime's threads on one CPU: round trips of milliseconds).
+const envBenchCPU = "SHMEX_BENCH_CPU"
+
+// command returns an external program whose measuring thread is pinned to
+// cpu when cpu >= 0.
 func (r *capiRun) command(ctx context.Context, cpu int, prog string, args ...string) *exec.Cmd {
-	if cpu >= 0 {
-		if ts, err := exec.LookPath("taskset"); err == nil {
-			args = append([]string{"-c", strconv.Itoa(cpu), prog}, args...)
-			prog = ts
-		}
-	}
 	cmd := exec.CommandContext(ctx, prog, args...)
 	cmd.Env = append(os.Environ(), "SHMEX_LIBRARY="+r.lib.Shared, "PYTHONPATH="+r.pyDir, "PYTHONDONTWRITEBYTECODE=1")
+	if cpu >= 0 {
+		cmd.Env = append(cmd.Env, envBenchCPU+"="+strconv.Itoa(cpu))
+	}
 	cmd.Dir = r.pyDir
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -11,8 +11,12 @@
  *       keeps WINDOW actions in flight for SECONDS and prints
  *       "pipeline N SECONDS_ELAPSED".
  *
- * IDLE is default, spin or park. Exit status 1 on any error.
+ * IDLE is default, spin or park. With SHMEX_BENCH_CPU set, the measuring
+ * thread (this one, not the Go runtime's) is pinned to that CPU once the
+ * library is loaded. Exit status 1 on any error.
  */
+#define _GNU_SOURCE
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +63,13 @@ int main(int argc, char **argv) {
     shmex_id id;
     int rc;
     if ((rc = shmex_open(argv[2], &o, &x)) != SHMEX_OK) die("open", rc);
+    const char *cpu = getenv("SHMEX_BENCH_CPU");
+    if (cpu != NULL) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(atoi(cpu), &set);
+        if (sched_setaffinity(0, sizeof set, &set) != 0) perror("sched_setaffinity");
+    }
     if ((rc = shmex_id_parse(argv[3], &id)) != SHMEX_OK) die("agent id", rc);
     if ((rc = shmex_client_open(x, NULL, &c)) != SHMEX_OK) die("client", rc);
     if ((rc = shmex_handle_open(c, &id, &h)) != SHMEX_OK) die("handle", rc);

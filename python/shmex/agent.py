@@ -208,6 +208,14 @@ class Agent:
             t.start()
             self._threads.append(t)
 
+    def listener_thread(self) -> threading.Thread | None:
+        """The thread that receives requests (and runs the actions when
+        they are not run in a pool), once started."""
+        for t in self._threads:
+            if t.name == "shmex-listener":
+                return t
+        return None
+
     def signal_shutdown(self) -> None:
         """Ask the agent to stop (from any thread, an action or a loop
         included); :meth:`run` then shuts it down."""

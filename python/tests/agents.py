@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -94,6 +95,9 @@ def main():
         b.exchange = ex
         agent = shmex.Agent(b, exchange=ex, name="pycalc")
         agent.start()
+        cpu = os.environ.get("SHMEX_BENCH_CPU")
+        if cpu is not None:  # the benchmark pins the thread that serves
+            os.sched_setaffinity(agent.listener_thread().native_id, {int(cpu)})
         print("ready", agent.agent_id, flush=True)
         agent.run()
 

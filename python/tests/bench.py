@@ -15,16 +15,26 @@
 from __future__ import annotations
 
 import array
+import os
 import sys
 import time
 
 import shmex
 
 
+def pin_this_thread(tid: int = 0):
+    """Pin thread tid (0: this one) to $SHMEX_BENCH_CPU, if set: the
+    measuring thread only, not the Go runtime's."""
+    cpu = os.environ.get("SHMEX_BENCH_CPU")
+    if cpu is not None:
+        os.sched_setaffinity(tid, {int(cpu)})
+
+
 def main(argv):
     root, name, aid, idle, mode, seconds = argv[:6]
     seconds = float(seconds)
     with shmex.Exchange(name, root=root, idle=idle) as ex:
+        pin_this_thread()
         h = ex.get_handle(shmex.EntityId.parse(aid))
         clock = time.perf_counter_ns
         if mode == "rtt":
