@@ -35,8 +35,6 @@ const (
 	MetricCapiGoPyOps  = "capi.go_py_throughput_ops"
 	MetricCapiPyGo1K   = "capi.py_go_1k_rtt_ns"
 	MetricCapiPyGoLoan = "capi.py_go_loan_1g_ns"
-	// capiIdle is the receivers' idle mode in the C ABI scenario.
-	capiIdle = "spin"
 )
 
 var capiMetrics = []string{
@@ -81,21 +79,30 @@ func childCapiCalc(args []string) error {
 	return calc.Close()
 }
 
-// capiRun is one run of the C ABI scenario: the library, the programs, and
-// the Go agent they call.
+// capiRun is one run of the C ABI scenario: the library and the programs,
+// and the phase running now (idle mode, exchange, Go agent, Go client).
 type capiRun struct {
 	env      *Env
 	lib      *capitest.Lib
-	cbench   string            // the C client
-	py       *capitest.Python  // or nil (pyskip says why)
-	pyDir    string            // python/ in the module
-	root     string            // exchange root
-	name     string            // exchange name
-	calc     exchange.EntityID // the Go agent
-	x        *exchange.SHM
-	cl       *agent.Client
+	cbench   string           // the C client
+	py       *capitest.Python // or nil (pyskip says why)
 	pyskip   string
+	pyDir    string // python/ in the module
+	root     string // exchange root
 	loanSize int
+	*capiPhase
+}
+
+// capiPhase is a Go Calc agent in a child process and this process's client
+// of it, in an exchange whose receivers all wait the same way: spin for the
+// round trips (as action.rtt_ns), the default strategy for the pipelined
+// rows (as action.throughput_ops).
+type capiPhase struct {
+	idle string
+	name string            // exchange name
+	calc exchange.EntityID // the Go agent
+	x    *exchange.SHM
+	cl   *agent.Client
 }
 
 func runCapi(ctx context.Context, env *Env) ([]Row, error) {
@@ -132,69 +139,92 @@ func runCapi(ctx context.Context, env *Env) ([]Row, error) {
 	if r.root, err = env.Dir(); err != nil {
 		return nil, err
 	}
-	r.name = "capi"
-	child, err := env.StartChild(ctx, "capi-calc", r.root, r.name, capiIdle)
+	byMetric := map[string]Row{}
+	add := func(rows ...Row) {
+		for _, row := range rows {
+			byMetric[row.Metric] = row
+		}
+	}
+	// Round trips, Go to Go first: the peer of every other row.
+	err = r.phase(ctx, "spin", func() error {
+		goRTT, err := r.goRTT(ctx, r.cl.Handle(r.calc))
+		if err != nil {
+			return fmt.Errorf("go to go: %w", err)
+		}
+		add(r.rttRow(MetricCapiGoGoRTT, goRTT, "", "Go client to the Go agent, the peer of the rows below"),
+			r.external(ctx, MetricCapiCGoRTT, MetricCapiGoGoRTT, "C client (libshmex, shmex_call_into) to the Go agent", r.cRTT),
+			r.external(ctx, MetricCapiPyGoRTT, MetricCapiGoGoRTT, "Python client (handle.action(...).result()) to the Go agent", r.pyRTT(64)))
+		add(r.goToPython(ctx, MetricCapiGoPyRTT))
+		// A large array lent by Python, against a small round trip.
+		add(r.external(ctx, MetricCapiPyGo1K, MetricCapiGoGoRTT, "Python client to the Go agent, 1 KiB of arguments", r.pyRTT(1024)),
+			r.pyLoan(ctx))
+		return nil
+	})
 	if err != nil {
 		return nil, err
+	}
+	// Pipelined.
+	err = r.phase(ctx, "default", func() error {
+		goOps, err := env.MeasureRate(ctx, func(ctx context.Context, ph Phase) (int64, time.Duration, error) {
+			start := time.Now()
+			n, err := pipeline(ctx, r.cl.Handle(r.calc), ph)
+			return n, time.Since(start), err
+		})
+		if err != nil {
+			return fmt.Errorf("go to go pipelined: %w", err)
+		}
+		row := env.RateRow(MetricCapiGoGoOps, "ops/s", goOps, "")
+		row.Note = join(fmt.Sprintf("Go client to the Go agent, %d in flight", actionWindow), row.Note)
+		add(row,
+			r.rateRow(ctx, MetricCapiCGoOps, "C client to the Go agent (shmex_action, shmex_future_take)", r.cRate),
+			r.rateRow(ctx, MetricCapiPyGoOps, "Python client to the Go agent", r.pyRate()))
+		add(r.goToPython(ctx, MetricCapiGoPyOps))
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	rows := make([]Row, 0, len(capiMetrics))
+	for _, m := range capiMetrics {
+		rows = append(rows, byMetric[m])
+	}
+	return rows, nil
+}
+
+// phase starts a Go Calc agent child whose receivers, like this process's
+// client and the programs', wait in the idle mode idle, runs fn, and stops
+// the child.
+func (r *capiRun) phase(ctx context.Context, idle string, fn func() error) error {
+	p := &capiPhase{idle: idle, name: "capi-" + idle}
+	child, err := r.env.StartChild(ctx, "capi-calc", r.root, p.name, idle)
+	if err != nil {
+		return err
 	}
 	defer child.Close()
 	line, err := child.Expect(ctx, "ready")
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if r.calc, err = exchange.ParseEntityID(strings.TrimSpace(line)); err != nil {
-		return nil, fmt.Errorf("bench: the Calc child said %q: %w", line, err)
+	if p.calc, err = exchange.ParseEntityID(strings.TrimSpace(line)); err != nil {
+		return fmt.Errorf("bench: the Calc child said %q: %w", line, err)
 	}
-	if r.x, err = exchange.Open(r.name, exchange.WithRoot(r.root), exchangeIdle(capiIdle)); err != nil {
-		return nil, err
+	if p.x, err = exchange.Open(p.name, exchange.WithRoot(r.root), exchangeIdle(idle)); err != nil {
+		return err
 	}
-	defer r.x.Close()
-	if r.cl, err = agent.NewClient(ctx, r.x); err != nil {
-		return nil, err
+	defer p.x.Close()
+	if p.cl, err = agent.NewClient(ctx, p.x); err != nil {
+		return err
 	}
-	defer r.cl.Close()
+	defer p.cl.Close()
 	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), env.ChildTimeout)
-		r.cl.Handle(r.calc).Shutdown(sctx)
+		sctx, cancel := context.WithTimeout(context.Background(), r.env.ChildTimeout)
+		p.cl.Handle(p.calc).Shutdown(sctx)
 		cancel()
 		child.Wait()
 	}()
-
-	var rows []Row
-	// Round trips, Go to Go first: the peer of every other row.
-	goRTT, err := r.goRTT(ctx, r.cl.Handle(r.calc))
-	if err != nil {
-		return nil, fmt.Errorf("go to go: %w", err)
-	}
-	rows = append(rows, r.rttRow(MetricCapiGoGoRTT, goRTT, "", "Go client to the Go agent, the peer of the rows below"))
-	rows = append(rows, r.external(ctx, MetricCapiCGoRTT, MetricCapiGoGoRTT, "C client (libshmex, shmex_call_into) to the Go agent", r.cRTT))
-	rows = append(rows, r.external(ctx, MetricCapiPyGoRTT, MetricCapiGoGoRTT, "Python client (handle.action(...).result()) to the Go agent", r.pyRTT(64)))
-	goPy, err := r.goToPython(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("go to python: %w", err)
-	}
-	rows = append(rows, goPy.rtt(r))
-
-	// Pipelined.
-	goOps, err := env.MeasureRate(ctx, func(ctx context.Context, ph Phase) (int64, time.Duration, error) {
-		start := time.Now()
-		n, err := pipeline(ctx, r.cl.Handle(r.calc), ph)
-		return n, time.Since(start), err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("go to go pipelined: %w", err)
-	}
-	row := env.RateRow(MetricCapiGoGoOps, "ops/s", goOps, "")
-	row.Note = join(fmt.Sprintf("Go client to the Go agent, %d in flight", actionWindow), row.Note)
-	rows = append(rows, row)
-	rows = append(rows, r.rateRow(ctx, MetricCapiCGoOps, "C client to the Go agent (shmex_action, shmex_future_take)", r.cRate))
-	rows = append(rows, r.rateRow(ctx, MetricCapiPyGoOps, "Python client to the Go agent", r.pyRate()))
-	rows = append(rows, goPy.rate)
-
-	// A large array lent by Python, against a small round trip.
-	rows = append(rows, r.external(ctx, MetricCapiPyGo1K, MetricCapiGoGoRTT, "Python client to the Go agent, 1 KiB of arguments", r.pyRTT(1024)))
-	rows = append(rows, r.pyLoan(ctx))
-	return rows, nil
+	r.capiPhase = p
+	defer func() { r.capiPhase = nil }()
+	return fn()
 }
 
 // goRTT measures no-op actions from a Go handle, as the C and Python
@@ -305,7 +335,7 @@ func (r *capiRun) runClient(ctx context.Context, want string, prog string, args 
 }
 
 func (r *capiRun) cRTT(ctx context.Context, samples string) (float64, error) {
-	f, err := r.runClient(ctx, "rtt", r.cbench, r.root, r.name, r.calc.String(), capiIdle, "rtt", r.seconds(), samples)
+	f, err := r.runClient(ctx, "rtt", r.cbench, r.root, r.name, r.calc.String(), r.idle, "rtt", r.seconds(), samples)
 	if err != nil || len(f) != 2 {
 		return 0, errors.Join(err, errOutput(f))
 	}
@@ -326,7 +356,7 @@ func (r *capiRun) pyRTT(size int) func(ctx context.Context, samples string) (flo
 		return nil
 	}
 	return func(ctx context.Context, samples string) (float64, error) {
-		f, err := r.runClient(ctx, "rtt", r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), capiIdle,
+		f, err := r.runClient(ctx, "rtt", r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), r.idle,
 			"rtt", r.seconds(), samples, strconv.Itoa(size))
 		if err != nil || len(f) != 2 {
 			return 0, errors.Join(err, errOutput(f))
@@ -369,7 +399,7 @@ func (r *capiRun) pipelineRate(ctx context.Context, prog string, args ...string)
 }
 
 func (r *capiRun) cRate(ctx context.Context) (float64, error) {
-	return r.pipelineRate(ctx, r.cbench, r.root, r.name, r.calc.String(), capiIdle, "pipeline",
+	return r.pipelineRate(ctx, r.cbench, r.root, r.name, r.calc.String(), r.idle, "pipeline",
 		strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), strconv.Itoa(actionWindow))
 }
 
@@ -382,7 +412,7 @@ func (r *capiRun) pyRate() func(ctx context.Context) (float64, error) {
 }
 
 func (r *capiRun) pyPipeline(ctx context.Context) (float64, error) {
-	return r.pipelineRate(ctx, r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), capiIdle, "pipeline",
+	return r.pipelineRate(ctx, r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), r.idle, "pipeline",
 		strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), strconv.Itoa(actionWindow))
 }
 
@@ -399,7 +429,7 @@ func (r *capiRun) pyLoan(ctx context.Context) Row {
 		samples := filepath.Join(r.lib.Dir, fmt.Sprintf("loan-%d.samples", i))
 		ctx, cancel := context.WithTimeout(ctx, 10*r.env.Duration+4*r.env.ChildTimeout)
 		cpu, _, _ := r.env.CPUs()
-		out, err := r.command(ctx, cpu, r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), capiIdle, "loan",
+		out, err := r.command(ctx, cpu, r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), r.idle, "loan",
 			strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), samples, strconv.Itoa(r.loanSize)).Output()
 		cancel()
 		if err != nil {
@@ -441,40 +471,24 @@ func humanBytes(n int) string {
 	return fmt.Sprintf("%d B", n)
 }
 
-// goPy holds the rows of the Go client to Python agent measurement.
-type goPy struct {
-	lat  Latency
-	rate Row
-	err  error
-	skip string
-}
-
-func (g goPy) rtt(r *capiRun) Row {
-	if g.skip != "" {
-		return Row{Metric: MetricCapiGoPyRTT, Skipped: true, Note: g.skip}
-	}
-	if g.err != nil {
-		return Row{Metric: MetricCapiGoPyRTT, Error: g.err.Error()}
-	}
-	return r.rttRow(MetricCapiGoPyRTT, g.lat, MetricCapiGoGoRTT, "Go client to a Python agent (shmex.Agent, actions run in its listener thread)")
-}
-
-// goToPython starts a Python agent (python/tests/agents.py) on the child's
-// CPU and measures no-op actions to it from a Go client.
-func (r *capiRun) goToPython(ctx context.Context) (goPy, error) {
+// goToPython starts a Python agent (python/tests/agents.py) with its
+// listener on the child's CPU and measures no-op actions to it from a Go
+// client: the round trip (metric MetricCapiGoPyRTT) or the pipelined rate.
+func (r *capiRun) goToPython(ctx context.Context, metric string) Row {
 	if r.py == nil {
-		return goPy{skip: r.pyskip, rate: Row{Metric: MetricCapiGoPyOps, Skipped: true, Note: r.pyskip}}, nil
+		return Row{Metric: metric, Skipped: true, Note: r.pyskip}
 	}
+	fail := func(err error) Row { return Row{Metric: metric, Error: err.Error()} }
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	_, cpu, _ := r.env.CPUs()
-	cmd := r.command(pctx, cpu, r.py.Path, "-m", "tests.agents", r.name, r.root, capiIdle)
+	cmd := r.command(pctx, cpu, r.py.Path, "-m", "tests.agents", r.name, r.root, r.idle)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return goPy{}, err
+		return fail(err)
 	}
 	if err := cmd.Start(); err != nil {
-		return goPy{}, err
+		return fail(err)
 	}
 	defer cmd.Wait()
 	ready := make(chan string, 1)
@@ -486,11 +500,11 @@ func (r *capiRun) goToPython(ctx context.Context) (goPy, error) {
 	select {
 	case line = <-ready:
 	case <-time.After(r.env.ChildTimeout):
-		return goPy{}, errors.New("bench: the Python agent did not start in time")
+		return fail(errors.New("bench: the Python agent did not start in time"))
 	}
 	id, err := exchange.ParseEntityID(strings.TrimSpace(strings.TrimPrefix(line, "ready ")))
 	if err != nil {
-		return goPy{}, fmt.Errorf("bench: the Python agent said %q: %w", line, err)
+		return fail(fmt.Errorf("bench: the Python agent said %q: %w", line, err))
 	}
 	h := r.cl.Handle(id)
 	defer func() {
@@ -498,18 +512,22 @@ func (r *capiRun) goToPython(ctx context.Context) (goPy, error) {
 		h.Shutdown(sctx)
 		cancel()
 	}()
-	var g goPy
-	g.lat, g.err = r.goRTT(ctx, h)
+	if metric == MetricCapiGoPyRTT {
+		l, err := r.goRTT(ctx, h)
+		if err != nil {
+			return fail(err)
+		}
+		return r.rttRow(metric, l, MetricCapiGoGoRTT, "Go client to a Python agent (shmex.Agent, actions run in its listener thread)")
+	}
 	rate, err := r.env.MeasureRate(ctx, func(ctx context.Context, ph Phase) (int64, time.Duration, error) {
 		start := time.Now()
 		n, err := pipeline(ctx, h, ph)
 		return n, time.Since(start), err
 	})
 	if err != nil {
-		g.rate = Row{Metric: MetricCapiGoPyOps, Error: err.Error()}
-	} else {
-		g.rate = r.env.RateRow(MetricCapiGoPyOps, "ops/s", rate, MetricCapiGoGoOps)
-		g.rate.Note = join(fmt.Sprintf("Go client to a Python agent, %d in flight", actionWindow), g.rate.Note)
+		return fail(err)
 	}
-	return g, nil
+	row := r.env.RateRow(metric, "ops/s", rate, MetricCapiGoGoOps)
+	row.Note = join(fmt.Sprintf("Go client to a Python agent, %d in flight", actionWindow), row.Note)
+	return row
 }
