@@ -62,10 +62,18 @@ func init() {
 
 // childCapiCalc serves the Calc agent of capi/capitest (the agent the
 // bindings' tests call) in exchange args[1] under root args[0], with idle
-// mode args[2], tells its id and serves until it is shut down.
+// mode args[2], tells its id and serves until it is shut down. Its whole
+// process follows its role thread's pinning (pinAgentProcess) unless
+// args[3] is "float", as the agent children of action/rtt and
+// action/throughput.
 func childCapiCalc(args []string) error {
-	if len(args) != 3 {
-		return fmt.Errorf("want 3 arguments, got %d", len(args))
+	if len(args) != 4 {
+		return fmt.Errorf("want 4 arguments, got %d", len(args))
+	}
+	if args[3] != "float" {
+		if err := pinAgentProcess(); err != nil {
+			return err
+		}
 	}
 	calc, err := capitest.StartCalc(context.Background(), args[0], args[1], exchangeIdle(args[2]))
 	if err != nil {
@@ -94,9 +102,10 @@ type capiRun struct {
 }
 
 // capiPhase is a Go Calc agent in a child process and this process's client
-// of it, in an exchange whose receivers all wait the same way: spin for the
-// round trips (as action.rtt_ns), the default strategy for the pipelined
-// rows (as action.throughput_ops).
+// of it, in an exchange whose receivers all wait the same way: spin, and
+// the child pinned whole, for the round trips (as action.rtt_ns); the
+// default strategy, the child floating, for the pipelined rows (as
+// action.throughput_ops).
 type capiPhase struct {
 	idle string
 	name string            // exchange name
@@ -146,7 +155,7 @@ func runCapi(ctx context.Context, env *Env) ([]Row, error) {
 		}
 	}
 	// Round trips, Go to Go first: the peer of every other row.
-	err = r.phase(ctx, "spin", func() error {
+	err = r.phase(ctx, "spin", "pin", func() error {
 		goRTT, err := r.goRTT(ctx, r.cl.Handle(r.calc))
 		if err != nil {
 			return fmt.Errorf("go to go: %w", err)
@@ -164,7 +173,7 @@ func runCapi(ctx context.Context, env *Env) ([]Row, error) {
 		return nil, err
 	}
 	// Pipelined.
-	err = r.phase(ctx, "default", func() error {
+	err = r.phase(ctx, "default", "float", func() error {
 		goOps, err := env.MeasureRate(ctx, func(ctx context.Context, ph Phase) (int64, time.Duration, error) {
 			start := time.Now()
 			n, err := pipeline(ctx, r.cl.Handle(r.calc), ph)
@@ -192,11 +201,12 @@ func runCapi(ctx context.Context, env *Env) ([]Row, error) {
 }
 
 // phase starts a Go Calc agent child whose receivers, like this process's
-// client and the programs', wait in the idle mode idle, runs fn, and stops
+// client and the programs', wait in the idle mode idle, the child pinned
+// whole ("pin") or with its role thread only ("float"), runs fn, and stops
 // the child.
-func (r *capiRun) phase(ctx context.Context, idle string, fn func() error) error {
+func (r *capiRun) phase(ctx context.Context, idle, placement string, fn func() error) error {
 	p := &capiPhase{idle: idle, name: "capi-" + idle}
-	child, err := r.env.StartChild(ctx, "capi-calc", r.root, p.name, idle)
+	child, err := r.env.StartChild(ctx, "capi-calc", r.root, p.name, idle, placement)
 	if err != nil {
 		return err
 	}
