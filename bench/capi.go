@@ -200,6 +200,15 @@ func runCapi(ctx context.Context, env *Env) ([]Row, error) {
 	return rows, nil
 }
 
+// extIdle is the phase's idle mode as the C and Python programs name it:
+// the bench's "default" is ring.Backoff (idleOf), the library's "backoff".
+func (p *capiPhase) extIdle() string {
+	if p.idle == "default" {
+		return "backoff"
+	}
+	return p.idle
+}
+
 // phase starts a Go Calc agent child whose receivers, like this process's
 // client and the programs', wait in the idle mode idle, the child pinned
 // whole ("pin") or with its role thread only ("float"), runs fn, and stops
@@ -345,7 +354,7 @@ func (r *capiRun) runClient(ctx context.Context, want string, prog string, args 
 }
 
 func (r *capiRun) cRTT(ctx context.Context, samples string) (float64, error) {
-	f, err := r.runClient(ctx, "rtt", r.cbench, r.root, r.name, r.calc.String(), r.idle, "rtt", r.seconds(), samples)
+	f, err := r.runClient(ctx, "rtt", r.cbench, r.root, r.name, r.calc.String(), r.extIdle(), "rtt", r.seconds(), samples)
 	if err != nil || len(f) != 2 {
 		return 0, errors.Join(err, errOutput(f))
 	}
@@ -366,7 +375,7 @@ func (r *capiRun) pyRTT(size int) func(ctx context.Context, samples string) (flo
 		return nil
 	}
 	return func(ctx context.Context, samples string) (float64, error) {
-		f, err := r.runClient(ctx, "rtt", r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), r.idle,
+		f, err := r.runClient(ctx, "rtt", r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), r.extIdle(),
 			"rtt", r.seconds(), samples, strconv.Itoa(size))
 		if err != nil || len(f) != 2 {
 			return 0, errors.Join(err, errOutput(f))
@@ -409,7 +418,7 @@ func (r *capiRun) pipelineRate(ctx context.Context, prog string, args ...string)
 }
 
 func (r *capiRun) cRate(ctx context.Context) (float64, error) {
-	return r.pipelineRate(ctx, r.cbench, r.root, r.name, r.calc.String(), r.idle, "pipeline",
+	return r.pipelineRate(ctx, r.cbench, r.root, r.name, r.calc.String(), r.extIdle(), "pipeline",
 		strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), strconv.Itoa(actionWindow))
 }
 
@@ -422,7 +431,7 @@ func (r *capiRun) pyRate() func(ctx context.Context) (float64, error) {
 }
 
 func (r *capiRun) pyPipeline(ctx context.Context) (float64, error) {
-	return r.pipelineRate(ctx, r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), r.idle, "pipeline",
+	return r.pipelineRate(ctx, r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), r.extIdle(), "pipeline",
 		strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), strconv.Itoa(actionWindow))
 }
 
@@ -439,7 +448,7 @@ func (r *capiRun) pyLoan(ctx context.Context) Row {
 		samples := filepath.Join(r.lib.Dir, fmt.Sprintf("loan-%d.samples", i))
 		ctx, cancel := context.WithTimeout(ctx, 10*r.env.Duration+4*r.env.ChildTimeout)
 		cpu, _, _ := r.env.CPUs()
-		out, err := r.command(ctx, cpu, r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), r.idle, "loan",
+		out, err := r.command(ctx, cpu, r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), r.extIdle(), "loan",
 			strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), samples, strconv.Itoa(r.loanSize)).Output()
 		cancel()
 		if err != nil {
@@ -492,7 +501,7 @@ func (r *capiRun) goToPython(ctx context.Context, metric string) Row {
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	_, cpu, _ := r.env.CPUs()
-	cmd := r.command(pctx, cpu, r.py.Path, "-m", "tests.agents", r.name, r.root, r.idle)
+	cmd := r.command(pctx, cpu, r.py.Path, "-m", "tests.agents", r.name, r.root, r.extIdle())
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return fail(err)

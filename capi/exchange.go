@@ -16,6 +16,7 @@ const (
 	idleDefault = 0
 	idleSpin    = 1
 	idlePark    = 2
+	idleBackoff = 3
 )
 
 // openOptions are shmex_options in Go.
@@ -51,9 +52,11 @@ func openExchange(name string, o openOptions) (*exchangeObj, uint64, error) {
 	switch o.idle {
 	case idleDefault:
 	case idleSpin:
-		opts = append(opts, exchange.WithIdle(ring.IdleStrategy{Spins: ring.SpinForever}))
+		opts = append(opts, exchange.WithIdle(ring.Spin))
 	case idlePark:
-		opts = append(opts, exchange.WithIdle(ring.IdleStrategy{Spins: 0}))
+		opts = append(opts, exchange.WithIdle(ring.Park))
+	case idleBackoff:
+		opts = append(opts, exchange.WithIdle(ring.Backoff))
 	default:
 		return nil, 0, fmt.Errorf("%w: idle mode %d", errInval, o.idle)
 	}

@@ -158,9 +158,10 @@ int shmex_id_parse(const char *s, shmex_id *out);
 
 typedef struct shmex_exchange shmex_exchange;
 
-#define SHMEX_IDLE_DEFAULT 0 /* spin a little, then sleep on the futex */
+#define SHMEX_IDLE_DEFAULT 0 /* the exchange's default (today: spin a little, then sleep on the futex) */
 #define SHMEX_IDLE_SPIN 1    /* never sleep: lowest latency, a core busy while waiting */
 #define SHMEX_IDLE_PARK 2    /* sleep at once: no CPU while idle */
+#define SHMEX_IDLE_BACKOFF 3 /* spin, then yield, then sleep, adapting to where the sender runs */
 
 /* Options of shmex_open. Zero them (or pass NULL), set size to
  * sizeof(shmex_options), then set what you need: fields the library does

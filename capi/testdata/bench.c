@@ -11,7 +11,7 @@
  *       keeps WINDOW actions in flight for SECONDS and prints
  *       "pipeline N SECONDS_ELAPSED".
  *
- * IDLE is default, spin or park. With SHMEX_BENCH_CPU set, the measuring
+ * IDLE is default, spin, park or backoff. With SHMEX_BENCH_CPU set, the measuring
  * thread (this one, not the Go runtime's) is pinned to that CPU once the
  * library is loaded. Exit status 1 on any error.
  */
@@ -56,7 +56,10 @@ int main(int argc, char **argv) {
     memset(&o, 0, sizeof o);
     o.size = sizeof o;
     o.root = argv[1];
-    o.idle = strcmp(argv[4], "spin") == 0 ? SHMEX_IDLE_SPIN : strcmp(argv[4], "park") == 0 ? SHMEX_IDLE_PARK : SHMEX_IDLE_DEFAULT;
+    o.idle = strcmp(argv[4], "spin") == 0      ? SHMEX_IDLE_SPIN
+             : strcmp(argv[4], "park") == 0    ? SHMEX_IDLE_PARK
+             : strcmp(argv[4], "backoff") == 0 ? SHMEX_IDLE_BACKOFF
+                                               : SHMEX_IDLE_DEFAULT;
     shmex_exchange *x;
     shmex_client *c;
     shmex_handle *h;

@@ -33,7 +33,8 @@ module shmex
    integer(c_int32_t), parameter, public :: SHMEX_ROLE_AGENT = 1, SHMEX_ROLE_CLIENT = 2
    integer(c_int), parameter, public :: SHMEX_STATUS_MISSING = 0, SHMEX_STATUS_ACTIVE = 1, &
       SHMEX_STATUS_TERMINATED = 2
-   integer(c_int32_t), parameter, public :: SHMEX_IDLE_DEFAULT = 0, SHMEX_IDLE_SPIN = 1, SHMEX_IDLE_PARK = 2
+   integer(c_int32_t), parameter, public :: SHMEX_IDLE_DEFAULT = 0, SHMEX_IDLE_SPIN = 1, SHMEX_IDLE_PARK = 2, &
+      SHMEX_IDLE_BACKOFF = 3
    integer(c_int), parameter, public :: SHMEX_LIFETIME_SINGLE_USE = 0, SHMEX_LIFETIME_OWNED = 1, &
       SHMEX_LIFETIME_LEASED = 2
    integer(c_size_t), parameter, public :: SHMEX_PROXY_MAX = 64, SHMEX_ID_STRLEN = 48

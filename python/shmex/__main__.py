@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     s.add_argument("--root")
     s.add_argument("--name")
     s.add_argument("--agent-id", help="serve this registered agent instead of registering one")
-    s.add_argument("--idle", default="default", choices=["default", "spin", "park"])
+    s.add_argument("--idle", default="default", choices=["default", "spin", "park", "backoff"])
     sub.add_parser("version", help="print libshmex's version")
     a = p.parse_args(argv)
     if a.cmd == "version":

@@ -130,8 +130,10 @@ class Exchange:
     closing releases every handle, future, agent, loan and payload made from
     it.
 
-    ``idle`` is how receivers wait: ``"default"`` (spin a little, then sleep),
-    ``"spin"`` (lowest latency, a core busy while waiting) or ``"park"``.
+    ``idle`` is how receivers wait: ``"default"`` (the exchange's: spin a
+    little, then sleep), ``"spin"`` (lowest latency, a core busy while
+    waiting), ``"park"``, or ``"backoff"`` (spin, yield, then sleep, adapting
+    to where the sender runs: the choice for an oversubscribed node).
     ``library`` is the path of libshmex (see :func:`shmex.load`).
     """
 
@@ -143,7 +145,7 @@ class Exchange:
         opts = L.Options()
         opts.size = ctypes.sizeof(L.Options)
         opts.root = root.encode() if root else None
-        opts.idle = {"default": L.IDLE_DEFAULT, "spin": L.IDLE_SPIN, "park": L.IDLE_PARK}[idle]
+        opts.idle = {"default": L.IDLE_DEFAULT, "spin": L.IDLE_SPIN, "park": L.IDLE_PARK, "backoff": L.IDLE_BACKOFF}[idle]
         opts.mailbox_bytes = mailbox_bytes
         self._h = c_void_p()
         check(lib.shmex_open(name.encode(), byref(opts), byref(self._h)))
