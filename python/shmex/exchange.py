@@ -435,6 +435,7 @@ _future_free = None
 _PENDING = object()
 _NIL = b"\xc0"
 _SLICE = 1_000_000_000  # ns: how long the main thread waits between looks at signals
+_ETRUNCATED, _ETIMEDOUT, _FOREVER = L.ETRUNCATED, L.ETIMEDOUT, L.FOREVER  # the hot path's constants
 
 
 def _bind():
@@ -513,22 +514,22 @@ class Future:
             if timeout is None:
                 # In the main thread, wait in slices so that Ctrl-C (which
                 # Python handles between calls) interrupts within a second.
-                ns = _SLICE if tls.main else L.FOREVER
+                ns = _SLICE if tls.main else _FOREVER
             else:
                 ns = max(0, int((deadline - time.monotonic()) * 1e9))
             try:
                 while True:
                     rc = _take(h, ns, tls.addr, tls.size, tls.nref)
-                    if rc == L.ETRUNCATED:
+                    if rc == _ETRUNCATED:
                         tls.grow(tls.n.value)
-                    elif rc == L.ETIMEDOUT and timeout is None:
+                    elif rc == _ETIMEDOUT and timeout is None:
                         continue  # the next slice
                     else:
                         break
             except BaseException:  # KeyboardInterrupt between slices
                 self._hl.append(h)
                 raise
-            if rc == L.ETIMEDOUT:
+            if rc == _ETIMEDOUT:
                 self._hl.append(h)
                 return False
             # Taken: the library freed its future, whatever the outcome.
