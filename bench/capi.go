@@ -443,7 +443,7 @@ func (r *capiRun) pyLoan(ctx context.Context) Row {
 		return Row{Metric: MetricCapiPyGoLoan, Skipped: true, Note: r.pyskip}
 	}
 	l := Latency{Hist: NewHistogram()}
-	var firsts []string
+	var firsts, reserves []string
 	for i := range r.env.Reps {
 		samples := filepath.Join(r.lib.Dir, fmt.Sprintf("loan-%d.samples", i))
 		ctx, cancel := context.WithTimeout(ctx, 10*r.env.Duration+4*r.env.ChildTimeout)
@@ -460,7 +460,10 @@ func (r *capiRun) pyLoan(ctx context.Context) Row {
 			switch {
 			case len(f) == 2 && f[0] == "first":
 				ns, _ := strconv.ParseInt(f[1], 10, 64)
-				firsts = append(firsts, time.Duration(ns).Round(time.Millisecond).String())
+				firsts = append(firsts, time.Duration(ns).Round(time.Microsecond).String())
+			case len(f) == 2 && f[0] == "reserve":
+				ns, _ := strconv.ParseInt(f[1], 10, 64)
+				reserves = append(reserves, time.Duration(ns).Round(time.Millisecond).String())
 			case len(f) == 3 && f[0] == "loan":
 				mean, _ = strconv.ParseFloat(f[2], 64)
 			}
@@ -475,8 +478,8 @@ func (r *capiRun) pyLoan(ctx context.Context) Row {
 	}
 	l.Mean = median(l.Reps)
 	row := r.env.LatencyRow(MetricCapiPyGoLoan, l, MetricCapiPyGo1K)
-	row.Note = join(fmt.Sprintf("a %s numpy array lent by Python (loan, commit, call; the Go agent resolves it in place and answers its length); first call of each process (fresh arena memory) apart: %s",
-		humanBytes(r.loanSize), strings.Join(firsts, ", ")), row.Note)
+	row.Note = join(fmt.Sprintf("a %s numpy array lent by Python (loan, call; the Go agent takes it as a proxystore.Blob, in place, and answers its length); each process reserves its arena first (shmex_reserve: %s), then its first call (%s) is apart from these",
+		humanBytes(r.loanSize), strings.Join(reserves, ", "), strings.Join(firsts, ", ")), row.Note)
 	return row
 }
 

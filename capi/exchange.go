@@ -26,8 +26,8 @@ type openOptions struct {
 	mailboxBytes uint64
 }
 
-// exchangeObj is a shmex_exchange: a shared-memory exchange handle and,
-// opened on first use, this process's arena store in it.
+// exchangeObj is a shmex_exchange: a shared-memory exchange handle and this
+// process's arena store in it.
 type exchangeObj struct {
 	node
 	x *exchange.SHM
@@ -39,6 +39,7 @@ type exchangeObj struct {
 	arenaMu sync.Mutex
 	arena   *proxystore.Arena
 	closed  bool // under arenaMu: no arena may be opened any more
+	kept    kept // payloads made here that are not single use (payload.go)
 }
 
 func openExchange(name string, o openOptions) (*exchangeObj, uint64, error) {
@@ -72,6 +73,14 @@ func openExchange(name string, o openOptions) (*exchangeObj, uint64, error) {
 	}
 	e := &exchangeObj{x: x}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
+	// The arena store is open from the start: the agent layer resolves the
+	// proxies that arrive in results with the store of this process that
+	// has their id (proxystore.StoreFor), before any loan of ours.
+	if _, err := e.store(); err != nil {
+		e.cancel()
+		x.Close()
+		return nil, 0, err
+	}
 	h, err := adopt(nil, e, kindExchange)
 	return e, h, err
 }
@@ -82,6 +91,7 @@ func (e *exchangeObj) release() error {
 	e.closed = true
 	a := e.arena
 	e.arenaMu.Unlock()
+	e.kept.releaseAll()
 	var err error
 	if a != nil {
 		err = a.Close()

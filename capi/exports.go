@@ -940,7 +940,7 @@ func shmexgo_resolve(x C.uintptr_t, b *C.uint8_t, n C.size_t, view *C.uintptr_t,
 		return fail(err)
 	}
 	*data = o.data()
-	*dataLen = C.size_t(len(o.v.Bytes()))
+	*dataLen = C.size_t(len(o.b))
 	*view = C.uintptr_t(h)
 	return C.SHMEX_OK
 }
@@ -950,10 +950,48 @@ func shmexgo_is_proxy(b *C.uint8_t, n C.size_t) C.int {
 	if b == nil || n > maxProxy*4 {
 		return 0
 	}
-	if _, err := proxystore.ParsePayload(goBytes(unsafe.Pointer(b), int(n))); err != nil {
+	if _, _, err := proxystore.ParseProxy(goBytes(unsafe.Pointer(b), int(n))); err != nil {
 		return 0
 	}
 	return 1
+}
+
+//export shmexgo_view_form
+func shmexgo_view_form(v C.uintptr_t) (st C.int) {
+	defer guard(&st)
+	o, err := lookup[*viewObj](handleOf(v), kindView)
+	if err != nil {
+		return fail(err)
+	}
+	return C.int(o.form)
+}
+
+//export shmexgo_reserve
+func shmexgo_reserve(x C.uintptr_t, sizes *C.size_t, n C.size_t) (st C.int) {
+	defer guard(&st)
+	e, err := exchangeOf(x)
+	if err != nil {
+		return fail(err)
+	}
+	if n > 0 && sizes == nil {
+		return null("sizes")
+	}
+	if n > 1<<16 {
+		return fail(fmt.Errorf("%w: %d sizes", errInval, n))
+	}
+	var in []int
+	if n > 0 {
+		for _, s := range unsafe.Slice(sizes, n) {
+			if uint64(s) > 1<<48 {
+				return fail(fmt.Errorf("%w: a reservation of %d bytes", errInval, uint64(s)))
+			}
+			in = append(in, int(s))
+		}
+	}
+	if err := e.reserve(in); err != nil {
+		return fail(err)
+	}
+	return C.SHMEX_OK
 }
 
 //export shmexgo_view_release

@@ -263,6 +263,12 @@ int shmex_resolve(shmex_exchange *x, const uint8_t *b, size_t len, shmex_view **
     return shmexgo_resolve((uintptr_t)x, (uint8_t *)b, len, (uintptr_t *)view, (void **)data, n);
 }
 
+int shmex_view_form(shmex_view *v) { return shmexgo_view_form((uintptr_t)v); }
+
+int shmex_reserve(shmex_exchange *x, const size_t *sizes, size_t n) {
+    return shmexgo_reserve((uintptr_t)x, (size_t *)sizes, n);
+}
+
 int shmex_view_release(shmex_view *v) { return shmexgo_view_release((uintptr_t)v); }
 
 int shmex_proxy_free(shmex_exchange *x, const uint8_t *b, size_t len) {

@@ -414,7 +414,8 @@ int shmex_agent_close(shmex_agent *a);
 typedef struct shmex_loan shmex_loan;
 typedef struct shmex_view shmex_view;
 
-/* Room for a proxy (the bytes that stand for a payload in a message). */
+/* Room for a proxy (the bytes that stand for a payload in a message: today
+ * 59, see docs/wire.md). */
 #define SHMEX_PROXY_MAX 64
 
 #define SHMEX_LIFETIME_SINGLE_USE 0 /* freed when the first reader releases its view */
@@ -426,7 +427,9 @@ typedef struct shmex_view shmex_view;
  * bytes, valid until shmex_loan_commit, shmex_loan_abort or shmex_close.
  * Fill them in place, then commit. lease_ns is used with
  * SHMEX_LIFETIME_LEASED only. SHMEX_ENOSPACE when the arena or /dev/shm is
- * full. */
+ * full. A loan is a Go proxystore.Blob: a Go action that takes a Blob
+ * reads it in place. The first touch of fresh arena memory costs a page
+ * fault per page: shmex_reserve warms segments ahead. */
 int shmex_loan_alloc(shmex_exchange *x, size_t n, int lifetime, int64_t lease_ns, shmex_loan **loan,
                      void **data);
 
@@ -454,9 +457,22 @@ int shmex_is_proxy(const uint8_t *b, size_t len);
  * through it faults. The memory stays valid until shmex_view_release
  * (*view) or shmex_close, even if the owner frees the payload or dies
  * meanwhile. SHMEX_EPROXY for a bad, stale or expired proxy or a dead
- * owner. */
+ * owner. What the bytes are: shmex_view_form. */
 int shmex_resolve(shmex_exchange *x, const uint8_t *b, size_t len, shmex_view **view,
                   const void **data, size_t *n);
+
+#define SHMEX_FORM_VALUE 0 /* the MessagePack encoding of a value a Go wrapper proxied whole */
+#define SHMEX_FORM_BYTES 1 /* bytes: a loan's, a put's, a Go Blob's, or a proxied bin's content */
+
+/* shmex_view_form returns SHMEX_FORM_BYTES or SHMEX_FORM_VALUE for what a
+ * view's bytes are, or a negative status. */
+int shmex_view_form(shmex_view *v);
+
+/* shmex_reserve creates warm arena segments (mapped, their pages touched)
+ * ahead of payloads of the sizes sizes[0..n), so that the first loan of
+ * each does not pay the first touch of fresh memory (about 5 µs a page on
+ * some virtual machines: seconds for a GiB). */
+int shmex_reserve(shmex_exchange *x, const size_t *sizes, size_t n);
 
 /* shmex_view_release drops the view (a single-use payload is freed by its
  * owner afterwards); its memory must not be read any more. */

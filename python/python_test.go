@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"os"
@@ -158,23 +159,23 @@ func TestGoClientToPythonAgent(t *testing.T) {
 		t.Fatalf("fail: %v", err)
 	}
 
-	// A Go loan of float64s, summed by the Python agent with numpy in place.
+	// A Go Blob of float64s, summed by the Python agent with numpy in place.
 	const n = 1 << 16
-	l, err := arena.Alloc(ctx, 8*n, proxystore.WithSingleUse())
+	bl, err := proxystore.AllocBlob(ctx, arena, 8*n)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var want float64
-	for i, b := 0, l.Bytes(); i < n; i++ {
+	for i, b := 0, bl.Bytes(); i < n; i++ {
 		v := float64(i) / 3
 		want += v
 		putF64(b[8*i:], v)
 	}
-	prox, err := l.Commit()
+	enc, err := bl.MarshalMsg(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum, err := call[float64](ctx, h, "sum", proxystore.AppendPayload(nil, prox))
+	sum, err := call[float64](ctx, h, "sum", enc)
 	if err != nil || math.Abs(sum-want) > 1e-6*want {
 		t.Fatalf("sum: %v, %v; want %v", sum, err, want)
 	}
@@ -188,13 +189,9 @@ func TestGoClientToPythonAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rp, err := proxystore.ParsePayload(raw)
-	if err != nil {
+	var v proxystore.Blob
+	if _, err := v.UnmarshalMsg(raw); err != nil || !v.Received() {
 		t.Fatalf("make returned %x: %v", raw, err)
-	}
-	v, err := arena.Resolve(ctx, rp)
-	if err != nil {
-		t.Fatal(err)
 	}
 	for i, b := range v.Bytes() {
 		if b != byte(i%251) {
@@ -203,15 +200,50 @@ func TestGoClientToPythonAgent(t *testing.T) {
 	}
 	v.Release()
 
+	// Through a proxy-store wrapper, arguments over its threshold travel as
+	// proxies of form value: a []byte arrives in Python as a payload of its
+	// bytes, another value decoded.
+	wx := proxystore.Wrap(x, arena, proxystore.WithThreshold(1024))
+	wcl, err := agent.NewClient(ctx, wx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wcl.Close()
+	wh := wcl.Handle(p.id)
+	if n, err := agent.Call[int64](ctx, wh, "length", make([]byte, 100<<10)); err != nil || n != 100<<10 {
+		t.Fatalf("length of a proxied []byte: %d, %v", n, err)
+	}
+	list := msgp.AppendArrayHeader(nil, 3000)
+	for i := range 3000 {
+		list = msgp.AppendInt64(list, int64(i))
+	}
+	res, err = wh.ActionRaw(ctx, "echo", list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if raw, err = res.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	nl, rest, err := msgp.ReadArrayHeaderBytes(raw)
+	for i := 0; err == nil && i < int(nl); i++ {
+		var v int64
+		if v, rest, err = msgp.ReadInt64Bytes(rest); err == nil && v != int64(i) {
+			err = fmt.Errorf("element %d is %d", i, v)
+		}
+	}
+	if err != nil || nl != 3000 {
+		t.Fatalf("echo of a proxied array: %d elements, %v", nl, err)
+	}
+
 	if _, err := h.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
-	rest, _ := io.ReadAll(p.out)
+	out, _ := io.ReadAll(p.out)
 	if err := p.cmd.Wait(); err != nil {
-		t.Fatalf("the Python agent: %v\n%s", err, rest)
+		t.Fatalf("the Python agent: %v\n%s", err, out)
 	}
 }
 

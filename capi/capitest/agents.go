@@ -26,16 +26,19 @@ import (
 const CalcBehavior = "Calc"
 
 // NewCalc returns a Calc agent's behavior. Its actions take and return
-// MessagePack; those that take a payload take a proxy (a MessagePack ext
-// made by a loan or a put) and resolve it in the agent's arena a, without a
-// copy:
+// MessagePack; those that take a payload take a proxystore.Blob (what a
+// loan or a put of libshmex is), read in place in the sender's arena, and
+// make results lent from the agent's arena a:
 //
 //	add    [a int, b int] -> int
 //	echo   any -> the same bytes
 //	noop   any -> nil
-//	sum    proxy of little-endian float64s -> float (their sum)
-//	length proxy -> uint (the payload's length; no byte is read)
-//	make   n uint -> proxy of n bytes, byte i = i % 251 (single use)
+//	sum    Blob of little-endian float64s -> float (their sum)
+//	length Blob -> uint (the payload's length; no byte is read)
+//	make   n uint -> Blob of n bytes, byte i = i % 251 (single use)
+//	value  n uint -> a proxy of form value (what a Go wrapper makes of a
+//	       large value): of [42, "proxied"] for 0, of a bin of n bytes
+//	       (byte i = i % 251) otherwise
 //	fail   [kind str, message str] -> an error of that kind
 //	sleep  ms int -> nil, after ms milliseconds (or the agent's shutdown)
 func NewCalc(a *proxystore.Arena) *agent.Behavior {
@@ -66,51 +69,53 @@ func NewCalc(a *proxystore.Arena) *agent.Behavior {
 	must(b.AddRawAction("noop", func(_ context.Context, _, out []byte) ([]byte, error) {
 		return msgp.AppendNil(out), nil
 	}))
-	resolve := func(ctx context.Context, args []byte) (proxystore.View, error) {
-		p, err := proxystore.ParsePayload(args)
-		if err != nil {
-			return nil, err
-		}
-		return a.Resolve(ctx, p)
-	}
-	must(b.AddRawAction("sum", func(ctx context.Context, args, out []byte) ([]byte, error) {
-		v, err := resolve(ctx, args)
-		if err != nil {
-			return nil, err
-		}
-		defer v.Release()
-		data := v.Bytes()
+	// Payloads are proxystore.Blobs: a C, Fortran or Python loan decodes
+	// into a view of the sender's arena, released when the action returns.
+	must(agent.AddAction(b, "sum", func(_ context.Context, bl proxystore.Blob) (float64, error) {
+		data := bl.Bytes()
 		if len(data)%8 != 0 {
-			return nil, badArgs(fmt.Sprintf("%d bytes are not float64s", len(data)))
+			return 0, badArgs(fmt.Sprintf("%d bytes are not float64s", len(data)))
 		}
 		var s float64
 		for i := 0; i < len(data); i += 8 {
 			s += math.Float64frombits(binary.LittleEndian.Uint64(data[i:]))
 		}
-		return msgp.AppendFloat64(out, s), nil
+		return s, nil
 	}))
-	must(b.AddRawAction("length", func(ctx context.Context, args, out []byte) ([]byte, error) {
-		v, err := resolve(ctx, args)
-		if err != nil {
-			return nil, err
-		}
-		n := len(v.Bytes())
-		v.Release()
-		return msgp.AppendUint64(out, uint64(n)), nil
+	must(agent.AddAction(b, "length", func(_ context.Context, bl proxystore.Blob) (uint64, error) {
+		return uint64(bl.Size()), nil
 	}))
-	must(b.AddRawAction("make", func(ctx context.Context, args, out []byte) ([]byte, error) {
-		n, _, err := msgp.ReadUint64Bytes(args)
-		if err != nil || n > 1<<34 {
-			return nil, badArgs("make takes a size")
+	must(agent.AddAction(b, "make", func(ctx context.Context, n uint64) (proxystore.Blob, error) {
+		if n > 1<<34 {
+			return proxystore.Blob{}, badArgs("make takes a size up to 16 GiB")
 		}
-		l, err := a.Alloc(ctx, int(n), proxystore.WithSingleUse())
+		bl, err := proxystore.AllocBlob(ctx, a, int(n))
 		if err != nil {
-			return nil, err
+			return proxystore.Blob{}, err
 		}
-		for i, buf := 0, l.Bytes(); i < len(buf); i++ {
+		for i, buf := 0, bl.Bytes(); i < len(buf); i++ {
 			buf[i] = byte(i % 251)
 		}
-		p, err := l.Commit()
+		return bl, nil
+	}))
+	// A value proxied whole, as a Go proxystore.Wrap proxies a large
+	// argument or result: a proxy of form value over the value's encoding.
+	must(b.AddRawAction("value", func(ctx context.Context, args, out []byte) ([]byte, error) {
+		n, _, err := msgp.ReadUint64Bytes(args)
+		if err != nil || n > 1<<30 {
+			return nil, badArgs("value takes a size")
+		}
+		var enc []byte
+		if n == 0 {
+			enc = msgp.AppendString(msgp.AppendInt64(msgp.AppendArrayHeader(nil, 2), 42), "proxied")
+		} else {
+			buf := make([]byte, n)
+			for i := range buf {
+				buf[i] = byte(i % 251)
+			}
+			enc = msgp.AppendBytes(nil, buf)
+		}
+		p, err := a.Put(ctx, enc, proxystore.WithSingleUse())
 		if err != nil {
 			return nil, err
 		}

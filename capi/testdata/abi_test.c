@@ -359,6 +359,7 @@ static void test_payloads(void) {
     size_t n;
     CHECK_RC(shmex_resolve(x, res, nres, &v, &data, &n), SHMEX_OK);
     CHECK(n == 1 << 20, "payload of %zu bytes", n);
+    CHECK(shmex_view_form(v) == SHMEX_FORM_BYTES, "a Blob is bytes");
     const uint8_t *b = data;
     int bad = 0;
     for (size_t i = 0; i < n; i++) bad += b[i] != (uint8_t)(i % 251);
@@ -367,6 +368,30 @@ static void test_payloads(void) {
     CHECK_RC(shmex_view_release(v), SHMEX_EBADHANDLE);
     CHECK_RC(shmex_resolve(x, res, nres, &v, &data, &n), SHMEX_EPROXY); /* single use */
     shmex_free(res);
+
+    CHECK(shmex_view_form(v) == SHMEX_EBADHANDLE, "form of a released view");
+
+    /* A proxy of form value in a result (what a Go wrapper makes of a large
+     * value) is decoded by the client: the caller gets the value. */
+    for (int k = 0; k < 2; k++) {
+        shmex_mp_writer_init(&w, args, sizeof args);
+        shmex_mp_write_uint(&w, k == 0 ? 0 : 5000);
+        CHECK_RC(shmex_call(h, "value", args, w.len, SHMEX_FOREVER, &res, &nres), SHMEX_OK);
+        CHECK(shmex_is_proxy(res, nres) == 0, "the value, not its proxy");
+        shmex_mp_reader_init(&r, res, nres);
+        if (k == 0) {
+            CHECK(shmex_mp_read_array(&r) == 2 && shmex_mp_read_int(&r) == 42, "[42, \"proxied\"]");
+        } else {
+            b = shmex_mp_read_bin(&r, &n);
+            CHECK(b != NULL && n == 5000 && b[4999] == (uint8_t)(4999 % 251), "the bin, %zu bytes", n);
+        }
+        shmex_free(res);
+    }
+
+    /* Warm segments ahead of large loans. */
+    size_t sizes[] = {1 << 20, 64 << 10};
+    CHECK_RC(shmex_reserve(x, sizes, 2), SHMEX_OK);
+    CHECK_RC(shmex_reserve(x, NULL, 1), SHMEX_EINVAL);
 
     /* Loans and views left open are released by the exchange's close. */
     CHECK_RC(shmex_loan_alloc(x, 4096, SHMEX_LIFETIME_OWNED, 0, &l, &p), SHMEX_OK);
@@ -627,6 +652,37 @@ static void test_agent(void) {
     CHECK(got_m.kind == SHMEX_ACTION_RESPONSE && memcmp(got_m.tag, m.tag, 16) == 0, "the response");
     CHECK(result_int(got_m.result, got_m.result_len) == 42, "20 + 22");
     CHECK_RC(shmex_mailbox_recv(mb, 0, &got_m), SHMEX_ETIMEDOUT);
+    /* Raw messages carry proxies of form value as they came: resolved, a
+     * bin's is its content, another value's its MessagePack encoding. */
+    for (int k = 0; k < 2; k++) {
+        shmex_mp_writer w2;
+        uint8_t a2[16];
+        shmex_mp_writer_init(&w2, a2, sizeof a2);
+        shmex_mp_write_uint(&w2, k == 0 ? 0 : 5000);
+        memset(m.tag, 0, sizeof m.tag);
+        m.action = "value";
+        m.action_len = 5;
+        m.args = a2;
+        m.args_len = w2.len;
+        CHECK_RC(shmex_send(x, &m, SHMEX_FOREVER), SHMEX_OK);
+        CHECK_RC(shmex_mailbox_recv(mb, SHMEX_FOREVER, &got_m), SHMEX_OK);
+        CHECK(shmex_is_proxy(got_m.result, got_m.result_len) == 1, "a proxy of form value");
+        shmex_view *v;
+        const void *data;
+        size_t n;
+        CHECK_RC(shmex_resolve(x, got_m.result, got_m.result_len, &v, &data, &n), SHMEX_OK);
+        shmex_mp_reader r2;
+        if (k == 0) {
+            CHECK(shmex_view_form(v) == SHMEX_FORM_VALUE, "form %d", shmex_view_form(v));
+            shmex_mp_reader_init(&r2, data, n);
+            CHECK(shmex_mp_read_array(&r2) == 2 && shmex_mp_read_int(&r2) == 42, "[42, \"proxied\"]");
+        } else {
+            const uint8_t *b = data;
+            CHECK(shmex_view_form(v) == SHMEX_FORM_BYTES, "form %d", shmex_view_form(v));
+            CHECK(n == 5000 && b[4999] == (uint8_t)(4999 % 251), "the bin's content, %zu bytes", n);
+        }
+        CHECK_RC(shmex_view_release(v), SHMEX_OK);
+    }
     CHECK_RC(shmex_mailbox_close(mb), SHMEX_OK);
     CHECK_RC(shmex_terminate(x, &me), SHMEX_OK);
     CHECK_RC(shmex_status(x, &me, &st), SHMEX_OK);

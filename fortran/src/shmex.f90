@@ -38,6 +38,7 @@ module shmex
    integer(c_int), parameter, public :: SHMEX_LIFETIME_SINGLE_USE = 0, SHMEX_LIFETIME_OWNED = 1, &
       SHMEX_LIFETIME_LEASED = 2
    integer(c_size_t), parameter, public :: SHMEX_PROXY_MAX = 64, SHMEX_ID_STRLEN = 48
+   integer(c_int), parameter, public :: SHMEX_FORM_VALUE = 0, SHMEX_FORM_BYTES = 1
    integer(c_int), parameter, public :: SHMEX_MP_NIL = 1, SHMEX_MP_BOOL = 2, SHMEX_MP_INT = 3, &
       SHMEX_MP_FLOAT = 4, SHMEX_MP_STR = 5, SHMEX_MP_BIN = 6, SHMEX_MP_ARRAY = 7, SHMEX_MP_MAP = 8, &
       SHMEX_MP_EXT = 9
@@ -80,7 +81,7 @@ module shmex
       shmex_call, shmex_call_into, shmex_action, shmex_future_done, shmex_future_wait, shmex_future_take, &
       shmex_future_cancel, shmex_future_free, shmex_ping, shmex_shutdown, shmex_loan_alloc, &
       shmex_loan_commit, shmex_loan_abort, shmex_put, shmex_is_proxy, shmex_resolve, &
-      shmex_view_release, shmex_proxy_free, shmex_mp_writer_init, shmex_mp_write_nil, &
+      shmex_view_release, shmex_view_form, shmex_reserve, shmex_proxy_free, shmex_mp_writer_init, shmex_mp_write_nil, &
       shmex_mp_write_bool, shmex_mp_write_int, shmex_mp_write_double, shmex_mp_write_str, &
       shmex_mp_write_bin, shmex_mp_write_array, shmex_mp_write_raw, shmex_mp_reader_init, &
       shmex_mp_next, shmex_mp_read_nil, shmex_mp_read_int, shmex_mp_read_double, shmex_mp_read_array, &
@@ -342,6 +343,18 @@ module shmex
       function shmex_view_release(view) bind(c, name="shmex_view_release") result(rc)
          import :: c_int, c_ptr
          type(c_ptr), value :: view
+         integer(c_int) :: rc
+      end function
+      function shmex_view_form(view) bind(c, name="shmex_view_form") result(rc)
+         import :: c_int, c_ptr
+         type(c_ptr), value :: view
+         integer(c_int) :: rc
+      end function
+      function shmex_reserve(x, sizes, n) bind(c, name="shmex_reserve") result(rc)
+         import :: c_int, c_ptr, c_size_t
+         type(c_ptr), value :: x
+         integer(c_size_t), dimension(*), intent(in) :: sizes
+         integer(c_size_t), value :: n
          integer(c_int) :: rc
       end function
       function shmex_proxy_free(x, b, n) bind(c, name="shmex_proxy_free") result(rc)

@@ -80,6 +80,7 @@ program test_shmex
    call shmex_free(res)
    call c_f_pointer(data, bytes, [n])
    call expect(n == 1000, "1000 bytes")
+   call expect(shmex_view_form(view) == SHMEX_FORM_BYTES, "a Blob is bytes")
    do k = 1, n
       if (iand(int(bytes(k)), 255) /= mod(k - 1, 251_c_size_t)) then
          call expect(.false., "payload byte")

@@ -43,6 +43,8 @@ LIFETIME_SINGLE_USE, LIFETIME_OWNED, LIFETIME_LEASED = 0, 1, 2
 
 PROXY_MAX = 64
 
+FORM_VALUE, FORM_BYTES = 0, 1
+
 ACTION_REQUEST, ACTION_RESPONSE = 1, 2
 PING_REQUEST, PING_RESPONSE = 3, 4
 SHUTDOWN_REQUEST, SHUTDOWN_RESPONSE = 5, 6
@@ -168,6 +170,8 @@ _SIGNATURES = {
     "shmex_is_proxy": (c_int, [c_char_p, c_size_t]),
     "shmex_resolve": (c_int, [H, c_char_p, c_size_t, PH, PH, PSIZE]),
     "shmex_view_release": (c_int, [H]),
+    "shmex_view_form": (c_int, [H]),
+    "shmex_reserve": (c_int, [H, POINTER(c_size_t), c_size_t]),
     "shmex_proxy_free": (c_int, [H, c_char_p, c_size_t]),
 }
 

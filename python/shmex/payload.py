@@ -187,7 +187,7 @@ class Payload:
     See the module's documentation for how long the bytes stay valid.
     """
 
-    __slots__ = ("proxy", "_exchange", "_h", "nbytes", "_ptr", "__weakref__")
+    __slots__ = ("proxy", "_exchange", "_h", "nbytes", "_ptr", "form", "__weakref__")
 
     def __init__(self, exchange, proxy: Proxy):
         self.proxy = proxy
@@ -201,6 +201,9 @@ class Payload:
         self._h = o.h.value
         self.nbytes = o.n.value
         self._ptr = o.d.value or 0
+        # FORM_BYTES: bytes (a loan's, a Go Blob's, a proxied bin's content);
+        # FORM_VALUE: the MessagePack encoding of a value a Go wrapper proxied.
+        self.form = L.lib().shmex_view_form(self._h)
 
     @property
     def memoryview(self) -> memoryview:

@@ -150,3 +150,21 @@ def test_dropped_handles_are_freed(go_calc):
     assert f.result(timeout=30) == 3
     for _ in range(1000):
         ex.get_handle(calc).action("noop").result()
+
+
+def test_value_proxied_whole_by_go(go_calc):
+    """A result proxied whole by the agent (a proxy of form value, what a Go
+    wrapper makes of a large value) arrives as the value."""
+    ex, calc = go_calc
+    h = ex.get_handle(calc)
+    assert h.action("value", 0).result(timeout=30) == [42, "proxied"]
+    b = h.action("value", 5000).result(timeout=30)
+    assert isinstance(b, bytes) and b == bytes(i % 251 for i in range(5000))
+
+
+def test_reserve(go_calc):
+    ex, calc = go_calc
+    ex.reserve(64 << 20, 1 << 20)
+    loan = ex.loan(64 << 20)
+    loan.array("u1")[:] = 1
+    assert ex.get_handle(calc).action("length", loan).result(timeout=30) == 64 << 20
