@@ -7,9 +7,11 @@ memory of the exchange): fill it through :attr:`Loan.memoryview` or
 itself as an action argument or result: it is committed and travels as a
 :class:`Proxy`, a few dozen bytes, whatever its size. Nothing is copied.
 
-A proxy received in arguments or a result is resolved into a
-:class:`Payload`: a read-only view of the bytes in the sender's arena (again
-no copy). Its lifetime:
+A proxy of bytes (a loan, a put, a Go ``proxystore.Blob``) received in
+arguments or a result is resolved into a :class:`Payload`: a read-only view
+of the bytes in the sender's arena (again no copy). A proxy that a Go
+``proxystore.Wrap`` made of a whole value decodes into that value (one
+copy, as on the Go side). A Payload's lifetime:
 
 * :attr:`Payload.memoryview` and :meth:`Payload.array` return views that keep
   the payload alive: the bytes stay valid as long as the Payload or any view
