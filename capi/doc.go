@@ -1,3 +1,5 @@
+//go:build linux && cgo
+
 // Libshmex is the C ABI of shmex: this package, built with
 //
 //	go build -buildmode=c-shared -o libshmex.so ./capi   (and libshmex.h, which you do not need)
