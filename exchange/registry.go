@@ -147,9 +147,9 @@ func (r *registry) published() int {
 // generation returns the registry's change counter.
 func (r *registry) generation() uint64 { return atomic.LoadUint64(r.gen) }
 
-// changed bumps the change counter; the caller holds the lock and has made
-// a change.
-func (r *registry) changed() { atomic.AddUint64(r.gen, 1) }
+// changed bumps the change counter and wakes the processes waiting for a
+// change (wait.go); the caller holds the lock and has made a change.
+func (r *registry) changed() { atomic.AddUint64(r.gen, 1); r.wakeWatchers() }
 
 func (r *registry) raw(i int) []byte {
 	off := regOffTable + i*regEntrySize
