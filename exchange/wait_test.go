@@ -23,7 +23,11 @@ func TestWaitDiscover(t *testing.T) {
 		name string
 		new  func(t *testing.T) exchange.Exchange
 	}{
-		{"local", func(t *testing.T) exchange.Exchange { x := exchange.NewLocal(); t.Cleanup(func() { x.Close() }); return x }},
+		{"local", func(t *testing.T) exchange.Exchange {
+			x := exchange.NewLocal()
+			t.Cleanup(func() { x.Close() })
+			return x
+		}},
 		{"shm", func(t *testing.T) exchange.Exchange { return openSHM(t, testRoot(t), "wait") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -86,7 +90,11 @@ func TestWaitActive(t *testing.T) {
 		name string
 		new  func(t *testing.T) exchange.Exchange
 	}{
-		{"local", func(t *testing.T) exchange.Exchange { x := exchange.NewLocal(); t.Cleanup(func() { x.Close() }); return x }},
+		{"local", func(t *testing.T) exchange.Exchange {
+			x := exchange.NewLocal()
+			t.Cleanup(func() { x.Close() })
+			return x
+		}},
 		{"shm", func(t *testing.T) exchange.Exchange { return openSHM(t, testRoot(t), "wait") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
