@@ -56,7 +56,10 @@
 //
 // A [Client] registers its own mailbox; any number of [Handle]s to any
 // agents share it (each with its own label), and responses are routed to
-// their calls by tag and label. [Action] returns a [Future] (wait with a
+// their calls by tag and label. [Client.WaitFor] waits until an agent of a
+// behavior is active and returns its id ([Client.WaitForID] for a known
+// id): on the shared-memory exchange it sleeps until the registry changes,
+// in any process, instead of polling Discover. [Action] returns a [Future] (wait with a
 // context, poll, cancel locally), [Call] is the synchronous form,
 // [Handle.Ping] returns the round-trip time, [Handle.Shutdown] asks the
 // agent to stop, [Handle.Close] waits for or cancels the pending futures.

@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 	mustRegister("Blob", newBlob)
 	agent.SetChildExchange(wrapForChild)
 	agent.ServeIfChild()
-	childproc.Main(m, map[string]childproc.Role{"echo": rawEchoRole, "client": clientRole})
+	childproc.Main(m, map[string]childproc.Role{"echo": rawEchoRole, "client": clientRole, "waitfor": waitForRole})
 }
 
 func mustRegister(name string, f agent.Factory) {
