@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"sort"
 	"sync/atomic"
@@ -142,7 +143,8 @@ func AddActionCodec[In, Out any](b *Behavior, name string, in Codec[In], out Cod
 	return b.add(name, func(ctx context.Context, args []byte, buf []byte) ([]byte, error) {
 		v, err := decodeArg(in, args, blobs) // blob.go: reads a proxied payload in place
 		if err != nil {
-			return buf, &exchange.RemoteError{Kind: ErrorKindBadArguments, Message: fmt.Sprintf("action %q: %v", name, err)}
+			err = decodeMismatch(fmt.Sprintf("arguments of action %q", name), reflect.TypeFor[In](), args, err) // explain.go
+			return buf, &exchange.RemoteError{Kind: ErrorKindBadArguments, Message: err.Error()}
 		}
 		if blobs {
 			// A copy to release: taking v's address would move every

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -263,7 +264,8 @@ func decodeResult[T any](c *call, codec Codec[T]) (T, error) {
 	v, err := decodeArg(codec, c.msg.Result, blobsIn[T]()) // blob.go: a proxied result is read in place
 	if err != nil {
 		var zero T
-		return zero, &kindError{sentinel: ErrBadArguments, remote: fmt.Errorf("result of action %q from %v: %w", c.msg.Action, c.dest, err)}
+		err = decodeMismatch(fmt.Sprintf("agent: result of action %q from %v", c.msg.Action, c.dest), reflect.TypeFor[T](), c.msg.Result, err) // explain.go
+		return zero, &kindError{sentinel: ErrBadArguments, remote: err}
 	}
 	return v, nil
 }

@@ -77,7 +77,15 @@
 // [ErrShuttingDown]; [ErrAgentTerminated] for a request answered by the
 // exchange because the agent's mailbox was terminated). Local failures are
 // sentinels too: [ErrHandleClosed], [ErrCanceled], [ErrAgentTerminated],
-// [ErrNoCodec]; a context that ends returns its own error.
+// [ErrNoCodec], [exchange.ErrBadEntityID] for a call to an id the exchange
+// has no mailbox for ("no such agent"); a context that ends returns its
+// own error.
+//
+// Errors say what to fix: an unknown action lists the agent's actions (and
+// names the one meant when only case or underscores differ); arguments or
+// a result that do not decode name the action, the Go type wanted and the
+// MessagePack value that came ("result of action "swap" from ...: want
+// int, got a MessagePack array of 2 [int, int]: ...").
 //
 // # Nothing waits forever
 //

@@ -204,7 +204,10 @@ func (ep *endpoint) deliverLocked(m *exchange.Message, rerr error) (*exchange.Me
 
 // sendErr maps an exchange send error to what a caller sees.
 func sendErr(dest exchange.EntityID, err error) error {
-	if errors.Is(err, exchange.ErrMailboxClosed) || errors.Is(err, exchange.ErrBadEntityID) {
+	if errors.Is(err, exchange.ErrBadEntityID) {
+		return noSuchAgent(dest, err) // explain.go
+	}
+	if errors.Is(err, exchange.ErrMailboxClosed) {
 		return fmt.Errorf("%w: %v: %w", ErrAgentTerminated, dest, err)
 	}
 	return err

@@ -27,9 +27,11 @@ var (
 	ErrBadArguments = errors.New("agent: bad action arguments or result")
 
 	// ErrAgentTerminated reports a call to an agent whose mailbox is
-	// terminated, missing, or whose process died with the call in flight.
-	// It also matches [exchange.ErrMailboxClosed] through the wrapped
-	// remote error when the exchange answered the request.
+	// terminated, or whose process died with the call in flight. It also
+	// matches [exchange.ErrMailboxClosed] through the wrapped remote error
+	// when the exchange answered the request. A call to an id the exchange
+	// has no mailbox for is not this error but "no such agent", which
+	// matches [exchange.ErrBadEntityID].
 	ErrAgentTerminated = errors.New("agent: agent terminated")
 
 	// ErrShuttingDown reports a request that the agent received but did not

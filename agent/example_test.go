@@ -91,5 +91,5 @@ func ExampleCall_error() {
 	fmt.Println(err)
 	// Output:
 	// ValueError: negative input
-	// UnknownActionError: behavior "Echo" has no action "missing"
+	// UnknownActionError: behavior "Echo" has no action "missing"; its actions: add, big, echo, fail, failplain, maxseen, noop, noop64, panic, pid, relay, self, selfping, sleep, swap
 }

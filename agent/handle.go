@@ -74,7 +74,7 @@ func (h *Handle) Ping(ctx context.Context) (time.Duration, error) {
 // Shutdown asks the agent to shut down and waits for its acknowledgement
 // (the agent acknowledges when it starts shutting down, not when it is
 // done; see [Manager.Shutdown] to wait for that). An agent already
-// terminated counts as shut down: nil.
+// terminated, or missing from the exchange, counts as shut down: nil.
 func (h *Handle) Shutdown(ctx context.Context) error {
 	c := h.newCall(exchange.KindShutdownRequest)
 	defer c.free()
@@ -83,7 +83,7 @@ func (h *Handle) Shutdown(ctx context.Context) error {
 		c.waitOrCancel(ctx)
 		err = c.outcome()
 	}
-	if errors.Is(err, ErrAgentTerminated) {
+	if errors.Is(err, ErrAgentTerminated) || errors.Is(err, exchange.ErrBadEntityID) {
 		return nil
 	}
 	return err

@@ -307,7 +307,7 @@ func (r *Runtime) runAction(w *worker, m *exchange.Message) {
 		}
 	}
 	if a == nil {
-		m.SetErrorResponse(m, &exchange.RemoteError{Kind: ErrorKindUnknownAction, Message: fmt.Sprintf("behavior %q has no action %q", r.b.name, m.Action)})
+		m.SetErrorResponse(m, &exchange.RemoteError{Kind: ErrorKindUnknownAction, Message: unknownActionMessage(r.b, string(m.Action))}) // explain.go
 		r.respond(m)
 		return
 	}

@@ -1,6 +1,11 @@
 package proxystore
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+
+	"github.com/tinylib/msgp/msgp"
+)
 
 // Sentinel errors. Methods return them wrapped with detail; test with
 // [errors.Is].
@@ -39,3 +44,17 @@ var (
 	// ErrClosed reports a call on a closed store.
 	ErrClosed = errors.New("proxystore: store closed")
 )
+
+// notAProxy is the error for a value where a proxy was expected: the
+// sender sent the value itself. It says how to make the sender send a
+// proxy, and how to take either.
+func notAProxy(b []byte) error {
+	what := "no bytes"
+	if len(b) > 0 {
+		what = fmt.Sprintf("a plain MessagePack %v (type byte %#x, %d bytes)", msgp.NextType(b), b[0], len(b))
+	}
+	return fmt.Errorf("%w: expected a proxy, got %s: the sender did not proxy the value. "+
+		"Make it send one (its exchange a proxystore.Wrap whose policy proxies the value, see WithThreshold; "+
+		"or a proxystore.Blob, or a Proxy made with AllocBytes or Put), "+
+		"or declare this side's type as proxystore.Blob, which takes a proxy and a plain value alike", ErrBadProxy, what)
+}

@@ -122,13 +122,14 @@ func isProxyHeader(b []byte) bool {
 // [ErrBadProxy]; the store checks the fields' values when it resolves.
 func readProxy(b []byte) (Proxy, Form, []byte, error) {
 	var p Proxy
+	if len(b) == 0 || !isExt(b[0]) {
+		return p, 0, nil, notAProxy(b)
+	}
 	if len(b) < 3 {
 		return p, 0, nil, fmt.Errorf("%w: %d bytes", ErrBadProxy, len(b))
 	}
 	if !isProxyHeader(b) {
 		switch {
-		case b[0] < 0xc7 || b[0] > 0xc9 && (b[0] < 0xd4 || b[0] > 0xd8):
-			return p, 0, nil, fmt.Errorf("%w: not a proxy: MessagePack type byte %#x is not an extension", ErrBadProxy, b[0])
 		case b[0] == extHeader8 && int8(b[2]) == ExtType:
 			return p, 0, nil, fmt.Errorf("%w: proxy extension of %d bytes, want %d (another layout version?)", ErrBadProxy, b[1], ProxyDataSize)
 		}
@@ -159,3 +160,6 @@ func readProxy(b []byte) (Proxy, Form, []byte, error) {
 	p.Generation = be.Uint64(d[pxOffGeneration:])
 	return p, f, b[ProxyEncodedSize:], nil
 }
+
+// isExt reports whether c is the type byte of a MessagePack extension.
+func isExt(c byte) bool { return c >= 0xc7 && c <= 0xc9 || c >= 0xd4 && c <= 0xd8 }

@@ -3,6 +3,7 @@ package proxystore
 import (
 	"errors"
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -69,5 +70,17 @@ func TestPayloadCodec(t *testing.T) {
 	}
 	if err := c.Decode([]byte{0xc0}, &q); !errors.Is(err, ErrBadProxy) {
 		t.Fatalf("Decode(nil) = %v", err)
+	}
+}
+
+// TestNotAProxyExplains: a plain value where a proxy was expected says
+// what came and how to make the sender send a proxy.
+func TestNotAProxyExplains(t *testing.T) {
+	for _, b := range [][]byte{nil, {0x05}, {0xc4, 1, 'x'}, {0x92, 1, 2}} {
+		_, err := ParsePayload(b)
+		if !errors.Is(err, ErrBadProxy) || !strings.Contains(err.Error(), "expected a proxy") ||
+			!strings.Contains(err.Error(), "proxystore.Wrap") || !strings.Contains(err.Error(), "proxystore.Blob") {
+			t.Errorf("ParsePayload(% x): %v", b, err)
+		}
 	}
 }

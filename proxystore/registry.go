@@ -53,7 +53,11 @@ func StoreFor(id StoreID) (Store, error) {
 	if list := registry.stores[id]; len(list) > 0 {
 		return list[0], nil
 	}
-	return nil, fmt.Errorf("%w (store %v)", ErrNoStore, id)
+	return nil, fmt.Errorf("%w (store %v): the sender proxies payloads into a store this process did not open. "+
+		"Open it here: proxystore.OpenArena(x.Dir()) for the arena store of the shared-memory exchange x, "+
+		"and receive through proxystore.Wrap(x, arena) "+
+		"(in an agent process that a ProcessLauncher starts, with agent.SetChildExchange); "+
+		"proxystore.OpenFileStore on the same directory for a file store", ErrNoStore, id)
 }
 
 // ResolvePayload resolves a payload that is one proxy (of either form) with
