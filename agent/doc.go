@@ -127,7 +127,11 @@
 // # Launchers and manager
 //
 // A [Launcher] starts agents of behaviors registered by name with
-// [RegisterBehavior] (a [Factory] gives each run a fresh Behavior).
+// [RegisterBehavior] (a [Factory] gives each run a fresh Behavior), or
+// with [RegisterBehaviorConfig] for agents that take a configuration at
+// launch ([WithConfig]: Academy's agent instance with its state, encoded
+// like an action argument and decoded afresh for each run, in the agent's
+// process).
 // [ThreadLauncher] runs them as goroutines over any exchange;
 // [ProcessLauncher] runs each as its own OS process over the shared-memory
 // exchange: the program re-runs itself with the behavior name, agent id and

@@ -18,17 +18,25 @@ type Factory func() (*Behavior, error)
 
 var behaviors = struct {
 	sync.RWMutex
-	m map[string]Factory
-}{m: map[string]Factory{}}
+	m map[string]registered // config.go
+}{m: map[string]registered{}}
 
 // RegisterBehavior registers the factory of the behavior called name, so
 // that launchers can start agents of it by name, in this process or in a
 // child process that runs [ServeIfChild]. Register every behavior at
 // program start (in init or at the top of main, before ServeIfChild), the
 // same way in the parent and its children. [ErrDuplicate] when name is
-// taken.
+// taken. A behavior whose agents take a configuration at launch is
+// registered with [RegisterBehaviorConfig].
 func RegisterBehavior(name string, f Factory) error {
-	if name == "" || f == nil {
+	if f == nil {
+		return fmt.Errorf("%w: RegisterBehavior needs a name and a factory", exchange.ErrInvalidArgument)
+	}
+	return register(name, registered{build: func([]byte) (*Behavior, error) { return f() }})
+}
+
+func register(name string, r registered) error {
+	if name == "" {
 		return fmt.Errorf("%w: RegisterBehavior needs a name and a factory", exchange.ErrInvalidArgument)
 	}
 	behaviors.Lock()
@@ -36,16 +44,21 @@ func RegisterBehavior(name string, f Factory) error {
 	if _, ok := behaviors.m[name]; ok {
 		return fmt.Errorf("%w: behavior %q", ErrDuplicate, name)
 	}
-	behaviors.m[name] = f
+	behaviors.m[name] = r
 	return nil
 }
 
-// LookupBehavior returns the factory registered under name.
+// LookupBehavior returns the factory registered under name (for a
+// behavior registered with [RegisterBehaviorConfig], one that makes it
+// with the zero configuration).
 func LookupBehavior(name string) (Factory, bool) {
 	behaviors.RLock()
 	defer behaviors.RUnlock()
-	f, ok := behaviors.m[name]
-	return f, ok
+	r, ok := behaviors.m[name]
+	if !ok {
+		return nil, false
+	}
+	return func() (*Behavior, error) { return r.build(nil) }, true
 }
 
 // RegisteredBehaviors returns the sorted names of the registered behaviors.
@@ -60,12 +73,16 @@ func RegisteredBehaviors() []string {
 	return names
 }
 
-func lookup(name string) (Factory, error) {
-	f, ok := LookupBehavior(name)
+// lookup returns the factory of one launch of the behavior name with the
+// configuration cfg (nil: none given).
+func lookup(name string, cfg *launchConfig) (Factory, error) {
+	behaviors.RLock()
+	r, ok := behaviors.m[name]
+	behaviors.RUnlock()
 	if !ok {
 		return nil, fmt.Errorf("%w: %q (registered: %v)", ErrUnknownBehavior, name, RegisteredBehaviors())
 	}
-	return f, nil
+	return r.factory(name, cfg)
 }
 
 // Launcher starts agents of registered behaviors and supervises them,
@@ -220,21 +237,30 @@ func (in *Instance) Stop() {
 type ThreadLauncher struct{}
 
 // Launch implements [Launcher]. Options are the runtime's (see
-// [NewRuntime]) plus [WithRestarts]: a run that returns an error (a setup
+// [NewRuntime]) plus [WithConfig] and [WithRestarts]: a run that returns an error (a setup
 // or loop failure) is restarted with a fresh Behavior, under the same id
 // when x can reopen its mailbox ([exchange.Reopener]), else a new one.
 func (l ThreadLauncher) Launch(ctx context.Context, x exchange.Exchange, behavior string, opts ...Option) (*Instance, error) {
-	f, err := lookup(behavior)
+	o := applyOptions(opts)
+	f, err := lookup(behavior, o.config)
 	if err != nil {
 		return nil, err
 	}
-	return l.LaunchFactory(ctx, x, behavior, f, opts...)
+	return l.launch(ctx, x, behavior, f, o, opts)
 }
 
 // LaunchFactory is Launch with a factory that need not be registered;
-// name is only the instance's label.
-func (ThreadLauncher) LaunchFactory(ctx context.Context, x exchange.Exchange, name string, f Factory, opts ...Option) (*Instance, error) {
+// name is only the instance's label. The factory takes no configuration
+// ([WithConfig] is an error).
+func (l ThreadLauncher) LaunchFactory(ctx context.Context, x exchange.Exchange, name string, f Factory, opts ...Option) (*Instance, error) {
 	o := applyOptions(opts)
+	if o.config != nil {
+		return nil, fmt.Errorf("agent: LaunchFactory(%q) takes no configuration: register the behavior with RegisterBehaviorConfig and Launch it", name)
+	}
+	return l.launch(ctx, x, name, f, o, opts)
+}
+
+func (ThreadLauncher) launch(ctx context.Context, x exchange.Exchange, name string, f Factory, o options, opts []Option) (*Instance, error) {
 	in := newInstance(name)
 	// start starts a runtime for id, or for a new agent when id is zero.
 	start := func(ctx context.Context, id exchange.EntityID) (run, error) {

@@ -23,6 +23,9 @@ func TestMain(m *testing.M) {
 	mustRegister("Echo", newEcho)
 	mustRegister("Crasher", newCrasher)
 	mustRegister("Blob", newBlob)
+	if err := agent.RegisterBehaviorConfig("Scaler", newScaler); err != nil {
+		panic(err)
+	}
 	agent.SetChildExchange(wrapForChild)
 	agent.ServeIfChild()
 	childproc.Main(m, map[string]childproc.Role{"echo": rawEchoRole, "client": clientRole, "waitfor": waitForRole})

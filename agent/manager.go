@@ -42,7 +42,8 @@ func (m *Manager) Client() *Client { return m.c }
 
 // Launch starts an agent of the registered behavior and returns a handle to
 // it. The handle follows the agent across restarts (see [WithRestarts]).
-// Options are the launcher's.
+// Options are the launcher's; [WithConfig] gives the agent its
+// configuration (Academy's launch of an agent instance with its state).
 func (m *Manager) Launch(ctx context.Context, behavior string, opts ...Option) (*Handle, error) {
 	opts = append([]Option{WithLogger(m.o.log)}, opts...)
 	in, err := m.l.Launch(ctx, m.x, behavior, opts...)

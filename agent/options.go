@@ -24,6 +24,7 @@ type options struct {
 	grace           time.Duration
 	responseGrace   time.Duration
 	restarts        int
+	config          *launchConfig // WithConfig (config.go)
 }
 
 func defaultOptions() options {

@@ -69,13 +69,16 @@ func NewProcessLauncher(x *exchange.SHM) *ProcessLauncher {
 
 // Launch implements [Launcher]. x must be a handle on the same exchange as
 // the launcher's (the parent registers the agent with it). Options:
-// [WithName], [WithMaxConcurrency], [WithTerminateOnExit],
+// [WithName], [WithConfig], [WithMaxConcurrency], [WithTerminateOnExit],
 // [WithTerminateOnError], [WithRestarts], [WithLogger] (for the launcher).
 func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behavior string, opts ...Option) (*Instance, error) {
-	f, err := lookup(behavior)
+	o := applyOptions(opts)
+	f, err := lookup(behavior, o.config)
 	if err != nil {
 		return nil, err
 	}
+	// The parent makes the behavior too: for its registration, and to
+	// fail here, not in the child, on a configuration that does not fit.
 	b, err := f()
 	if err != nil {
 		return nil, fmt.Errorf("agent: behavior %q factory: %w", behavior, err)
@@ -84,7 +87,6 @@ func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behav
 	if err != nil {
 		return nil, err
 	}
-	o := applyOptions(opts)
 	log := o.log
 	if l.Log != nil {
 		log = l.Log
@@ -117,6 +119,7 @@ func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behav
 		if l.Idle != nil {
 			cmd.Env = append(cmd.Env, EnvIdle+"="+l.Idle.String())
 		}
+		cmd.Env = append(cmd.Env, configEnv(o.config)) // config.go
 		cmd.Stdout, cmd.Stderr = l.Stdout, l.Stderr
 		if cmd.Stdout == nil {
 			cmd.Stdout = os.Stderr
@@ -179,7 +182,11 @@ func ServeIfChild() {
 }
 
 func serveChild() error {
-	f, err := lookup(os.Getenv(EnvBehavior))
+	cfg, err := configFromEnv(os.Getenv(EnvConfig)) // config.go
+	if err != nil {
+		return err
+	}
+	f, err := lookup(os.Getenv(EnvBehavior), cfg)
 	if err != nil {
 		return err
 	}
