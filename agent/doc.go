@@ -152,6 +152,16 @@
 // [Manager.Launch] follow. A [Manager] launches agents and returns
 // handles, shuts one down (optionally waiting) and waits for all.
 //
+// # Large payloads
+//
+// An argument or result (or a field of one) of type proxystore.Blob
+// travels as a proxy into the sender's shared arena, whatever its size:
+// the receiving action reads it in place, without a copy. The sender fills
+// a Blob in place (proxystore.AllocBlob) or copies bytes in
+// (proxystore.NewBlob); both sides open the arena store of the exchange's
+// directory (an agent process with [SetChildExchange]). See the example of
+// proxystore.Blob, and examples/zero-copy for the same across processes.
+//
 // # Lifetimes and caveats
 //
 //   - Arguments passed to [Action] are encoded before it returns. Results

@@ -2,7 +2,10 @@ package agent_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math"
+	"time"
 
 	"github.com/shmex/shmex/agent"
 	"github.com/shmex/shmex/exchange"
@@ -52,44 +55,85 @@ func Example() {
 	// run: <nil>
 }
 
-// A manager launching agents of a registered behavior as goroutines; with
-// agent.NewProcessLauncher on a shared-memory exchange, the same code runs
-// each agent in its own process.
-func ExampleManager() {
-	ctx := context.Background()
+// A client waits for an agent that another part of the program (or
+// another process) starts, then calls it: no Discover loop with sleeps.
+func ExampleClient_WaitFor() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	x := exchange.NewLocal()
 	defer x.Close()
-	m, err := agent.NewManager(ctx, x, agent.ThreadLauncher{})
+	c, err := agent.NewClient(ctx, x)
 	if err != nil {
 		panic(err)
 	}
-	h, err := m.Launch(ctx, "Echo") // registered with agent.RegisterBehavior in TestMain
+	defer c.Close()
+
+	// The agent starts later, elsewhere.
+	done := make(chan error, 1)
+	go func() {
+		b := agent.NewBehavior("Greeter")
+		agent.AddAction(b, "greet", func(_ context.Context, name string) (string, error) { return "hello, " + name, nil })
+		rt, err := agent.NewRuntime(ctx, x, b)
+		if err != nil {
+			done <- err
+			return
+		}
+		done <- rt.Run(ctx)
+	}()
+
+	ids, err := c.WaitFor(ctx, "Greeter") // returns once one is active
 	if err != nil {
 		panic(err)
 	}
-	sum, err := agent.Call[int64](ctx, h, "add", Pair{A: 40, B: 2})
-	fmt.Println(sum, err)
-	fmt.Println(m.Shutdown(ctx, h.AgentID(), true))
-	fmt.Println(m.Close())
+	h := c.Handle(ids[0])
+	out, err := agent.Call[string](ctx, h, "greet", "world")
+	fmt.Println(out, err)
+	fmt.Println(h.Shutdown(ctx), <-done)
 	// Output:
-	// 42 <nil>
-	// <nil>
-	// <nil>
+	// hello, world <nil>
+	// <nil> <nil>
 }
 
-// An error returned by an action arrives as an *exchange.RemoteError.
+// An error returned by an action arrives as an *exchange.RemoteError with
+// the kind and message the action chose; the runtime's own errors (an
+// unknown action, arguments or a result of the wrong type) also match the
+// package's sentinels.
 func ExampleCall_error() {
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	x := exchange.NewLocal()
 	defer x.Close()
-	m, _ := agent.NewManager(ctx, x, nil)
-	defer m.Close()
-	h, _ := m.Launch(ctx, "Echo")
-	_, err := agent.Call[int](ctx, h, "fail", "negative input")
-	fmt.Println(err)
-	_, err = agent.Call[int](ctx, h, "missing", 1)
-	fmt.Println(err)
+
+	b := agent.NewBehavior("Calculator")
+	agent.AddAction(b, "sqrt", func(_ context.Context, v float64) (float64, error) {
+		if v < 0 {
+			return 0, &exchange.RemoteError{Kind: "ValueError", Message: fmt.Sprintf("sqrt of %v", v)}
+		}
+		return math.Sqrt(v), nil
+	})
+	rt, err := agent.NewRuntime(ctx, x, b)
+	if err != nil {
+		panic(err)
+	}
+	go rt.Run(ctx)
+	c, err := agent.NewClient(ctx, x)
+	if err != nil {
+		panic(err)
+	}
+	defer c.Close()
+	h := c.Handle(rt.ID())
+
+	_, err = agent.Call[float64](ctx, h, "sqrt", -4.0)
+	var re *exchange.RemoteError
+	fmt.Println(err, "|", errors.As(err, &re) && re.Kind == "ValueError")
+	_, err = agent.Call[float64](ctx, h, "Sqrt", 4.0)
+	fmt.Println(err, "|", errors.Is(err, agent.ErrUnknownAction))
+	_, err = agent.Call[string](ctx, h, "sqrt", 4.0) // the result is a float64
+	fmt.Println(errors.Is(err, agent.ErrBadArguments))
+	h.Shutdown(ctx)
+	<-rt.Done()
 	// Output:
-	// ValueError: negative input
-	// UnknownActionError: behavior "Echo" has no action "missing"; its actions: add, big, echo, fail, failplain, maxseen, noop, noop64, panic, pid, relay, self, selfping, sleep, swap
+	// ValueError: sqrt of -4 | true
+	// UnknownActionError: behavior "Calculator" has no action "Sqrt" (did you mean "sqrt"?); its actions: sqrt | true
+	// true
 }
