@@ -1,11 +1,12 @@
 // Command execution is the Go counterpart of Academy's execution example:
 // agents run as separate OS processes, started by the process launcher over
-// the shared-memory exchange (root in a temporary directory), and called by
-// a client in the parent process.
+// the shared-memory exchange (under /dev/shm/shmex-<uid>/, removed at the
+// end), and called by a client in the parent process.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -30,19 +31,16 @@ func init() {
 	}
 }
 
-func run(ctx context.Context, w io.Writer) error {
-	root, err := os.MkdirTemp("", "shmex-execution-")
+func run(ctx context.Context, w io.Writer) (err error) {
+	// The exchange lives under the default root, /dev/shm/shmex-<uid>/:
+	// `shmex ls` lists it while the example runs. A unique name, removed
+	// at the end (once the workers and this process's handle are gone).
+	name := fmt.Sprintf("execution-%d", os.Getpid())
+	x, err := exchange.Open(name)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(root)
-	if err := os.Chmod(root, 0o700); err != nil {
-		return err
-	}
-	x, err := exchange.Open("execution", exchange.WithRoot(root))
-	if err != nil {
-		return err
-	}
+	defer func() { err = errors.Join(err, exchange.Remove(name)) }()
 	defer x.Close()
 	m, err := agent.NewManager(ctx, x, agent.NewProcessLauncher(x))
 	if err != nil {

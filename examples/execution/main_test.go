@@ -3,12 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/shmex/shmex/agent"
+	"github.com/shmex/shmex/shm"
 )
 
 // TestMain lets the test binary serve as the workers' program too: the
@@ -30,5 +33,9 @@ func TestRun(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, out.String())
 		}
+	}
+	// The exchange, under the default root while the example ran, is gone.
+	if _, err := os.Stat(filepath.Join(shm.DefaultRoot(), fmt.Sprintf("execution-%d", os.Getpid()))); !os.IsNotExist(err) {
+		t.Errorf("the exchange is left behind: %v", err)
 	}
 }

@@ -17,6 +17,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -68,16 +69,17 @@ func init() {
 	})
 }
 
-func run(ctx context.Context, w io.Writer, size int) error {
-	root, err := os.MkdirTemp("", "shmex-zero-copy-")
+func run(ctx context.Context, w io.Writer, size int) (err error) {
+	// The exchange and its arenas live under the default root,
+	// /dev/shm/shmex-<uid>/: `shmex ls` lists them while the example runs.
+	// A unique name, removed at the end (once the agent, the arenas and
+	// this process's handle are gone).
+	name := fmt.Sprintf("zero-copy-%d", os.Getpid())
+	x, err := exchange.Open(name)
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(root)
-	x, err := exchange.Open("zero-copy", exchange.WithRoot(root))
-	if err != nil {
-		return err
-	}
+	defer func() { err = errors.Join(err, exchange.Remove(name)) }()
 	defer x.Close()
 	a, err := proxystore.OpenArena(x.Dir(), proxystore.WithMaxBytes(int64(3*size)+64<<20))
 	if err != nil {

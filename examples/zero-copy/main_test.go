@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/shmex/shmex/agent"
+	"github.com/shmex/shmex/shm"
 )
 
 // TestMain lets the test binary serve as the agent's program too.
@@ -39,5 +41,9 @@ func TestRun(t *testing.T) {
 		if _, err := fmt.Sscanf(l[i:], "agent to %d (want %d)", &got, &want); err != nil || got != want {
 			t.Fatalf("line %q: sums %d and %d (%v)", l, got, want, err)
 		}
+	}
+	// The exchange, under the default root while the example ran, is gone.
+	if _, err := os.Stat(filepath.Join(shm.DefaultRoot(), fmt.Sprintf("zero-copy-%d", os.Getpid()))); !os.IsNotExist(err) {
+		t.Errorf("the exchange is left behind: %v", err)
 	}
 }
