@@ -70,3 +70,22 @@ func TestTwoProcesses(t *testing.T) {
 		t.Errorf("agent printed %q", s)
 	}
 }
+
+// TestDocShowsMain: docs/getting-started.md shows this program whole, as
+// it is.
+func TestDocShowsMain(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/getting-started.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := os.ReadFile("main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// main.go from its package clause on (the doc has no use for the
+	// command's doc comment).
+	code := string(src[bytes.Index(src, []byte("package main")):])
+	if !strings.Contains(string(doc), "```go\n"+code+"```\n") {
+		t.Error("docs/getting-started.md does not show main.go as it is: copy it from `package main` on")
+	}
+}
