@@ -299,8 +299,9 @@ int shmex_handle_close(shmex_handle *h, int64_t timeout_ns);
  * result (free it with shmex_free) and *result_len its length; a NULL
  * result discards it. SHMEX_EREMOTE when the agent answered with an error
  * (shmex_last_error_kind: "UnknownActionError", "BadArgumentsError", ...),
- * SHMEX_EAGENT_TERMINATED when it is gone, SHMEX_ETIMEDOUT (the call is
- * then abandoned: a late result is dropped). */
+ * SHMEX_EAGENT_TERMINATED when it is gone, SHMEX_EBADID when no agent has
+ * this id, SHMEX_ETIMEDOUT (the call is then abandoned: a late result is
+ * dropped). */
 int shmex_call(shmex_handle *h, const char *action, const uint8_t *args, size_t args_len,
                int64_t timeout_ns, uint8_t **result, size_t *result_len);
 

@@ -134,7 +134,7 @@ static void test_bad_input(void) {
     CHECK(st == SHMEX_STATUS_MISSING, "status %d", st);
     shmex_handle *hm = NULL;
     CHECK_RC(shmex_handle_open(c, &id, &hm), SHMEX_OK);
-    CHECK_RC(shmex_call(hm, "add", buf, 1, 2000000000, NULL, NULL), SHMEX_EAGENT_TERMINATED);
+    CHECK_RC(shmex_call(hm, "add", buf, 1, 2000000000, NULL, NULL), SHMEX_EBADID); /* no such agent */
     shmex_message m;
     memset(&m, 0, sizeof m);
     m.kind = SHMEX_PING_REQUEST;

@@ -46,9 +46,10 @@ def test_errors_are_exceptions(exchange):
         exchange.get_handle(exchange.register_client())
     with pytest.raises(ValueError):
         shmex.Exchange("", root=exchange.root)
-    # A call to an agent nobody serves and that does not exist fails.
+    # A call to an agent that does not exist fails: there is no such agent
+    # (Academy's BadEntityIdError), which is not an agent that terminated.
     h = exchange.get_handle(shmex.AgentId(uuid.uuid4()))
-    with pytest.raises(shmex.AgentTerminatedError):
+    with pytest.raises(shmex.BadEntityIdError):
         h.action("x").result(timeout=30)
 
 
