@@ -30,6 +30,11 @@ const (
 // Role is the body of a child process. Its return value is the exit status.
 type Role func(args []string) int
 
+// IsChild reports whether this process is a test child (Main will run a
+// role instead of the tests). A TestMain that must clean up after the tests
+// calls Main when it is, and m.Run itself otherwise.
+func IsChild() bool { return os.Getenv(envRole) != "" }
+
 // Main dispatches to a role when this process is a child, and otherwise runs
 // the tests. Call it as the whole of TestMain.
 func Main(m *testing.M, roles map[string]Role) {

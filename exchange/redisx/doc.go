@@ -1,0 +1,106 @@
+// Package redisx runs the exchange across nodes on Redis: [Exchange] keeps
+// the registry and every mailbox in Redis, and [Hybrid] keeps same-node
+// traffic in the shared-memory exchange and sends only what crosses nodes
+// through Redis.
+//
+// # Model
+//
+// Each process joins an exchange (a Redis server and a key prefix) with a
+// session: a random id whose heartbeat key expires after the liveness TTL
+// ([WithLivenessTTL], default 3 s) unless the session beats again (four
+// times per TTL). An entity's record names the node it lives on and the
+// session that owns it (the one that registered it, or last opened its
+// Mailbox); when that session's heartbeat is gone, the entity is dead: its
+// mailbox reads as terminated, and the requests queued in it are answered
+// with error responses (kind exchange.ErrorKindMailboxTerminated), as on one
+// node. Every session looks for dead sessions about once per TTL and
+// terminates what they owned; a Send, Status, Info, Discover or Reopen that
+// meets a dead owner terminates its mailbox on the spot. So a node whose
+// processes are all killed is seen dead at most one TTL after their last
+// heartbeat (plus a status poll: the agent layer's calls in flight to it
+// then fail within its poll interval), and all its mailboxes within two
+// TTLs. A process that closes its last handle deletes its heartbeat: what
+// it owned is seen terminated at once.
+//
+// # Round trips
+//
+// Every action on the exchange is one Lua script, atomic and one round trip
+// (Academy's Redis exchange awaits about 13 commands in a row per action):
+//
+//   - Send: one script checks the destination's record (registered, active,
+//     owner alive, room in the mailbox) and pushes the message. Sends of
+//     concurrent goroutines of a process are combined into one script of up
+//     to 256 messages, which is how one Redis server carries tens of
+//     thousands of actions per second.
+//   - Recv: one script acknowledges the previous batch and takes up to
+//     [WithRecvBatch] queued messages; an empty mailbox is waited on in a
+//     blocking move that a send ends at once.
+//   - Register, Terminate, Status, Info, Discover, Mailbox, Reopen: one
+//     script each (Terminate then sends its error responses as one more).
+//
+// Incarnation answers from the incarnations carried by the replies of the
+// last second, so the agent layer's per-call look-up costs nothing in
+// steady state; SendIncarnation returns the exact one.
+//
+// # Delivery
+//
+// A message is in Redis from the moment Send returns until its receiver
+// acknowledges it, which it does by asking for the next batch (or closing
+// its Mailbox client): the receiver moves what it takes to a list of its
+// own, atomically. The guarantee is at-least-once: exactly once to a
+// receiver that lives; a receiver that dies (its session's heartbeat gone)
+// may have the batch it was working on delivered again. When the dead
+// receiver owned the mailbox, the mailbox is terminated: what it had taken
+// goes back to the mailbox, and the requests among it are answered with
+// error responses (a request it had already answered gets a second,
+// error, answer, which the agent layer drops as a response to no call).
+// When another process opens the mailbox of a dead receiver, what that
+// receiver had taken is delivered to it again, first, in order. Messages
+// from one sending goroutine arrive in order.
+//
+// # Redis failures
+//
+// Every call fails with a clear error within its context: [ErrUnavailable]
+// (wrapping the network error) once Redis has been unreachable for the
+// outage wait ([WithOutageWait], default 5 s), or the context's error
+// (wrapping ErrUnavailable too) when the context ends first. Nothing
+// panics, nothing hangs. A command that certainly did not run (no
+// connection, server loading) is retried within that wait; one that may
+// have run is retried only when that is harmless (reads, register,
+// terminate, fetch: a fetch carries a sequence number, so its retry
+// returns the same batch). A Send whose reply was lost is not retried: its
+// error says the message may have been delivered. A receiver keeps
+// reconnecting for as long as its context allows, so agents outlive a
+// Redis restart.
+//
+// With a server that persists every write (appendonly yes, appendfsync
+// always) nothing acknowledged is lost across a restart. Heartbeats that
+// expired while the server was down are forgiven for one TTL after it
+// starts (the scripts read its uptime), so that nobody is declared dead
+// for Redis's own absence. Each session keeps the records of what it owns
+// and writes back those that are missing when the data set's token
+// ({P}:boot) changes, which is how a restart without persistence, or a
+// failover to a replica that lagged, is survived by the registry (the
+// messages that were queued are lost in that case).
+//
+// # Keys and Redis Cluster
+//
+// The key layout is in keys.go. Every key of an exchange carries its prefix
+// as a hash tag ("{prefix}:..."), so all of them live in one slot and every
+// script is valid in Redis Cluster; exchanges with different prefixes
+// spread over the cluster's shards ([WithClient] takes a
+// *redis.ClusterClient). Scripts derive the heartbeat keys of owners from
+// the records they read, in the same slot.
+//
+// # Hybrid
+//
+// [Hybrid] registers every entity in the shared-memory exchange of its node
+// and in Redis, with its node's name. A send to an entity of the same node
+// is a plain shared-memory send (no Redis command: an entity never changes
+// node, so where it lives is cached once known); a send to another node's
+// entity goes to its Redis mailbox, from which a forwarder in the process
+// that holds the entity's Mailbox client moves it into the ring. Discover,
+// Status and Info see the whole cluster. Terminating an entity of another
+// node marks it terminated in Redis and asks that node's processes, over a
+// Redis channel, to terminate its ring too. See Hybrid for the caveats.
+package redisx

@@ -1,0 +1,81 @@
+package redisx
+
+import (
+	"encoding/hex"
+	"fmt"
+
+	"github.com/shmex/shmex/exchange"
+)
+
+// Key layout. Every key of one exchange starts with its prefix in braces,
+// "{prefix}", a Redis Cluster hash tag: all of them hash to one slot, so
+// every script, which reads and writes the keys of several entities at once
+// (a send checks the destination's record and its owner's heartbeat, a
+// terminate answers requests into their senders' mailboxes), runs on one
+// shard. Several exchanges (prefixes) spread over a cluster; one exchange
+// lives on one shard. Scripts build the session keys they read from the
+// records (same slot); every other key they touch is declared.
+//
+//	key                       type    holds
+//	{P}:boot                  string  token of the data set: a new one means Redis lost its data
+//	{P}:sessions              hash    session id -> node name, of sessions that ever beat
+//	{P}:s:<session>           string  heartbeat of a session (node name), expires after the TTL
+//	{P}:o:<session>           set     hex UUIDs of the active entities a session owns
+//	{P}:e:<uuid>              hash    entity record (fields below)
+//	{P}:q:<uuid>              list    mailbox: senders LPUSH, the receiver takes from the right
+//	{P}:f:<uuid>              list    taken by the receiver, not yet acknowledged
+//	{P}:agents                hash    hex UUID -> behavior, of the active agents (for Discover)
+//	{P}:ctl:<node>            channel hybrid control messages to the processes of a node
+//	{P}:ack:<random>          list    reply to one control message (expires)
+//
+// Entity record fields:
+//
+//	role  "1" agent, "2" client          st    "1" active, "2" terminated
+//	name  registered name                inc   incarnation (Reopens)
+//	beh   behavior: MessagePack array of strings, name first, then Implements
+//	node  node the entity lives on       own   owning session (its death terminates)
+//	rcv   receiver token "<session>/<n>" of the open Mailbox client, or ""
+//	rseq  sequence number of the receiver's last fetch (makes a retried fetch idempotent)
+//	cap   mailbox capacity in messages
+//
+// An empty string in a mailbox list is a wake-up marker, never a message
+// (an encoded message is at least 79 bytes): Terminate, a Mailbox Close and
+// a cancelled Recv push one to end a blocking take.
+type keys struct {
+	tag string // "{prefix}"
+}
+
+func newKeys(prefix string) keys { return keys{tag: "{" + prefix + "}"} }
+
+func hexID(u exchange.UUID) string { return hex.EncodeToString(u[:]) }
+
+// parseHexID parses the key form of a UUID (32 hex digits).
+func parseHexID(h string) (exchange.UUID, error) {
+	var u exchange.UUID
+	if len(h) != 2*len(u) {
+		return u, fmt.Errorf("%w: bad UUID %q in a key", ErrProtocol, h)
+	}
+	if _, err := hex.Decode(u[:], []byte(h)); err != nil {
+		return u, fmt.Errorf("%w: bad UUID %q in a key", ErrProtocol, h)
+	}
+	return u, nil
+}
+
+func (k keys) boot() string               { return k.tag + ":boot" }
+func (k keys) sessions() string           { return k.tag + ":sessions" }
+func (k keys) live(sid string) string     { return k.tag + ":s:" + sid }
+func (k keys) owned(sid string) string    { return k.tag + ":o:" + sid }
+func (k keys) entity(h string) string     { return k.tag + ":e:" + h }
+func (k keys) queue(h string) string      { return k.tag + ":q:" + h }
+func (k keys) taken(h string) string      { return k.tag + ":f:" + h }
+func (k keys) agents() string             { return k.tag + ":agents" }
+func (k keys) control(node string) string { return k.tag + ":ctl:" + node }
+func (k keys) ack(token string) string    { return k.tag + ":ack:" + token }
+
+// entityKeys are the three keys of one entity.
+type entityKeys struct{ e, q, f string }
+
+func (k keys) of(u exchange.UUID) (string, entityKeys) {
+	h := hexID(u)
+	return h, entityKeys{e: k.entity(h), q: k.queue(h), f: k.taken(h)}
+}

@@ -1,0 +1,270 @@
+package redisx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shmex/shmex/exchange"
+)
+
+// Receiving (see the package documentation on delivery). A receiver moves
+// what it takes from the mailbox list q to its taken list f, in the same
+// script that drops from f what it took the time before: a message stays in
+// Redis until the receiver comes back for more, so a receiver that dies
+// loses nothing. When the mailbox is empty it waits in a blocking move
+// (BLMOVE q f), which the next send ends at once; a Close, a Terminate or
+// the end of the Recv's context end it with a wake-up marker.
+
+// blockStep bounds one blocking move: the receiver then looks at the
+// mailbox's record again (reopened, taken over).
+const blockStep = 2 * time.Second
+
+// mailbox is a receiving client of one mailbox.
+type mailbox struct {
+	x     *Exchange
+	id    exchange.EntityID
+	hex   string
+	k     entityKeys
+	token string // receiver token, "<session>/<n>"
+	inc   string // incarnation attached to
+
+	closed  atomic.Bool
+	blocked atomic.Bool // a Recv waits in a blocking move
+
+	mu      sync.Mutex // one Recv at a time; guards what follows
+	buf     []string   // taken, not yet returned, oldest first
+	known   int        // elements of f this client took (all returned when buf is empty)
+	seq     uint64     // sequence number of the last fetch that got its reply
+	term    bool       // the mailbox was seen terminated
+	over    bool       // reopened or taken over: closed for this client
+	missing time.Time  // when the record was first found missing
+	answer  exchange.Message
+}
+
+var _ exchange.Mailbox = (*mailbox)(nil)
+
+// ID implements [exchange.Mailbox.ID].
+func (mb *mailbox) ID() exchange.EntityID { return mb.id }
+
+// Recv implements [exchange.Mailbox.Recv]. While Redis cannot be reached it
+// keeps reconnecting until ctx ends (a receive loop outlives a Redis
+// restart); the error then wraps both ctx's error and [ErrUnavailable].
+func (mb *mailbox) Recv(ctx context.Context, m *exchange.Message) error {
+	if mb.closed.Load() {
+		return exchange.ErrMailboxClosed
+	}
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	s := mb.x.s
+	var outage error
+	backoff := 5 * time.Millisecond
+	for {
+		if mb.closed.Load() {
+			return exchange.ErrMailboxClosed
+		}
+		if len(mb.buf) > 0 {
+			b := mb.buf[0]
+			mb.buf[0] = ""
+			mb.buf = mb.buf[1:]
+			raw := unsafe.Slice(unsafe.StringData(b), len(b)) // Decode copies; never written
+			if mb.term && len(b) > 1 && exchange.Kind(b[1]).IsRequest() {
+				// Found after the mailbox was terminated: answered, as the
+				// requests still queued were by Terminate.
+				if mb.answer.Decode(raw) == nil {
+					s.answer(ctx, mb.id.UUID, []any{b})
+				}
+				continue
+			}
+			return m.Decode(raw)
+		}
+		if mb.over {
+			return exchange.ErrMailboxClosed
+		}
+		if err := ctx.Err(); err != nil {
+			if outage != nil {
+				return fmt.Errorf("%w: %w", err, outage)
+			}
+			return err
+		}
+		err := mb.fetch(ctx)
+		if err == nil && len(mb.buf) == 0 {
+			if mb.term {
+				return exchange.ErrMailboxClosed
+			}
+			err = mb.block(ctx)
+		}
+		if err == nil {
+			outage, backoff = nil, 5*time.Millisecond
+			continue
+		}
+		if errors.Is(err, exchange.ErrMailboxClosed) || errors.Is(err, exchange.ErrExchangeClosed) {
+			return exchange.ErrMailboxClosed
+		}
+		if !errors.Is(err, ErrUnavailable) {
+			if ctx.Err() != nil {
+				continue // reported above
+			}
+			return err
+		}
+		if outage == nil {
+			s.log.Warn("redisx: receiver lost Redis; reconnecting", "mailbox", mb.id, "err", err)
+		}
+		outage = err
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+		t.Stop()
+		backoff = min(2*backoff, 250*time.Millisecond)
+	}
+}
+
+// fetch drops what was taken and returned, and takes the next batch into
+// buf. It sets term, or over, or fails with ErrUnavailable.
+func (mb *mailbox) fetch(ctx context.Context) error {
+	s := mb.x.s
+	seq := strconv.FormatUint(mb.seq+1, 10)
+	var res []any
+	err := s.retry(ctx, true, func(ctx context.Context) error {
+		var err error
+		res, err = fetchScript.Run(ctx, s.cl, []string{mb.k.e, mb.k.q, mb.k.f},
+			s.k.tag, s.grace, mb.token, mb.inc, seq, mb.known, s.o.batch).Slice()
+		return err
+	})
+	if err != nil {
+		return unavailable(err)
+	}
+	if len(res) == 0 {
+		return fmt.Errorf("%w: fetch returned nothing", ErrProtocol)
+	}
+	mb.seq++
+	code, _ := res[0].(int64)
+	switch code {
+	case codeMissing:
+		// Redis lost the record: its owner writes it back within a beat.
+		if mb.missing.IsZero() {
+			mb.missing = time.Now()
+		}
+		if time.Since(mb.missing) > 2*s.o.ttl {
+			mb.over = true
+			return fmt.Errorf("%w: %v is gone from Redis", exchange.ErrMailboxClosed, mb.id)
+		}
+		return fmt.Errorf("%w: the record of %v is missing (Redis lost its data?)", ErrUnavailable, mb.id)
+	case codeReopened, codeDetached:
+		mb.over = true
+		return exchange.ErrMailboxClosed
+	case codeTerminated:
+		mb.term = true
+	case codeActive:
+	default:
+		return fmt.Errorf("%w: fetch returned code %d", ErrProtocol, code)
+	}
+	mb.missing = time.Time{}
+	mb.buf = mb.buf[:0]
+	for _, v := range res[1:] {
+		if b, ok := v.(string); ok && b != "" {
+			mb.buf = append(mb.buf, b)
+		}
+	}
+	mb.known = len(mb.buf)
+	return nil
+}
+
+// block waits in a blocking move for the next message, at most blockStep
+// (or until ctx's deadline); what it takes goes to buf.
+func (mb *mailbox) block(ctx context.Context) error {
+	s := mb.x.s
+	wait := blockStep
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl))
+	}
+	if wait < time.Millisecond {
+		return nil // the caller sees ctx end
+	}
+	mb.blocked.Store(true)
+	if mb.closed.Load() { // Close looks at blocked after it sets closed
+		mb.blocked.Store(false)
+		return nil
+	}
+	stop := context.AfterFunc(ctx, mb.wake)
+	// No deadline of the caller's on the socket: the server's timeout ends
+	// the move, and a read cut short could lose what it moved.
+	// (go-redis's BLMove rounds the timeout up to whole seconds: the
+	// command is spelled out, with milliseconds.)
+	v, err := s.cl.Do(context.Background(), "BLMOVE", mb.k.q, mb.k.f, "RIGHT", "LEFT",
+		strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)).Text()
+	stop()
+	mb.blocked.Store(false)
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil
+	case err != nil:
+		return unavailable(err)
+	}
+	mb.known++
+	if v != "" {
+		mb.buf = append(mb.buf[:0], v)
+	}
+	return nil
+}
+
+// wake ends a blocking move of this client with a marker.
+func (mb *mailbox) wake() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	mb.x.s.cl.LPush(ctx, mb.k.q, "")
+}
+
+// Close implements [exchange.Mailbox.Close]: the messages taken and not
+// returned go back to the head of the mailbox for the next receiver.
+func (mb *mailbox) Close() error {
+	mb.close(true)
+	return nil
+}
+
+func (mb *mailbox) close(forget bool) {
+	if mb.closed.Swap(true) {
+		return
+	}
+	if mb.blocked.Load() {
+		mb.wake()
+	}
+	mb.mu.Lock()
+	s := mb.x.s
+	ctx, cancel := context.WithTimeout(context.Background(), s.o.outage)
+	if err := mb.release(ctx); err != nil {
+		s.log.Warn("redisx: releasing a mailbox; retried at each heartbeat", "mailbox", mb.id, "err", err)
+		s.mu.Lock()
+		s.releases[mb.token] = mb
+		s.mu.Unlock()
+	}
+	cancel()
+	mb.mu.Unlock()
+	if forget {
+		mb.x.forget(mb)
+	}
+}
+
+// release detaches the receiver in Redis. Called with mu held, or from the
+// session's retries once the client is closed.
+func (mb *mailbox) release(ctx context.Context) error {
+	s := mb.x.s
+	returned := mb.known - len(mb.buf)
+	err := s.retry(ctx, true, func(ctx context.Context) error {
+		return releaseScript.Run(ctx, s.cl, []string{mb.k.e, mb.k.q, mb.k.f}, s.k.tag, s.grace, mb.token, returned).Err()
+	})
+	if err != nil {
+		return err
+	}
+	s.setReceiver(mb.id.UUID, "")
+	return nil
+}
