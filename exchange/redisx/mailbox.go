@@ -46,6 +46,7 @@ type mailbox struct {
 	term    bool       // the mailbox was seen terminated
 	over    bool       // reopened or taken over: closed for this client
 	missing time.Time  // when the record was first found missing
+	last    string     // the message Recv returned last
 	answer  exchange.Message
 }
 
@@ -74,6 +75,7 @@ func (mb *mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 			b := mb.buf[0]
 			mb.buf[0] = ""
 			mb.buf = mb.buf[1:]
+			mb.last = b
 			raw := unsafe.Slice(unsafe.StringData(b), len(b)) // Decode copies; never written
 			if mb.term && len(b) > 1 && exchange.Kind(b[1]).IsRequest() {
 				// Found after the mailbox was terminated: answered, as the
@@ -268,3 +270,17 @@ func (mb *mailbox) release(ctx context.Context) error {
 	s.setReceiver(mb.id.UUID, "")
 	return nil
 }
+
+// unget puts the message Recv returned last back in front: it counts as
+// not returned (a Close gives it back to the mailbox). For the hybrid's
+// forwarder, the only receiver of its client.
+func (mb *mailbox) unget() {
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	if mb.last != "" {
+		mb.buf = append([]string{mb.last}, mb.buf...)
+		mb.last = ""
+	}
+}
+
+func (mb *mailbox) s() *session { return mb.x.s }
