@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/shmex/shmex/exchange/redisx"
 	"github.com/shmex/shmex/internal/childproc"
 	"github.com/shmex/shmex/internal/redistest"
@@ -18,6 +20,7 @@ import (
 // to a child role when the binary is re-run as a test child (a simulated
 // node), and otherwise runs the tests, then stops the shared redis-server.
 func TestMain(m *testing.M) {
+	redis.SetLogger(quiet{}) // go-redis logs every failed dial; the tests cause many
 	if childproc.IsChild() {
 		childproc.Main(m, roles)
 	}
@@ -84,3 +87,7 @@ func open(t testing.TB, addr, prefix string, opts ...redisx.Option) *redisx.Exch
 	t.Cleanup(func() { x.Close() })
 	return x
 }
+
+type quiet struct{}
+
+func (quiet) Printf(context.Context, string, ...any) {}
