@@ -21,6 +21,7 @@ import (
 // node), and otherwise runs the tests, then stops the shared redis-server.
 func TestMain(m *testing.M) {
 	redis.SetLogger(quiet{}) // go-redis logs every failed dial; the tests cause many
+	serveLaunchedAgent()     // an agent process of TestLaunchersAcrossNodes
 	if childproc.IsChild() {
 		childproc.Main(m, roles)
 	}
