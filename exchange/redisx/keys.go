@@ -75,6 +75,28 @@ func (k keys) ack(token string) string    { return k.tag + ":ack:" + token }
 // entityKeys are the three keys of one entity.
 type entityKeys struct{ e, q, f string }
 
+// keysFor returns the hex id and keys of u, cached (a send needs them
+// every time).
+func (s *session) keysFor(u exchange.UUID) (string, entityKeys) {
+	if v, ok := s.keyCache.Load(u); ok {
+		c := v.(*cachedKeys)
+		return c.h, c.k
+	}
+	h, k := s.k.of(u)
+	if s.keyCount.Add(1) < maxCachedKeys {
+		s.keyCache.Store(u, &cachedKeys{h, k})
+	}
+	return h, k
+}
+
+type cachedKeys struct {
+	h string
+	k entityKeys
+}
+
+// maxCachedKeys bounds the key cache of a session.
+const maxCachedKeys = 1 << 16
+
 func (k keys) of(u exchange.UUID) (string, entityKeys) {
 	h := hexID(u)
 	return h, entityKeys{e: k.entity(h), q: k.queue(h), f: k.taken(h)}

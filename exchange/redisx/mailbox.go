@@ -96,12 +96,9 @@ func (mb *mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 			}
 			return err
 		}
-		err := mb.fetch(ctx)
-		if err == nil && len(mb.buf) == 0 {
-			if mb.term {
-				return exchange.ErrMailboxClosed
-			}
-			err = mb.block(ctx)
+		err := mb.take(ctx)
+		if err == nil && len(mb.buf) == 0 && mb.term {
+			return exchange.ErrMailboxClosed
 		}
 		if err == nil {
 			outage, backoff = nil, 5*time.Millisecond
@@ -130,25 +127,98 @@ func (mb *mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 	}
 }
 
-// fetch drops what was taken and returned, and takes the next batch into
-// buf. It sets term, or over, or fails with ErrUnavailable.
-func (mb *mailbox) fetch(ctx context.Context) error {
+// take acknowledges what was taken and returned, and takes the next batch
+// into buf, in one round trip: the fetch script, then a blocking move
+// (BLMOVE q f) that returns at once when the script found something to
+// return (it pushes a marker for it), and otherwise waits for the next
+// message, at most blockStep (or until ctx's deadline). It sets term, or
+// over, or fails with ErrUnavailable.
+func (mb *mailbox) take(ctx context.Context) error {
 	s := mb.x.s
-	seq := strconv.FormatUint(mb.seq+1, 10)
-	var res []any
-	err := s.retry(ctx, true, func(ctx context.Context) error {
-		var err error
-		res, err = fetchScript.Run(ctx, s.cl, []string{mb.k.e, mb.k.q, mb.k.f},
-			s.k.tag, s.grace, mb.token, mb.inc, seq, mb.known, s.o.batch).Slice()
+	wait := blockStep
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl))
+	}
+	block := wait >= time.Millisecond
+	if block {
+		mb.blocked.Store(true)
+		if mb.closed.Load() { // Close looks at blocked after it sets closed
+			block = false
+			mb.blocked.Store(false)
+		}
+	}
+	keys := []string{mb.k.e, mb.k.q, mb.k.f}
+	args := []any{s.k.tag, s.grace, mb.token, mb.inc, strconv.FormatUint(mb.seq+1, 10), mb.known, s.o.batch, block}
+	// No deadline of the caller's on the socket: the server's timeout ends
+	// the move, and a read cut short could lose what it moved (it would
+	// come back as a leftover, but only at the next take).
+	bg := context.Background()
+	pipe := s.cl.Pipeline()
+	stale := s.scriptsStale.Load()
+	var fc *redis.Cmd
+	if stale {
+		fc = fetchScript.Eval(bg, pipe, keys, args...) // loads it again after a restart
+	} else {
+		fc = fetchScript.EvalSha(bg, pipe, keys, args...)
+	}
+	var bc *redis.StringCmd
+	if block {
+		// (go-redis's BLMove rounds the timeout up to whole seconds: the
+		// command is spelled out, with milliseconds.)
+		bc = redis.NewStringCmd(bg, "BLMOVE", mb.k.q, mb.k.f, "RIGHT", "LEFT",
+			strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))
+		pipe.Process(bg, bc)
+	}
+	var stop func() bool
+	if block {
+		stop = context.AfterFunc(ctx, mb.wake)
+	}
+	pipe.Exec(bg)
+	if block {
+		stop()
+		mb.blocked.Store(false)
+	}
+	res, err := fc.Slice()
+	switch {
+	case redis.HasErrorPrefix(err, "NOSCRIPT"):
+		s.scriptsStale.Store(true)
+		return nil // did not run: again, with the script
+	case err != nil:
+		if isNetErr(err) {
+			s.scriptsStale.Store(true)
+		}
+		// Whatever the move took is in f, unknown to this client: the
+		// next fetch returns it as a leftover.
+		return unavailable(err)
+	case stale:
+		s.scriptsStale.Store(false)
+	}
+	if err := mb.fetched(res); err != nil {
 		return err
-	})
-	if err != nil {
+	}
+	if !block {
+		return nil
+	}
+	v, err := bc.Result()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return nil
+	case err != nil:
 		return unavailable(err)
 	}
+	mb.known++
+	if v != "" && !mb.over {
+		mb.buf = append(mb.buf, v)
+	}
+	return nil
+}
+
+// fetched handles the fetch script's reply.
+func (mb *mailbox) fetched(res []any) error {
+	s := mb.x.s
 	if len(res) == 0 {
 		return fmt.Errorf("%w: fetch returned nothing", ErrProtocol)
 	}
-	mb.seq++
 	code, _ := res[0].(int64)
 	switch code {
 	case codeMissing:
@@ -170,6 +240,7 @@ func (mb *mailbox) fetch(ctx context.Context) error {
 	default:
 		return fmt.Errorf("%w: fetch returned code %d", ErrProtocol, code)
 	}
+	mb.seq++
 	mb.missing = time.Time{}
 	mb.buf = mb.buf[:0]
 	for _, v := range res[1:] {
@@ -178,44 +249,6 @@ func (mb *mailbox) fetch(ctx context.Context) error {
 		}
 	}
 	mb.known = len(mb.buf)
-	return nil
-}
-
-// block waits in a blocking move for the next message, at most blockStep
-// (or until ctx's deadline); what it takes goes to buf.
-func (mb *mailbox) block(ctx context.Context) error {
-	s := mb.x.s
-	wait := blockStep
-	if dl, ok := ctx.Deadline(); ok {
-		wait = min(wait, time.Until(dl))
-	}
-	if wait < time.Millisecond {
-		return nil // the caller sees ctx end
-	}
-	mb.blocked.Store(true)
-	if mb.closed.Load() { // Close looks at blocked after it sets closed
-		mb.blocked.Store(false)
-		return nil
-	}
-	stop := context.AfterFunc(ctx, mb.wake)
-	// No deadline of the caller's on the socket: the server's timeout ends
-	// the move, and a read cut short could lose what it moved.
-	// (go-redis's BLMove rounds the timeout up to whole seconds: the
-	// command is spelled out, with milliseconds.)
-	v, err := s.cl.Do(context.Background(), "BLMOVE", mb.k.q, mb.k.f, "RIGHT", "LEFT",
-		strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)).Text()
-	stop()
-	mb.blocked.Store(false)
-	switch {
-	case errors.Is(err, redis.Nil):
-		return nil
-	case err != nil:
-		return unavailable(err)
-	}
-	mb.known++
-	if v != "" {
-		mb.buf = append(mb.buf[:0], v)
-	}
 	return nil
 }
 

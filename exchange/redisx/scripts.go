@@ -94,23 +94,42 @@ redis.call('SREM', KEYS[5], ARGV[3])
 return 1
 `)
 
-// send delivers a batch of messages, each to its own mailbox.
+// send delivers a batch of messages, each to its own mailbox. Messages to
+// the same mailbox (with the same role) are checked once and pushed with one
+// LPUSH, in batch order.
 // KEYS: e1, q1, e2, q2, ... ARGV: P, grace, n, role1, msg1, role2, msg2, ...
 // Returns one integer per message: the destination's incarnation, or a
 // send code (sendMissing, ...).
 var sendScript = script(`
 local n = tonumber(ARGV[3])
-local out = {}
+local out, groups, order = {}, {}, {}
 for i = 1, n do
-  local e, q = KEYS[2*i-1], KEYS[2*i]
-  local r = redis.call('HMGET', e, 'role', 'st', 'inc', 'cap', 'own')
-  if not r[1] or r[1] ~= ARGV[2+2*i] then out[i] = -1
-  elseif r[2] ~= '1' then out[i] = -2
-  elseif not alive(r[5]) then out[i] = -4
-  elseif redis.call('LLEN', q) >= tonumber(r[4]) then out[i] = -3
+  local gk = KEYS[2*i-1] .. '|' .. ARGV[2+2*i]
+  local g = groups[gk]
+  if not g then
+    g = {e = KEYS[2*i-1], q = KEYS[2*i], role = ARGV[2+2*i], idx = {}, msgs = {}}
+    groups[gk] = g
+    order[#order+1] = gk
+  end
+  g.idx[#g.idx+1] = i
+  g.msgs[#g.msgs+1] = ARGV[3+2*i]
+end
+for _, gk in ipairs(order) do
+  local g = groups[gk]
+  local r = redis.call('HMGET', g.e, 'role', 'st', 'inc', 'cap', 'own')
+  local code = nil
+  if not r[1] or r[1] ~= g.role then code = -1
+  elseif r[2] ~= '1' then code = -2
+  elseif not alive(r[5]) then code = -4 end
+  if code then
+    for _, i in ipairs(g.idx) do out[i] = code end
   else
-    redis.call('LPUSH', q, ARGV[3+2*i])
-    out[i] = tonumber(r[3])
+    local k = math.min(tonumber(r[4]) - redis.call('LLEN', g.q), #g.msgs)
+    if k > 0 then redis.call('LPUSH', g.q, unpack(g.msgs, 1, k)) end
+    local inc = tonumber(r[3])
+    for j, i in ipairs(g.idx) do
+      if j <= k then out[i] = inc else out[i] = -3 end
+    end
   end
 end
 return out
@@ -222,23 +241,32 @@ return {tonumber(r[2]), tonumber(r[3])}
 `)
 
 // fetch acknowledges what the receiver took last and takes the next batch.
-// KEYS: e, q, f. ARGV: P, grace, token, inc, seq, known, max.
-// known is how many elements of f the receiver knows it took (all returned
+// KEYS: e, q, f. ARGV: P, grace, token, inc, seq, known, max, blocking
+// ("1" when a blocking move follows). known is how many elements of f the
+// receiver knows it took (all returned
 // by now): they are dropped. Anything else in f was taken by a blocking
 // move whose reply was lost, and is returned first. A retry of a fetch
 // whose reply was lost (same seq) returns f again without dropping.
+// The receiver sends a blocking move (BLMOVE q f) in the same round trip,
+// right after: unless the receiver has to wait (active, nothing taken),
+// the script pushes a wake-up marker where that move takes from, so that
+// it returns at once.
 // Returns {code, msgs...} oldest first, code the state, or codeMissing,
 // codeReopened, codeDetached (no msgs).
 var fetchScript = script(`
+local function done(out)
+  if ARGV[8] == '1' and (#out > 1 or out[1] ~= 1) then redis.call('RPUSH', KEYS[2], '') end
+  return out
+end
 local r = redis.call('HMGET', KEYS[1], 'st', 'inc', 'rcv', 'rseq')
-if not r[1] then return {0} end
-if r[2] ~= ARGV[4] then return {5} end
-if r[3] ~= ARGV[3] then return {6} end
+if not r[1] then return done({0}) end
+if r[2] ~= ARGV[4] then return done({5}) end
+if r[3] ~= ARGV[3] then return done({6}) end
 local out = {tonumber(r[1])}
 if r[4] == ARGV[5] then
   local f = redis.call('LRANGE', KEYS[3], 0, -1)
   for i = #f, 1, -1 do if f[i] ~= '' then out[#out+1] = f[i] end end
-  return out
+  return done(out)
 end
 local known = tonumber(ARGV[6])
 if known > 0 then redis.call('LTRIM', KEYS[3], 0, -(known + 1)) end
@@ -257,7 +285,7 @@ if want > 0 then
   end
 end
 redis.call('HSET', KEYS[1], 'rseq', ARGV[5])
-return out
+return done(out)
 `)
 
 // release detaches a Mailbox client: the known elements of f it returned

@@ -169,7 +169,7 @@ func (s *session) send(ctx context.Context, m *exchange.Message, fullWait time.D
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	_, ek := s.k.of(m.Dest.UUID)
+	_, ek := s.keysFor(m.Dest.UUID)
 	msg, err := m.MarshalMsg(make([]byte, 0, m.Msgsize()))
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", exchange.ErrMessageTooLarge, err)

@@ -50,8 +50,14 @@ type session struct {
 	reapTurn  int
 	unhealthy bool // the last beat failed
 
-	incs   sync.Map // exchange.UUID -> *incEntry
-	tokens atomic.Uint64
+	incs     sync.Map // exchange.UUID -> *incEntry
+	keyCache sync.Map // exchange.UUID -> *cachedKeys
+	keyCount atomic.Int64
+	// scriptsStale: the server may have lost its script cache (it was
+	// unreachable, or said NOSCRIPT): the next pipelined fetch sends the
+	// script's body.
+	scriptsStale atomic.Bool
+	tokens       atomic.Uint64
 
 	stop chan struct{}
 	done chan struct{}

@@ -1,0 +1,479 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shmex/shmex/agent"
+	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/exchange/redisx"
+)
+
+// Metric names of the scenarios across nodes (package exchange/redisx).
+const (
+	// MetricClusterMsgRTT: an ActionRequest and its ActionResponse between
+	// two processes of two nodes through the Redis exchange (exchange
+	// calls, no agent layer).
+	MetricClusterMsgRTT = "cluster.msg_rtt_ns"
+	// MetricClusterRTT: a no-op action through the agent layer from a
+	// client on node A to an agent on node B, through the Redis exchange.
+	MetricClusterRTT = "cluster.rtt_ns"
+	// MetricClusterThroughput: no-op actions, many in flight, from node A
+	// to agents on node B through one Redis server.
+	MetricClusterThroughput = "cluster.throughput_ops"
+	// MetricHybridRTT and MetricHybridRTTFutex: a no-op action between two
+	// processes of one node on the hybrid exchange, receivers spinning or
+	// sleeping: the shared-memory path, next to action.rtt_ns and
+	// action.rtt_futex_ns.
+	MetricHybridRTT      = "hybrid.rtt_ns"
+	MetricHybridRTTFutex = "hybrid.rtt_futex_ns"
+
+	// academyRedisActionsPerSec is Academy's Redis exchange's measured
+	// pipelined rate here (issue 14).
+	academyRedisActionsPerSec = 900
+	// clusterTarget is the pipelined rate issue 14 asks for.
+	clusterTarget = 50000
+)
+
+func init() {
+	Register(Scenario{
+		Name: "cluster/rtt", Rank: RankShmex + 40,
+		Doc: "request-response and no-op action with 64 bytes of arguments from node A (this process) to node B (a child) " +
+			"through the Redis exchange (exchange/redisx) on a local redis-server started for the run",
+		Metrics: []string{MetricClusterMsgRTT, MetricClusterRTT},
+		Run:     runClusterRTT,
+	})
+	Register(Scenario{
+		Name: "cluster/throughput", Rank: RankShmex + 41,
+		Doc:     "no-op actions, 64 in flight per client, 8 clients on node A to 8 agents on node B (one child) through one local Redis server",
+		Metrics: []string{MetricClusterThroughput},
+		Run:     runClusterThroughput,
+	})
+	Register(Scenario{
+		Name: "hybrid/rtt", Rank: RankShmex + 42,
+		Doc:     "no-op action between two processes of one node on the hybrid exchange (shared memory for the node, Redis for the others), spin and futex modes",
+		Metrics: []string{MetricHybridRTT, MetricHybridRTTFutex},
+		Run:     runHybridRTT,
+	})
+	RegisterChild("cluster-agents", childClusterAgents)
+	RegisterChild("cluster-echo", childClusterEcho)
+}
+
+// clusterNode is how a process joins the exchange of a cluster scenario.
+type clusterNode struct {
+	addr, prefix, node string
+	hybrid             bool   // redisx.OpenHybrid, else redisx.Open
+	root, mode         string // the hybrid's shared-memory root and idle mode
+}
+
+func (n clusterNode) args() []string {
+	return []string{n.addr, n.prefix, n.node, strconv.FormatBool(n.hybrid), n.root, n.mode}
+}
+
+func parseClusterNode(args []string) (clusterNode, []string, error) {
+	if len(args) < 6 {
+		return clusterNode{}, nil, fmt.Errorf("want at least 6 arguments, got %d", len(args))
+	}
+	h, err := strconv.ParseBool(args[3])
+	return clusterNode{addr: args[0], prefix: args[1], node: args[2], hybrid: h, root: args[4], mode: args[5]}, args[6:], err
+}
+
+func (n clusterNode) join(ctx context.Context) (exchange.Exchange, error) {
+	opts := []redisx.Option{redisx.WithAddr(n.addr), redisx.WithPrefix(n.prefix), redisx.WithNode(n.node)}
+	if n.hybrid {
+		return redisx.OpenHybrid(ctx, n.prefix, []exchange.Option{exchange.WithRoot(n.root), exchangeIdle(n.mode)}, opts...)
+	}
+	return redisx.Open(ctx, opts...)
+}
+
+// clusterServer starts the run's redis-server, or returns why the rows are
+// skipped.
+func clusterServer(ctx context.Context, env *Env) (*RedisServer, string, error) {
+	path, skip := FindRedisServer(env.RedisServer)
+	if skip != "" {
+		return nil, skip, nil
+	}
+	srv, err := StartRedisServer(ctx, path, env.ChildTimeout, env.Logger)
+	return srv, "", err
+}
+
+// childClusterAgents joins the exchange its arguments name and runs n no-op
+// agents (the last argument), tells their ids and serves until each is shut
+// down.
+func childClusterAgents(args []string) error {
+	n, rest, err := parseClusterNode(args)
+	if err != nil || len(rest) != 1 {
+		return fmt.Errorf("bad arguments %q: %v", args, err)
+	}
+	count, err := strconv.Atoi(rest[0])
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	x, err := n.join(ctx)
+	if err != nil {
+		return err
+	}
+	defer x.Close()
+	var ids []string
+	var rts []*agent.Runtime
+	for range count {
+		rt, err := agent.NewRuntime(ctx, x, noopBehavior(), agent.WithTerminateOnExit(true))
+		if err != nil {
+			return err
+		}
+		rts = append(rts, rt)
+		ids = append(ids, rt.ID().String())
+	}
+	errs := make(chan error, count)
+	for _, rt := range rts {
+		go func() { errs <- rt.Run(ctx) }()
+	}
+	if err := Ready(strings.Join(ids, " ")); err != nil {
+		return err
+	}
+	for range count {
+		if err := <-errs; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// childClusterEcho registers an agent and answers each ActionRequest with
+// its arguments, through exchange calls only, until a ShutdownRequest.
+func childClusterEcho(args []string) error {
+	n, _, err := parseClusterNode(args)
+	if err != nil {
+		return err
+	}
+	ctx := context.Background()
+	x, err := n.join(ctx)
+	if err != nil {
+		return err
+	}
+	defer x.Close()
+	aid, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Echo"})
+	if err != nil {
+		return err
+	}
+	mb, err := x.Mailbox(ctx, aid)
+	if err != nil {
+		return err
+	}
+	defer mb.Close()
+	if err := Ready(aid.String()); err != nil {
+		return err
+	}
+	var m exchange.Message
+	wd := NewWatchdog()
+	defer wd.Stop()
+	for {
+		err := mb.Recv(wd, &m)
+		wd.Progress()
+		if err != nil {
+			return err
+		}
+		switch m.Kind {
+		case exchange.KindShutdownRequest:
+			return nil
+		case exchange.KindActionRequest:
+			m.SetResponse(&m, m.Args)
+			if err := x.Send(ctx, &m); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// clusterAgents is the parent side of an agent scenario across nodes.
+type clusterAgents struct {
+	x     exchange.Exchange
+	child *Child
+	ids   []exchange.EntityID
+	ctx   context.Context
+	stop  context.CancelFunc
+}
+
+// startClusterAgents joins the exchange as node a and starts a child
+// running n agents as node b.
+func startClusterAgents(ctx context.Context, env *Env, a, b clusterNode, n int) (*clusterAgents, error) {
+	x, err := a.join(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := &clusterAgents{x: x}
+	if p.child, err = env.StartChild(ctx, "cluster-agents", append(b.args(), strconv.Itoa(n))...); err != nil {
+		x.Close()
+		return nil, err
+	}
+	line, err := p.child.Expect(ctx, "ready")
+	if err != nil {
+		p.close(ctx)
+		return nil, err
+	}
+	for _, f := range strings.Fields(line) {
+		id, err := exchange.ParseEntityID(f)
+		if err != nil {
+			p.close(ctx)
+			return nil, fmt.Errorf("bench: agent child said %q: %w", line, err)
+		}
+		p.ids = append(p.ids, id)
+	}
+	if len(p.ids) != n {
+		p.close(ctx)
+		return nil, fmt.Errorf("bench: agent child reported %d agents, want %d", len(p.ids), n)
+	}
+	p.ctx, p.stop = p.child.Context(ctx)
+	return p, nil
+}
+
+func (p *clusterAgents) close(ctx context.Context) error {
+	var err error
+	if len(p.ids) > 0 {
+		if cl, cerr := agent.NewClient(ctx, p.x); cerr == nil {
+			for _, id := range p.ids {
+				sctx, cancel := context.WithTimeout(ctx, p.child.timeout)
+				cl.Handle(id).Shutdown(sctx)
+				cancel()
+			}
+			cl.Close()
+		}
+		err = p.child.Wait()
+	}
+	p.child.Close()
+	if p.stop != nil {
+		p.stop()
+	}
+	p.x.Close()
+	return err
+}
+
+// actionRTT measures a no-op action's round trip from a client of p.x to
+// p's first agent.
+func (p *clusterAgents) actionRTT(ctx context.Context, env *Env) (Latency, error) {
+	cl, err := agent.NewClient(ctx, p.x)
+	if err != nil {
+		return Latency{}, err
+	}
+	defer cl.Close()
+	h := cl.Handle(p.ids[0])
+	args := make([]byte, MsgSize)
+	unlock := env.LockThread()
+	defer unlock()
+	return env.MeasureRTT(ctx, func() error {
+		_, err := agent.Call[agent.NoArgs](p.ctx, h, "noop", args)
+		return err
+	})
+}
+
+func newPrefix(what string) string { return fmt.Sprintf("shmbench-%s-%d", what, os.Getpid()) }
+
+func runClusterRTT(ctx context.Context, env *Env) ([]Row, error) {
+	srv, skip, err := clusterServer(ctx, env)
+	if skip != "" {
+		return SkipRows(skip, MetricClusterMsgRTT, MetricClusterRTT), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	a := clusterNode{addr: srv.Addr, prefix: newPrefix("rtt"), node: "A"}
+	b := a
+	b.node = "B"
+
+	msg, err := clusterMsgRTT(ctx, env, a, b)
+	if err != nil {
+		return nil, fmt.Errorf("messages: %w", err)
+	}
+	p, err := startClusterAgents(ctx, env, a, b, 1)
+	if err != nil {
+		return nil, err
+	}
+	l, err := p.actionRTT(ctx, env)
+	if cerr := p.close(ctx); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("actions: %w", err)
+	}
+	mrow := env.LatencyRow(MetricClusterMsgRTT, msg, MetricRedisRTT)
+	mrow.Note = join("node A to node B, Send and Recv through Redis; vs redis.rtt_ns (LPUSH+BRPOP each way)", mrow.Note)
+	arow := env.LatencyRow(MetricClusterRTT, l, MetricRedisRTT)
+	arow.Note = join("agent layer, node A to node B through Redis; target <= 1.5x redis.rtt_ns (Academy's Redis exchange ~13 commands, ~2.1 ms)", arow.Note)
+	return []Row{mrow, arow}, nil
+}
+
+// clusterMsgRTT measures an ActionRequest and its response between a client
+// of node a (this process) and an echo agent of node b (a child).
+func clusterMsgRTT(ctx context.Context, env *Env, a, b clusterNode) (Latency, error) {
+	x, err := a.join(ctx)
+	if err != nil {
+		return Latency{}, err
+	}
+	defer x.Close()
+	child, err := env.StartChild(ctx, "cluster-echo", b.args()...)
+	if err != nil {
+		return Latency{}, err
+	}
+	defer child.Close()
+	line, err := child.Expect(ctx, "ready")
+	if err != nil {
+		return Latency{}, err
+	}
+	aid, err := exchange.ParseEntityID(strings.TrimSpace(line))
+	if err != nil {
+		return Latency{}, err
+	}
+	cid, err := x.RegisterClient(ctx)
+	if err != nil {
+		return Latency{}, err
+	}
+	mb, err := x.Mailbox(ctx, cid)
+	if err != nil {
+		return Latency{}, err
+	}
+	defer mb.Close()
+	cctx, stop := child.Context(ctx)
+	defer stop()
+	req := exchange.NewActionRequest(cid, aid, "work", make([]byte, MsgSize))
+	var resp exchange.Message
+	unlock := env.LockThread()
+	l, err := env.MeasureRTT(ctx, func() error {
+		req.Tag = exchange.NewTag()
+		if err := x.Send(cctx, req); err != nil {
+			return err
+		}
+		if err := mb.Recv(cctx, &resp); err != nil {
+			return err
+		}
+		if resp.Tag != req.Tag || len(resp.Result) != MsgSize {
+			return fmt.Errorf("bench: unexpected response %v", &resp)
+		}
+		return nil
+	})
+	unlock()
+	if err != nil {
+		return l, err
+	}
+	x.Send(ctx, exchange.NewShutdownRequest(cid, aid, false))
+	return l, child.Wait()
+}
+
+func runClusterThroughput(ctx context.Context, env *Env) ([]Row, error) {
+	srv, skip, err := clusterServer(ctx, env)
+	if skip != "" {
+		return SkipRows(skip, MetricClusterThroughput), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	const clients = 8
+	a := clusterNode{addr: srv.Addr, prefix: newPrefix("tput"), node: "A"}
+	b := a
+	b.node = "B"
+	p, err := startClusterAgents(ctx, env, a, b, clients)
+	if err != nil {
+		return nil, err
+	}
+	var handles []*agent.Handle
+	var cls []*agent.Client
+	for _, id := range p.ids {
+		cl, err := agent.NewClient(ctx, p.x)
+		if err != nil {
+			break
+		}
+		cls = append(cls, cl)
+		handles = append(handles, cl.Handle(id))
+	}
+	var r Rate
+	if len(handles) != clients {
+		err = fmt.Errorf("bench: %d clients of %d", len(handles), clients)
+	} else {
+		r, err = env.MeasureRate(ctx, func(ctx context.Context, ph Phase) (int64, time.Duration, error) {
+			if ph.Count > 0 {
+				ph.Count = max(1, ph.Count/int64(len(handles)))
+			}
+			var wg sync.WaitGroup
+			counts := make([]int64, len(handles))
+			errs := make([]error, len(handles))
+			start := time.Now()
+			for i, h := range handles {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					counts[i], errs[i] = pipeline(p.ctx, h, ph)
+				}()
+			}
+			wg.Wait()
+			el := time.Since(start)
+			var total int64
+			for i := range handles {
+				if errs[i] != nil {
+					return 0, 0, errs[i]
+				}
+				total += counts[i]
+			}
+			return total, el, nil
+		})
+	}
+	for _, cl := range cls {
+		cl.Close()
+	}
+	if cerr := p.close(ctx); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	row := env.RateRow(MetricClusterThroughput, "ops/s", r, MetricRedisThroughput)
+	row.Note = join(fmt.Sprintf("%d clients on node A to %d agents on node B, %d in flight each; %.2fx the %d/s target, %.0fx Academy's Redis exchange (~%d/s)",
+		clients, clients, actionWindow, r.PerSec/clusterTarget, clusterTarget, r.PerSec/academyRedisActionsPerSec, academyRedisActionsPerSec), row.Note)
+	return []Row{row}, nil
+}
+
+func runHybridRTT(ctx context.Context, env *Env) ([]Row, error) {
+	metrics := []string{MetricHybridRTT, MetricHybridRTTFutex}
+	srv, skip, err := clusterServer(ctx, env)
+	if skip != "" {
+		return SkipRows(skip, metrics...), nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Close()
+	root, err := env.Dir()
+	if err != nil {
+		return nil, err
+	}
+	var rows []Row
+	for _, m := range []struct{ mode, metric, vs, note string }{
+		{"spin", MetricHybridRTT, MetricActionRTT, "receivers spin"},
+		{"park", MetricHybridRTTFutex, MetricActionRTTFutex, "receivers sleep on the futex"},
+	} {
+		// Both processes on node A, same shared-memory root: the
+		// shared-memory path, with every entity registered in Redis too.
+		a := clusterNode{addr: srv.Addr, prefix: newPrefix("hybrid-" + m.mode), node: "A", hybrid: true, root: root, mode: m.mode}
+		p, err := startClusterAgents(ctx, env, a, a, 1)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.mode, err)
+		}
+		l, err := p.actionRTT(ctx, env)
+		if cerr := p.close(ctx); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", m.mode, err)
+		}
+		row := env.LatencyRow(m.metric, l, m.vs)
+		row.Note = join(m.note+", same node on the hybrid exchange; target <= 1.1x the plain shared-memory exchange", row.Note)
+		rows = append(rows, row)
+	}
+	return rows, nil
+}

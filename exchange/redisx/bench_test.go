@@ -1,0 +1,122 @@
+package redisx_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shmex/shmex/agent"
+	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/exchange/redisx"
+)
+
+// BenchmarkMsgRTT: an ActionRequest and its response between two sessions
+// (two nodes) of this process through Redis.
+func BenchmarkMsgRTT(b *testing.B) {
+	srv := sharedServer(b)
+	prefix := newPrefix()
+	a := open(b, srv.Addr, prefix, redisx.WithNode("A"))
+	z := open(b, srv.Addr, prefix, redisx.WithNode("B"))
+	ctx := context.Background()
+	aid, _ := z.RegisterAgent(ctx, exchange.Behavior{Name: "Echo"})
+	cid, _ := a.RegisterClient(ctx)
+	amb, err := z.Mailbox(ctx, aid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmb, err := a.Mailbox(ctx, cid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	stop := make(chan struct{})
+	go func() {
+		var m exchange.Message
+		for {
+			if err := amb.Recv(ctx, &m); err != nil {
+				return
+			}
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			m.SetResponse(&m, m.Args)
+			z.Send(ctx, &m)
+		}
+	}()
+	req := exchange.NewActionRequest(cid, aid, "echo", make([]byte, 64))
+	var resp exchange.Message
+	b.ResetTimer()
+	for range b.N {
+		req.Tag = exchange.NewTag()
+		if err := a.Send(ctx, req); err != nil {
+			b.Fatal(err)
+		}
+		if err := cmb.Recv(ctx, &resp); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	close(stop)
+	amb.Close()
+}
+
+// BenchmarkActions: no-op actions through the agent layer, 8 clients of
+// session A to 8 agents of session B, 64 in flight each.
+func BenchmarkActions(b *testing.B) {
+	srv := sharedServer(b)
+	prefix := newPrefix()
+	a := open(b, srv.Addr, prefix, redisx.WithNode("A"))
+	z := open(b, srv.Addr, prefix, redisx.WithNode("B"))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	const pairs, window = 8, 64
+	var handles []*agent.Handle
+	var count atomic.Int64
+	for range pairs {
+		rt, err := agent.NewRuntime(ctx, z, workerBehavior(&count))
+		if err != nil {
+			b.Fatal(err)
+		}
+		go rt.Run(ctx)
+		cl, err := agent.NewClient(ctx, a)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cl.Close()
+		handles = append(handles, cl.Handle(rt.ID()))
+	}
+	per := b.N/pairs + 1
+	b.ResetTimer()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for _, h := range handles {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var fs []*agent.Future[int64]
+			for i := 0; i < per; i++ {
+				f, err := agent.Action[int64](ctx, h, "add", int64(1))
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				fs = append(fs, f)
+				if len(fs) == window {
+					if _, err := fs[0].Wait(ctx); err != nil {
+						b.Error(err)
+						return
+					}
+					fs = fs[1:]
+				}
+			}
+			for _, f := range fs {
+				f.Wait(ctx)
+			}
+		}()
+	}
+	wg.Wait()
+	b.ReportMetric(float64(per*pairs)/time.Since(start).Seconds(), "actions/s")
+}
