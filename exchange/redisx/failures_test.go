@@ -283,3 +283,85 @@ func TestRedisRestartNothingLost(t *testing.T) {
 	}
 	t.Logf("%d messages, %d received twice after an ambiguous send was retried", n, dups)
 }
+
+// callUntil calls add(0) on h until it succeeds, tolerating the errors of
+// an outage and of records not yet written back.
+func callUntil(t *testing.T, ctx context.Context, h *agent.Handle) {
+	t.Helper()
+	for {
+		c, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := agent.Call[int64](c, h, "add", int64(0))
+		cancel()
+		if err == nil {
+			return
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("no call went through: %v", err)
+		}
+		if !errors.Is(err, redisx.ErrUnavailable) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, agent.ErrAgentTerminated) {
+			t.Fatalf("call: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestRedisLongOutage: Redis is down for three liveness TTLs (every
+// heartbeat expires meanwhile) and comes back from its append-only file:
+// nobody is declared dead for Redis's absence, and node A's calls reach
+// node B's agent again.
+func TestRedisLongOutage(t *testing.T) {
+	for _, kind := range kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.Start(t)
+			prefix := newPrefix()
+			a := joinT(t, spec(t, srv.Addr, prefix, kind, "A"))
+			_, aid := startAgentNode(t, spec(t, srv.Addr, prefix, kind, "B"))
+			cl := newClient(t, a)
+			ctx := ctxT(t, 60*time.Second)
+			callUntil(t, ctx, cl.Handle(aid))
+			srv.Kill()
+			time.Sleep(3 * testTTL)
+			if err := srv.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			callUntil(t, ctx, cl.Handle(aid))
+			// Past the grace, the agent is still alive: its heartbeat came back.
+			time.Sleep(3 * testTTL)
+			if st, err := a.Status(ctx, aid); err != nil || st != exchange.StatusActive {
+				t.Fatalf("Status of node B's agent after the outage = %v, %v", st, err)
+			}
+			callUntil(t, ctx, cl.Handle(aid))
+		})
+	}
+}
+
+// TestRedisDataLost: Redis comes back empty (no persistence): every
+// process writes back the records of what it owns, and calls from node A
+// to node B's agent go through again (what was queued is lost).
+func TestRedisDataLost(t *testing.T) {
+	for _, kind := range kinds {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			srv := redistest.Start(t)
+			prefix := newPrefix()
+			a := joinT(t, spec(t, srv.Addr, prefix, kind, "A"))
+			_, aid := startAgentNode(t, spec(t, srv.Addr, prefix, kind, "B"))
+			cl := newClient(t, a)
+			ctx := ctxT(t, 60*time.Second)
+			callUntil(t, ctx, cl.Handle(aid))
+			srv.Kill()
+			if err := srv.Wipe(); err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			callUntil(t, ctx, cl.Handle(aid))
+			found, err := a.Discover(ctx, "Worker", false)
+			if err != nil || len(found) != 1 || found[0] != aid {
+				t.Fatalf("Discover after Redis lost its data = %v, %v", found, err)
+			}
+		})
+	}
+}

@@ -145,7 +145,9 @@ func (hm *hybridMailbox) close(forget bool) {
 	if hm.rmb != nil {
 		hm.stop()
 		<-hm.fwdDone
-		hm.rmb.close(false)
+		ctx, cancel := context.WithTimeout(context.Background(), hm.h.rx.o.outage)
+		hm.rmb.close(ctx, false)
+		cancel()
 	}
 	if forget {
 		hm.h.forget(hm)

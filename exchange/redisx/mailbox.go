@@ -262,11 +262,15 @@ func (mb *mailbox) wake() {
 // Close implements [exchange.Mailbox.Close]: the messages taken and not
 // returned go back to the head of the mailbox for the next receiver.
 func (mb *mailbox) Close() error {
-	mb.close(true)
+	ctx, cancel := context.WithTimeout(context.Background(), mb.x.o.outage)
+	defer cancel()
+	mb.close(ctx, true)
 	return nil
 }
 
-func (mb *mailbox) close(forget bool) {
+// close closes the client, giving up on Redis when ctx ends (the session
+// then retries the release at each heartbeat).
+func (mb *mailbox) close(ctx context.Context, forget bool) {
 	if mb.closed.Swap(true) {
 		return
 	}
@@ -275,14 +279,12 @@ func (mb *mailbox) close(forget bool) {
 	}
 	mb.mu.Lock()
 	s := mb.x.s
-	ctx, cancel := context.WithTimeout(context.Background(), s.o.outage)
 	if err := mb.release(ctx); err != nil {
 		s.log.Warn("redisx: releasing a mailbox; retried at each heartbeat", "mailbox", mb.id, "err", err)
 		s.mu.Lock()
 		s.releases[mb.token] = mb
 		s.mu.Unlock()
 	}
-	cancel()
 	mb.mu.Unlock()
 	if forget {
 		mb.x.forget(mb)

@@ -582,8 +582,10 @@ func (x *Exchange) Close() error {
 	mboxes := x.mboxes
 	x.mboxes = nil
 	x.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), x.o.outage)
+	defer cancel()
 	for mb := range mboxes {
-		mb.close(false)
+		mb.close(ctx, false)
 	}
 	x.s.release()
 	return nil

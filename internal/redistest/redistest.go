@@ -154,6 +154,22 @@ func (s *Server) Restart() error {
 	}
 }
 
+// Wipe removes the server's data files (after Kill): the next Restart
+// comes back empty, as a server without persistence, or a replica that
+// lagged, would.
+func (s *Server) Wipe() error {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.RemoveAll(filepath.Join(s.dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Running reports whether the server process runs.
 func (s *Server) Running() bool {
 	s.mu.Lock()
