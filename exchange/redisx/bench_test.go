@@ -2,6 +2,7 @@ package redisx_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -63,16 +64,22 @@ func BenchmarkMsgRTT(b *testing.B) {
 	amb.Close()
 }
 
-// BenchmarkActions: no-op actions through the agent layer, 8 clients of
-// session A to 8 agents of session B, 64 in flight each.
+// BenchmarkActions: no-op actions through the agent layer, clients of
+// session A to as many agents of session B, 64 in flight each.
 func BenchmarkActions(b *testing.B) {
+	for _, pairs := range []int{8, 32} {
+		b.Run(strconv.Itoa(pairs), func(b *testing.B) { benchActions(b, pairs) })
+	}
+}
+
+func benchActions(b *testing.B, pairs int) {
 	srv := sharedServer(b)
 	prefix := newPrefix()
 	a := open(b, srv.Addr, prefix, redisx.WithNode("A"))
 	z := open(b, srv.Addr, prefix, redisx.WithNode("B"))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	const pairs, window = 8, 64
+	const window = 64
 	var handles []*agent.Handle
 	var count atomic.Int64
 	for range pairs {

@@ -270,8 +270,11 @@ if r[4] == ARGV[5] then
 end
 local known = tonumber(ARGV[6])
 if known > 0 then redis.call('LTRIM', KEYS[3], 0, -(known + 1)) end
-redis.call('LREM', KEYS[3], 0, '')
-local left = redis.call('LRANGE', KEYS[3], 0, -1)
+local left = {}
+if redis.call('LLEN', KEYS[3]) > 0 then
+  redis.call('LREM', KEYS[3], 0, '')
+  left = redis.call('LRANGE', KEYS[3], 0, -1)
+end
 for i = #left, 1, -1 do out[#out+1] = left[i] end
 local want = tonumber(ARGV[7]) - #left
 if want > 0 then
