@@ -6,7 +6,7 @@
 //
 // A test that needs Redis calls [Start]; when redis-server is not installed
 // the test is skipped with the reason, or fails when the environment
-// variable CI is "true" (CI installs it).
+// variable CI is "true" (.ci/run installs it; see internal/testenv).
 package redistest
 
 import (
@@ -22,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shmex/shmex/internal/testenv"
 )
 
 // Path returns the path of redis-server, or a reason why there is none.
@@ -33,18 +35,11 @@ func Path() (string, string) {
 	return p, ""
 }
 
-// Require skips tb when redis-server is missing (fails it when CI=true) and
-// returns its path.
+// Require skips tb when redis-server is missing (fails it when CI=true,
+// see internal/testenv) and returns its path.
 func Require(tb testing.TB) string {
 	tb.Helper()
-	p, why := Path()
-	if why != "" {
-		if os.Getenv("CI") == "true" {
-			tb.Fatalf("CI=true and %s", why)
-		}
-		tb.Skip(why)
-	}
-	return p
+	return testenv.LookPath(tb, "redis-server")
 }
 
 // Server is a redis-server process on a loopback port.
