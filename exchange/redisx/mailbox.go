@@ -24,8 +24,9 @@ import (
 // the end of the Recv's context end it with a wake-up marker.
 
 // blockStep bounds one blocking move: the receiver then looks at the
-// mailbox's record again (reopened, taken over).
-const blockStep = 2 * time.Second
+// mailbox's record again (reopened, taken over). Well under the client's
+// read timeout (3 s), which bounds the reply's wait.
+const blockStep = time.Second
 
 // mailbox is a receiving client of one mailbox.
 type mailbox struct {

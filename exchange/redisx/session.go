@@ -135,6 +135,7 @@ func acquireSession(ctx context.Context, o options) (*session, error) {
 			DisableIdentity:          true,
 			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 			PoolSize:                 o.poolSize,
+			PipelinePoolSize:         -1, // receivers block in pipelines: one pool for all
 			MaxRetries:               -1,
 			DialTimeout:              time.Second,
 			DialerRetries:            1,
