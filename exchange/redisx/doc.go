@@ -14,8 +14,8 @@
 // mailbox reads as terminated, and the requests queued in it are answered
 // with error responses (kind exchange.ErrorKindMailboxTerminated), as on one
 // node. Every session looks for dead sessions about once per TTL and
-// terminates what they owned; a Send, Status, Info, Discover or Reopen that
-// meets a dead owner terminates its mailbox on the spot. So a node whose
+// terminates what they owned; a Status, Info, Discover, Mailbox or Reopen
+// that meets a dead owner terminates its mailbox on the spot. So a node whose
 // processes are all killed is seen dead at most one TTL after their last
 // heartbeat (plus a status poll: the agent layer's calls in flight to it
 // then fail within its poll interval), and all its mailboxes within two
@@ -27,8 +27,11 @@
 // Every action on the exchange is one Lua script, atomic and one round trip
 // (Academy's Redis exchange awaits about 13 commands in a row per action):
 //
-//   - Send: one script checks the destination's record (registered, active,
-//     owner alive, room in the mailbox) and pushes the message. Sends of
+//   - Send: one script reads the destination's record (registered,
+//     active) and pushes the message, popping it back when that went over
+//     the mailbox's capacity (two Redis calls). It does not look at the
+//     owner's heartbeat: a mailbox whose owner died takes messages until
+//     the death is seen, then answers the requests among them. Sends of
 //     concurrent goroutines of a process are combined into one script of up
 //     to 256 messages, which is how one Redis server carries tens of
 //     thousands of actions per second.

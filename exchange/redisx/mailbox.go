@@ -48,6 +48,7 @@ type mailbox struct {
 	over    bool       // reopened or taken over: closed for this client
 	missing time.Time  // when the record was first found missing
 	last    string     // the message Recv returned last
+	dirty   bool       // a take failed since the last fetch: f may hold more than known
 	answer  exchange.Message
 }
 
@@ -149,7 +150,7 @@ func (mb *mailbox) take(ctx context.Context) error {
 		}
 	}
 	keys := []string{mb.k.e, mb.k.q, mb.k.f}
-	args := []any{s.k.tag, s.grace, mb.token, mb.inc, strconv.FormatUint(mb.seq+1, 10), mb.known, s.o.batch, block}
+	args := []any{s.k.tag, s.grace, mb.token, mb.inc, strconv.FormatUint(mb.seq+1, 10), mb.known, s.o.batch, block, !mb.dirty}
 	// No deadline of the caller's on the socket: the server's timeout ends
 	// the move, and a read cut short could lose what it moved (it would
 	// come back as a leftover, but only at the next take).
@@ -183,13 +184,15 @@ func (mb *mailbox) take(ctx context.Context) error {
 	switch {
 	case redis.HasErrorPrefix(err, "NOSCRIPT"):
 		s.scriptsStale.Store(true)
-		return nil // did not run: again, with the script
+		mb.dirty = true // the move ran
+		return nil      // the script did not: again, with its body
 	case err != nil:
 		if isNetErr(err) {
 			s.scriptsStale.Store(true)
 		}
 		// Whatever the move took is in f, unknown to this client: the
 		// next fetch returns it as a leftover.
+		mb.dirty = true
 		return unavailable(err)
 	case stale:
 		s.scriptsStale.Store(false)
@@ -197,6 +200,7 @@ func (mb *mailbox) take(ctx context.Context) error {
 	if err := mb.fetched(res); err != nil {
 		return err
 	}
+	mb.dirty = false
 	if !block {
 		return nil
 	}
@@ -205,6 +209,7 @@ func (mb *mailbox) take(ctx context.Context) error {
 	case errors.Is(err, redis.Nil):
 		return nil
 	case err != nil:
+		mb.dirty = true
 		return unavailable(err)
 	}
 	mb.known++

@@ -61,10 +61,9 @@ const (
 
 // Send results (per message): the incarnation (>= 0), or one of these.
 const (
-	sendMissing   = -1
-	sendClosed    = -2
-	sendFull      = -3
-	sendDeadOwner = -4
+	sendMissing = -1
+	sendClosed  = -2
+	sendFull    = -3
 )
 
 // register creates an entity record unless the UUID exists.
@@ -94,14 +93,27 @@ redis.call('SREM', KEYS[5], ARGV[3])
 return 1
 `)
 
-// send delivers a batch of messages, each to its own mailbox. Messages to
-// the same mailbox (with the same role) are checked once and pushed with one
-// LPUSH, in batch order.
+// send delivers a batch of messages, each to its own mailbox: a record
+// read and a push per mailbox (messages to the same mailbox, with the same
+// role, share them; LPUSH's reply is the length checked against the
+// capacity, and what went over it is popped back). The owner's heartbeat is
+// not looked at here (a call per message): a mailbox whose owner died takes
+// messages until its death is seen, and then answers its requests.
 // KEYS: e1, q1, e2, q2, ... ARGV: P, grace, n, role1, msg1, role2, msg2, ...
 // Returns one integer per message: the destination's incarnation, or a
-// send code (sendMissing, ...).
+// send code (sendMissing, sendClosed, sendFull).
 var sendScript = script(`
 local n = tonumber(ARGV[3])
+if n == 1 then
+  local r = redis.call('HMGET', KEYS[1], 'role', 'st', 'inc', 'cap')
+  if not r[1] or r[1] ~= ARGV[4] then return {-1} end
+  if r[2] ~= '1' then return {-2} end
+  if redis.call('LPUSH', KEYS[2], ARGV[5]) > tonumber(r[4]) then
+    redis.call('LPOP', KEYS[2])
+    return {-3}
+  end
+  return {tonumber(r[3])}
+end
 local out, groups, order = {}, {}, {}
 for i = 1, n do
   local gk = KEYS[2*i-1] .. '|' .. ARGV[2+2*i]
@@ -116,16 +128,20 @@ for i = 1, n do
 end
 for _, gk in ipairs(order) do
   local g = groups[gk]
-  local r = redis.call('HMGET', g.e, 'role', 'st', 'inc', 'cap', 'own')
+  local r = redis.call('HMGET', g.e, 'role', 'st', 'inc', 'cap')
   local code = nil
   if not r[1] or r[1] ~= g.role then code = -1
-  elseif r[2] ~= '1' then code = -2
-  elseif not alive(r[5]) then code = -4 end
+  elseif r[2] ~= '1' then code = -2 end
   if code then
     for _, i in ipairs(g.idx) do out[i] = code end
   else
-    local k = math.min(tonumber(r[4]) - redis.call('LLEN', g.q), #g.msgs)
-    if k > 0 then redis.call('LPUSH', g.q, unpack(g.msgs, 1, k)) end
+    local over = redis.call('LPUSH', g.q, unpack(g.msgs)) - tonumber(r[4])
+    local k = #g.msgs
+    if over > 0 then
+      local back = math.min(over, k)
+      redis.call('LPOP', g.q, back)
+      k = k - back
+    end
     local inc = tonumber(r[3])
     for j, i in ipairs(g.idx) do
       if j <= k then out[i] = inc else out[i] = -3 end
@@ -242,7 +258,9 @@ return {tonumber(r[2]), tonumber(r[3])}
 
 // fetch acknowledges what the receiver took last and takes the next batch.
 // KEYS: e, q, f. ARGV: P, grace, token, inc, seq, known, max, blocking
-// ("1" when a blocking move follows). known is how many elements of f the
+// ("1" when a blocking move follows), clean ("1" when no round trip of
+// the receiver failed since the last fetch: f holds exactly the known
+// elements, and is deleted). known is how many elements of f the
 // receiver knows it took (all returned
 // by now): they are dropped. Anything else in f was taken by a blocking
 // move whose reply was lost, and is returned first. A retry of a fetch
@@ -269,11 +287,15 @@ if r[4] == ARGV[5] then
   return done(out)
 end
 local known = tonumber(ARGV[6])
-if known > 0 then redis.call('LTRIM', KEYS[3], 0, -(known + 1)) end
 local left = {}
-if redis.call('LLEN', KEYS[3]) > 0 then
-  redis.call('LREM', KEYS[3], 0, '')
-  left = redis.call('LRANGE', KEYS[3], 0, -1)
+if ARGV[9] == '1' then
+  redis.call('DEL', KEYS[3])
+else
+  if known > 0 then redis.call('LTRIM', KEYS[3], 0, -(known + 1)) end
+  if redis.call('LLEN', KEYS[3]) > 0 then
+    redis.call('LREM', KEYS[3], 0, '')
+    left = redis.call('LRANGE', KEYS[3], 0, -1)
+  end
 end
 for i = #left, 1, -1 do out[#out+1] = left[i] end
 local want = tonumber(ARGV[7]) - #left

@@ -190,11 +190,6 @@ func (s *session) send(ctx context.Context, m *exchange.Message, fullWait time.D
 			return 0, fmt.Errorf("%w: %v", exchange.ErrBadEntityID, m.Dest)
 		case sendClosed:
 			return 0, fmt.Errorf("%w: %v", exchange.ErrMailboxClosed, m.Dest)
-		case sendDeadOwner:
-			if err := s.terminate(ctx, m.Dest, true); err != nil {
-				s.log.Debug("redisx: terminating a dead owner's mailbox", "mailbox", m.Dest, "err", err)
-			}
-			return 0, fmt.Errorf("%w: %v (its owner is dead)", exchange.ErrMailboxClosed, m.Dest)
 		case sendFull:
 			if full.IsZero() {
 				full = time.Now()
