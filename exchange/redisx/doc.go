@@ -7,7 +7,7 @@
 //
 // Each process joins an exchange (a Redis server and a key prefix) with a
 // session: a random id whose heartbeat key expires after the liveness TTL
-// ([WithLivenessTTL], default 3 s) unless the session beats again (four
+// ([WithLivenessTTL], default 5 s) unless the session beats again (four
 // times per TTL). An entity's record names the node it lives on and the
 // session that owns it (the one that registered it, or last opened its
 // Mailbox); when that session's heartbeat is gone, the entity is dead: its

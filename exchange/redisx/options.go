@@ -20,8 +20,10 @@ const (
 	DefaultMailboxCapacity = 65536
 	// DefaultLivenessTTL is how long a session's heartbeat lives: a process
 	// that stops beating (killed, or cut off from Redis) is seen dead at
-	// most this long after its last beat.
-	DefaultLivenessTTL = 3 * time.Second
+	// most this long after its last beat. A live process whose heartbeat
+	// goroutine is starved for that long is seen dead too: on busy nodes,
+	// prefer a longer TTL.
+	DefaultLivenessTTL = 5 * time.Second
 	// DefaultOutageWait bounds how long an operation waits for Redis to
 	// come back (reconnecting) before it fails with ErrUnavailable, when
 	// its context allows that long.

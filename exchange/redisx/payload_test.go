@@ -89,7 +89,12 @@ func TestPayloadAcrossNodes(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			prefix := newPrefix()
 			dir := shmRoot(t) // the "shared path" of the file store
-			a := joinT(t, spec(t, srv.Addr, prefix, "hybrid", "A")).(*redisx.Hybrid)
+			// A long liveness TTL: 64 MiB loops under -race on a busy
+			// machine may starve a heartbeat for a second; liveness is
+			// not what this test is about.
+			aspec, bspec := spec(t, srv.Addr, prefix, "hybrid", "A"), spec(t, srv.Addr, prefix, "hybrid", "B")
+			aspec.ttl, bspec.ttl = 10*time.Second, 10*time.Second
+			a := joinT(t, aspec).(*redisx.Hybrid)
 			ctx := ctxT(t, 120*time.Second)
 			route, closeStores, err := nodeStores(ctx, a, srv.Addr, prefix, kind, dir)
 			if err != nil {
@@ -97,7 +102,6 @@ func TestPayloadAcrossNodes(t *testing.T) {
 			}
 			t.Cleanup(closeStores)
 
-			bspec := spec(t, srv.Addr, prefix, "hybrid", "B")
 			c := childproc.Start(t, "payload-node", append(bspec.args(), kind, dir)...)
 			line := expectLine(t, c, "ready")
 			aid, err := exchange.ParseEntityID(strings.Fields(line)[1])

@@ -252,11 +252,18 @@ func (s *session) beatLoop() {
 // owns.
 func (s *session) beat(ctx context.Context) error {
 	pipe := s.cl.Pipeline()
-	pipe.Set(ctx, s.k.live(s.id), s.node, s.o.ttl)
+	prev := pipe.SetArgs(ctx, s.k.live(s.id), s.node, redis.SetArgs{TTL: s.o.ttl, Get: true})
 	pipe.HSet(ctx, s.k.sessions(), s.id, s.node)
 	boot := pipe.Get(ctx, s.k.boot())
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return unavailable(err)
+	}
+	if errors.Is(prev.Err(), redis.Nil) {
+		// Our heartbeat had expired: the others may have seen this
+		// process dead and terminated what it owned (unless Redis itself
+		// was away, or lost its data).
+		s.log.Warn("redisx: this process's heartbeat had expired: it may have been seen dead, its mailboxes terminated; a longer WithLivenessTTL avoids this on a busy node",
+			"session", s.id, "node", s.node, "ttl", s.o.ttl)
 	}
 	s.mu.Lock()
 	known := s.boot
