@@ -35,9 +35,11 @@
 //     concurrent goroutines of a process are combined into one script of up
 //     to 256 messages, which is how one Redis server carries tens of
 //     thousands of actions per second.
-//   - Recv: one script acknowledges the previous batch and takes up to
-//     [WithRecvBatch] queued messages; an empty mailbox is waited on in a
-//     blocking move that a send ends at once.
+//   - Recv: one round trip per batch: a blocking move (BLMOVE), which
+//     returns at once when the mailbox holds something and otherwise waits
+//     for the next send, pipelined with a script that then acknowledges the
+//     previous batch and takes up to [WithRecvBatch] more; both replies come
+//     back together, so the receiver wakes once.
 //   - Register, Terminate, Status, Info, Discover, Mailbox, Reopen: one
 //     script each (Terminate then sends its error responses as one more).
 //

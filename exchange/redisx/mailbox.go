@@ -16,12 +16,14 @@ import (
 )
 
 // Receiving (see the package documentation on delivery). A receiver moves
-// what it takes from the mailbox list q to its taken list f, in the same
-// script that drops from f what it took the time before: a message stays in
-// Redis until the receiver comes back for more, so a receiver that dies
-// loses nothing. When the mailbox is empty it waits in a blocking move
-// (BLMOVE q f), which the next send ends at once; a Close, a Terminate or
-// the end of the Recv's context end it with a wake-up marker.
+// what it takes from the mailbox list q to its taken list f, and drops from
+// f what it took the time before only when it comes back for more: a
+// message stays in Redis until then, so a receiver that dies loses nothing.
+// Each take is a blocking move (BLMOVE q f), which returns at once when q
+// holds something and otherwise waits for the next send, pipelined with the
+// fetch script that acknowledges and takes the rest of the batch; a Close,
+// a Terminate or the end of the Recv's context end the wait with a wake-up
+// marker.
 
 // blockStep bounds one blocking move: the receiver then looks at the
 // mailbox's record again (reopened, taken over). Well under the client's
@@ -48,7 +50,6 @@ type mailbox struct {
 	over    bool       // reopened or taken over: closed for this client
 	missing time.Time  // when the record was first found missing
 	last    string     // the message Recv returned last
-	dirty   bool       // a take failed since the last fetch: f may hold more than known
 	answer  exchange.Message
 }
 
@@ -130,18 +131,20 @@ func (mb *mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 }
 
 // take acknowledges what was taken and returned, and takes the next batch
-// into buf, in one round trip: the fetch script, then a blocking move
-// (BLMOVE q f) that returns at once when the script found something to
-// return (it pushes a marker for it), and otherwise waits for the next
-// message, at most blockStep (or until ctx's deadline). It sets term, or
-// over, or fails with ErrUnavailable.
+// into buf, in one round trip: a blocking move (BLMOVE q f), which returns
+// at once when the mailbox holds something and otherwise waits for the
+// next message, at most blockStep (or until ctx's deadline); then the fetch
+// script, which runs when the move returns and hands back everything the
+// receiver now holds. Both replies come back together: the receiver wakes
+// once per batch. A receiver that knows its mailbox terminated does not
+// wait. take sets term, or over, or fails with ErrUnavailable.
 func (mb *mailbox) take(ctx context.Context) error {
 	s := mb.x.s
 	wait := blockStep
 	if dl, ok := ctx.Deadline(); ok {
 		wait = min(wait, time.Until(dl))
 	}
-	block := wait >= time.Millisecond
+	block := wait >= time.Millisecond && !mb.term
 	if block {
 		mb.blocked.Store(true)
 		if mb.closed.Load() { // Close looks at blocked after it sets closed
@@ -149,27 +152,25 @@ func (mb *mailbox) take(ctx context.Context) error {
 			mb.blocked.Store(false)
 		}
 	}
-	keys := []string{mb.k.e, mb.k.q, mb.k.f}
-	args := []any{s.k.tag, s.grace, mb.token, mb.inc, strconv.FormatUint(mb.seq+1, 10), mb.known, s.o.batch, block, !mb.dirty}
 	// No deadline of the caller's on the socket: the server's timeout ends
-	// the move, and a read cut short could lose what it moved (it would
-	// come back as a leftover, but only at the next take).
+	// the move, and a read cut short leaves the outcome unknown (what the
+	// move took would come back at the next take, but later).
 	bg := context.Background()
 	pipe := s.cl.Pipeline()
+	if block {
+		// (go-redis's BLMove rounds the timeout up to whole seconds: the
+		// command is spelled out, with milliseconds.)
+		pipe.Process(bg, redis.NewStringCmd(bg, "BLMOVE", mb.k.q, mb.k.f, "RIGHT", "LEFT",
+			strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)))
+	}
+	keys := []string{mb.k.e, mb.k.q, mb.k.f}
+	args := []any{s.k.tag, s.grace, mb.token, mb.inc, strconv.FormatUint(mb.seq+1, 10), mb.known, s.o.batch}
 	stale := s.scriptsStale.Load()
 	var fc *redis.Cmd
 	if stale {
 		fc = fetchScript.Eval(bg, pipe, keys, args...) // loads it again after a restart
 	} else {
 		fc = fetchScript.EvalSha(bg, pipe, keys, args...)
-	}
-	var bc *redis.StringCmd
-	if block {
-		// (go-redis's BLMove rounds the timeout up to whole seconds: the
-		// command is spelled out, with milliseconds.)
-		bc = redis.NewStringCmd(bg, "BLMOVE", mb.k.q, mb.k.f, "RIGHT", "LEFT",
-			strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))
-		pipe.Process(bg, bc)
 	}
 	var stop func() bool
 	if block {
@@ -184,39 +185,17 @@ func (mb *mailbox) take(ctx context.Context) error {
 	switch {
 	case redis.HasErrorPrefix(err, "NOSCRIPT"):
 		s.scriptsStale.Store(true)
-		mb.dirty = true // the move ran
-		return nil      // the script did not: again, with its body
+		return nil // did not run: again, with its body
 	case err != nil:
 		if isNetErr(err) {
 			s.scriptsStale.Store(true)
 		}
-		// Whatever the move took is in f, unknown to this client: the
-		// next fetch returns it as a leftover.
-		mb.dirty = true
+		// Whatever the move took is in f: the next fetch returns it.
 		return unavailable(err)
 	case stale:
 		s.scriptsStale.Store(false)
 	}
-	if err := mb.fetched(res); err != nil {
-		return err
-	}
-	mb.dirty = false
-	if !block {
-		return nil
-	}
-	v, err := bc.Result()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return nil
-	case err != nil:
-		mb.dirty = true
-		return unavailable(err)
-	}
-	mb.known++
-	if v != "" && !mb.over {
-		mb.buf = append(mb.buf, v)
-	}
-	return nil
+	return mb.fetched(res)
 }
 
 // fetched handles the fetch script's reply.

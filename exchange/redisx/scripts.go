@@ -257,60 +257,38 @@ return {tonumber(r[2]), tonumber(r[3])}
 `)
 
 // fetch acknowledges what the receiver took last and takes the next batch.
-// KEYS: e, q, f. ARGV: P, grace, token, inc, seq, known, max, blocking
-// ("1" when a blocking move follows), clean ("1" when no round trip of
-// the receiver failed since the last fetch: f holds exactly the known
-// elements, and is deleted). known is how many elements of f the
-// receiver knows it took (all returned
-// by now): they are dropped. Anything else in f was taken by a blocking
-// move whose reply was lost, and is returned first. A retry of a fetch
-// whose reply was lost (same seq) returns f again without dropping.
-// The receiver sends a blocking move (BLMOVE q f) in the same round trip,
-// right after: unless the receiver has to wait (active, nothing taken),
-// the script pushes a wake-up marker where that move takes from, so that
-// it returns at once.
+// The receiver sends it right after a blocking move (BLMOVE q f) in the
+// same round trip, so that it runs when that move returns (a message came,
+// a marker woke it, or it timed out) and both replies travel together.
+// KEYS: e, q, f. ARGV: P, grace, token, inc, seq, known, max.
+// known is how many elements of f the receiver took and returned (the
+// oldest, at the right end): they are dropped. Everything else in f (what
+// the move took, what moves whose replies were lost took) is returned,
+// with up to max more taken from q; markers are dropped. A retry of a
+// fetch whose reply was lost (same seq) drops nothing and returns f again.
 // Returns {code, msgs...} oldest first, code the state, or codeMissing,
 // codeReopened, codeDetached (no msgs).
 var fetchScript = script(`
-local function done(out)
-  if ARGV[8] == '1' and (#out > 1 or out[1] ~= 1) then redis.call('RPUSH', KEYS[2], '') end
-  return out
-end
 local r = redis.call('HMGET', KEYS[1], 'st', 'inc', 'rcv', 'rseq')
-if not r[1] then return done({0}) end
-if r[2] ~= ARGV[4] then return done({5}) end
-if r[3] ~= ARGV[3] then return done({6}) end
-local out = {tonumber(r[1])}
-if r[4] == ARGV[5] then
-  local f = redis.call('LRANGE', KEYS[3], 0, -1)
-  for i = #f, 1, -1 do if f[i] ~= '' then out[#out+1] = f[i] end end
-  return done(out)
-end
-local known = tonumber(ARGV[6])
-local left = {}
-if ARGV[9] == '1' then
-  redis.call('DEL', KEYS[3])
-else
+if not r[1] then return {0} end
+if r[2] ~= ARGV[4] then return {5} end
+if r[3] ~= ARGV[3] then return {6} end
+if r[4] ~= ARGV[5] then
+  local known = tonumber(ARGV[6])
   if known > 0 then redis.call('LTRIM', KEYS[3], 0, -(known + 1)) end
-  if redis.call('LLEN', KEYS[3]) > 0 then
-    redis.call('LREM', KEYS[3], 0, '')
-    left = redis.call('LRANGE', KEYS[3], 0, -1)
-  end
-end
-for i = #left, 1, -1 do out[#out+1] = left[i] end
-local want = tonumber(ARGV[7]) - #left
-if want > 0 then
-  local got = redis.call('RPOP', KEYS[2], want)
+  local got = redis.call('RPOP', KEYS[2], tonumber(ARGV[7]))
   if got then
     local keep = {}
-    for i = 1, #got do
-      if got[i] ~= '' then keep[#keep+1] = got[i]; out[#out+1] = got[i] end
-    end
+    for i = 1, #got do if got[i] ~= '' then keep[#keep+1] = got[i] end end
     if #keep > 0 then redis.call('LPUSH', KEYS[3], unpack(keep)) end
   end
+  redis.call('HSET', KEYS[1], 'rseq', ARGV[5])
 end
-redis.call('HSET', KEYS[1], 'rseq', ARGV[5])
-return done(out)
+redis.call('LREM', KEYS[3], 0, '')
+local f = redis.call('LRANGE', KEYS[3], 0, -1)
+local out = {tonumber(r[1])}
+for i = #f, 1, -1 do out[#out+1] = f[i] end
+return out
 `)
 
 // release detaches a Mailbox client: the known elements of f it returned
