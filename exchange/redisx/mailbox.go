@@ -207,7 +207,9 @@ func (mb *mailbox) fetched(res []any) error {
 	code, _ := res[0].(int64)
 	switch code {
 	case codeMissing:
-		// Redis lost the record: its owner writes it back within a beat.
+		// Redis lost the record (and f): its owner writes it back within
+		// a beat. Nothing of the new f is this client's yet.
+		mb.known = 0
 		if mb.missing.IsZero() {
 			mb.missing = time.Now()
 		}
@@ -280,7 +282,7 @@ func (mb *mailbox) close(ctx context.Context, forget bool) {
 // session's retries once the client is closed.
 func (mb *mailbox) release(ctx context.Context) error {
 	s := mb.x.s
-	returned := mb.known - len(mb.buf)
+	returned := max(mb.known-len(mb.buf), 0)
 	err := s.retry(ctx, true, func(ctx context.Context) error {
 		return releaseScript.Run(ctx, s.cl, []string{mb.k.e, mb.k.q, mb.k.f}, s.k.tag, s.grace, mb.token, returned).Err()
 	})
