@@ -273,21 +273,30 @@ local r = redis.call('HMGET', KEYS[1], 'st', 'inc', 'rcv', 'rseq')
 if not r[1] then return {0} end
 if r[2] ~= ARGV[4] then return {5} end
 if r[3] ~= ARGV[3] then return {6} end
-if r[4] ~= ARGV[5] then
-  local known = tonumber(ARGV[6])
-  if known > 0 then redis.call('LTRIM', KEYS[3], 0, -(known + 1)) end
-  local got = redis.call('RPOP', KEYS[2], tonumber(ARGV[7]))
-  if got then
-    local keep = {}
-    for i = 1, #got do if got[i] ~= '' then keep[#keep+1] = got[i] end end
-    if #keep > 0 then redis.call('LPUSH', KEYS[3], unpack(keep)) end
-  end
-  redis.call('HSET', KEYS[1], 'rseq', ARGV[5])
-end
-redis.call('LREM', KEYS[3], 0, '')
-local f = redis.call('LRANGE', KEYS[3], 0, -1)
 local out = {tonumber(r[1])}
-for i = #f, 1, -1 do out[#out+1] = f[i] end
+local function collect(list, from, to, step)
+  local marker = false
+  for i = from, to, step do
+    if list[i] == '' then marker = true else out[#out+1] = list[i] end
+  end
+  return marker
+end
+if r[4] == ARGV[5] then
+  local f = redis.call('LRANGE', KEYS[3], 0, -1)
+  if collect(f, #f, 1, -1) then redis.call('LREM', KEYS[3], 0, '') end
+  return out
+end
+local known = tonumber(ARGV[6])
+if known > 0 then redis.call('LTRIM', KEYS[3], 0, -(known + 1)) end
+local left = redis.call('LRANGE', KEYS[3], 0, -1)
+if collect(left, #left, 1, -1) then redis.call('LREM', KEYS[3], 0, '') end
+local got = redis.call('RPOP', KEYS[2], tonumber(ARGV[7]))
+if got then
+  local n = #out
+  collect(got, 1, #got, 1)
+  if #out > n then redis.call('LPUSH', KEYS[3], unpack(out, n + 1, #out)) end
+end
+redis.call('HSET', KEYS[1], 'rseq', ARGV[5])
 return out
 `)
 
