@@ -204,18 +204,34 @@ func (h *Hybrid) SendIncarnation(ctx context.Context, m *exchange.Message) (uint
 	if h.remote(m.Dest) {
 		return h.rx.SendIncarnation(ctx, m)
 	}
-	// The ring registry's incarnation before the send: a Reopen in
-	// between makes a caller give up on an answer it would have had,
-	// never wait for one that cannot come.
-	inc, ierr := h.shm.Incarnation(ctx, m.Dest)
-	err := h.shm.Send(ctx, m)
-	if err == nil && ierr == nil {
+	var inc uint32
+	var err error
+	if is, ok := any(h.shm).(incarnationSender); ok {
+		inc, err = is.SendIncarnation(ctx, m)
+	} else {
+		// The ring registry's incarnation before the send: a Reopen in
+		// between makes a caller give up on an answer it would have had,
+		// never wait for one that cannot come.
+		var ierr error
+		inc, ierr = h.shm.Incarnation(ctx, m.Dest)
+		if err = h.shm.Send(ctx, m); err == nil && ierr != nil {
+			// Sent: the mailbox exists here; ask again (0 if that fails).
+			inc, _ = h.shm.Incarnation(ctx, m.Dest)
+		}
+	}
+	if err == nil {
 		return inc, nil
 	}
 	if err == nil || !errors.Is(err, exchange.ErrBadEntityID) && !errors.Is(err, exchange.ErrMailboxClosed) {
 		return 0, err
 	}
 	return h.route(ctx, m, err)
+}
+
+// incarnationSender is exchange.IncarnationSender, named here so that the
+// hybrid uses the shared-memory exchange's SendIncarnation when it has one.
+type incarnationSender interface {
+	SendIncarnation(ctx context.Context, m *exchange.Message) (uint32, error)
 }
 
 // route sends m, which the ring registry refused with shmErr, through Redis
