@@ -180,6 +180,14 @@ func TestPayloadUnreachable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The route store picks the arena for this node's entities, the
+	// shared store for the others'.
+	if p, err := ra.PutFor(ctx, cid, []byte("near")); err != nil || proxystore.StoreID(p.Store) != ra.Local().ID() {
+		t.Fatalf("PutFor a same-node entity: %v, %v", p, err)
+	}
+	if p, err := ra.PutFor(ctx, ag, []byte("far")); err != nil || proxystore.StoreID(p.Store) != ra.Shared().ID() {
+		t.Fatalf("PutFor another node's entity: %v, %v", p, err)
+	}
 	p, err := ra.Local().Put(ctx, []byte("only on node A"))
 	if err != nil {
 		t.Fatal(err)
