@@ -166,12 +166,9 @@ func (mb *mailbox) take(ctx context.Context) error {
 	keys := []string{mb.k.e, mb.k.q, mb.k.f}
 	args := []any{s.k.tag, s.grace, mb.token, mb.inc, strconv.FormatUint(mb.seq+1, 10), mb.known, s.o.batch}
 	stale := s.scriptsStale.Load()
-	var fc *redis.Cmd
-	if stale {
-		fc = fetchScript.Eval(bg, pipe, keys, args...) // loads it again after a restart
-	} else {
-		fc = fetchScript.EvalSha(bg, pipe, keys, args...)
-	}
+	// By body after a restart (which loads it again), else by hash.
+	fc := redis.NewStringSliceCmd(bg, fetchScript.cmdArgs(stale, keys, args)...)
+	pipe.Process(bg, fc)
 	var stop func() bool
 	if block {
 		stop = context.AfterFunc(ctx, mb.wake)
@@ -181,7 +178,7 @@ func (mb *mailbox) take(ctx context.Context) error {
 		stop()
 		mb.blocked.Store(false)
 	}
-	res, err := fc.Slice()
+	res, err := fc.Result()
 	switch {
 	case redis.HasErrorPrefix(err, "NOSCRIPT"):
 		s.scriptsStale.Store(true)
@@ -199,12 +196,15 @@ func (mb *mailbox) take(ctx context.Context) error {
 }
 
 // fetched handles the fetch script's reply.
-func (mb *mailbox) fetched(res []any) error {
+func (mb *mailbox) fetched(res []string) error {
 	s := mb.x.s
 	if len(res) == 0 {
 		return fmt.Errorf("%w: fetch returned nothing", ErrProtocol)
 	}
-	code, _ := res[0].(int64)
+	code, err := strconv.Atoi(res[0])
+	if err != nil {
+		return fmt.Errorf("%w: fetch returned code %q", ErrProtocol, res[0])
+	}
 	switch code {
 	case codeMissing:
 		// Redis lost the record (and f): its owner writes it back within
@@ -230,8 +230,8 @@ func (mb *mailbox) fetched(res []any) error {
 	mb.seq++
 	mb.missing = time.Time{}
 	mb.buf = mb.buf[:0]
-	for _, v := range res[1:] {
-		if b, ok := v.(string); ok && b != "" {
+	for _, b := range res[1:] {
+		if b != "" {
 			mb.buf = append(mb.buf, b)
 		}
 	}

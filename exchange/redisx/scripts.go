@@ -1,6 +1,10 @@
 package redisx
 
-import "github.com/redis/go-redis/v9"
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // The Lua scripts: every action that reads and writes more than one key is
 // one script, so it is atomic and costs one round trip. Every script takes
@@ -45,7 +49,46 @@ local function restore(f, q)
 end
 `
 
-func script(body string) *redis.Script { return redis.NewScript(prelude + body) }
+// luaScript is a script with its source, so that the hot paths can build
+// their commands with typed replies (no interface boxing of each element).
+type luaScript struct {
+	*redis.Script
+	src string
+}
+
+func script(body string) *luaScript {
+	src := prelude + body
+	return &luaScript{redis.NewScript(src), src}
+}
+
+// cmdArgs returns the arguments of a command running l on keys and args:
+// EVALSHA, or EVAL with the source when byBody (the server may have lost
+// its script cache).
+func (l *luaScript) cmdArgs(byBody bool, keys []string, args []any) []any {
+	out := make([]any, 0, 3+len(keys)+len(args))
+	if byBody {
+		out = append(out, "eval", l.src)
+	} else {
+		out = append(out, "evalsha", l.Hash())
+	}
+	out = append(out, len(keys))
+	for _, k := range keys {
+		out = append(out, k)
+	}
+	return append(out, args...)
+}
+
+// runInts runs l and reads its reply as integers, loading the script when
+// the server does not have it.
+func (l *luaScript) runInts(ctx context.Context, c redis.UniversalClient, keys []string, args []any) ([]int64, error) {
+	cmd := redis.NewIntSliceCmd(ctx, l.cmdArgs(false, keys, args)...)
+	c.Process(ctx, cmd)
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		cmd = redis.NewIntSliceCmd(ctx, l.cmdArgs(true, keys, args)...)
+		c.Process(ctx, cmd)
+	}
+	return cmd.Result()
+}
 
 // Result codes of the scripts.
 const (
@@ -270,10 +313,10 @@ return {tonumber(r[2]), tonumber(r[3])}
 // codeReopened, codeDetached (no msgs).
 var fetchScript = script(`
 local r = redis.call('HMGET', KEYS[1], 'st', 'inc', 'rcv', 'rseq')
-if not r[1] then return {0} end
-if r[2] ~= ARGV[4] then return {5} end
-if r[3] ~= ARGV[3] then return {6} end
-local out = {tonumber(r[1])}
+if not r[1] then return {'0'} end
+if r[2] ~= ARGV[4] then return {'5'} end
+if r[3] ~= ARGV[3] then return {'6'} end
+local out = {r[1]}
 local function collect(list, from, to, step)
   local marker = false
   for i = from, to, step do

@@ -140,7 +140,7 @@ func (sd *sender) exec(batch []*sendReq) {
 	var res []int64
 	err := s.retry(ctx, false, func(ctx context.Context) error {
 		var err error
-		res, err = sendScript.Run(ctx, s.cl, keys, args...).Int64Slice()
+		res, err = sendScript.runInts(ctx, s.cl, keys, args)
 		return err
 	})
 	if err == nil && len(res) != len(batch) {
