@@ -10,23 +10,27 @@ import (
 // Key layout. Every key of one exchange starts with its prefix in braces,
 // "{prefix}", a Redis Cluster hash tag: all of them hash to one slot, so
 // every script, which reads and writes the keys of several entities at once
-// (a send checks the destination's record and its owner's heartbeat, a
-// terminate answers requests into their senders' mailboxes), runs on one
-// shard. Several exchanges (prefixes) spread over a cluster; one exchange
-// lives on one shard. Scripts build the session keys they read from the
-// records (same slot); every other key they touch is declared.
+// (a terminate answers requests into their senders' mailboxes, a status
+// reads the owner's heartbeat), runs on one shard. Several exchanges
+// (prefixes) spread over a cluster; one exchange lives on one shard.
+// Scripts build the keys they derive from a record (heartbeats of owners,
+// mailboxes and taken lists) themselves, in the same slot; every other key
+// they touch is declared.
 //
-//	key                       type    holds
-//	{P}:boot                  string  token of the data set: a new one means Redis lost its data
-//	{P}:sessions              hash    session id -> node name, of sessions that ever beat
-//	{P}:s:<session>           string  heartbeat of a session (node name), expires after the TTL
-//	{P}:o:<session>           set     hex UUIDs of the active entities a session owns
-//	{P}:e:<uuid>              hash    entity record (fields below)
-//	{P}:q:<uuid>              list    mailbox: senders LPUSH, the receiver takes from the right
-//	{P}:f:<uuid>              list    taken by the receiver, not yet acknowledged
-//	{P}:agents                hash    hex UUID -> behavior, of the active agents (for Discover)
-//	{P}:ctl:<node>            channel hybrid control messages to the processes of a node
-//	{P}:ack:<random>          list    reply to one control message (expires)
+//	key                            type    holds
+//	{P}:boot                       string  token of the data set: a new one means Redis lost its data
+//	{P}:sessions                   hash    session id -> node name, of sessions that ever beat
+//	{P}:s:<session>                string  heartbeat of a session (node name), expires after the TTL
+//	{P}:o:<session>                set     hex UUIDs of the active entities a session owns
+//	{P}:e:<uuid>                   hash    entity record (fields below)
+//	{P}:q:<uuid>:<role>            list    mailbox: senders LPUSH, the receiver takes from the right
+//	{P}:f:<uuid>:<token>           list    taken by the receiver token, not yet acknowledged
+//	{P}:agents                     hash    hex UUID -> behavior, of the active agents (for Discover)
+//	{P}:ctl:<node>                 channel hybrid control messages to the processes of a node
+//	{P}:ack:<random>               list    reply to one control message (expires)
+//
+// The role (1 agent, 2 client) is part of the mailbox's key so that a send
+// to the right UUID with the wrong role never touches the mailbox.
 //
 // Entity record fields:
 //
@@ -35,7 +39,6 @@ import (
 //	beh   behavior: MessagePack array of strings, name first, then Implements
 //	node  node the entity lives on       own   owning session (its death terminates)
 //	rcv   receiver token "<session>/<n>" of the open Mailbox client, or ""
-//	rseq  sequence number of the receiver's last fetch (makes a retried fetch idempotent)
 //	cap   mailbox capacity in messages
 //
 // An empty string in a mailbox list is a wake-up marker, never a message
@@ -61,30 +64,35 @@ func parseHexID(h string) (exchange.UUID, error) {
 	return u, nil
 }
 
-func (k keys) boot() string               { return k.tag + ":boot" }
-func (k keys) sessions() string           { return k.tag + ":sessions" }
-func (k keys) live(sid string) string     { return k.tag + ":s:" + sid }
-func (k keys) owned(sid string) string    { return k.tag + ":o:" + sid }
-func (k keys) entity(h string) string     { return k.tag + ":e:" + h }
-func (k keys) queue(h string) string      { return k.tag + ":q:" + h }
-func (k keys) taken(h string) string      { return k.tag + ":f:" + h }
-func (k keys) agents() string             { return k.tag + ":agents" }
-func (k keys) control(node string) string { return k.tag + ":ctl:" + node }
-func (k keys) ack(token string) string    { return k.tag + ":ack:" + token }
+func (k keys) boot() string                           { return k.tag + ":boot" }
+func (k keys) sessions() string                       { return k.tag + ":sessions" }
+func (k keys) live(sid string) string                 { return k.tag + ":s:" + sid }
+func (k keys) owned(sid string) string                { return k.tag + ":o:" + sid }
+func (k keys) entity(h string) string                 { return k.tag + ":e:" + h }
+func (k keys) queue(h string, r exchange.Role) string { return k.tag + ":q:" + h + ":" + roleArg(r) }
+func (k keys) taken(h, token string) string           { return k.tag + ":f:" + h + ":" + token }
+func (k keys) agents() string                         { return k.tag + ":agents" }
+func (k keys) control(node string) string             { return k.tag + ":ctl:" + node }
+func (k keys) ack(token string) string                { return k.tag + ":ack:" + token }
 
-// entityKeys are the three keys of one entity.
-type entityKeys struct{ e, q, f string }
+// entityKeys are the record and mailbox keys of one entity id.
+type entityKeys struct{ e, q string }
 
-// keysFor returns the hex id and keys of u, cached (a send needs them
+func (k keys) of(id exchange.EntityID) (string, entityKeys) {
+	h := hexID(id.UUID)
+	return h, entityKeys{e: k.entity(h), q: k.queue(h, id.Role)}
+}
+
+// keysFor returns the hex id and keys of id, cached (a send needs them
 // every time).
-func (s *session) keysFor(u exchange.UUID) (string, entityKeys) {
-	if v, ok := s.keyCache.Load(u); ok {
+func (s *session) keysFor(id exchange.EntityID) (string, entityKeys) {
+	if v, ok := s.keyCache.Load(id); ok {
 		c := v.(*cachedKeys)
 		return c.h, c.k
 	}
-	h, k := s.k.of(u)
+	h, k := s.k.of(id)
 	if s.keyCount.Add(1) < maxCachedKeys {
-		s.keyCache.Store(u, &cachedKeys{h, k})
+		s.keyCache.Store(id, &cachedKeys{h, k})
 	}
 	return h, k
 }
@@ -96,8 +104,3 @@ type cachedKeys struct {
 
 // maxCachedKeys bounds the key cache of a session.
 const maxCachedKeys = 1 << 16
-
-func (k keys) of(u exchange.UUID) (string, entityKeys) {
-	h := hexID(u)
-	return h, entityKeys{e: k.entity(h), q: k.queue(h), f: k.taken(h)}
-}

@@ -16,14 +16,17 @@ import (
 )
 
 // Receiving (see the package documentation on delivery). A receiver moves
-// what it takes from the mailbox list q to its taken list f, and drops from
-// f what it took the time before only when it comes back for more: a
-// message stays in Redis until then, so a receiver that dies loses nothing.
-// Each take is a blocking move (BLMOVE q f), which returns at once when q
-// holds something and otherwise waits for the next send, pipelined with the
-// fetch script that acknowledges and takes the rest of the batch; a Close,
-// a Terminate or the end of the Recv's context end the wait with a wake-up
-// marker.
+// what it takes from the mailbox list q to a taken list f of its own, and
+// drops from f what it took the time before only when it comes back for
+// more: a message stays in Redis until then, so a receiver that dies loses
+// nothing. A take is one round trip of plain commands: a blocking move
+// (BLMOVE q f), which returns at once when q holds something and otherwise
+// waits for the next send; the trim of f that acknowledges the previous
+// batch; moves of the rest of the batch; the record's state. A Close, a
+// Terminate or the end of the Recv's context end the wait with a wake-up
+// marker. Only this receiver writes to its f, so the trim by count is
+// exact; after a take whose reply was lost, the recover script finds out
+// what f holds.
 
 // blockStep bounds one blocking move: the receiver then looks at the
 // mailbox's record again (reopened, taken over). Well under the client's
@@ -36,6 +39,7 @@ type mailbox struct {
 	id    exchange.EntityID
 	hex   string
 	k     entityKeys
+	f     string // this client's taken list
 	token string // receiver token, "<session>/<n>"
 	inc   string // incarnation attached to
 
@@ -44,8 +48,9 @@ type mailbox struct {
 
 	mu      sync.Mutex // one Recv at a time; guards what follows
 	buf     []string   // taken, not yet returned, oldest first
-	known   int        // elements of f this client took (all returned when buf is empty)
-	seq     uint64     // sequence number of the last fetch that got its reply
+	held    []string   // what f holds (markers too), oldest first
+	queued  int        // how many were still queued after the last take (the next one moves as many more)
+	dirty   bool       // a take's reply was lost: f must be recovered first
 	term    bool       // the mailbox was seen terminated
 	over    bool       // reopened or taken over: closed for this client
 	missing time.Time  // when the record was first found missing
@@ -133,13 +138,20 @@ func (mb *mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 // take acknowledges what was taken and returned, and takes the next batch
 // into buf, in one round trip: a blocking move (BLMOVE q f), which returns
 // at once when the mailbox holds something and otherwise waits for the
-// next message, at most blockStep (or until ctx's deadline); then the fetch
-// script, which runs when the move returns and hands back everything the
-// receiver now holds. Both replies come back together: the receiver wakes
-// once per batch. A receiver that knows its mailbox terminated does not
-// wait. take sets term, or over, or fails with ErrUnavailable.
+// next message, at most blockStep (or until ctx's deadline); the trim that
+// drops the previous batch from f; moves of as many as the last take saw
+// still queued (none in a ping-pong); the mailbox's length; and the
+// record's state. The replies come back
+// together: the receiver wakes once per batch. A receiver that knows its
+// mailbox terminated does not wait, and takes a whole batch. take sets
+// term, or over, or fails with ErrUnavailable.
 func (mb *mailbox) take(ctx context.Context) error {
 	s := mb.x.s
+	if mb.dirty {
+		if err := mb.recover(ctx); err != nil || len(mb.buf) > 0 {
+			return err
+		}
+	}
 	wait := blockStep
 	if dl, ok := ctx.Deadline(); ok {
 		wait = min(wait, time.Until(dl))
@@ -152,90 +164,135 @@ func (mb *mailbox) take(ctx context.Context) error {
 			mb.blocked.Store(false)
 		}
 	}
+	more := min(s.o.batch-1, mb.queued)
+	if !block {
+		more = s.o.batch
+	}
 	// No deadline of the caller's on the socket: the server's timeout ends
-	// the move, and a read cut short leaves the outcome unknown (what the
-	// move took would come back at the next take, but later).
+	// the move, and a read cut short leaves the outcome unknown.
 	bg := context.Background()
 	pipe := s.cl.Pipeline()
+	var bl *redis.StringCmd
 	if block {
 		// (go-redis's BLMove rounds the timeout up to whole seconds: the
 		// command is spelled out, with milliseconds.)
-		pipe.Process(bg, redis.NewStringCmd(bg, "BLMOVE", mb.k.q, mb.k.f, "RIGHT", "LEFT",
-			strconv.FormatFloat(wait.Seconds(), 'f', 3, 64)))
+		bl = redis.NewStringCmd(bg, "blmove", mb.k.q, mb.f, "RIGHT", "LEFT",
+			strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))
+		pipe.Process(bg, bl)
 	}
-	keys := []string{mb.k.e, mb.k.q, mb.k.f}
-	args := []any{s.k.tag, s.grace, mb.token, mb.inc, strconv.FormatUint(mb.seq+1, 10), mb.known, s.o.batch}
-	stale := s.scriptsStale.Load()
-	// By body after a restart (which loads it again), else by hash.
-	fc := redis.NewStringSliceCmd(bg, fetchScript.cmdArgs(stale, keys, args)...)
-	pipe.Process(bg, fc)
+	if n := len(mb.held); n > 0 {
+		pipe.LTrim(bg, mb.f, 0, int64(-(n + 1)))
+	}
+	mvs := make([]*redis.StringCmd, more)
+	for i := range mvs {
+		mvs[i] = pipe.LMove(bg, mb.k.q, mb.f, "RIGHT", "LEFT")
+	}
+	qlen := pipe.LLen(bg, mb.k.q)
+	rec := pipe.HMGet(bg, mb.k.e, "st", "inc", "rcv")
 	var stop func() bool
 	if block {
 		stop = context.AfterFunc(ctx, mb.wake)
 	}
-	pipe.Exec(bg)
+	_, err := pipe.Exec(bg)
 	if block {
 		stop()
 		mb.blocked.Store(false)
 	}
-	res, err := fc.Result()
-	switch {
-	case redis.HasErrorPrefix(err, "NOSCRIPT"):
-		s.scriptsStale.Store(true)
-		return nil // did not run: again, with its body
-	case err != nil:
-		if isNetErr(err) {
-			s.scriptsStale.Store(true)
-		}
-		// Whatever the move took is in f: the next fetch returns it.
+	if err != nil && !errors.Is(err, redis.Nil) {
+		mb.dirty = true // what f holds is not known any more
 		return unavailable(err)
-	case stale:
-		s.scriptsStale.Store(false)
 	}
-	return mb.fetched(res)
-}
-
-// fetched handles the fetch script's reply.
-func (mb *mailbox) fetched(res []string) error {
-	s := mb.x.s
-	if len(res) == 0 {
-		return fmt.Errorf("%w: fetch returned nothing", ErrProtocol)
+	mb.held = mb.held[:0]
+	if bl != nil {
+		if v, err := bl.Result(); err == nil {
+			mb.held = append(mb.held, v)
+		}
 	}
-	code, err := strconv.Atoi(res[0])
-	if err != nil {
-		return fmt.Errorf("%w: fetch returned code %q", ErrProtocol, res[0])
+	for _, c := range mvs {
+		if v, err := c.Result(); err == nil {
+			mb.held = append(mb.held, v)
+		}
 	}
-	switch code {
-	case codeMissing:
-		// Redis lost the record (and f): its owner writes it back within
-		// a beat. Nothing of the new f is this client's yet.
-		mb.known = 0
+	mb.queued = int(qlen.Val())
+	v := rec.Val()
+	st, inc, rcv := str(v[0]), str(v[1]), str(v[2])
+	switch {
+	case st == "":
+		// Redis lost the record: its owner writes it back within a beat.
+		// What was moved is delivered.
 		if mb.missing.IsZero() {
 			mb.missing = time.Now()
 		}
 		if time.Since(mb.missing) > 2*s.o.ttl {
 			mb.over = true
-			return fmt.Errorf("%w: %v is gone from Redis", exchange.ErrMailboxClosed, mb.id)
 		}
-		return fmt.Errorf("%w: the record of %v is missing (Redis lost its data?)", ErrUnavailable, mb.id)
-	case codeReopened, codeDetached:
+	case inc != mb.inc || rcv != mb.token:
+		// Reopened, or taken over (this client was seen dead): what it
+		// moved goes back for the mailbox's receiver.
 		mb.over = true
+		ctx, cancel := context.WithTimeout(bg, s.o.outage)
+		err := s.retry(ctx, true, func(ctx context.Context) error {
+			return releaseScript.Run(ctx, s.cl, []string{mb.k.e, mb.k.q, mb.f}, s.k.tag, s.grace, mb.token, 0).Err()
+		})
+		cancel()
+		if err != nil {
+			s.log.Warn("redisx: giving back what a stale receiver took", "mailbox", mb.id, "err", err)
+		}
+		mb.held = mb.held[:0]
+		mb.buf = mb.buf[:0]
 		return exchange.ErrMailboxClosed
-	case codeTerminated:
-		mb.term = true
-	case codeActive:
 	default:
-		return fmt.Errorf("%w: fetch returned code %d", ErrProtocol, code)
-	}
-	mb.seq++
-	mb.missing = time.Time{}
-	mb.buf = mb.buf[:0]
-	for _, b := range res[1:] {
-		if b != "" {
-			mb.buf = append(mb.buf, b)
+		mb.missing = time.Time{}
+		if st == "2" {
+			mb.term = true
 		}
 	}
-	mb.known = len(mb.buf)
+	mb.fill()
+	if mb.over && len(mb.buf) == 0 {
+		return fmt.Errorf("%w: %v is gone from Redis", exchange.ErrMailboxClosed, mb.id)
+	}
+	if !mb.over && st == "" && len(mb.buf) == 0 {
+		return fmt.Errorf("%w: the record of %v is missing (Redis lost its data?)", ErrUnavailable, mb.id)
+	}
+	return nil
+}
+
+// fill sets buf to what held holds but markers.
+func (mb *mailbox) fill() {
+	mb.buf = mb.buf[:0]
+	for _, v := range mb.held {
+		if v != "" {
+			mb.buf = append(mb.buf, v)
+		}
+	}
+}
+
+// recover finds out what f holds after a take whose reply was lost, and
+// hands it out: the previous batch is dropped if its trim did not run,
+// what the lost take moved is returned.
+func (mb *mailbox) recover(ctx context.Context) error {
+	s := mb.x.s
+	args := make([]any, 0, 3+len(mb.held))
+	args = append(args, s.k.tag, s.grace, len(mb.held))
+	for _, v := range mb.held {
+		args = append(args, v)
+	}
+	var left []string
+	err := s.retry(ctx, true, func(ctx context.Context) error {
+		var err error
+		left, err = recoverScript.Run(ctx, s.cl, []string{mb.f}, args...).StringSlice()
+		return err
+	})
+	if err != nil {
+		return unavailable(err)
+	}
+	mb.dirty = false
+	mb.held = mb.held[:0]
+	for i := len(left) - 1; i >= 0; i-- {
+		mb.held = append(mb.held, left[i])
+	}
+	mb.queued = s.o.batch
+	mb.fill()
 	return nil
 }
 
@@ -282,9 +339,14 @@ func (mb *mailbox) close(ctx context.Context, forget bool) {
 // session's retries once the client is closed.
 func (mb *mailbox) release(ctx context.Context) error {
 	s := mb.x.s
-	returned := max(mb.known-len(mb.buf), 0)
+	if mb.dirty {
+		if err := mb.recover(ctx); err != nil {
+			return err
+		}
+	}
+	returned := max(len(mb.held)-len(mb.buf), 0)
 	err := s.retry(ctx, true, func(ctx context.Context) error {
-		return releaseScript.Run(ctx, s.cl, []string{mb.k.e, mb.k.q, mb.k.f}, s.k.tag, s.grace, mb.token, returned).Err()
+		return releaseScript.Run(ctx, s.cl, []string{mb.k.e, mb.k.q, mb.f}, s.k.tag, s.grace, mb.token, returned).Err()
 	})
 	if err != nil {
 		return err

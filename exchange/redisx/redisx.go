@@ -158,7 +158,7 @@ func (x *Exchange) register(ctx context.Context, id exchange.EntityID, name stri
 		return err
 	}
 	s := x.s
-	h, ek := s.k.of(id.UUID)
+	h, ek := s.k.of(id)
 	beh := ""
 	if id.IsAgent() {
 		beh = packBehavior(b)
@@ -205,9 +205,9 @@ func (x *Exchange) owner(ctx context.Context, key string) (node, own string, err
 // unregister removes a record this session just created (see Hybrid).
 func (x *Exchange) unregister(ctx context.Context, id exchange.EntityID) error {
 	s := x.s
-	h, ek := s.k.of(id.UUID)
+	h, ek := s.k.of(id)
 	err := s.retry(ctx, true, func(ctx context.Context) error {
-		return unregisterScript.Run(ctx, s.cl, []string{ek.e, ek.q, ek.f, s.k.agents(), s.k.owned(s.id)}, s.k.tag, s.grace, h, s.id).Err()
+		return unregisterScript.Run(ctx, s.cl, []string{ek.e, ek.q, s.k.agents(), s.k.owned(s.id)}, s.k.tag, s.grace, h, s.id).Err()
 	})
 	s.disown(id.UUID)
 	return err
@@ -258,7 +258,7 @@ func (x *Exchange) Status(ctx context.Context, id exchange.EntityID) (exchange.S
 // status returns the state code of id, terminating a dead owner's mailbox.
 func (x *Exchange) status(ctx context.Context, id exchange.EntityID) (int64, error) {
 	s := x.s
-	_, ek := s.k.of(id.UUID)
+	_, ek := s.k.of(id)
 	var res []int64
 	err := s.retry(ctx, true, func(ctx context.Context) error {
 		var err error
@@ -301,7 +301,7 @@ func (x *Exchange) info(ctx context.Context, id exchange.EntityID) (exchange.Ent
 		return exchange.EntityInfo{}, "", err
 	}
 	s := x.s
-	_, ek := s.k.of(id.UUID)
+	_, ek := s.k.of(id)
 	var res []any
 	err := s.retry(ctx, true, func(ctx context.Context) error {
 		var err error
@@ -420,13 +420,13 @@ func (x *Exchange) reopen(ctx context.Context, id exchange.EntityID, inc string)
 		return 0, err
 	}
 	s := x.s
-	h, ek := s.k.of(id.UUID)
+	h, ek := s.k.of(id)
 	wait := time.Now().Add(time.Second)
 	for attempt := 0; ; attempt++ {
 		var res []int64
 		err := s.retry(ctx, true, func(ctx context.Context) error {
 			var err error
-			res, err = reopenScript.Run(ctx, s.cl, []string{ek.e, ek.q, ek.f, s.k.agents(), s.k.owned(s.id)},
+			res, err = reopenScript.Run(ctx, s.cl, []string{ek.e, ek.q, s.k.agents(), s.k.owned(s.id)},
 				s.k.tag, s.grace, roleArg(id.Role), s.id, h, inc).Int64Slice()
 			return err
 		})
@@ -488,7 +488,7 @@ func (x *Exchange) Incarnation(ctx context.Context, id exchange.EntityID) (uint3
 		return inc, nil
 	}
 	s := x.s
-	_, ek := s.k.of(id.UUID)
+	_, ek := s.k.of(id)
 	var res []int64
 	err := s.retry(ctx, true, func(ctx context.Context) error {
 		var err error
@@ -524,12 +524,12 @@ func (x *Exchange) Mailbox(ctx context.Context, id exchange.EntityID) (exchange.
 
 func (x *Exchange) attach(ctx context.Context, id exchange.EntityID) (*mailbox, error) {
 	s := x.s
-	h, ek := s.k.of(id.UUID)
+	h, ek := s.k.of(id)
 	token := s.id + "/" + strconv.FormatUint(s.tokens.Add(1), 10)
 	var res []int64
 	err := s.retry(ctx, true, func(ctx context.Context) error {
 		var err error
-		res, err = attachScript.Run(ctx, s.cl, []string{ek.e, ek.q, ek.f, s.k.owned(s.id)},
+		res, err = attachScript.Run(ctx, s.cl, []string{ek.e, s.k.owned(s.id)},
 			s.k.tag, s.grace, roleArg(id.Role), token, s.id, h).Int64Slice()
 		return err
 	})
@@ -549,7 +549,8 @@ func (x *Exchange) attach(ctx context.Context, id exchange.EntityID) (*mailbox, 
 		return nil, fmt.Errorf("%w: attach returned code %d", ErrProtocol, res[0])
 	}
 	s.noteInc(id, res[1])
-	mb := &mailbox{x: x, id: id, hex: h, k: ek, token: token, inc: strconv.FormatInt(res[1], 10)}
+	mb := &mailbox{x: x, id: id, hex: h, k: ek, f: s.k.taken(h, token), token: token,
+		inc: strconv.FormatInt(res[1], 10), term: res[0] == codeTerminated}
 	if res[0] == codeActive {
 		info, err := x.Info(ctx, id)
 		if err == nil {

@@ -3,32 +3,48 @@ package redisx
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/shmex/shmex/exchange"
 )
 
-// Sending. A send is one script that checks the destination (registered,
-// active, its owner alive, room in the mailbox) and pushes the message: one
-// round trip. Sends from concurrent goroutines of a process are combined:
-// the first sender to find nobody talking to Redis becomes the leader and
-// runs every send queued meanwhile as one script (up to maxSendBatch
-// messages), then the next batch, until its own send is done; a leader
-// whose own send is done hands the queue to a new goroutine. A lone sender
-// pays one round trip; many senders share them, which is what lets one
-// Redis server carry tens of thousands of actions per second.
+// Sending. A send is one round trip of two plain commands: LPUSH the
+// message to the destination's mailbox (whose key carries the role), and
+// read its record (role, state, incarnation, capacity). When the record
+// says the send should not have happened (missing, terminated, full), the
+// message is taken back (LREM) in a second round trip; a message that was
+// taken by its receiver in between counts as delivered. Sends from
+// concurrent goroutines of a process are combined: the first sender to
+// find nobody talking to Redis becomes the leader and sends every message
+// queued meanwhile in one pipeline (up to maxSendBatch messages; messages
+// to one mailbox share one LPUSH and one record read), then the next
+// batch, until its own send is done; a leader whose own send is done hands
+// the queue to a new goroutine. A lone sender pays one round trip; many
+// senders share them, which is what lets one Redis server carry tens of
+// thousands of actions per second.
 
 // sendReq is one message waiting to be sent.
 type sendReq struct {
-	e, q, role string
+	e, q, role string // record key, mailbox key, role ("1", "2")
 	msg        []byte
 	state      atomic.Int32 // reqQueued, reqTaken, reqAbandoned
-	res        int64        // script result, valid once done is closed
+	res        int64        // the incarnation, or a send code; valid once done is closed
+	inc        int64        // the incarnation, when res is a code
 	err        error
 	done       chan struct{}
 }
+
+// Send codes (res).
+const (
+	sendMissing = -1
+	sendClosed  = -2
+	sendFull    = -3
+)
 
 const (
 	reqQueued    = 0
@@ -123,37 +139,115 @@ func isDone(r *sendReq) bool {
 	}
 }
 
-// exec runs one batch as one script and hands each request its result.
+// sendGroup is the messages of a batch to one mailbox.
+type sendGroup struct {
+	e, q, role string
+	reqs       []*sendReq
+	push       *redis.IntCmd
+	rec        *redis.SliceCmd
+}
+
+// exec sends one batch in one pipeline and hands each request its result.
 func (sd *sender) exec(batch []*sendReq) {
 	s := sd.s
-	keys := make([]string, 0, 2*len(batch))
-	args := make([]any, 0, 3+2*len(batch))
-	args = append(args, s.k.tag, s.grace, len(batch))
+	var order []*sendGroup
+	groups := make(map[string]*sendGroup, len(batch))
 	for _, r := range batch {
-		keys = append(keys, r.e, r.q)
-		args = append(args, r.role, r.msg)
+		g := groups[r.q]
+		if g == nil {
+			g = &sendGroup{e: r.e, q: r.q, role: r.role}
+			groups[r.q] = g
+			order = append(order, g)
+		}
+		g.reqs = append(g.reqs, r)
 	}
 	// Not the context of any one caller: the batch is theirs together. The
 	// outage wait and the client's timeouts bound it.
 	ctx, cancel := context.WithTimeout(context.Background(), s.o.outage+5*time.Second)
 	defer cancel()
-	var res []int64
 	err := s.retry(ctx, false, func(ctx context.Context) error {
-		var err error
-		res, err = sendScript.runInts(ctx, s.cl, keys, args)
+		pipe := s.cl.Pipeline()
+		for _, g := range order {
+			args := make([]any, 0, 2+len(g.reqs))
+			args = append(args, "lpush", g.q)
+			for _, r := range g.reqs {
+				args = append(args, r.msg)
+			}
+			g.push = redis.NewIntCmd(ctx, args...)
+			pipe.Process(ctx, g.push)
+			g.rec = pipe.HMGet(ctx, g.e, "role", "st", "inc", "cap")
+		}
+		_, err := pipe.Exec(ctx)
 		return err
 	})
-	if err == nil && len(res) != len(batch) {
-		err = fmt.Errorf("%w: send script returned %d results for %d messages", ErrProtocol, len(res), len(batch))
-	}
-	for i, r := range batch {
-		if err != nil {
+	if err != nil {
+		for _, r := range batch {
 			r.err = err
-		} else {
-			r.res = res[i]
+			close(r.done)
 		}
+		return
+	}
+	// What the records say; what must be taken back.
+	var undo []*sendReq
+	for _, g := range order {
+		v := g.rec.Val()
+		role, _ := v[0].(string)
+		st, _ := v[1].(string)
+		inc, _ := strconv.ParseInt(str(v[2]), 10, 64)
+		capacity, _ := strconv.ParseInt(str(v[3]), 10, 64)
+		switch {
+		case role != g.role:
+			for _, r := range g.reqs {
+				r.res = sendMissing
+				undo = append(undo, r)
+			}
+		case st != "1":
+			for _, r := range g.reqs {
+				r.res = sendClosed
+				r.inc = inc
+				undo = append(undo, r)
+			}
+		default:
+			over := g.push.Val() - capacity
+			for i, r := range g.reqs {
+				r.res = inc
+				if int64(len(g.reqs)-i) <= over {
+					r.res, r.inc = sendFull, inc
+					undo = append(undo, r)
+				}
+			}
+		}
+	}
+	if len(undo) > 0 {
+		// Taking back is harmless to repeat (LREM of a message that is not
+		// there removes nothing).
+		var rems []*redis.IntCmd
+		err = s.retry(ctx, true, func(ctx context.Context) error {
+			pipe := s.cl.Pipeline()
+			rems = rems[:0]
+			for _, r := range undo {
+				rems = append(rems, pipe.LRem(ctx, r.q, 1, r.msg))
+			}
+			_, err := pipe.Exec(ctx)
+			return err
+		})
+		for i, r := range undo {
+			switch {
+			case err != nil:
+				r.err = fmt.Errorf("%w (taking back a message that was not to be sent: it may have been delivered)", err)
+			case rems[i].Val() == 0 && r.res != sendMissing:
+				r.res = r.inc // taken by its receiver meanwhile: delivered
+			}
+		}
+	}
+	for _, r := range batch {
 		close(r.done)
 	}
+}
+
+func str(v any) string {
+	s, _ := v.(string)
+	return s
 }
 
 // drain waits for the background leaders.
@@ -169,7 +263,7 @@ func (s *session) send(ctx context.Context, m *exchange.Message, fullWait time.D
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	_, ek := s.keysFor(m.Dest.UUID)
+	_, ek := s.keysFor(m.Dest)
 	msg, err := m.MarshalMsg(make([]byte, 0, m.Msgsize()))
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", exchange.ErrMessageTooLarge, err)
@@ -208,7 +302,7 @@ func (s *session) send(ctx context.Context, m *exchange.Message, fullWait time.D
 			continue
 		}
 		if r.res < 0 {
-			return 0, fmt.Errorf("%w: send result %d", ErrProtocol, r.res)
+			return 0, fmt.Errorf("%w: send code %d", ErrProtocol, r.res)
 		}
 		s.noteInc(m.Dest, r.res)
 		return uint32(r.res), nil

@@ -51,13 +51,9 @@ type session struct {
 	unhealthy bool // the last beat failed
 
 	incs     sync.Map // exchange.UUID -> *incEntry
-	keyCache sync.Map // exchange.UUID -> *cachedKeys
+	keyCache sync.Map // exchange.EntityID -> *cachedKeys
 	keyCount atomic.Int64
-	// scriptsStale: the server may have lost its script cache (it was
-	// unreachable, or said NOSCRIPT): the next pipelined fetch sends the
-	// script's body.
-	scriptsStale atomic.Bool
-	tokens       atomic.Uint64
+	tokens   atomic.Uint64
 
 	stop chan struct{}
 	done chan struct{}
@@ -299,7 +295,7 @@ func (s *session) restoreAll(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	for _, e := range ents {
-		h, ek := s.k.of(e.id.UUID)
+		h, ek := s.k.of(e.id)
 		err := registerScript.Run(ctx, s.cl, []string{ek.e, s.k.agents(), s.k.owned(s.id)},
 			s.k.tag, s.grace, h, roleArg(e.id.Role), e.name, e.beh, s.node, s.id, e.cap, e.inc, "1", e.rcv).Err()
 		if err != nil {
@@ -483,7 +479,7 @@ func (s *session) retry(ctx context.Context, idempotent bool, f func(context.Con
 // A zero role matches either.
 func (s *session) terminate(ctx context.Context, id exchange.EntityID, onlyIfDead bool) error {
 	u := id.UUID
-	h, ek := s.k.of(u)
+	h, ek := s.k.of(id)
 	role := ""
 	if id.Role != 0 {
 		role = roleArg(id.Role)
@@ -495,7 +491,7 @@ func (s *session) terminate(ctx context.Context, id exchange.EntityID, onlyIfDea
 	var res []any
 	err := s.retry(ctx, true, func(ctx context.Context) error {
 		var err error
-		res, err = terminateScript.Run(ctx, s.cl, []string{ek.e, ek.q, ek.f, s.k.agents()}, s.k.tag, s.grace, h, dead, role).Slice()
+		res, err = terminateScript.Run(ctx, s.cl, []string{ek.e, s.k.agents()}, s.k.tag, s.grace, h, dead, role).Slice()
 		return err
 	})
 	if err != nil {
