@@ -183,9 +183,17 @@ func (mb *mailbox) take(ctx context.Context) error {
 	if n := len(mb.held); n > 0 {
 		pipe.LTrim(bg, mb.f, 0, int64(-(n + 1)))
 	}
-	mvs := make([]*redis.StringCmd, more)
-	for i := range mvs {
-		mvs[i] = pipe.LMove(bg, mb.k.q, mb.f, "RIGHT", "LEFT")
+	var mv *redis.StringSliceCmd
+	stale := s.scriptsStale.Load()
+	if more > 0 {
+		// EVALSHA, or EVAL with the body when the server may have lost its
+		// scripts (it was unreachable, or said NOSCRIPT).
+		if stale {
+			mv = redis.NewStringSliceCmd(bg, "eval", takeMoreSrc, 2, mb.k.q, mb.f, more)
+		} else {
+			mv = redis.NewStringSliceCmd(bg, "evalsha", takeMoreScript.Hash(), 2, mb.k.q, mb.f, more)
+		}
+		pipe.Process(bg, mv)
 	}
 	qlen := pipe.LLen(bg, mb.k.q)
 	rec := pipe.HMGet(bg, mb.k.e, "st", "inc", "rcv")
@@ -198,9 +206,19 @@ func (mb *mailbox) take(ctx context.Context) error {
 		stop()
 		mb.blocked.Store(false)
 	}
-	if err != nil && !errors.Is(err, redis.Nil) {
+	noScript := mv != nil && redis.HasErrorPrefix(mv.Err(), "NOSCRIPT")
+	if err != nil && !errors.Is(err, redis.Nil) && !(noScript && errors.Is(err, mv.Err())) {
+		if isNetErr(err) {
+			s.scriptsStale.Store(true)
+		}
 		mb.dirty = true // what f holds is not known any more
 		return unavailable(err)
+	}
+	switch {
+	case noScript:
+		s.scriptsStale.Store(true) // it did not run; the rest did
+	case mv != nil && stale:
+		s.scriptsStale.Store(false)
 	}
 	mb.held = mb.held[:0]
 	if bl != nil {
@@ -208,10 +226,8 @@ func (mb *mailbox) take(ctx context.Context) error {
 			mb.held = append(mb.held, v)
 		}
 	}
-	for _, c := range mvs {
-		if v, err := c.Result(); err == nil {
-			mb.held = append(mb.held, v)
-		}
+	if mv != nil && !noScript {
+		mb.held = append(mb.held, mv.Val()...)
 	}
 	mb.queued = int(qlen.Val())
 	v := rec.Val()

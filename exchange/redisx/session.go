@@ -53,7 +53,11 @@ type session struct {
 	incs     sync.Map // exchange.UUID -> *incEntry
 	keyCache sync.Map // exchange.EntityID -> *cachedKeys
 	keyCount atomic.Int64
-	tokens   atomic.Uint64
+	// scriptsStale: the server may have lost its script cache (it was
+	// unreachable, or said NOSCRIPT): the next receive sends the body of
+	// the script it pipelines.
+	scriptsStale atomic.Bool
+	tokens       atomic.Uint64
 
 	stop chan struct{}
 	done chan struct{}
