@@ -15,11 +15,11 @@ import (
 // node live in its shared-memory exchange ([exchange.SHM]), and every
 // entity of every node is registered in Redis with its node's name.
 //
-//   - Send to an entity of this node is the shared-memory exchange's Send:
-//     no Redis command on that path. Send to another node's entity pushes
-//     it to the entity's Redis mailbox (one script, as [Exchange.Send]);
-//     where an entity lives is looked up once and cached (an entity never
-//     changes node).
+//   - Send to an entity of this node is the shared-memory exchange's Send,
+//     and nothing else. Send to another node's entity (one the ring
+//     registry does not know) pushes it to the entity's Redis mailbox, as
+//     [Exchange.Send] does; where an entity lives is looked up in Redis
+//     once and cached (an entity never changes node).
 //   - Mailbox opens the entity's ring and starts a forwarder that moves
 //     what other nodes send (to its Redis mailbox) into the ring; the
 //     process that holds the Mailbox becomes the entity's owner in both.
@@ -178,13 +178,11 @@ func (h *Hybrid) remote(id exchange.EntityID) bool {
 	return ok && v.(string) != h.node
 }
 
-// Send implements [exchange.Exchange.Send].
+// Send implements [exchange.Exchange.Send]: the shared-memory send first
+// (nothing else on the same-node path), then, for a destination the ring
+// registry does not know, Redis.
 func (h *Hybrid) Send(ctx context.Context, m *exchange.Message) error {
 	if err := h.check(); err != nil {
-		return err
-	}
-	if h.remote(m.Dest) {
-		_, err := h.rx.SendIncarnation(ctx, m)
 		return err
 	}
 	err := h.shm.Send(ctx, m)
@@ -200,9 +198,6 @@ func (h *Hybrid) Send(ctx context.Context, m *exchange.Message) error {
 func (h *Hybrid) SendIncarnation(ctx context.Context, m *exchange.Message) (uint32, error) {
 	if err := h.check(); err != nil {
 		return 0, err
-	}
-	if h.remote(m.Dest) {
-		return h.rx.SendIncarnation(ctx, m)
 	}
 	var inc uint32
 	var err error
@@ -385,11 +380,9 @@ func (h *Hybrid) Incarnation(ctx context.Context, id exchange.EntityID) (uint32,
 	if err := h.check(); err != nil {
 		return 0, err
 	}
-	if !h.remote(id) {
-		inc, err := h.shm.Incarnation(ctx, id)
-		if err == nil || !errors.Is(err, exchange.ErrBadEntityID) {
-			return inc, err
-		}
+	inc, err := h.shm.Incarnation(ctx, id)
+	if err == nil || !errors.Is(err, exchange.ErrBadEntityID) {
+		return inc, err
 	}
 	return h.rx.Incarnation(ctx, id)
 }
