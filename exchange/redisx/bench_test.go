@@ -2,21 +2,26 @@ package redisx_test
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
 	"github.com/shmex/shmex/agent"
 	"github.com/shmex/shmex/exchange"
 	"github.com/shmex/shmex/exchange/redisx"
+	"github.com/shmex/shmex/internal/redistest"
 )
 
 // BenchmarkMsgRTT: an ActionRequest and its response between two sessions
 // (two nodes) of this process through Redis.
 func BenchmarkMsgRTT(b *testing.B) {
-	srv := sharedServer(b)
+	srv := redistest.StartVolatile(b)
 	prefix := newPrefix()
 	a := open(b, srv.Addr, prefix, redisx.WithNode("A"))
 	z := open(b, srv.Addr, prefix, redisx.WithNode("B"))
@@ -73,7 +78,7 @@ func BenchmarkActions(b *testing.B) {
 }
 
 func benchActions(b *testing.B, pairs int) {
-	srv := sharedServer(b)
+	srv := redistest.StartVolatile(b)
 	prefix := newPrefix()
 	a := open(b, srv.Addr, prefix, redisx.WithNode("A"))
 	z := open(b, srv.Addr, prefix, redisx.WithNode("B"))
@@ -126,4 +131,91 @@ func benchActions(b *testing.B, pairs int) {
 	}
 	wg.Wait()
 	b.ReportMetric(float64(per*pairs)/time.Since(start).Seconds(), "actions/s")
+}
+
+// BenchmarkMsgRTTvsLists measures, interleaved in rounds so that the load
+// of the machine hits both alike, a request-response between two sessions
+// (two nodes) of this process through the exchange, and a plain Redis list
+// ping-pong (LPUSH, BRPOP each way, what shmbench's redis.rtt_ns does
+// between two processes) on the same server; it reports both medians and
+// their ratio.
+func BenchmarkMsgRTTvsLists(b *testing.B) {
+	srv := redistest.StartVolatile(b)
+	ctx := context.Background()
+	plain := func() *redis.Client {
+		c := redis.NewClient(&redis.Options{Addr: srv.Addr, Protocol: 2, DisableIdentity: true, PoolSize: 2, MaxRetries: -1,
+			MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
+		b.Cleanup(func() { c.Close() })
+		return c
+	}
+	ca, cb := plain(), plain()
+	prefix := newPrefix()
+	req, resp := prefix+":req", prefix+":resp"
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		for {
+			v, err := cb.BRPop(ctx, time.Second, req).Result()
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err == nil {
+				cb.LPush(ctx, resp, v[1])
+			}
+		}
+	}()
+	a := open(b, srv.Addr, prefix, redisx.WithNode("A"))
+	z := open(b, srv.Addr, prefix, redisx.WithNode("B"))
+	aid, _ := z.RegisterAgent(ctx, exchange.Behavior{Name: "Echo"})
+	cid, _ := a.RegisterClient(ctx)
+	amb, err := z.Mailbox(ctx, aid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer amb.Close()
+	cmb, err := a.Mailbox(ctx, cid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() {
+		var m exchange.Message
+		for amb.Recv(ctx, &m) == nil {
+			m.SetResponse(&m, m.Args)
+			z.Send(ctx, &m)
+		}
+	}()
+	msg := make([]byte, 64)
+	m := exchange.NewActionRequest(cid, aid, "echo", msg)
+	var r exchange.Message
+	const per = 200
+	rounds := max(b.N/per, 3)
+	var lists, ex []float64
+	b.ResetTimer()
+	for range rounds {
+		t := time.Now()
+		for range per {
+			ca.LPush(ctx, req, msg)
+			ca.BRPop(ctx, time.Second, resp)
+		}
+		lists = append(lists, float64(time.Since(t).Nanoseconds())/per)
+		t = time.Now()
+		for range per {
+			m.Tag = exchange.NewTag()
+			if err := a.Send(ctx, m); err != nil {
+				b.Fatal(err)
+			}
+			if err := cmb.Recv(ctx, &r); err != nil {
+				b.Fatal(err)
+			}
+		}
+		ex = append(ex, float64(time.Since(t).Nanoseconds())/per)
+	}
+	slices.Sort(lists)
+	slices.Sort(ex)
+	l, e := lists[len(lists)/2], ex[len(ex)/2]
+	b.ReportMetric(l, "lists-ns/rtt")
+	b.ReportMetric(e, "exchange-ns/rtt")
+	b.ReportMetric(e/l, "ratio")
 }

@@ -47,9 +47,10 @@ type Server struct {
 	// Addr is host:port.
 	Addr string
 
-	path string
-	dir  string
-	port int
+	path     string
+	dir      string
+	port     int
+	volatile bool // no persistence (benchmarks: an fsync per write would be what they measure)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -60,7 +61,13 @@ type Server struct {
 // Start starts a redis-server for tb (see [Require]) with an append-only
 // file synced at every write, and stops it and removes its directory when
 // tb ends.
-func Start(tb testing.TB) *Server {
+func Start(tb testing.TB) *Server { tb.Helper(); return start(tb, false) }
+
+// StartVolatile is Start for a server without persistence, as benchmarks
+// want it (an fsync per write would be what they measure).
+func StartVolatile(tb testing.TB) *Server { tb.Helper(); return start(tb, true) }
+
+func start(tb testing.TB, volatile bool) *Server {
 	tb.Helper()
 	path := Require(tb)
 	dir := tb.TempDir()
@@ -70,7 +77,7 @@ func Start(tb testing.TB) *Server {
 		if port, err = freePort(); err != nil {
 			break
 		}
-		s := &Server{path: path, dir: dir, port: port, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
+		s := &Server{path: path, dir: dir, port: port, volatile: volatile, Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port))}
 		if err = s.start(); err == nil {
 			tb.Cleanup(func() { s.Kill() })
 			return s
@@ -102,9 +109,13 @@ func (s *Server) start() error {
 		return nil
 	}
 	out := &bytes.Buffer{}
-	cmd := exec.Command(s.path, "--port", strconv.Itoa(s.port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
-		"--dir", s.dir, "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning")
+	persist := []string{"--appendonly", "yes", "--appendfsync", "always"}
+	if s.volatile {
+		persist = []string{"--appendonly", "no"}
+	}
+	args := append([]string{"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--save", ""}, persist...)
+	args = append(args, "--dir", s.dir, "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning")
+	cmd := exec.Command(s.path, args...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
