@@ -103,16 +103,23 @@ func clusterServer(ctx context.Context, env *Env) (*RedisServer, string, error) 
 }
 
 // childClusterAgents joins the exchange its arguments name and runs n no-op
-// agents (the last argument), tells their ids and serves until each is shut
-// down.
+// agents (the next argument), tells their ids and serves until each is
+// shut down. With "pin" (the last argument) every thread of the process
+// follows its role thread's pinning, as action/rtt's agent child does (see
+// pinAgentProcess); with "float" they float, as the throughput rows' do.
 func childClusterAgents(args []string) error {
 	n, rest, err := parseClusterNode(args)
-	if err != nil || len(rest) != 1 {
+	if err != nil || len(rest) != 2 {
 		return fmt.Errorf("bad arguments %q: %v", args, err)
 	}
 	count, err := strconv.Atoi(rest[0])
 	if err != nil {
 		return err
+	}
+	if rest[1] == "pin" {
+		if err := pinAgentProcess(); err != nil {
+			return err
+		}
 	}
 	ctx := context.Background()
 	x, err := n.join(ctx)
@@ -201,14 +208,15 @@ type clusterAgents struct {
 }
 
 // startClusterAgents joins the exchange as node a and starts a child
-// running n agents as node b.
-func startClusterAgents(ctx context.Context, env *Env, a, b clusterNode, n int) (*clusterAgents, error) {
+// running n agents as node b, pinned ("pin") or floating ("float"; see
+// childClusterAgents).
+func startClusterAgents(ctx context.Context, env *Env, a, b clusterNode, n int, placement string) (*clusterAgents, error) {
 	x, err := a.join(ctx)
 	if err != nil {
 		return nil, err
 	}
 	p := &clusterAgents{x: x}
-	if p.child, err = env.StartChild(ctx, "cluster-agents", append(b.args(), strconv.Itoa(n))...); err != nil {
+	if p.child, err = env.StartChild(ctx, "cluster-agents", append(b.args(), strconv.Itoa(n), placement)...); err != nil {
 		x.Close()
 		return nil, err
 	}
@@ -291,7 +299,7 @@ func runClusterRTT(ctx context.Context, env *Env) ([]Row, error) {
 	if err != nil {
 		return nil, fmt.Errorf("messages: %w", err)
 	}
-	p, err := startClusterAgents(ctx, env, a, b, 1)
+	p, err := startClusterAgents(ctx, env, a, b, 1, "pin")
 	if err != nil {
 		return nil, err
 	}
@@ -388,7 +396,7 @@ func runClusterThroughput(ctx context.Context, env *Env) ([]Row, error) {
 	a := clusterNode{addr: srv.Addr, prefix: newPrefix("tput"), node: "A"}
 	b := a
 	b.node = "B"
-	p, err := startClusterAgents(ctx, env, a, b, clusterAgentCount)
+	p, err := startClusterAgents(ctx, env, a, b, clusterAgentCount, "float")
 	if err != nil {
 		return nil, err
 	}
@@ -472,7 +480,7 @@ func runHybridRTT(ctx context.Context, env *Env) ([]Row, error) {
 		// Both processes on node A, same shared-memory root: the
 		// shared-memory path, with every entity registered in Redis too.
 		a := clusterNode{addr: srv.Addr, prefix: newPrefix("hybrid-" + m.mode), node: "A", hybrid: true, root: root, mode: m.mode}
-		p, err := startClusterAgents(ctx, env, a, a, 1)
+		p, err := startClusterAgents(ctx, env, a, a, 1, "pin")
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.mode, err)
 		}
