@@ -82,12 +82,20 @@ func BenchmarkActions(b *testing.B) {
 	defer cancel()
 	var count atomic.Int64
 	var ids []exchange.EntityID
+	var rts []*agent.Runtime
+	defer func() { // the runtimes stop before the exchanges close
+		cancel()
+		for _, rt := range rts {
+			<-rt.Done()
+		}
+	}()
 	for range agents {
 		rt, err := agent.NewRuntime(ctx, z, workerBehavior(&count))
 		if err != nil {
 			b.Fatal(err)
 		}
 		go rt.Run(ctx)
+		rts = append(rts, rt)
 		ids = append(ids, rt.ID())
 	}
 	var cls []*agent.Client
