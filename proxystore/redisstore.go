@@ -106,7 +106,8 @@ type RedisStore struct {
 var _ Store = (*RedisStore)(nil)
 
 // OpenRedisStore connects to Redis (within ctx) and returns the store of
-// the prefix, creating its id at first use.
+// the prefix, creating its id at first use. Like every store, it is listed
+// among the stores of this process (StoreFor) until its Close.
 func OpenRedisStore(ctx context.Context, opts ...RedisOption) (*RedisStore, error) {
 	o := redisOptions{addr: "127.0.0.1:6379", prefix: "shmex", maxPayload: DefaultRedisMaxPayload}
 	for _, f := range opts {
@@ -145,6 +146,7 @@ func OpenRedisStore(ctx context.Context, opts ...RedisOption) (*RedisStore, erro
 		return nil, fmt.Errorf("%w: %s holds %q, not a store id", ErrCorrupt, idKey, get.Val())
 	}
 	copy(s.id[:], b)
+	register(s) // for decoders that meet its proxies (see StoreFor)
 	return s, nil
 }
 
@@ -390,6 +392,7 @@ func (s *RedisStore) Close() error {
 	if s.closed.Swap(true) {
 		return nil
 	}
+	unregister(s)
 	if s.owns {
 		return s.cl.Close()
 	}
