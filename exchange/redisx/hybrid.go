@@ -56,8 +56,9 @@ type Hybrid struct {
 }
 
 var (
-	_ exchange.Exchange = (*Hybrid)(nil)
-	_ exchange.Reopener = (*Hybrid)(nil)
+	_ exchange.Exchange          = (*Hybrid)(nil)
+	_ exchange.Reopener          = (*Hybrid)(nil)
+	_ exchange.IncarnationSender = (*Hybrid)(nil)
 )
 
 // NewHybrid returns a hybrid handle over the shared-memory exchange x of
@@ -193,40 +194,17 @@ func (h *Hybrid) Send(ctx context.Context, m *exchange.Message) error {
 	return err
 }
 
-// SendIncarnation is Send that also returns the incarnation of the mailbox
-// the message went to (exchange.IncarnationSender).
+// SendIncarnation implements [exchange.IncarnationSender]: Send that also
+// returns the incarnation of the mailbox the message went to.
 func (h *Hybrid) SendIncarnation(ctx context.Context, m *exchange.Message) (uint32, error) {
 	if err := h.check(); err != nil {
 		return 0, err
 	}
-	var inc uint32
-	var err error
-	if is, ok := any(h.shm).(incarnationSender); ok {
-		inc, err = is.SendIncarnation(ctx, m)
-	} else {
-		// The ring registry's incarnation before the send: a Reopen in
-		// between makes a caller give up on an answer it would have had,
-		// never wait for one that cannot come.
-		var ierr error
-		inc, ierr = h.shm.Incarnation(ctx, m.Dest)
-		if err = h.shm.Send(ctx, m); err == nil && ierr != nil {
-			// Sent: the mailbox exists here; ask again (0 if that fails).
-			inc, _ = h.shm.Incarnation(ctx, m.Dest)
-		}
-	}
-	if err == nil {
-		return inc, nil
-	}
+	inc, err := h.shm.SendIncarnation(ctx, m)
 	if err == nil || !errors.Is(err, exchange.ErrBadEntityID) && !errors.Is(err, exchange.ErrMailboxClosed) {
-		return 0, err
+		return inc, err
 	}
 	return h.route(ctx, m, err)
-}
-
-// incarnationSender is exchange.IncarnationSender, named here so that the
-// hybrid uses the shared-memory exchange's SendIncarnation when it has one.
-type incarnationSender interface {
-	SendIncarnation(ctx context.Context, m *exchange.Message) (uint32, error)
 }
 
 // route sends m, which the ring registry refused with shmErr, through Redis

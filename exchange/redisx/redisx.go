@@ -27,8 +27,9 @@ type Exchange struct {
 }
 
 var (
-	_ exchange.Exchange = (*Exchange)(nil)
-	_ exchange.Reopener = (*Exchange)(nil)
+	_ exchange.Exchange          = (*Exchange)(nil)
+	_ exchange.Reopener          = (*Exchange)(nil)
+	_ exchange.IncarnationSender = (*Exchange)(nil)
 )
 
 // Open returns a handle on the exchange that the options name (server,
@@ -224,10 +225,10 @@ func (x *Exchange) Send(ctx context.Context, m *exchange.Message) error {
 	return err
 }
 
-// SendIncarnation is Send that also returns the incarnation of the mailbox
-// the message went to (exchange.IncarnationSender): a caller that records
-// it with its request learns, without another round trip, which run of the
-// agent it asked.
+// SendIncarnation implements [exchange.IncarnationSender]: Send that also
+// returns the incarnation of the mailbox the message went to (read in the
+// same round trip), so that a caller learns which run of the agent it
+// asked.
 func (x *Exchange) SendIncarnation(ctx context.Context, m *exchange.Message) (uint32, error) {
 	if err := x.check(); err != nil {
 		return 0, err
