@@ -93,7 +93,7 @@
 //
 // With a server that persists every write (appendonly yes, appendfsync
 // always) nothing acknowledged is lost across a restart. Heartbeats that
-// expired while the server was down are forgiven for one TTL after it
+// expired while the server was down are forgiven for two TTLs after it
 // starts (the scripts read its uptime), so that nobody is declared dead
 // for Redis's own absence. Each session keeps the records of what it owns
 // and writes back those that are missing when the data set's token

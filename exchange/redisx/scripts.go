@@ -15,7 +15,7 @@ import "github.com/redis/go-redis/v9"
 // alive(sid) is the liveness rule: a session is alive while its heartbeat
 // key exists, or while the server has been up for less than the grace (a
 // server that restarted from its append-only file dropped the heartbeats
-// that expired while it was down; their sessions get one TTL to beat
+// that expired while it was down; their sessions get two TTLs to beat
 // again). INFO is read only when a heartbeat is missing.
 const prelude = `
 local P = ARGV[1]

@@ -38,7 +38,7 @@ type session struct {
 	cl    redis.UniversalClient
 	owns  bool // cl is ours to close
 	o     options
-	grace string // liveness grace for the scripts, in seconds
+	grace string // liveness grace for the scripts, in seconds: two TTLs after a server start
 	log   *slog.Logger
 
 	snd sender
@@ -115,7 +115,7 @@ func acquireSession(ctx context.Context, o options) (*session, error) {
 		node:     o.node,
 		k:        newKeys(o.prefix),
 		o:        o,
-		grace:    strconv.Itoa(int(math.Ceil(o.ttl.Seconds())) + 1),
+		grace:    strconv.Itoa(int(math.Ceil(2*o.ttl.Seconds())) + 1),
 		log:      o.log,
 		owned:    map[exchange.UUID]*ownedEntity{},
 		releases: map[string]*mailbox{},
