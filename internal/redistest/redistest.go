@@ -117,7 +117,7 @@ func (s *Server) start() error {
 	args = append(args, "--dir", s.dir, "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning")
 	cmd := exec.Command(s.path, args...)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = dieWithParent()
 	if err := cmd.Start(); err != nil {
 		return err
 	}
