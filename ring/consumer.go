@@ -156,7 +156,7 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 	r := c.r
 	head := c.head
 	pos := head
-	n := 0
+	n, bytes := 0, 0
 	// Every claim lies in [pub, pub+capacity): past that a batch would
 	// meet records consumed but not yet zeroed.
 	for n < limit && pos < c.pub+r.capacity {
@@ -168,8 +168,13 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 			c.sink = fetchLines(payload)
 			fn(typ, payload)
 			n++
+			bytes += len(payload)
 		}
 		pos += size
+	}
+	if counting && n > 0 { // on the line of the consumed word, stored below
+		bump(&r.cc.received, uint64(n))
+		bump(&r.cc.receivedBytes, uint64(bytes))
 	}
 	switch {
 	case pos != head && atomic.LoadUint32(r.spaceWaiters) != 0:
@@ -266,6 +271,7 @@ func (c *Consumer) publish(to uint64) {
 	// Wake waiting producers once the head reaches their low-water mark
 	// (see Producer.waitSpace).
 	if atomic.LoadUint32(r.spaceWaiters) != 0 && to >= atomic.LoadUint64(r.spaceWanted) {
+		bump(&r.cc.spaceWakeups, 1)
 		r.spaceBell.Ring(1 << 30)
 	}
 }
@@ -353,6 +359,7 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 			// commits, but a dead one never will, so look again soon.
 			timeout = min(max(time.Since(c.stuckSince)/2, r.opts.StuckAfter), 20*time.Millisecond)
 		}
+		bump(&r.cc.sleeps, 1)
 		err = c.cancel.Wait(ctx, r.recvBell, seq, timeout)
 		atomic.StoreUint32(r.recvWaiting, 0)
 		if err != nil && ctx.Err() != nil {

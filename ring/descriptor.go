@@ -21,6 +21,10 @@ package ring
 //	2     256     8     head              the consumer: zeroed and handed back to producers
 //	      264     8     consumer          owner id of the consumer, 0 = none
 //	      272     8     consumed          the consumer: read up to here (head <= consumed <= tail)
+//	      280     8     received          the consumer: records handed over (counters.go)
+//	      288     8     receivedBytes     the consumer: payload bytes of those records
+//	      296     8     sleeps            the consumer: futex waits for records
+//	      304     8     spaceWakeups      the consumer: futex wakes of producers waiting for space
 //	3     384     4     recvWaiting       consumer sets, a producer clears
 //	      388     4     recvBell          doorbell the consumer sleeps on
 //	4     512     4     spaceWaiters      producers waiting for space (count)
@@ -38,6 +42,17 @@ package ring
 //	0   8  owner      owner id (liveness id of the producer's process), 0 = free
 //	8   8  intentPos  position of the producer's latest claim attempt
 //	16  8  intentLen  bytes of that attempt (padding at the wrap included)
+//	24  8  sent       records committed through the slot (counters.go)
+//	32  8  sentBytes  payload bytes of those records
+//	40  8  fullWaits  times a producer of the slot found the ring full
+//	48  8  wakeups    futex wakes of the consumer by producers of the slot
+//	56  8  reserved
+//
+// The counters of a slot are cumulative over every producer that held it
+// (a slot taken again keeps them): the ring's totals are their sums. They
+// sit on the line the producer writes at every claim anyway (intentPos),
+// and the consumer's on the line of its consumed word, which it writes at
+// every batch: counting adds no cache-line transfer to a message's path.
 //
 // A record in the data area: an 8-byte header, one 64-bit word so that it is
 // read and written atomically, then the payload, padded to RecordAlign:
@@ -71,6 +86,10 @@ const (
 	offHead             = 2 * lineSize
 	offConsumer         = 2*lineSize + 8
 	offConsumed         = 2*lineSize + 16
+	offReceived         = 2*lineSize + 24
+	offReceivedBytes    = 2*lineSize + 32
+	offSleeps           = 2*lineSize + 40
+	offSpaceWakeups     = 2*lineSize + 48
 	offRecvWaiting      = 3 * lineSize
 	offRecvBell         = 3*lineSize + 4
 	offSpaceWaiters     = 4 * lineSize
@@ -84,6 +103,10 @@ const (
 	slotOwner     = 0
 	slotIntentPos = 8
 	slotIntentLen = 16
+	slotSent      = 24
+	slotSentBytes = 32
+	slotFullWaits = 40
+	slotWakeups   = 48
 
 	// paddingBits is PaddingType in the type half of a header word.
 	paddingBits = uint64(0xFFFFFFFF) << 32
@@ -94,8 +117,9 @@ const (
 	// noIntent is the intentPos of a slot with no claim attempt.
 	noIntent = ^uint64(0)
 
-	// Version is the layout version written by New and required by Attach.
-	Version uint32 = 3
+	// Version is the layout version written by New and required by Attach
+	// (4: the counters in the consumer's line and the producer slots).
+	Version uint32 = 4
 
 	// MinCapacity and MaxCapacity bound the data area.
 	MinCapacity = 1 << 10

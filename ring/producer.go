@@ -42,6 +42,8 @@ type Producer struct {
 	lenWord  *uint64 // slot's intentLen
 	lastLen  uint64  // last value stored in lenWord
 	headSeen uint64  // cached head: refreshed only when the ring looks full
+	ctr      *slotCounters
+	full     bool // found the ring full since its last claim: a wait is counted once
 }
 
 // NewProducer takes a free producer slot for a producer owned by the process
@@ -58,7 +60,8 @@ func (r *Ring) NewProducer(owner uint64) (*Producer, error) {
 		}
 		p := &Producer{r: r, slot: i, owner: owner,
 			intent:  r.slotWord(i, slotIntentPos),
-			lenWord: r.slotWord(i, slotIntentLen)}
+			lenWord: r.slotWord(i, slotIntentLen),
+			ctr:     r.slotCounters(i)}
 		atomic.StoreUint64(p.intent, noIntent)
 		p.lastLen = atomic.LoadUint64(p.lenWord)
 		p.headSeen = atomic.LoadUint64(r.head)
@@ -114,8 +117,9 @@ func (p *Producer) Close() error {
 // Claim: use defer or an explicit Abort on error paths.
 type Claim struct {
 	r      *Ring
-	idx    uint64 // data index of the record header
-	length int32  // header + payload
+	ctr    *slotCounters // the producer's
+	idx    uint64        // data index of the record header
+	length int32         // header + payload
 	typ    int32
 }
 
@@ -128,21 +132,30 @@ func (c Claim) Bytes() []byte {
 // Commit publishes the record to the consumer. The header store is a full
 // fence (sync/atomic), which the Dekker handshake with the consumer's waiter
 // flag in wakeConsumer needs: commit, then look at the flag.
+//
+// The record is counted before it is committed (counters.go): a reader of
+// the counters never sees it received before it was sent.
 func (c Claim) Commit() {
+	if counting {
+		bump(&c.ctr.sent, 1)
+		bump(&c.ctr.sentBytes, uint64(c.length)-HeaderLen)
+	}
 	atomic.StoreUint64(c.r.header(c.idx), uint64(uint32(c.length))|uint64(uint32(c.typ))<<32)
-	c.r.wakeConsumer()
+	c.r.wakeConsumer(c.ctr)
 }
 
 // Abort turns the claimed space into padding, which the consumer skips.
 func (c Claim) Abort() {
 	atomic.StoreUint64(c.r.header(c.idx), uint64(uint32(c.length))|paddingBits)
-	c.r.wakeConsumer()
+	c.r.wakeConsumer(c.ctr)
 }
 
-// wakeConsumer rings the consumer's doorbell if it sleeps. Only the producer
-// that clears recvWaiting rings, so a burst of commits costs one system call.
-func (r *Ring) wakeConsumer() {
+// wakeConsumer rings the consumer's doorbell if it sleeps, counting the
+// wake-up in the producer's counters ctr. Only the producer that clears
+// recvWaiting rings, so a burst of commits costs one system call.
+func (r *Ring) wakeConsumer(ctr *slotCounters) {
 	if atomic.LoadUint32(r.recvWaiting) != 0 && atomic.CompareAndSwapUint32(r.recvWaiting, 1, 0) {
+		bump(&ctr.wakeups, 1)
 		r.recvBell.Ring(1)
 	}
 }
@@ -198,6 +211,10 @@ func (p *Producer) claim(ctx context.Context, typ int32, n int, wait bool) (Clai
 		if tail+need > p.headSeen+r.capacity {
 			p.headSeen = atomic.LoadUint64(r.head)
 			if tail+need > p.headSeen+r.capacity {
+				if counting && !p.full {
+					p.full = true // until the next claim: one wait, however many calls
+					bump(&p.ctr.fullWaits, 1)
+				}
 				if !wait {
 					return Claim{}, ErrFull
 				}
@@ -220,6 +237,9 @@ func (p *Producer) claim(ctx context.Context, typ int32, n int, wait bool) (Clai
 			shm.StoreRelease(p.intent, noIntent)
 			continue
 		}
+		if counting {
+			p.full = false
+		}
 		// Invariant 3. These headers need no fence of their own: the
 		// consumer reads them only when the record stays stuck.
 		if need != aligned {
@@ -230,7 +250,7 @@ func (p *Producer) claim(ctx context.Context, typ int32, n int, wait bool) (Clai
 		// zeroed them: fetch them all at once rather than one per store.
 		prefetchW(uintptr(unsafe.Pointer(&r.data[idx])), uintptr(min(length, fetchLimit)))
 		shm.StoreRelease(r.header(idx), uint64(uint32(-int32(length)))|uint64(uint32(p.slot))<<32)
-		return Claim{r: r, idx: idx, length: int32(length), typ: typ}, nil
+		return Claim{r: r, ctr: p.ctr, idx: idx, length: int32(length), typ: typ}, nil
 	}
 }
 

@@ -102,6 +102,7 @@ type Ring struct {
 	recovered    *uint64
 	recoveredTO  *uint64
 	recoveredB   *uint64
+	cc           *consumerCounters // the consumer's counters (counters.go)
 }
 
 // New lays out a fresh ring in region (zeroing it) and returns a view of it.
@@ -200,6 +201,7 @@ func view(region []byte, capacity, maxRecord, slots int, opts Options) *Ring {
 	r.recovered = r.word64(offRecovered)
 	r.recoveredTO = r.word64(offRecoveredTimeout)
 	r.recoveredB = r.word64(offRecoveredBytes)
+	r.cc = (*consumerCounters)(unsafe.Pointer(r.word64(offReceived)))
 	return r
 }
 
@@ -244,27 +246,47 @@ func (r *Ring) Closed() bool { return atomic.LoadUint64(r.tail)&closedBit != 0 }
 // Stats is a snapshot of a ring's positions and counters.
 type Stats struct {
 	Capacity           int    // data area bytes
-	Head               uint64 // head published to producers (the consumer may have read further: Consumer.Position)
+	MaxPayload         int    // largest payload of a record
+	Head               uint64 // head published to producers (the consumer may have read further: Consumed)
+	Consumed           uint64 // position the consumer has read up to
 	Tail               uint64 // claim position
 	Closed             bool   // closed flag
+	Consumer           uint64 // owner id of the attached consumer, 0 = none
 	Recovered          uint64 // stuck records of dead producers turned into padding
 	RecoveredByTimeout uint64 // stuck records of unknown producers padded after a timeout
 	RecoveredBytes     uint64 // bytes turned into padding by recovery
 	Producers          int    // producer slots in use
+	Slots              int    // producer slots in all
+	Counters                  // cumulative counts (counters.go)
 }
 
-// Stats returns a snapshot of the ring's positions and counters.
+// Depth returns the bytes claimed but not yet read by the consumer
+// (records, their headers and padding).
+func (s Stats) Depth() uint64 {
+	if s.Tail < s.Consumed {
+		return 0 // a snapshot of words read one after the other
+	}
+	return s.Tail - s.Consumed
+}
+
+// Stats returns a snapshot of the ring's positions and counters. It only
+// reads the ring: any process that maps it may call it, at any time, also
+// on a read-only mapping.
 func (r *Ring) Stats() Stats {
-	t := atomic.LoadUint64(r.tail)
 	s := Stats{
 		Capacity:           int(r.capacity),
+		MaxPayload:         r.maxRecord - HeaderLen,
 		Head:               atomic.LoadUint64(r.head),
-		Tail:               t &^ closedBit,
-		Closed:             t&closedBit != 0,
+		Consumed:           atomic.LoadUint64(r.consumed),
+		Consumer:           atomic.LoadUint64(r.consumer),
 		Recovered:          atomic.LoadUint64(r.recovered),
 		RecoveredByTimeout: atomic.LoadUint64(r.recoveredTO),
 		RecoveredBytes:     atomic.LoadUint64(r.recoveredB),
+		Slots:              r.slots,
+		Counters:           r.counters(),
 	}
+	t := atomic.LoadUint64(r.tail)
+	s.Tail, s.Closed = t&^closedBit, t&closedBit != 0
 	for i := 0; i < r.slots; i++ {
 		if atomic.LoadUint64(r.slotWord(i, slotOwner)) != 0 {
 			s.Producers++
