@@ -14,7 +14,8 @@ import (
 	"github.com/shmex/shmex/shm"
 )
 
-// CollectStats reports what [SHM.Collect] removed.
+// CollectStats reports what [SHM.Collect] removed (or, with [DryRun],
+// would remove).
 type CollectStats struct {
 	// Rings is the number of ring segments of terminated mailboxes removed.
 	Rings int
@@ -22,7 +23,22 @@ type CollectStats struct {
 	Lives int
 	// Temps is the number of abandoned temporary files removed.
 	Temps int
+	// Removed names every file removed, by its name in the exchange
+	// directory, in the order of removal.
+	Removed []string
 }
+
+// CollectOption configures [SHM.Collect].
+type CollectOption func(*collectOptions)
+
+type collectOptions struct{ dryRun bool }
+
+// DryRun makes Collect remove nothing, terminate nothing and repair
+// nothing: it reports the files it would remove, as the registry and the
+// directory stand. (A dry run tests the lock of each temporary file as
+// Collect does: a creator that tries to lock its new file at that instant
+// starts over under another name, leaving the file to the next Collect.)
+func DryRun() CollectOption { return func(o *collectOptions) { o.dryRun = true } }
 
 // orphanGrace is how old a ring file that no registry entry names must be
 // before Collect takes it for abandoned: a registration publishes its
@@ -88,13 +104,21 @@ func (x *SHM) Entities(ctx context.Context) (_ []EntityInfo, err error) {
 // It compacts the registry: every active mailbox whose owner is dead is
 // marked terminated first (its queued requests answered), so that its
 // slot is free for reuse, and a damaged count or state word is repaired.
-// Collect is safe while other processes use the exchange.
-func (x *SHM) Collect(ctx context.Context) (st CollectStats, err error) {
+// Collect is safe while other processes use the exchange. With [DryRun]
+// it changes nothing and lists what it would remove.
+func (x *SHM) Collect(ctx context.Context, opts ...CollectOption) (st CollectStats, err error) {
+	var o collectOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := x.enter(); err != nil {
 		return st, err
 	}
 	defer x.leave()
 	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
+	if o.dryRun {
+		return x.collectDry(ctx)
+	}
 	if err := x.repairCount(); err != nil {
 		return st, err
 	}
@@ -126,6 +150,7 @@ func (x *SHM) Collect(ctx context.Context) (st CollectStats, err error) {
 		}
 		if removed || existed && !fileExists(path) {
 			st.Rings++
+			st.Removed = append(st.Removed, filepath.Base(path))
 		}
 	}
 	// This handle's mappings of the rings removed (by this Collect or
@@ -144,6 +169,7 @@ func (x *SHM) Collect(ctx context.Context) (st CollectStats, err error) {
 			// that nobody holds was left by a creator that died.
 			if ok, err := shm.RemoveAbandonedTemp(path); err == nil && ok {
 				st.Temps++
+				st.Removed = append(st.Removed, name)
 			}
 		case strings.HasPrefix(name, shm.RingPrefix) && !named[name]:
 			// A registration or Reopen creates the ring before it
@@ -154,6 +180,7 @@ func (x *SHM) Collect(ctx context.Context) (st CollectStats, err error) {
 			}
 			if removeFile(path) {
 				st.Rings++
+				st.Removed = append(st.Removed, name)
 			}
 		case strings.HasPrefix(name, shm.LivePrefix):
 			if _, ok := shm.ParseLifeName(name); !ok {
@@ -163,6 +190,7 @@ func (x *SHM) Collect(ctx context.Context) (st CollectStats, err error) {
 			// and its id is never reused: once unlocked, it stays dead.
 			if alive, err := shm.AlivePath(path); err == nil && !alive && removeFile(path) {
 				st.Lives++
+				st.Removed = append(st.Removed, name)
 			}
 		}
 	}

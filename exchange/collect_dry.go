@@ -1,0 +1,101 @@
+package exchange
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/shmex/shmex/ring"
+	"github.com/shmex/shmex/shm"
+)
+
+// collectDry is Collect with DryRun: it lists what Collect would remove,
+// deciding each file as Collect does, and changes nothing. The caller has
+// entered.
+func (x *SHM) collectDry(ctx context.Context) (st CollectStats, err error) {
+	named := map[string]bool{} // ring files the registry names
+	n := x.reg.published()
+	for i := 0; i < n; i++ {
+		if err := ctx.Err(); err != nil {
+			return st, err
+		}
+		s := x.reg.stamp(i)
+		if s.state() == regFree {
+			continue
+		}
+		u, owner := x.reg.uuidAt(i), x.reg.owner(i)
+		if !x.reg.current(i, s) {
+			continue
+		}
+		path := ringPath(x.dir, u, s.inc())
+		named[filepath.Base(path)] = true
+		// Collect terminates the mailbox of a dead owner (active, or
+		// damaged), then removes the ring of every terminated mailbox
+		// whose owner is dead, unless a live receiver is attached.
+		if x.alive(owner) || !x.ringCollectable(path) {
+			continue
+		}
+		st.Rings++
+		st.Removed = append(st.Removed, filepath.Base(path))
+	}
+	entries, err := shm.ReadDir(x.dir)
+	if err != nil {
+		return st, err
+	}
+	for _, de := range entries {
+		name := de.Name()
+		path := filepath.Join(x.dir, name)
+		switch {
+		case shm.IsTemp(name):
+			// A temporary file is abandoned once no creator holds its
+			// lock (see shm.RemoveAbandonedTemp).
+			if alive, err := shm.AlivePath(path); err == nil && !alive {
+				st.Temps++
+				st.Removed = append(st.Removed, name)
+			}
+		case strings.HasPrefix(name, shm.RingPrefix) && !named[name]:
+			fi, err := de.Info()
+			if err != nil || time.Since(fi.ModTime()) < orphanGrace {
+				continue
+			}
+			st.Rings++
+			st.Removed = append(st.Removed, name)
+		case strings.HasPrefix(name, shm.LivePrefix):
+			if _, ok := shm.ParseLifeName(name); !ok {
+				continue
+			}
+			if alive, err := shm.AlivePath(path); err == nil && !alive {
+				st.Lives++
+				st.Removed = append(st.Removed, name)
+			}
+		}
+	}
+	return st, nil
+}
+
+// ringCollectable reports whether Collect would remove the ring at path of
+// a mailbox whose owner is dead: it exists, and no live receiver is
+// attached to it (a ring that does not validate is removed too, as
+// collectRing does). It maps the ring read-only.
+func (x *SHM) ringCollectable(path string) bool {
+	seg, err := shm.Open(path, shm.KindRing, shm.ReadOnly())
+	if errors.Is(err, shm.ErrNotExist) {
+		return false
+	}
+	if err != nil {
+		return true // damaged
+	}
+	defer seg.Close()
+	var consumer uint64
+	if tolerateFault(func() {
+		var r *ring.Ring
+		if r, err = ring.Attach(seg.Body(), ring.Options{}); err == nil {
+			consumer = r.Stats().Consumer
+		}
+	}) || err != nil {
+		return true // damaged
+	}
+	return consumer == 0 || !x.alive(consumer)
+}
