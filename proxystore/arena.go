@@ -218,7 +218,7 @@ func OpenArena(dir string, opts ...ArenaOption) (*Arena, error) {
 		stop: make(chan struct{}), done: make(chan struct{}),
 	}
 	a.lives.dir = dir
-	if removed, err := collect(dir, life.ID(), &a.lives); err != nil {
+	if removed, err := collect(dir, life.ID(), &a.lives, false); err != nil {
 		log.Warn("proxystore: collecting dead arenas", "err", err)
 	} else if len(removed) > 0 {
 		log.Info("proxystore: removed arenas of dead owners", "files", removed)

@@ -187,6 +187,7 @@ func (a *Arena) tryAlloc(n int) (*arenaSeg, uint64, bool) {
 
 // freeBlock gives the block at descriptor idx back to the allocator.
 func (a *Arena) freeBlock(s *arenaSeg, idx uint32) {
+	s.countFree(idx) // arena_stats.go
 	o := s.own
 	o.blocks--
 	delete(o.pending, idx)
@@ -463,6 +464,7 @@ func (a *Arena) newBlock(n int, opts []PutOption) (*arenaSeg, uint32, uint64, ui
 		return nil, 0, 0, 0, err
 	}
 	idx := uint32(off / Granule)
+	s.countAlloc(idx, n) // arena_stats.go
 	o2 := s.own
 	o2.blocks++
 	if o2.gen >= arenaMaxGen {

@@ -63,8 +63,10 @@ import (
 //	1     128           4                closed           the owner: 1 once the segment is retired
 //	2     256           8                reclaimable      readers: bumped when a release leaves a
 //	                                                      dead block (refs 0, state not live)
-//	3     384           holdSlots*256    hold slots       each slot by the reader that claimed it
-//	      descOffset    nDesc*32         block descriptors (descOffset = 384 + holdSlots*256,
+//	3     384           40               statistics       the owner, under its allocator's lock
+//	                                                      (arena_stats.go)
+//	4     512           holdSlots*256    hold slots       each slot by the reader that claimed it
+//	      descOffset    nDesc*32         block descriptors (descOffset = 512 + holdSlots*256,
 //	                                                      a multiple of 128)
 //
 // Meta header:
@@ -79,6 +81,17 @@ import (
 //	56  4   nDesc      number of block descriptors: dataSize/Granule, or 1 with flagSingle
 //	60  4   holdSlots  number of hold slots
 //	64  4   checksum   CRC-32C of [0, 64)
+//
+// Statistics (meta version 2), for operators (`shmex stat`), written by the
+// owner alone as it allocates and reclaims blocks, read by anyone:
+//
+//	0   8   inUse    bytes of the data area allocated to blocks (slab slots,
+//	                 chunk runs, a single block's whole segment)
+//	8   8   blocks   blocks allocated and not yet reclaimed: loaned, live, or
+//	                 released and waiting for the owner's reclaim
+//	16  8   payload  payload bytes of those blocks
+//	24  8   allocs   blocks allocated since the segment was made
+//	32  8   frees    blocks given back since (reclaimed, freed, aborted)
 //
 // A hold slot (holdSlotSize bytes) records what one reader process holds:
 //
@@ -110,7 +123,11 @@ const (
 	// MaxSmall is the largest payload served from a size class.
 	MaxSmall = 32 << 10
 
+	// arenaVersion is the version of the store descriptor and the data
+	// header; metaVersion that of the meta header (2: the statistics
+	// line, which moved the hold table).
 	arenaVersion uint32 = 1
+	metaVersion  uint32 = 2
 
 	dataFileOffset = 4096
 
@@ -137,7 +154,15 @@ const (
 	arenaLine        = 128
 	metaOffClosed    = 1 * arenaLine
 	metaOffReclaim   = 2 * arenaLine
-	metaOffHoldTable = 3 * arenaLine
+	metaOffStats     = 3 * arenaLine
+	metaOffHoldTable = 4 * arenaLine
+
+	// Statistics line, from metaOffStats.
+	statInUse   = 0
+	statBlocks  = 8
+	statPayload = 16
+	statAllocs  = 24
+	statFrees   = 32
 
 	holdSlotSize    = 256
 	holdEntries     = (holdSlotSize - 8) / 8 // 31
@@ -209,6 +234,14 @@ type arenaHeader struct {
 
 func (h arenaHeader) single() bool { return h.flags&flagSingle != 0 }
 
+// headerVersion is the layout version of a meta (meta) or data header.
+func headerVersion(meta bool) uint32 {
+	if meta {
+		return metaVersion
+	}
+	return arenaVersion
+}
+
 // metaBodySize is the body size of a meta segment.
 func metaBodySize(nDesc, holdSlots uint32) int64 {
 	return int64(descOffset(holdSlots)) + int64(nDesc)*descSize
@@ -246,7 +279,7 @@ func parseStoreDesc(b []byte) (StoreID, error) {
 func putArenaHeader(b []byte, magic [8]byte, h arenaHeader, meta bool) {
 	le := binary.LittleEndian
 	copy(b, magic[:])
-	le.PutUint32(b[ahOffVersion:], arenaVersion)
+	le.PutUint32(b[ahOffVersion:], headerVersion(meta))
 	le.PutUint32(b[ahOffFlags:], h.flags)
 	copy(b[ahOffStore:], h.store[:])
 	le.PutUint64(b[ahOffSegment:], h.segment)
@@ -278,8 +311,8 @@ func parseArenaHeader(b []byte, fileSize int64, meta bool) (arenaHeader, error) 
 	if [8]byte(b[:8]) != magic {
 		return h, fmt.Errorf("%w: %s header has a bad magic", ErrBadArena, what)
 	}
-	if v := le.Uint32(b[ahOffVersion:]); v != arenaVersion {
-		return h, fmt.Errorf("%w: %s header version %d, want %d", ErrBadArena, what, v, arenaVersion)
+	if v := le.Uint32(b[ahOffVersion:]); v != headerVersion(meta) {
+		return h, fmt.Errorf("%w: %s header version %d, want %d", ErrBadArena, what, v, headerVersion(meta))
 	}
 	if le.Uint32(b[sum:]) != crc32.Checksum(b[:sum], castagnoli) {
 		return h, fmt.Errorf("%w: %s header checksum mismatch", ErrBadArena, what)

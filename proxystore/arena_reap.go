@@ -35,7 +35,7 @@ func (a *Arena) reaper() {
 		}
 		a.reap()
 		if tick%collectEvery == 0 {
-			if removed, err := collect(a.dir, a.life.ID(), &a.lives); err != nil {
+			if removed, err := collect(a.dir, a.life.ID(), &a.lives, false); err != nil {
 				a.log.Warn("proxystore: collecting dead arenas", "err", err)
 			} else if len(removed) > 0 {
 				a.log.Info("proxystore: removed arenas of dead owners", "files", removed)
@@ -172,19 +172,33 @@ func (c *lifeCache) close() {
 // still map a removed segment keep a valid view of it; new resolves of its
 // proxies fail with [ErrOwnerDead]. Files it cannot parse are left in place
 // and reported in the error. The arena stores of the directory call it on
-// open and periodically; `shmex gc` calls it too.
-func Collect(dir string) ([]string, error) {
+// open and periodically; `shmex gc` calls it too. With [DryRun] it removes
+// nothing and returns the names of the files it would remove.
+func Collect(dir string, opts ...CollectOption) ([]string, error) {
+	var o collectOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := shm.CheckDir(dir); err != nil {
 		return nil, err
 	}
 	var lives lifeCache
 	lives.dir = dir
 	defer lives.close()
-	return collect(dir, 0, &lives)
+	return collect(dir, 0, &lives, o.dryRun)
 }
 
-// collect is Collect, skipping the segments of process me.
-func collect(dir string, me uint64, lives *lifeCache) ([]string, error) {
+// CollectOption configures [Collect].
+type CollectOption func(*collectOptions)
+
+type collectOptions struct{ dryRun bool }
+
+// DryRun makes [Collect] remove nothing: it lists what it would remove.
+func DryRun() CollectOption { return func(o *collectOptions) { o.dryRun = true } }
+
+// collect is Collect, skipping the segments of process me; dry removes
+// nothing.
+func collect(dir string, me uint64, lives *lifeCache, dry bool) ([]string, error) {
 	entries, err := shm.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("proxystore: collect %s: %w", dir, err)
@@ -196,7 +210,7 @@ func collect(dir string, me uint64, lives *lifeCache) ([]string, error) {
 		name := e.Name()
 		if strings.HasPrefix(name, tmp) && shm.IsTemp(name) {
 			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > tmpMaxAge {
-				if os.Remove(filepath.Join(dir, name)) == nil {
+				if dry || os.Remove(filepath.Join(dir, name)) == nil {
 					removed = append(removed, name)
 				}
 			}
@@ -223,9 +237,11 @@ func collect(dir string, me uint64, lives *lifeCache) ([]string, error) {
 		if h.owner == me || lives.alive(h.owner) {
 			continue
 		}
-		if err := shm.Remove(path); err != nil {
-			errs = append(errs, err)
-			continue
+		if !dry {
+			if err := shm.Remove(path); err != nil {
+				errs = append(errs, err)
+				continue
+			}
 		}
 		removed = append(removed, name)
 	}
