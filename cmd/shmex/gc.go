@@ -6,10 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/shmex/shmex/exchange"
 	"github.com/shmex/shmex/proxystore"
@@ -21,21 +19,20 @@ var gcCommand = &command{
 	args: "[--dry-run] [NAME...]",
 	help: `Removes from the named exchanges (every exchange by default) what dead
 processes left, and names each file it removed:
-  - the rings of terminated mailboxes that no live process can drain;
+  - the rings of terminated mailboxes that no live process can drain
+    (first, the active mailboxes of dead owners are terminated);
+  - rings that no registry entry names, once a minute old (left by a
+    registration that died before it published its entry);
   - the arena segments of dead owners;
   - the liveness lock files of dead processes (with the pid each held);
-  - temporary files older than a minute (segments whose creator died
-    before publishing them).
+  - abandoned temporary files (segments whose creator died before
+    publishing them).
 It ends with the counts for each exchange. Processes that still map a
-removed file keep a valid view of it. A file that disappeared while gc ran
-is listed as removed, even if another process removed it meanwhile.
+removed file keep a valid view of it.
 
---dry-run removes nothing and lists the lock files of dead processes and
-the abandoned temporary files that gc would remove. It cannot yet tell
-which rings and arenas gc would remove (the exchange and the arena store
-decide that only as they remove them): it says how many terminated
-mailboxes there are, whose rings gc may remove. Like ls, it marks
-terminated the active mailboxes of dead owners.
+--dry-run removes nothing, terminates nothing and repairs nothing: it
+names every file gc would remove, decided as gc decides, as the exchange
+stands.
 
 A file that is not what shmex puts there (a FIFO, a socket, a link) is
 reported with its path, and gc exits with status 1.`,
@@ -48,11 +45,6 @@ reported with its path, and gc exits with status 1.`,
 }
 
 type gcOptions struct{ dryRun bool }
-
-// tempGrace is how old a temporary file must be for gc to take it for
-// abandoned: the age after which the exchange and the arena store remove
-// them.
-const tempGrace = time.Minute
 
 func runGc(ctx context.Context, env *env, opts any, names []string) error {
 	o := opts.(*gcOptions)
@@ -67,13 +59,7 @@ func runGc(ctx context.Context, env *env, opts any, names []string) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		var err error
-		if o.dryRun {
-			err = dryRun(ctx, env.root, name, env.stdout)
-		} else {
-			err = collect(ctx, env.root, name, env.stdout)
-		}
-		errs = append(errs, under(name, err))
+		errs = append(errs, under(name, collect(ctx, env.root, name, o.dryRun, env.stdout)))
 	}
 	return errors.Join(errs...)
 }
@@ -110,96 +96,70 @@ func describe(name string, dead map[string]int) string {
 	return "file"
 }
 
-// collect runs the collections of the exchange and of its arena store on
-// exchange name, and names what they removed.
-func collect(ctx context.Context, root, name string, w io.Writer) error {
+// collect runs the collections of the arena store and of the exchange on
+// exchange name (dry: their dry runs), and names each file they removed
+// (would remove), as they report them.
+func collect(ctx context.Context, root, name string, dry bool, w io.Writer) error {
 	dir, err := exchangeDir(root, name)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	dead, err := deadPIDs(dir)
+	dead, err := deadPIDs(dir) // before the lock files go
 	if err != nil {
 		errs = append(errs, err)
 	}
-	before, err := shm.ReadDir(dir)
-	if err != nil {
-		return err
+	verb := "removed"
+	var popts []proxystore.CollectOption
+	var xopts []exchange.CollectOption
+	if dry {
+		verb = "would remove"
+		popts, xopts = append(popts, proxystore.DryRun()), append(xopts, exchange.DryRun())
 	}
-	arenas, err := proxystore.Collect(dir)
+	// The arenas first: their owners' lock files tell whether they live.
+	arenas, err := proxystore.Collect(dir, popts...)
 	if err != nil {
 		errs = append(errs, fmt.Errorf("arenas: %w", err))
 	}
 	var st exchange.CollectStats
-	x, xerr := exchange.Open(name, exchange.WithRoot(root), exchange.WithLogger(slog.New(slog.DiscardHandler)))
+	x, xerr := openQuiet(root, name)
 	if xerr == nil {
-		st, xerr = x.Collect(ctx)
+		st, xerr = x.Collect(ctx, xopts...)
 		x.Close()
 	}
 	if xerr != nil {
 		errs = append(errs, xerr)
 	}
-	after, err := shm.ReadDir(dir)
-	if err != nil {
-		return errors.Join(append(errs, err)...)
+	// Both collectors take abandoned temporary files of arenas: name
+	// each file once.
+	seen := map[string]bool{}
+	temps := st.Temps
+	for _, f := range arenas {
+		seen[f] = true
+		fmt.Fprintf(w, "%s: %s %s (%s)\n", name, verb, f, describe(f, dead))
+		if shm.IsTemp(f) {
+			temps++
+		}
 	}
-	left := make(map[string]bool, len(after))
-	for _, e := range after {
-		left[e.Name()] = true
+	for _, f := range st.Removed {
+		if seen[f] {
+			temps--
+			continue
+		}
+		seen[f] = true
+		fmt.Fprintf(w, "%s: %s %s (%s)\n", name, verb, f, describe(f, dead))
 	}
-	for _, e := range before {
-		if !left[e.Name()] {
-			fmt.Fprintf(w, "%s: removed %s (%s)\n", name, e.Name(), describe(e.Name(), dead))
+	segments := len(arenas)
+	for _, f := range arenas {
+		if shm.IsTemp(f) {
+			segments--
 		}
 	}
 	if xerr != nil {
-		fmt.Fprintf(w, "%s: removed %d arena file(s); rings, liveness and temporary files not collected (see the error)\n", name, len(arenas))
+		fmt.Fprintf(w, "%s: %s %d arena file(s); rings, liveness and temporary files not collected (see the error)\n", name, verb, segments)
 	} else {
-		fmt.Fprintf(w, "%s: removed %d ring(s), %d arena file(s), %d liveness file(s), %d temporary file(s)\n",
-			name, st.Rings, len(arenas), st.Lives, st.Temps)
+		fmt.Fprintf(w, "%s: %s %d ring(s), %d arena file(s), %d liveness file(s), %d temporary file(s)\n",
+			name, verb, st.Rings, segments, st.Lives, temps)
 	}
-	return errors.Join(errs...)
-}
-
-// dryRun says what gc would remove from exchange name, as far as it can be
-// known without removing.
-func dryRun(ctx context.Context, root, name string, w io.Writer) error {
-	dir, err := exchangeDir(root, name)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	dead, err := deadPIDs(dir)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	entries, err := shm.ReadDir(dir)
-	if err != nil {
-		return errors.Join(append(errs, err)...)
-	}
-	n := 0
-	for _, e := range entries {
-		_, isDead := dead[e.Name()]
-		if shm.IsTemp(e.Name()) {
-			fi, err := e.Info()
-			isDead = err == nil && time.Since(fi.ModTime()) > tempGrace
-		}
-		if isDead {
-			fmt.Fprintf(w, "%s: would remove %s (%s)\n", name, e.Name(), describe(e.Name(), dead))
-			n++
-		}
-	}
-	ents, err := entities(ctx, root, name)
-	if err != nil {
-		return errors.Join(append(errs, err)...)
-	}
-	terminated := 0
-	for _, e := range ents {
-		if e.Status != exchange.StatusActive {
-			terminated++
-		}
-	}
-	fmt.Fprintf(w, "%s: would remove %d file(s) listed above; not listed: the rings of the %d terminated mailbox(es) that no live process drains, and arenas of dead processes\n",
-		name, n, terminated)
 	return errors.Join(errs...)
 }

@@ -28,13 +28,15 @@ left (DEAD: gc removes them), how many mailboxes are active and terminated,
 and the bytes its files take.
 
 With NAMEs, lists for each named exchange its processes (pid, alive or
-dead, lock file) and its mailboxes (id, status, name, behavior and the
-behaviors it implements). Terminated mailboxes are left out unless -a.
+dead, lock file) and its mailboxes: id, status, the pid of its owner
+process ("dead" once it died), the bytes queued in its ring (depth) and
+its capacity, name, behavior and the behaviors it implements. Terminated
+mailboxes are left out unless -a.
 
-A mailbox is active while its owner process lives: the exchange marks the
-mailbox of a dead owner terminated when it looks at it, as ls does. The
-owner's pid, and the depth and capacity of each mailbox, are not shown yet:
-the exchange does not give them out.
+A mailbox is active while its owner process lives: ls reports the mailbox
+of a dead owner terminated, without changing anything (the next process
+that looks at it through the exchange, or gc, terminates it). shmex stat
+shows the counters of each mailbox.
 
 A file in an exchange directory that is not what shmex puts there (a FIFO,
 a socket, a link) is reported with its path, and ls exits with status 1.
@@ -43,7 +45,8 @@ a socket, a link) is reported with its path, and ls exits with status 1.
   {"name", "dir", "bytes",
    "processes": [{"pid", "alive", "lock"}],
    "active", "terminated",
-   "mailboxes": [{"id", "role", "name", "behavior", "implements", "status"}],
+   "mailboxes": [{"id", "role", "name", "behavior", "implements", "status",
+                  "owner": {"pid", "alive"}, "depth", "capacity"}],
    "errors": ["..."]}
 with every exchange's mailboxes, terminated ones only with -a.`,
 	flags: func(fs *flag.FlagSet) any {
@@ -86,6 +89,9 @@ type mailboxInfo struct {
 	Behavior   string   `json:"behavior,omitempty"`
 	Implements []string `json:"implements,omitempty"`
 	Status     string   `json:"status"`
+	Owner      proc     `json:"owner"`    // the owner process (pid 0: unknown)
+	Depth      int      `json:"depth"`    // bytes queued in its ring
+	Capacity   int      `json:"capacity"` // of its ring; 0 when the ring is gone
 }
 
 func (in *exchangeInfo) fail(err error) {
@@ -158,11 +164,14 @@ func inspect(ctx context.Context, root, name string, all bool) *exchangeInfo {
 	in.Dir = dir
 	// The exchange first: the lock file this process holds while it
 	// has the exchange open is gone when the processes are listed.
-	if ents, err := entities(ctx, root, name); err != nil {
+	mbs, err := mailboxes(ctx, root, name)
+	if err != nil {
+		// A mailbox whose ring cannot be read is listed all the same.
 		in.fail(err)
-	} else {
+	}
+	if mbs != nil {
 		in.counted = true
-		for _, e := range ents {
+		for _, e := range mbs {
 			if e.Status == exchange.StatusActive {
 				in.Active++
 			} else {
@@ -173,6 +182,8 @@ func inspect(ctx context.Context, root, name string, all bool) *exchangeInfo {
 					ID: e.ID.String(), Role: e.ID.Role.String(), Name: e.Name,
 					Behavior: e.Behavior.Name, Implements: e.Behavior.Implements,
 					Status: e.Status.String(),
+					Owner:  proc{PID: e.Owner.PID, Alive: e.Owner.Alive},
+					Depth:  e.Depth, Capacity: e.Capacity,
 				})
 			}
 		}
@@ -190,16 +201,21 @@ func inspect(ctx context.Context, root, name string, all bool) *exchangeInfo {
 	return in
 }
 
-// entities joins an existing exchange and lists its entities.
-func entities(ctx context.Context, root, name string) ([]exchange.EntityInfo, error) {
-	// Warnings of the exchange (damaged registry entries) go nowhere:
-	// ls reports what it could read, and errors.
-	x, err := exchange.Open(name, exchange.WithRoot(root), exchange.WithLogger(slog.New(slog.DiscardHandler)))
+// openQuiet joins an existing exchange. Its warnings (damaged registry
+// entries) go nowhere: the commands report what they could read, and
+// errors.
+func openQuiet(root, name string) (*exchange.SHM, error) {
+	return exchange.Open(name, exchange.WithRoot(root), exchange.WithLogger(slog.New(slog.DiscardHandler)))
+}
+
+// mailboxes joins an existing exchange and lists its mailboxes.
+func mailboxes(ctx context.Context, root, name string) ([]exchange.MailboxStats, error) {
+	x, err := openQuiet(root, name)
 	if err != nil {
 		return nil, err
 	}
 	defer x.Close()
-	return x.Entities(ctx)
+	return x.Mailboxes(ctx)
 }
 
 // exchanges returns the names of the exchange directories under root.
@@ -333,13 +349,17 @@ func printExchange(w io.Writer, in *exchangeInfo, all bool) error {
 		fmt.Fprintln(tw, "mailboxes: unknown, the registry could not be read (see the error)")
 		return tw.Flush()
 	}
-	fmt.Fprintln(tw, "MAILBOX\tSTATUS\tNAME\tBEHAVIOR")
+	fmt.Fprintln(tw, "MAILBOX\tSTATUS\tOWNER\tDEPTH\tCAPACITY\tNAME\tBEHAVIOR")
 	for _, m := range in.Mailboxes {
 		beh := m.Behavior
 		if len(m.Implements) > 0 {
 			beh += " (" + strings.Join(m.Implements, ", ") + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", m.ID, m.Status, m.Name, beh)
+		capacity := "-" // the ring is gone
+		if m.Capacity > 0 {
+			capacity = humanBytes(int64(m.Capacity))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.Status, procLabel(m.Owner), humanBytes(int64(m.Depth)), capacity, m.Name, beh)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -373,4 +393,25 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTP"[exp])
+}
+
+// proc is a process in the output of ls and stat.
+type proc struct {
+	PID   int  `json:"pid"` // 0: unknown
+	Alive bool `json:"alive"`
+}
+
+// procLabel is a process's pid, with "dead" once it died.
+func procLabel(p proc) string {
+	if p.Alive {
+		return pidLabel(p.PID)
+	}
+	return pidLabel(p.PID) + " dead"
+}
+
+func pidLabel(pid int) string {
+	if pid <= 0 {
+		return "?"
+	}
+	return strconv.Itoa(pid)
 }

@@ -59,7 +59,7 @@ Commands:
                               rings of terminated mailboxes nobody can drain,
                               arenas of dead owners, their liveness files,
                               abandoned temporary files (every exchange by
-                              default)
+                              default); --dry-run names them, removing nothing
   rm [-f] NAME                remove exchange NAME; refused while a live
                               process uses it (named by pid), unless -f
   help [COMMAND]              print this help, or a command's

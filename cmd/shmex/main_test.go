@@ -149,6 +149,13 @@ func TestLsGcRm(t *testing.T) {
 	if code != exitOK || !strings.Contains(out, "Counter (Agent)") || !strings.Contains(out, "doomed") || strings.Count(out, "active") != 2 {
 		t.Fatalf("ls lab: %d %q %q", code, out, errs)
 	}
+	// The child's mailbox: its owner's pid, depth and capacity.
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 0 && strings.Contains(l, "doomed") &&
+			(f[1] != "active" || f[2] != kidPID || f[3]+f[4] != "0B" || f[5]+f[6] != "256.0KiB") {
+			t.Errorf("ls lab: the child's mailbox %q, want active, owner %s, depth 0 B, capacity 256.0 KiB", f, kidPID)
+		}
+	}
 	for _, l := range kidLocks {
 		if !strings.Contains(out, kidPID+"  ") || !strings.Contains(out, l) {
 			t.Errorf("ls lab does not show the child's pid %s and lock file %s:\n%s", kidPID, l, out)
@@ -162,17 +169,9 @@ func TestLsGcRm(t *testing.T) {
 
 	kid.Kill()
 	before := fileNames(t, x.Dir())
-	code, out, errs = shmex(t, "-root", root, "gc", "--dry-run")
+	code, dry, errs := shmex(t, "-root", root, "gc", "--dry-run")
 	if code != exitOK {
-		t.Fatalf("gc --dry-run: %d %q %q", code, out, errs)
-	}
-	for _, l := range kidLocks {
-		if !strings.Contains(out, "lab: would remove "+l+" (lock file of dead process "+kidPID+")") {
-			t.Errorf("gc --dry-run does not name %s:\n%s", l, out)
-		}
-	}
-	if !strings.Contains(out, "would remove 2 file(s)") || !strings.Contains(out, "1 terminated mailbox(es)") {
-		t.Errorf("gc --dry-run summary:\n%s", out)
+		t.Fatalf("gc --dry-run: %d %q %q", code, dry, errs)
 	}
 	if after := fileNames(t, x.Dir()); !slices.Equal(before, after) {
 		t.Fatalf("gc --dry-run removed files: before %q, after %q", before, after)
@@ -189,6 +188,22 @@ func TestLsGcRm(t *testing.T) {
 	}
 	if strings.Count(out, "(ring of a terminated mailbox)") != 1 || strings.Count(out, "(arena segment of a dead process)") != 2 {
 		t.Errorf("gc does not name the ring and the two arena files it removed:\n%s", out)
+	}
+	// The dry run named exactly what gc removed, and nothing else.
+	if want := strings.ReplaceAll(out, ": removed ", ": would remove "); dry != want {
+		t.Errorf("gc --dry-run said\n%s\ngc did\n%s", dry, out)
+	}
+	removed := 0
+	for _, f := range before {
+		if !slices.Contains(fileNames(t, x.Dir()), f) {
+			removed++
+			if !strings.Contains(out, "lab: removed "+f+" (") {
+				t.Errorf("gc removed %s without naming it:\n%s", f, out)
+			}
+		}
+	}
+	if removed != 5 {
+		t.Errorf("gc removed %d files, want 5", removed)
 	}
 
 	code, out, _ = shmex(t, "-root", root, "ls", "lab")
@@ -219,8 +234,9 @@ func TestLsGcRm(t *testing.T) {
 		if p := got[0].Processes; len(p) != 1 || p[0].PID != os.Getpid() || !p[0].Alive || !strings.HasPrefix(p[0].Lock, shm.LivePrefix) {
 			t.Errorf("%q: processes %+v, want this one alone", args, p)
 		}
-		want := []mailboxInfo{{Role: "agent", Name: "counter", Behavior: "Counter", Implements: []string{"Agent"}, Status: "active"}}
-		if all {
+		want := []mailboxInfo{{Role: "agent", Name: "counter", Behavior: "Counter", Implements: []string{"Agent"}, Status: "active",
+			Owner: proc{PID: os.Getpid(), Alive: true}, Capacity: exchange.DefaultMailboxBytes}}
+		if all { // the child's: its ring and its lock file (where its pid was) collected
 			want = append(want, mailboxInfo{Role: "agent", Name: "doomed", Behavior: "Doomed", Status: "terminated"})
 		}
 		mbs := got[0].Mailboxes
@@ -230,7 +246,8 @@ func TestLsGcRm(t *testing.T) {
 		for i := range want {
 			want[i].ID = mbs[i].ID
 			if !strings.HasPrefix(mbs[i].ID, "agent:") || !slices.Equal(mbs[i].Implements, want[i].Implements) ||
-				mbs[i].Role != want[i].Role || mbs[i].Name != want[i].Name || mbs[i].Behavior != want[i].Behavior || mbs[i].Status != want[i].Status {
+				mbs[i].Role != want[i].Role || mbs[i].Name != want[i].Name || mbs[i].Behavior != want[i].Behavior || mbs[i].Status != want[i].Status ||
+				mbs[i].Owner != want[i].Owner || mbs[i].Depth != 0 || mbs[i].Capacity != want[i].Capacity {
 				t.Errorf("%q: mailbox %+v, want %+v", args, mbs[i], want[i])
 			}
 		}
