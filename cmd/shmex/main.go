@@ -4,6 +4,7 @@
 // Usage:
 //
 //	shmex [--root DIR] ls [-a] [--json] [NAME...]  list the exchanges, or the processes and mailboxes of NAMEs
+//	shmex [--root DIR] stat [-a] [--json] [--watch] [NAME...]  the counters of mailboxes, arenas and processes
 //	shmex [--root DIR] gc [--dry-run] [NAME...]    remove what dead processes left, saying what (every exchange by default)
 //	shmex [--root DIR] rm [-f] NAME                remove exchange NAME (refused while a process uses it, unless -f)
 //	shmex help [COMMAND]                           print help
@@ -55,6 +56,13 @@ Commands:
                               the processes that use each, their mailboxes,
                               bytes), or the processes and mailboxes of the
                               named exchanges
+  stat [-a] [--json] [--watch] [NAME...]
+                              the counters kept in shared memory: per mailbox
+                              (messages and bytes sent and received, depth,
+                              full waits, sleeps, wake-ups, recovered), per
+                              arena (bytes in use and free, blocks), per
+                              process (pid, alive); --watch refreshes them
+                              with rates per second
   gc [--dry-run] [NAME...]    remove what dead processes left and say what:
                               rings of terminated mailboxes nobody can drain,
                               arenas of dead owners, their liveness files,
@@ -93,7 +101,7 @@ type env struct {
 var commands []*command // filled in init: the commands refer to the table in their help
 
 func init() {
-	commands = []*command{lsCommand, gcCommand, rmCommand}
+	commands = []*command{lsCommand, statCommand, gcCommand, rmCommand}
 }
 
 func lookup(name string) *command {

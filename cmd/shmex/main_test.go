@@ -22,7 +22,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	childproc.Main(m, map[string]childproc.Role{"owner": ownerChild})
+	childproc.Main(m, map[string]childproc.Role{"owner": ownerChild, "traffic": trafficChild})
 }
 
 // ownerChild joins exchange args[1] under root args[0], registers an agent
@@ -283,6 +283,9 @@ func TestHelp(t *testing.T) {
 		{[]string{"gc", "--help"}, "Usage: shmex [--root DIR] gc"},
 		{[]string{"help", "rm"}, "Usage: shmex [--root DIR] rm [-f] NAME"},
 		{[]string{"rm", "--help"}, "Usage: shmex [--root DIR] rm"},
+		{[]string{"help", "stat"}, "Usage: shmex [--root DIR] stat [-a] [--json] [--watch]"},
+		{[]string{"stat", "--help"}, "Usage: shmex [--root DIR] stat"},
+		{[]string{"-root", root, "stat", "--watch", "lab", "-h"}, "--interval D"},
 	} {
 		code, out, errs := shmex(t, c.args...)
 		if code != exitOK || !strings.Contains(out, c.want) || errs != "" {
@@ -296,13 +299,17 @@ func TestHelp(t *testing.T) {
 
 func TestUsageErrors(t *testing.T) {
 	root := t.TempDir()
-	for _, args := range [][]string{{}, {"frobnicate"}, {"rm", "a", "b"}, {"rm"}, {"-nope"}, {"ls", "-x"}, {"gc", "--nope"}, {"help", "nope"}} {
+	for _, args := range [][]string{{}, {"frobnicate"}, {"rm", "a", "b"}, {"rm"}, {"-nope"}, {"ls", "-x"}, {"gc", "--nope"}, {"help", "nope"},
+		{"stat", "-x"}, {"stat", "--watch", "--interval", "0"}, {"stat", "--count", "-1"}, {"stat", "--interval", "soon"}} {
 		if code, _, errs := shmex(t, append([]string{"-root", root}, args...)...); code != exitUsage || !strings.Contains(errs, "Usage:") {
 			t.Errorf("%q: exit %d, stderr %q", args, code, errs)
 		}
 	}
 	if code, _, errs := shmex(t, "-root", root, "ls", "missing"); code != exitError || !strings.Contains(errs, "no exchange missing") {
 		t.Errorf("ls of a missing exchange: %d %q", code, errs)
+	}
+	if code, _, errs := shmex(t, "-root", root, "stat", "missing"); code != exitError || !strings.Contains(errs, "no exchange missing") {
+		t.Errorf("stat of a missing exchange: %d %q", code, errs)
 	}
 	if code, _, errs := shmex(t, "-root", root, "ls", "../etc"); code != exitError || errs == "" {
 		t.Errorf("ls of a bad name: %d %q", code, errs)
