@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shmex/shmex/internal/cpuclock"
 	"github.com/shmex/shmex/ring"
 )
 
@@ -250,4 +251,35 @@ func TestCountersProcesses(t *testing.T) {
 		t.Fatalf("a producer killed mid-record: recovered %d (by timeout %d), want 1", st.Recovered, st.RecoveredByTimeout)
 	}
 	t.Logf("%d records, %d bytes: %s", k.n, bytes, fmt.Sprintf("%+v", st.Counters))
+}
+
+// BenchmarkWriteRead is the path of one record through the ring in one
+// goroutine (claim, commit, read), without the cache-line transfers of two
+// cores: what counting adds to it shows here undiluted. Compare with a
+// build with -tags shmex_nocounters, runs of the two interleaved (see
+// counters.go). Besides the wall-clock time it reports the CPU time per
+// record of the shortest window of 4096 records (min-cpu-ns/op), which a
+// loaded machine disturbs least (see internal/cpuclock).
+func BenchmarkWriteRead(b *testing.B) {
+	r := newRing(b, ring.Config{Capacity: 1 << 16, MaxRecord: 1024}, ring.Options{})
+	p, _ := r.NewProducer(1)
+	c, _ := r.NewConsumer(2, ring.Spin)
+	var sink int
+	fn := func(_ int32, p []byte) { sink += len(p) }
+	cpu := cpuclock.Start(4096)
+	for b.Loop() {
+		cl, err := p.TryClaim(1, 64)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cl.Commit()
+		if _, err := c.Read(fn, 1); err != nil {
+			b.Fatal(err)
+		}
+		cpu.Tick()
+	}
+	cpu.Report(b)
+	if st := r.Stats(); st.Received != want(st.Sent) {
+		b.Fatalf("stats %+v", st.Counters)
+	}
 }

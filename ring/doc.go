@@ -60,6 +60,17 @@
 // delivered. When the owner cannot be known (no Alive function), the record is
 // padded after [Options.UnknownOwnerTimeout].
 //
+// # Counters
+//
+// A ring counts what goes through it, in its shared memory: records and
+// bytes sent (per producer slot) and received, full-ring waits, futex
+// sleeps and wake-ups, records of dead producers recovered. [Ring.Stats]
+// reads them from any process that maps the ring; `shmex stat` shows them.
+// Counting takes no lock, no system call and no atomic read-modify-write,
+// and writes only lines the message's path writes anyway: 46 instructions
+// of a 6146-instruction exchange round trip (+0.75%; counters.go, and the
+// build tag shmex_nocounters that leaves them out).
+//
 // # Validity of slices
 //
 // The payload handed to a [Handler] aliases the ring and is valid only until
