@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -19,6 +21,7 @@ import (
 	"github.com/shmex/shmex/internal/plant"
 	"github.com/shmex/shmex/proxystore"
 	"github.com/shmex/shmex/ring"
+	"github.com/shmex/shmex/shm"
 )
 
 // trafficPayloads are the sizes of the payloads trafficChild puts in its
@@ -38,8 +41,9 @@ func trafficMessage(m *exchange.Message, src, dest exchange.EntityID, i int) {
 
 // trafficChild joins exchange args[1] under root args[0], registers a
 // client with a mailbox, puts trafficPayloads in its arena (and keeps
-// them), sends args[3] messages to mailbox args[2], prints its client's id
-// and waits for its standard input to close.
+// them), sends args[3] messages to mailbox args[2], claims one more record
+// there that it never commits (claimStuck), prints its client's id and
+// waits for its standard input to close.
 func trafficChild(args []string) int {
 	x, err := exchange.Open(args[1], exchange.WithRoot(args[0]))
 	if err != nil {
@@ -72,6 +76,9 @@ func trafficChild(args []string) int {
 		trafficMessage(&m, src, dest, i)
 		err = x.Send(ctx, &m)
 	}
+	if err == nil {
+		err = claimStuck(ctx, x.Dir(), dest)
+	}
 	if err != nil {
 		fmt.Println("error", err)
 		return 1
@@ -82,6 +89,37 @@ func trafficChild(args []string) int {
 	a.Close()
 	return 0
 }
+
+// claimStuck claims a record in the ring of dest's mailbox, under a
+// liveness lock of its own, and never commits it: the receiver recovers it
+// once this process is dead.
+func claimStuck(ctx context.Context, dir string, dest exchange.EntityID) error {
+	life, err := shm.HoldLife(dir)
+	if err != nil {
+		return err
+	}
+	seg, err := shm.Open(filepath.Join(dir, shm.RingPrefix+hex.EncodeToString(dest.UUID[:])), shm.KindRing)
+	if err != nil {
+		return err
+	}
+	r, err := ring.Attach(seg.Body(), ring.Options{})
+	if err != nil {
+		return err
+	}
+	p, err := r.NewProducer(life.ID())
+	if err != nil {
+		return err
+	}
+	c, err := p.Claim(ctx, int32(exchange.KindActionRequest), stuckPayload)
+	if err != nil {
+		return err
+	}
+	copy(c.Bytes(), "never committed")
+	return nil
+}
+
+// stuckPayload is the payload size of the record claimStuck leaves.
+const stuckPayload = 100
 
 // counted returns n when this build counts, else 0 (see ring.Counting).
 func counted(n uint64) uint64 {
@@ -117,10 +155,12 @@ func mailboxOf(t *testing.T, f *statFrame, id exchange.EntityID) *mailboxStat {
 }
 
 // TestStat: a child sends N messages of sizes the test computes to a
-// mailbox of this process and keeps payloads in its arena; shmex stat
-// reports them, in JSON and in tables, before and after they are received,
-// with the owners' pids and liveness; once the child is killed, its
-// process reads dead and its mailbox is left out unless -a.
+// mailbox of this process, claims one more record there that it never
+// commits, and keeps payloads in its arena; shmex stat reports them, in
+// JSON and in tables, before and after they are received, with the
+// owners' pids and liveness; once the child is killed and its record
+// recovered, the record shows recovered, the child's process dead, and its
+// mailbox is left out unless -a.
 func TestStat(t *testing.T) {
 	const n = 200
 	root := filepath.Join(t.TempDir(), "root")
@@ -213,8 +253,30 @@ func TestStat(t *testing.T) {
 		}
 	}
 	s = mailboxOf(t, statJSON(t, root, "lab"), me)
-	if s.Sent != counted(n) || s.Received != counted(n) || s.RecvBytes != counted(bytes) || s.Queued != 0 || s.Depth != 0 {
-		t.Fatalf("after %d messages received: %+v", n, s)
+	if s.Sent != counted(n) || s.Received != counted(n) || s.RecvBytes != counted(bytes) || s.Queued != 0 ||
+		s.Depth < ring.HeaderLen+stuckPayload || s.Recovered != 0 {
+		t.Fatalf("after %d messages received, one claimed and not committed: %+v", n, s)
+	}
+
+	// The child dies holding its claim: the receiver recovers the record.
+	kid.Kill()
+	for deadline := time.Now().Add(time.Minute); ; {
+		rctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		err := mb.Recv(rctx, &m)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Recv after the child died: %v, %v", err, &m)
+		}
+		if ms, err := x.MailboxStats(ctx, me); err != nil || ms.Recovered > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the record of the dead child is not recovered after a minute")
+		}
+	}
+	s = mailboxOf(t, statJSON(t, root, "lab"), me)
+	if s.Sent != counted(n) || s.Received != counted(n) || s.Depth != 0 || s.Recovered != 1 || s.RecoveredT != 0 || s.RecoveredB == 0 {
+		t.Fatalf("after the record of the dead child was recovered: %+v", s)
 	}
 
 	// The table: this process's mailbox with its counts.
@@ -228,16 +290,15 @@ func TestStat(t *testing.T) {
 			row = strings.Fields(l)
 		}
 	}
-	want := []string{me.String(), "active", strconv.Itoa(os.Getpid()), "0", "0", "B", "64.0", "KiB",
-		strconv.FormatUint(counted(n), 10), strconv.FormatUint(counted(n), 10)}
-	if len(row) < len(want) || strings.Join(row[:len(want)], " ") != strings.Join(want, " ") {
-		t.Errorf("stat: this process's mailbox %q, want %q...\n%s", row, want, out)
+	sent := strconv.FormatUint(counted(n), 10)
+	want := []string{me.String(), "active", strconv.Itoa(os.Getpid()), "0", "0", "B", "64.0", "KiB", sent, sent}
+	if len(row) < len(want) || strings.Join(row[:len(want)], " ") != strings.Join(want, " ") || row[len(row)-1] != "1" {
+		t.Errorf("stat: this process's mailbox %q, want %q... and 1 recovered\n%s", row, want, out)
 	}
-	if !strings.Contains(out, "ARENA OF") || !strings.Contains(out, strconv.Itoa(kidPID)+"  ") {
-		t.Errorf("stat does not show the child's arena and process:\n%s", out)
+	if !strings.Contains(out, "ARENA OF") || !strings.Contains(out, strconv.Itoa(kidPID)+" dead") {
+		t.Errorf("stat does not show the child's arena and process, dead:\n%s", out)
 	}
 
-	kid.Kill()
 	f = statJSON(t, root, "lab")
 	es = f.Exchanges[0]
 	if len(es.Mailboxes) != 1 || es.Mailboxes[0].ID != me.String() {
