@@ -36,7 +36,7 @@ type endpoint struct {
 	// How the send learns the incarnation of the mailbox it delivered to:
 	// incSender when the exchange reports it, else reopener before the
 	// send; neither for an exchange that cannot reopen mailboxes.
-	incSender incarnationSender
+	incSender exchange.IncarnationSender
 	reopener  exchange.Reopener
 
 	tagPrefix uint64        // random, for newTag
@@ -50,18 +50,11 @@ type endpoint struct {
 	recv receiver // a client's: the receive token and the listener
 }
 
-// incarnationSender is exchange.IncarnationSender, declared here until it
-// lands in package exchange (identical method set, so the exchanges that
-// implement one implement the other).
-type incarnationSender interface {
-	SendIncarnation(ctx context.Context, m *exchange.Message) (uint32, error)
-}
-
 func newEndpoint(x exchange.Exchange, id exchange.EntityID, o *options) *endpoint {
 	ep := &endpoint{x: x, id: id, log: o.log, poll: o.statusPoll, grace: o.grace}
 	t := exchange.NewTag()
 	ep.tagPrefix = binary.BigEndian.Uint64(t[:8])
-	ep.incSender, _ = x.(incarnationSender)
+	ep.incSender, _ = x.(exchange.IncarnationSender)
 	ep.reopener, _ = x.(exchange.Reopener)
 	return ep
 }

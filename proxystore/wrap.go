@@ -166,7 +166,10 @@ type Exchange struct {
 	mboxes map[*Mailbox]struct{}
 }
 
-var _ exchange.Exchange = (*Exchange)(nil)
+var (
+	_ exchange.Exchange          = (*Exchange)(nil)
+	_ exchange.IncarnationSender = (*Exchange)(nil)
+)
 
 // Wrap returns ex wrapped with store. The wrapper does not own store:
 // closing the wrapper closes ex and its mailboxes, not the store.
@@ -299,20 +302,13 @@ func (x *Exchange) SendIncarnation(ctx context.Context, m *exchange.Message) (ui
 	return x.send(ctx, m, true)
 }
 
-// incarnationSender is exchange.IncarnationSender, declared here until it
-// is on main (the same method set: an exchange that implements one
-// implements the other).
-type incarnationSender interface {
-	SendIncarnation(ctx context.Context, m *exchange.Message) (uint32, error)
-}
-
 // sendInner sends m with the wrapped exchange, reporting the incarnation
 // of its destination when inc is set.
 func (x *Exchange) sendInner(ctx context.Context, m *exchange.Message, inc bool) (uint32, error) {
 	if !inc {
 		return 0, x.inner.Send(ctx, m)
 	}
-	if s, ok := x.inner.(incarnationSender); ok {
+	if s, ok := x.inner.(exchange.IncarnationSender); ok {
 		return s.SendIncarnation(ctx, m)
 	}
 	var n uint32
