@@ -294,7 +294,7 @@ func (l *Local) SendIncarnation(ctx context.Context, m *Message) (uint32, error)
 	}
 	n := m.EncodedSize()
 	if n > l.s.maxSize {
-		return 0, fmt.Errorf("%w: %d bytes encoded, limit %d", ErrMessageTooLarge, n, l.s.maxSize)
+		return 0, fmt.Errorf("%w: %d bytes encoded, the mailbox takes at most %d: %s", ErrMessageTooLarge, n, l.s.maxSize, largePayloadHint)
 	}
 	bp := getBuf(n)
 	if _, err := m.EncodeTo(*bp); err != nil {

@@ -95,7 +95,7 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) (uint
 	}
 	n := m.EncodedSize()
 	if n > d.r.MaxPayload() {
-		return 0, fmt.Errorf("%w: %d bytes encoded, the mailbox takes at most %d", ErrMessageTooLarge, n, d.r.MaxPayload())
+		return 0, fmt.Errorf("%w: %d bytes encoded, the mailbox takes at most %d: %s", ErrMessageTooLarge, n, d.r.MaxPayload(), largePayloadHint)
 	}
 	b, err := x.acquire(ctx, d)
 	if err != nil {

@@ -28,9 +28,13 @@ const (
 	fixedEncodedSize = 1 + 1 + 18 + 20 + 20 + 18 + 1
 )
 
+// largePayloadHint ends the errors about a payload too large to travel in
+// a message: what to do instead.
+const largePayloadHint = "send larger payloads as proxies, through proxystore.Wrap (any []byte) or as a proxystore.Blob"
+
 var (
 	errTextTooLarge    = fmt.Errorf("%w: text field longer than %d bytes", ErrMessageTooLarge, MaxTextSize)
-	errPayloadTooLarge = fmt.Errorf("%w: payload longer than %d bytes", ErrMessageTooLarge, MaxPayloadSize)
+	errPayloadTooLarge = fmt.Errorf("%w: payload longer than %d bytes: %s", ErrMessageTooLarge, MaxPayloadSize, largePayloadHint)
 )
 
 // Text is a short string (an action name, an error kind or message) held in
