@@ -31,17 +31,21 @@ import (
 
 // manualMailboxer is the wrapper's ManualMailbox.
 type manualMailboxer interface {
-	ManualMailbox(ctx context.Context, id exchange.EntityID) (exchange.Mailbox, error)
+	ManualMailbox(ctx context.Context, id exchange.EntityID, opts ...exchange.MailboxOption) (exchange.Mailbox, error)
 }
 
 // openMailbox opens a client of the mailbox of id for a runtime or a
-// client: on a proxy-store wrapper, one that leaves proxies in place for
-// decodePayload.
-func openMailbox(ctx context.Context, x exchange.Exchange, id exchange.EntityID) (exchange.Mailbox, error) {
-	if m, ok := x.(manualMailboxer); ok {
-		return m.ManualMailbox(ctx, id)
+// client with the options o (WithIdle): on a proxy-store wrapper, one that
+// leaves proxies in place for decodePayload.
+func openMailbox(ctx context.Context, x exchange.Exchange, id exchange.EntityID, o *options) (exchange.Mailbox, error) {
+	var mopts []exchange.MailboxOption
+	if o.idle != nil {
+		mopts = append(mopts, exchange.WithMailboxIdle(*o.idle))
 	}
-	return x.Mailbox(ctx, id)
+	if m, ok := x.(manualMailboxer); ok {
+		return m.ManualMailbox(ctx, id, mopts...)
+	}
+	return x.Mailbox(ctx, id, mopts...)
 }
 
 // decodePayload decodes the arguments or result b into v with c, reading a

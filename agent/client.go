@@ -20,7 +20,7 @@ type Client struct {
 
 // NewClient registers a client mailbox in x.
 // Options: [WithName], [WithLogger], [WithStatusPoll],
-// [WithTerminatedGrace].
+// [WithTerminatedGrace], [WithIdle].
 func NewClient(ctx context.Context, x exchange.Exchange, opts ...Option) (*Client, error) {
 	o := applyOptions(opts)
 	var ropts []exchange.RegisterOption
@@ -31,7 +31,7 @@ func NewClient(ctx context.Context, x exchange.Exchange, opts ...Option) (*Clien
 	if err != nil {
 		return nil, err
 	}
-	mb, err := openMailbox(ctx, x, id) // blob.go: proxies stay in place for the decoders
+	mb, err := openMailbox(ctx, x, id, &o) // blob.go: proxies stay in place for the decoders
 	if err != nil {
 		x.Terminate(context.WithoutCancel(ctx), id)
 		return nil, err

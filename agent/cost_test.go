@@ -54,7 +54,7 @@ func (x *echoX) SendIncarnation(ctx context.Context, m *exchange.Message) (uint3
 	return 0, x.Send(ctx, m)
 }
 
-func (x *echoX) Mailbox(ctx context.Context, id exchange.EntityID) (exchange.Mailbox, error) {
+func (x *echoX) Mailbox(ctx context.Context, id exchange.EntityID, _ ...exchange.MailboxOption) (exchange.Mailbox, error) {
 	return &echoMailbox{x: x, id: id}, nil
 }
 
@@ -180,7 +180,7 @@ func (x *feedX) Send(ctx context.Context, m *exchange.Message) error {
 	return nil
 }
 
-func (x *feedX) Mailbox(ctx context.Context, id exchange.EntityID) (exchange.Mailbox, error) {
+func (x *feedX) Mailbox(ctx context.Context, id exchange.EntityID, _ ...exchange.MailboxOption) (exchange.Mailbox, error) {
 	return &feedMailbox{x: x, id: id, closed: make(chan struct{})}, nil
 }
 

@@ -179,9 +179,10 @@
 //   - [ProcessLauncher] children get SIGKILL when the launching process
 //     dies (Linux parent-death signal; strictly, of the OS thread that
 //     started them, which the Go runtime keeps alive in practice).
-//   - The idle strategy of the shared-memory exchange (exchange.WithIdle:
-//     spin, park, spin-then-park) applies to every receive here: a waiting
-//     caller, the listener, an agent's leader.
+//   - The idle strategy of the shared-memory exchange (exchange.WithIdle
+//     per handle, default exchange.IdleBackoff; [WithIdle] per runtime or
+//     client) applies to every receive here: a waiting caller, the
+//     listener, an agent's leader.
 //   - The package logs through [WithLogger]'s logger; by default only
 //     warnings reach slog.Default (see [WithLogger] for what is logged at
 //     which level).

@@ -25,6 +25,7 @@ type options struct {
 	responseGrace   time.Duration
 	restarts        int
 	config          *launchConfig // WithConfig (config.go)
+	idle            *exchange.IdleStrategy
 }
 
 func defaultOptions() options {
@@ -133,6 +134,15 @@ func WithResponseGrace(d time.Duration) Option {
 // new one otherwise; handles from [Manager.Launch] follow the agent either
 // way.
 func WithRestarts(n int) Option { return func(o *options) { o.restarts = max(n, 0) } }
+
+// WithIdle sets how a runtime's or a client's receiver waits for messages
+// (a runtime's, a client's, a manager's client's, and the agents a
+// launcher starts): [exchange.IdleBackoff], [exchange.IdleSpin],
+// [exchange.IdlePark] or [exchange.IdleSpinThenPark]; default: the
+// exchange handle's ([exchange.WithIdle], itself [exchange.DefaultIdle] by
+// default). It is passed to the exchange as [exchange.WithMailboxIdle]; a
+// [ProcessLauncher] passes it to its children (over its Idle field).
+func WithIdle(s exchange.IdleStrategy) Option { return func(o *options) { o.idle = &s } }
 
 // quietLogger is the default logger: warnings and errors go to
 // slog.Default() (looked up at each record, so that a later SetDefault

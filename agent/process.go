@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -16,7 +17,6 @@ import (
 	"time"
 
 	"github.com/shmex/shmex/exchange"
-	"github.com/shmex/shmex/ring"
 )
 
 // Environment variables with which [ProcessLauncher] tells a child process
@@ -26,7 +26,7 @@ const (
 	EnvAgentID         = "SHMEX_AGENT_ID"                // agent id, as EntityID.String
 	EnvExchange        = "SHMEX_AGENT_EXCHANGE"          // shared-memory exchange name
 	EnvRoot            = "SHMEX_AGENT_ROOT"              // exchange root directory
-	EnvIdle            = "SHMEX_AGENT_IDLE"              // receiver's idle strategy (ring.ParseIdleStrategy), or a spin count before parking
+	EnvIdle            = "SHMEX_AGENT_IDLE"              // receiver's idle strategy (exchange.ParseIdleStrategy), or a spin count before parking
 	EnvMaxConcurrency  = "SHMEX_AGENT_MAX_CONCURRENCY"   // WithMaxConcurrency
 	EnvTerminateOnExit = "SHMEX_AGENT_TERMINATE_ON_EXIT" // WithTerminateOnExit: 1 or 0
 	EnvTerminateOnErr  = "SHMEX_AGENT_TERMINATE_ON_ERR"  // WithTerminateOnError: 1 or 0
@@ -50,8 +50,9 @@ type ProcessLauncher struct {
 	// (exchange.Open(Exchange, exchange.WithRoot(Root))).
 	Exchange string
 	Root     string
-	// Idle, when set, is the children's receive idle strategy.
-	Idle *ring.IdleStrategy
+	// Idle, when set, is the children's receive idle strategy, unless the
+	// launch sets one ([WithIdle]).
+	Idle *exchange.IdleStrategy
 	// Env is added to the children's environment.
 	Env []string
 	// Stdout and Stderr receive the children's output (default os.Stderr).
@@ -70,7 +71,8 @@ func NewProcessLauncher(x *exchange.SHM) *ProcessLauncher {
 // Launch implements [Launcher]. x must be a handle on the same exchange as
 // the launcher's (the parent registers the agent with it). Options:
 // [WithName], [WithConfig], [WithMaxConcurrency], [WithTerminateOnExit],
-// [WithTerminateOnError], [WithRestarts], [WithLogger] (for the launcher).
+// [WithTerminateOnError], [WithRestarts], [WithLogger] (for the launcher),
+// [WithIdle] (for the children, over the launcher's Idle).
 func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behavior string, opts ...Option) (*Instance, error) {
 	o := applyOptions(opts)
 	f, err := lookup(behavior, o.config)
@@ -116,8 +118,8 @@ func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behav
 			EnvTerminateOnExit+"="+boolEnv(o.terminateOnExit),
 			EnvTerminateOnErr+"="+boolEnv(o.terminateOnErr),
 		)
-		if l.Idle != nil {
-			cmd.Env = append(cmd.Env, EnvIdle+"="+l.Idle.String())
+		if idle := cmp.Or(o.idle, l.Idle); idle != nil {
+			cmd.Env = append(cmd.Env, EnvIdle+"="+idle.String())
 		}
 		cmd.Env = append(cmd.Env, configEnv(o.config)) // config.go
 		cmd.Stdout, cmd.Stderr = l.Stdout, l.Stderr
@@ -259,12 +261,12 @@ func SetChildExchange(f func(x *exchange.SHM) (ex exchange.Exchange, closer io.C
 	childExchange.Store(&f)
 }
 
-// parseIdleEnv reads EnvIdle: an idle strategy as ring.IdleStrategy.String
-// writes it, or, as earlier versions wrote it, a number of spins before
-// parking (-1 spins for ever).
-func parseIdleEnv(s string) (ring.IdleStrategy, error) {
+// parseIdleEnv reads EnvIdle: an idle strategy as exchange.IdleStrategy's
+// String writes it, or, as earlier versions wrote it, a number of spins
+// before parking (-1 spins for ever).
+func parseIdleEnv(s string) (exchange.IdleStrategy, error) {
 	if n, err := strconv.Atoi(s); err == nil {
-		return ring.IdleStrategy{Spins: n}, nil
+		return exchange.IdleStrategy{Spins: n}, nil
 	}
-	return ring.ParseIdleStrategy(s)
+	return exchange.ParseIdleStrategy(s)
 }

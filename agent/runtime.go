@@ -64,7 +64,7 @@ func FromContext(ctx context.Context) *Runtime {
 // [WithAgentID], takes over that agent's mailbox, registering it when
 // missing) and opens its mailbox. Options: [WithAgentID], [WithName],
 // [WithMaxConcurrency], [WithTerminateOnExit], [WithTerminateOnError],
-// [WithLogger], [WithStatusPoll], [WithTerminatedGrace].
+// [WithLogger], [WithStatusPoll], [WithTerminatedGrace], [WithIdle].
 func NewRuntime(ctx context.Context, x exchange.Exchange, b *Behavior, opts ...Option) (*Runtime, error) {
 	if b == nil {
 		return nil, fmt.Errorf("%w: nil behavior", exchange.ErrInvalidArgument)
@@ -95,7 +95,7 @@ func NewRuntime(ctx context.Context, x exchange.Exchange, b *Behavior, opts ...O
 			return nil, err
 		}
 	}
-	mb, err := openMailbox(ctx, x, id) // blob.go: proxies stay in place for the decoders
+	mb, err := openMailbox(ctx, x, id, &o) // blob.go: proxies stay in place for the decoders
 	if err != nil {
 		if register {
 			x.Terminate(context.WithoutCancel(ctx), id)

@@ -64,8 +64,9 @@ type Exchange interface {
 	// returned too: it drains what is left, then reports
 	// [ErrMailboxClosed]. Implementations with a single receiver per
 	// mailbox may return [ErrMailboxBusy] while another client of the same
-	// mailbox is open.
-	Mailbox(ctx context.Context, id EntityID) (Mailbox, error)
+	// mailbox is open. Options ([WithMailboxIdle]) configure this client
+	// only; an implementation ignores those that do not apply to it.
+	Mailbox(ctx context.Context, id EntityID, opts ...MailboxOption) (Mailbox, error)
 
 	// Send delivers a copy of m to the mailbox of m.Dest; the caller may
 	// reuse m as soon as Send returns. m must pass [Message.Validate]

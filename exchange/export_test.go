@@ -32,3 +32,13 @@ func Within(t *testing.T, d time.Duration, what string, f func()) {
 		t.Fatalf("%s did not return within %v", what, d)
 	}
 }
+
+// MailboxIdle returns the idle strategy the receiver of mb, a mailbox
+// client of an SHM handle, waits with (false for another client).
+func MailboxIdle(mb Mailbox) (IdleStrategy, bool) {
+	m, ok := mb.(*shmMailbox)
+	if !ok {
+		return IdleStrategy{}, false
+	}
+	return m.c.Idle(), true
+}

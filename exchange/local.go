@@ -266,8 +266,9 @@ func (l *Local) Discover(_ context.Context, behavior string, allowSubtypes bool)
 	return ids, nil
 }
 
-// Mailbox implements [Exchange.Mailbox].
-func (l *Local) Mailbox(_ context.Context, id EntityID) (Mailbox, error) {
+// Mailbox implements [Exchange.Mailbox]. Its receivers wait on channels:
+// the idle strategy of [WithMailboxIdle] does not apply.
+func (l *Local) Mailbox(_ context.Context, id EntityID, _ ...MailboxOption) (Mailbox, error) {
 	l.s.mu.Lock()
 	defer l.s.mu.Unlock()
 	if l.closed {

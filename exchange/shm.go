@@ -52,10 +52,13 @@ func WithRoot(dir string) Option { return func(o *shmOptions) { o.root = dir } }
 // largest message is a quarter of it.
 func WithMailboxBytes(n int) Option { return func(o *shmOptions) { o.mailboxBytes = n } }
 
-// WithIdle sets how this handle's receivers wait for messages: ring.Spin
-// (lowest latency, a core busy), ring.Park (no CPU while idle) or
-// ring.SpinThenPark(n) (the default, with n = 2000).
-func WithIdle(s ring.IdleStrategy) Option { return func(o *shmOptions) { o.idle = s } }
+// WithIdle sets how the receivers of this handle's mailbox clients wait
+// for messages, unless a client is given its own ([WithMailboxIdle]):
+// [IdleBackoff] (the default, [DefaultIdle]: spin, yield, then sleep,
+// adapting to where the sender runs), [IdleSpin] (lowest latency when the
+// sender has a CPU of its own, a core busy), [IdlePark] (no CPU while
+// idle) or [IdleSpinThenPark](n). [ParseIdleStrategy] reads one from text.
+func WithIdle(s IdleStrategy) Option { return func(o *shmOptions) { o.idle = s } }
 
 // WithRegistryCapacity sets how many mailboxes the exchange holds at once;
 // it applies when this handle creates the exchange. Default
@@ -111,7 +114,7 @@ var (
 // registry segment, one ring segment per mailbox and the liveness lock files
 // of its processes live in <root>/<name>/.
 func Open(name string, opts ...Option) (*SHM, error) {
-	o := shmOptions{mailboxBytes: DefaultMailboxBytes, idle: ring.SpinThenPark(2000), registryCap: DefaultRegistryCapacity}
+	o := shmOptions{mailboxBytes: DefaultMailboxBytes, idle: DefaultIdle, registryCap: DefaultRegistryCapacity}
 	for _, opt := range opts {
 		opt(&o)
 	}

@@ -14,8 +14,10 @@ import (
 
 // Mailbox implements [Exchange.Mailbox]. A mailbox has one receiver at a
 // time across all processes ([ErrMailboxBusy]); the process that opens it
-// becomes its owner, whose death terminates it.
-func (x *SHM) Mailbox(ctx context.Context, id EntityID) (_ Mailbox, err error) {
+// becomes its owner, whose death terminates it. The client's Recv waits
+// with the idle strategy of [WithMailboxIdle], else the handle's
+// ([WithIdle]).
+func (x *SHM) Mailbox(ctx context.Context, id EntityID, opts ...MailboxOption) (_ Mailbox, err error) {
 	if err := x.enter(); err != nil {
 		return nil, err
 	}
@@ -28,7 +30,11 @@ func (x *SHM) Mailbox(ctx context.Context, id EntityID) (_ Mailbox, err error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := d.r.NewConsumer(x.life.id(), x.opts.idle)
+	idle := x.opts.idle
+	if o := ApplyMailboxOptions(opts); o.Idle != nil {
+		idle = *o.Idle
+	}
+	c, err := d.r.NewConsumer(x.life.id(), idle)
 	if err != nil {
 		x.unpin(d)
 		if errors.Is(err, ring.ErrBusy) {

@@ -374,9 +374,10 @@ func (x *Exchange) Resolve(ctx context.Context, payload []byte) (View, error) {
 }
 
 // Mailbox returns a client of the mailbox of id that resolves the proxies
-// it receives (see [Mailbox.Recv]).
-func (x *Exchange) Mailbox(ctx context.Context, id exchange.EntityID) (exchange.Mailbox, error) {
-	return x.mailbox(ctx, id, x.o.mode, x.o.async)
+// it receives (see [Mailbox.Recv]). opts go to the wrapped exchange's
+// Mailbox.
+func (x *Exchange) Mailbox(ctx context.Context, id exchange.EntityID, opts ...exchange.MailboxOption) (exchange.Mailbox, error) {
+	return x.mailbox(ctx, id, x.o.mode, x.o.async, opts)
 }
 
 // ManualMailbox returns a client of the mailbox of id that resolves
@@ -385,12 +386,12 @@ func (x *Exchange) Mailbox(ctx context.Context, id exchange.EntityID) (exchange.
 // resolve proxies as they decode, reading the payloads in place rather
 // than copies of them: the agent package's runtimes and clients receive
 // this way (with [ResolvePayload] and [Blob]).
-func (x *Exchange) ManualMailbox(ctx context.Context, id exchange.EntityID) (exchange.Mailbox, error) {
-	return x.mailbox(ctx, id, ResolveManual, false)
+func (x *Exchange) ManualMailbox(ctx context.Context, id exchange.EntityID, opts ...exchange.MailboxOption) (exchange.Mailbox, error) {
+	return x.mailbox(ctx, id, ResolveManual, false, opts)
 }
 
-func (x *Exchange) mailbox(ctx context.Context, id exchange.EntityID, mode ResolveMode, async bool) (exchange.Mailbox, error) {
-	inner, err := x.inner.Mailbox(ctx, id)
+func (x *Exchange) mailbox(ctx context.Context, id exchange.EntityID, mode ResolveMode, async bool, opts []exchange.MailboxOption) (exchange.Mailbox, error) {
+	inner, err := x.inner.Mailbox(ctx, id, opts...)
 	if err != nil {
 		return nil, err
 	}

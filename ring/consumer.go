@@ -124,6 +124,9 @@ func (r *Ring) NewConsumer(owner uint64, idle IdleStrategy) (*Consumer, error) {
 // is the position published to producers, which may lag behind it.)
 func (c *Consumer) Position() uint64 { return c.head }
 
+// Idle returns the idle strategy Receive waits with (NewConsumer's).
+func (c *Consumer) Idle() IdleStrategy { return c.idle }
+
 // Close publishes everything consumed and detaches the consumer; another
 // may attach afterwards.
 func (c *Consumer) Close() error {

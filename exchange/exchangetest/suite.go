@@ -81,6 +81,7 @@ func Run(t *testing.T, h Harness) {
 		{"RoundTripAllKinds", s.testRoundTripAllKinds},
 		{"SenderMayReuseMessage", s.testSenderMayReuseMessage},
 		{"RequestResponse", s.testRequestResponse},
+		{"MailboxIdleOptions", s.testMailboxIdleOptions},
 		{"TerminateNoop", s.testTerminateNoop},
 		{"TerminateDrains", s.testTerminateDrains},
 		{"TerminateWakesRecv", s.testTerminateWakesRecv},
@@ -519,6 +520,32 @@ func (s *suite) testSenderMayReuseMessage(t *testing.T) {
 	m.Reset()
 	wantMessage(t, recv(t, mb), want)
 	wantMessage(t, recv(t, mb), want2)
+}
+
+// testMailboxIdleOptions: Mailbox takes options (an implementation that
+// does not poll ignores the idle strategy), and a client opened with any
+// idle strategy receives what the other handle sends, also when it is
+// already waiting.
+func (s *suite) testMailboxIdleOptions(t *testing.T) {
+	a, b := s.pair(t, Config{})
+	cid := regClient(t, a)
+	for _, idle := range []exchange.IdleStrategy{exchange.IdleSpin, exchange.IdlePark, exchange.IdleBackoff, exchange.IdleSpinThenPark(10)} {
+		aid := regAgent(t, b, "Echo")
+		mb, err := b.Mailbox(ctx(t, waitLong), aid, exchange.WithMailboxIdle(idle), nil)
+		noErr(t, "Mailbox with "+idle.String(), err)
+		got := make(chan error, 1)
+		go func() {
+			var m exchange.Message
+			err := mb.Recv(ctx(t, waitLong), &m)
+			if err == nil && m.Kind != exchange.KindPingRequest {
+				err = fmt.Errorf("received %v", &m)
+			}
+			got <- err
+		}()
+		send(t, a, exchange.NewPingRequest(cid, aid))
+		noErr(t, "Recv with "+idle.String(), <-got)
+		noErr(t, "Close", mb.Close())
+	}
 }
 
 func (s *suite) testRequestResponse(t *testing.T) {

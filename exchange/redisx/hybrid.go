@@ -382,15 +382,16 @@ func (h *Hybrid) SameNode(ctx context.Context, id exchange.EntityID) (bool, erro
 	return node == h.node, nil
 }
 
-// Mailbox implements [exchange.Exchange.Mailbox] for this node's entities.
-func (h *Hybrid) Mailbox(ctx context.Context, id exchange.EntityID) (exchange.Mailbox, error) {
+// Mailbox implements [exchange.Exchange.Mailbox] for this node's entities;
+// opts apply to the receiver of the node's ring.
+func (h *Hybrid) Mailbox(ctx context.Context, id exchange.EntityID, opts ...exchange.MailboxOption) (exchange.Mailbox, error) {
 	if err := h.check(); err != nil {
 		return nil, err
 	}
 	if h.remote(id) {
 		return nil, fmt.Errorf("%w: %v: open its mailbox on its node", ErrOtherNode, id)
 	}
-	inner, err := h.shm.Mailbox(ctx, id)
+	inner, err := h.shm.Mailbox(ctx, id, opts...)
 	if errors.Is(err, exchange.ErrBadEntityID) {
 		if node, nerr := h.nodeOf(ctx, id); nerr == nil && node != h.node {
 			return nil, fmt.Errorf("%w: %v lives on node %q: open its mailbox there", ErrOtherNode, id, node)

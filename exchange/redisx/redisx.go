@@ -511,8 +511,10 @@ func (x *Exchange) Incarnation(ctx context.Context, id exchange.EntityID) (uint3
 
 // Mailbox implements [exchange.Exchange.Mailbox]. A mailbox has one
 // receiver at a time across all processes ([exchange.ErrMailboxBusy]); the
-// process that opens it becomes its owner, whose death terminates it.
-func (x *Exchange) Mailbox(ctx context.Context, id exchange.EntityID) (exchange.Mailbox, error) {
+// process that opens it becomes its owner, whose death terminates it. The
+// options are accepted and ignored: a receiver here waits on Redis, not on
+// a ring.
+func (x *Exchange) Mailbox(ctx context.Context, id exchange.EntityID, _ ...exchange.MailboxOption) (exchange.Mailbox, error) {
 	if err := x.check(); err != nil {
 		return nil, err
 	}
