@@ -42,3 +42,11 @@ func MailboxIdle(mb Mailbox) (IdleStrategy, bool) {
 	}
 	return m.c.Idle(), true
 }
+
+// SetDeadOwnerHook makes Status (and whatever asks a mailbox's status)
+// call f after it found the owner of an active mailbox dead, before it
+// terminates the mailbox, until the test ends.
+func SetDeadOwnerHook(t *testing.T, f func(id EntityID)) {
+	testHookDeadOwner.Store(&f)
+	t.Cleanup(func() { testHookDeadOwner.Store(nil) })
+}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"sync/atomic"
+	"time"
 
 	"github.com/shmex/shmex/ring"
 	"github.com/shmex/shmex/shm"
@@ -155,26 +157,76 @@ func (x *SHM) Status(ctx context.Context, id EntityID) (_ Status, err error) {
 // owner is dead is terminated first, and so is one whose state is damaged
 // (neither active nor terminated: written by a faulty process). The caller
 // checks that slot i still holds id afterwards.
+//
+// The stamp is read before the owner, and the termination is of that
+// stamp's incarnation only, with that owner, checked again under the
+// registry's lock: a supervisor may terminate the dead owner's mailbox and
+// reopen it (a new incarnation, with a live owner) between this look and
+// the termination, and the new incarnation must not be terminated for the
+// death of the old one's owner. When the mailbox changed meanwhile, status
+// looks again.
 func (x *SHM) status(i int, id EntityID) Status {
-	switch x.reg.state(i) {
-	case regTerminated:
-		return StatusTerminated
-	case regActive:
-		if x.alive(x.reg.owner(i)) {
-			return StatusActive
+	first := x.reg.stamp(i)
+	for {
+		s := x.reg.stamp(i)
+		if s.gen() != first.gen() {
+			return StatusMissing // the slot was reused: the caller looks again
 		}
-	case regFree:
-		return StatusMissing
-	default:
-		x.opts.log.Error("shmex: damaged state in the registry; terminating the mailbox", "exchange", x.name, "mailbox", id)
+		owner := x.reg.owner(i)
+		switch s.state() {
+		case regTerminated:
+			return StatusTerminated
+		case regActive:
+			if x.alive(owner) {
+				return StatusActive
+			}
+		case regFree:
+			return StatusMissing
+		default:
+			x.opts.log.Error("shmex: damaged state in the registry; terminating the mailbox", "exchange", x.name, "mailbox", id)
+			owner = anyOwner
+		}
+		if hook := testHookDeadOwner.Load(); hook != nil {
+			(*hook)(id)
+		}
+		// The dead owner's mailbox is terminated only while that owner
+		// owns that incarnation.
+		if x.terminateStamp(id, s, owner) {
+			return StatusTerminated
+		}
 	}
-	if d, err := x.destPinned(id); err == nil {
-		x.terminateDead(d)
-		x.unpin(d)
-	} else {
-		x.terminateEntry(id) // no ring to close: the registry alone
+}
+
+// testHookDeadOwner, when set (by tests), is called by status after it
+// found an active mailbox's owner dead (or its state damaged), before it
+// terminates the mailbox.
+var testHookDeadOwner atomic.Pointer[func(id EntityID)]
+
+// terminateStamp terminates the mailbox of id if its registry stamp is
+// still s and its owner still owner (anyOwner: any), and reports whether
+// the mailbox is terminated in s's incarnation (by this call or another),
+// false when it changed: reopened, taken over by a new owner, or its slot
+// reused.
+func (x *SHM) terminateStamp(id EntityID, s stamp, owner uint64) bool {
+	d, err := x.destPinned(id)
+	if err != nil {
+		return x.terminateEntry(id, s, owner) // no ring to close: the registry alone
 	}
-	return StatusTerminated
+	defer x.unpin(d)
+	if d.stamp != s {
+		// Mapped under another stamp: the mailbox changed since s was
+		// read (or d is a mapping of a terminated s, which the next
+		// look reports).
+		return false
+	}
+	x.opts.log.Info("shmex: owner of mailbox died; terminating it", "exchange", x.name, "mailbox", id)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if done, err := x.terminateIf(ctx, d, owner); done || err != nil {
+		return true // err: the registry's lock failed; the owner is dead all the same
+	}
+	cur := x.reg.stamp(d.index)
+	return cur.gen() == s.gen() && cur.inc() == s.inc() && cur.state() == regTerminated
 }
 
 // Info implements [Exchange.Info]: what the registry holds about id, with

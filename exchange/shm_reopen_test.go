@@ -3,6 +3,7 @@ package exchange_test
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -110,5 +111,116 @@ func TestSHMProcessReopen(t *testing.T) {
 		}
 	} else if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatal(err)
+	}
+}
+
+// TestSHMStatusDeadOwnerReopened (issue 15, agent's TestRestart under
+// load): Status finds the owner of a mailbox dead; before it terminates the
+// mailbox, a supervisor terminates it and reopens it (a new incarnation,
+// with a live owner). Status must answer for the new incarnation (active)
+// and leave it alone, not terminate it for the death of the old owner.
+func TestSHMStatusDeadOwnerReopened(t *testing.T) {
+	root := testRoot(t)
+	const name = "status-reopen"
+	ctx := testCtx(t, time.Minute)
+	sup := openSHM(t, root, name)
+	aid, err := sup.RegisterAgent(ctx, exchange.Behavior{Name: "Phoenix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := openSHM(t, root, name) // the handle that asks: its own mappings
+	cid, err := obs.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kid := childproc.Start(t, "receiver", root, name, aid.String())
+	line(t, kid, "receiver start", childStart)
+	kid.Kill() // the owner of incarnation 0 is dead
+
+	var fired atomic.Bool
+	exchange.SetDeadOwnerHook(t, func(id exchange.EntityID) {
+		if id != aid || !fired.CompareAndSwap(false, true) {
+			return
+		}
+		// The supervisor, having seen its child die, terminates the
+		// mailbox and reopens it, between Status's look and its
+		// termination.
+		if err := sup.Terminate(ctx, aid); err != nil {
+			t.Errorf("Terminate: %v", err)
+		}
+		if err := sup.Reopen(ctx, aid); err != nil {
+			t.Errorf("Reopen: %v", err)
+		}
+	})
+	st, err := obs.Status(ctx, aid)
+	if !fired.Load() {
+		t.Fatalf("Status = %v, %v without finding the owner dead", st, err)
+	}
+	if err != nil || st != exchange.StatusActive {
+		t.Fatalf("Status across a reopen = %v, %v; want active (the new incarnation)", st, err)
+	}
+	if inc, err := sup.Incarnation(ctx, aid); err != nil || inc != 1 {
+		t.Fatalf("Incarnation = %d, %v; want 1", inc, err)
+	}
+	// The new incarnation works: its owner receives what is sent to it.
+	mb, err := sup.Mailbox(ctx, aid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	if err := obs.Send(ctx, exchange.NewPingRequest(cid, aid)); err != nil {
+		t.Fatalf("Send to the reopened mailbox: %v", err)
+	}
+	var m exchange.Message
+	if err := mb.Recv(ctx, &m); err != nil || m.Kind != exchange.KindPingRequest {
+		t.Fatalf("Recv on the reopened mailbox: %v, %v", m.Kind, err)
+	}
+	if st, err := sup.Status(ctx, aid); err != nil || st != exchange.StatusActive {
+		t.Fatalf("Status afterwards = %v, %v", st, err)
+	}
+}
+
+// TestSHMStatusDeadOwnerTakenOver: as TestSHMStatusDeadOwnerReopened, with
+// the mailbox taken over by a new receiving process (a new owner of the
+// same incarnation) between Status's look and its termination.
+func TestSHMStatusDeadOwnerTakenOver(t *testing.T) {
+	root := testRoot(t)
+	const name = "status-takeover"
+	ctx := testCtx(t, time.Minute)
+	sup := openSHM(t, root, name)
+	aid, err := sup.RegisterAgent(ctx, exchange.Behavior{Name: "Phoenix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	obs := openSHM(t, root, name)
+	cid, err := obs.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := childproc.Start(t, "receiver", root, name, aid.String())
+	line(t, first, "first receiver start", childStart)
+	first.Kill()
+
+	var fired atomic.Bool
+	var second *childproc.Child
+	exchange.SetDeadOwnerHook(t, func(id exchange.EntityID) {
+		if id != aid || !fired.CompareAndSwap(false, true) {
+			return
+		}
+		second = childproc.Start(t, "receiver", root, name, aid.String())
+		line(t, second, "second receiver start", childStart)
+	})
+	st, err := obs.Status(ctx, aid)
+	if !fired.Load() {
+		t.Fatalf("Status = %v, %v without finding the owner dead", st, err)
+	}
+	if err != nil || st != exchange.StatusActive {
+		t.Fatalf("Status across a take-over = %v, %v; want active", st, err)
+	}
+	if err := obs.Send(ctx, exchange.NewActionRequest(cid, aid, "after", nil)); err != nil {
+		t.Fatalf("Send to the mailbox taken over: %v", err)
+	}
+	if f := line(t, second, "second receiver", 10*time.Second); f[1] != "after" {
+		t.Fatalf("second receiver got %q", f)
 	}
 }

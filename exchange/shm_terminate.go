@@ -53,23 +53,38 @@ func (x *SHM) Terminate(ctx context.Context, id EntityID) (err error) {
 // reopened: the current one is not ours to end) or of a slot since
 // reused.
 func (x *SHM) terminate(ctx context.Context, d *dest) error {
-	if done, err := x.closeAndMark(d); !done {
-		return err
+	_, err := x.terminateIf(ctx, d, anyOwner)
+	return err
+}
+
+// anyOwner tells terminateIf and closeAndMark that the mailbox's owner
+// does not matter (no liveness id is all ones).
+const anyOwner = ^uint64(0)
+
+// terminateIf is terminate, done only while the mailbox's owner is owner
+// (anyOwner: whoever it is); done reports whether this call terminated it.
+func (x *SHM) terminateIf(ctx context.Context, d *dest, owner uint64) (done bool, err error) {
+	if done, err := x.closeAndMark(d, owner); !done {
+		return false, err
 	}
 	x.sweep(ctx, d)
-	return nil
+	return true, nil
 }
 
 // closeAndMark closes d's ring and marks its mailbox terminated, under the
-// registry's lock; done is false when there was nothing to do (see
-// terminate) or the lock failed.
-func (x *SHM) closeAndMark(d *dest) (done bool, err error) {
+// registry's lock, when d maps its current incarnation and its owner is
+// owner (anyOwner: any); done is false when there was nothing to do (see
+// terminate), the owner changed, or the lock failed.
+func (x *SHM) closeAndMark(d *dest, owner uint64) (done bool, err error) {
 	if err := x.reg.lock(); err != nil {
 		return false, err
 	}
 	defer x.reg.unlock() // deferred: the ring or the registry may fault (see catch)
 	s := x.reg.stamp(d.index)
 	if s.gen() != d.stamp.gen() || s.inc() != d.stamp.inc() || s.state() == regTerminated {
+		return false, nil
+	}
+	if owner != anyOwner && x.reg.owner(d.index) != owner {
 		return false, nil
 	}
 	d.r.Close()
@@ -100,18 +115,27 @@ func (x *SHM) terminateDead(d *dest) {
 
 // terminateEntry terminates the mailbox of id in the registry alone, when
 // its ring cannot be mapped (missing, or damaged): its senders find the
-// stamp changed, and its ring's file, if any, is removed.
-func (x *SHM) terminateEntry(id EntityID) {
+// stamp changed, and its ring's file, if any, is removed. As status's
+// terminateStamp, it does so only while the stamp is want and the owner
+// owner (anyOwner: any), and reports whether the mailbox is terminated in
+// want's incarnation (false: it changed); a failed lock reports true.
+func (x *SHM) terminateEntry(id EntityID, want stamp, owner uint64) bool {
 	if x.reg.lock() != nil {
-		return
+		return true
 	}
 	defer x.reg.unlock()
 	i, s := x.lookup(id)
-	if i < 0 || s.state() == regTerminated {
-		return
+	switch {
+	case i < 0 || s.gen() != want.gen() || s.inc() != want.inc():
+		return false
+	case s.state() == regTerminated:
+		return true
+	case s != want || owner != anyOwner && x.reg.owner(i) != owner:
+		return false
 	}
 	x.reg.setTerminated(i, s)
 	shm.Remove(ringPath(x.dir, id.UUID, s.inc()))
+	return true
 }
 
 // ownerDied terminates the mailbox of d, whose owner a send found dead,
