@@ -1,12 +1,11 @@
 package agent
 
 import (
-	"context"
 	"log/slog"
-	"slices"
 	"time"
 
 	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/internal/quietlog"
 )
 
 // Option configures a [Runtime], a [Client], a [Manager] or a launch. Each
@@ -147,46 +146,4 @@ func WithIdle(s exchange.IdleStrategy) Option { return func(o *options) { o.idle
 // quietLogger is the default logger: warnings and errors go to
 // slog.Default() (looked up at each record, so that a later SetDefault
 // counts), the rest nowhere.
-var quietLogger = slog.New(quietHandler{})
-
-// quietHandler passes the records at warn level and above to the default
-// logger's handler, replaying on it the attributes and groups it was given.
-type quietHandler struct {
-	ops []quietOp
-}
-
-// quietOp is a WithGroup (group set) or a WithAttrs.
-type quietOp struct {
-	group string
-	attrs []slog.Attr
-}
-
-func (quietHandler) Enabled(ctx context.Context, l slog.Level) bool {
-	return l >= slog.LevelWarn && slog.Default().Handler().Enabled(ctx, l)
-}
-
-func (q quietHandler) Handle(ctx context.Context, r slog.Record) error {
-	h := slog.Default().Handler()
-	for _, op := range q.ops {
-		if op.group != "" {
-			h = h.WithGroup(op.group)
-		} else {
-			h = h.WithAttrs(op.attrs)
-		}
-	}
-	return h.Handle(ctx, r)
-}
-
-func (q quietHandler) WithAttrs(as []slog.Attr) slog.Handler {
-	if len(as) == 0 {
-		return q
-	}
-	return quietHandler{ops: append(slices.Clip(q.ops), quietOp{attrs: as})}
-}
-
-func (q quietHandler) WithGroup(name string) slog.Handler {
-	if name == "" {
-		return q
-	}
-	return quietHandler{ops: append(slices.Clip(q.ops), quietOp{group: name})}
-}
+var quietLogger = quietlog.Logger

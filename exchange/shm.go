@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shmex/shmex/internal/quietlog"
 	"github.com/shmex/shmex/ring"
 	"github.com/shmex/shmex/shm"
 )
@@ -67,7 +68,13 @@ func WithIdle(s IdleStrategy) Option { return func(o *shmOptions) { o.idle = s }
 // fill the registry.
 func WithRegistryCapacity(n int) Option { return func(o *shmOptions) { o.registryCap = n } }
 
-// WithLogger sets the logger for events such as a mailbox found dead.
+// WithLogger sets the logger. The exchange logs at debug level the
+// routine events of recovery (the owner of a mailbox found dead and its
+// mailbox terminated), at warn level what a program should hear about
+// (damaged registry entries or rings, requests to a terminated mailbox
+// left unanswered, responses dropped), and at error level faults on
+// shared memory. By default (nil) only the warnings and errors reach
+// [slog.Default]; pass a logger to see the rest.
 func WithLogger(l *slog.Logger) Option { return func(o *shmOptions) { o.log = l } }
 
 // SHM is a handle on a shared-memory exchange: any number of processes on
@@ -121,9 +128,7 @@ func Open(name string, opts ...Option) (*SHM, error) {
 	if o.root == "" {
 		o.root = shm.DefaultRoot()
 	}
-	if o.log == nil {
-		o.log = slog.Default()
-	}
+	o.log = quietlog.Or(o.log)
 	if o.mailboxBytes < ring.MinCapacity || o.mailboxBytes > ring.MaxCapacity || bits.OnesCount(uint(o.mailboxBytes)) != 1 {
 		return nil, fmt.Errorf("%w: mailbox size %d is not a power of two in [%d, %d]", ErrInvalidArgument, o.mailboxBytes, ring.MinCapacity, ring.MaxCapacity)
 	}

@@ -219,7 +219,7 @@ func (x *SHM) terminateStamp(id EntityID, s stamp, owner uint64) bool {
 		// look reports).
 		return false
 	}
-	x.opts.log.Info("shmex: owner of mailbox died; terminating it", "exchange", x.name, "mailbox", id)
+	x.opts.log.Debug("shmex: owner of mailbox died; terminating it", "exchange", x.name, "mailbox", id)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if done, err := x.terminateIf(ctx, d, owner); done || err != nil {

@@ -107,7 +107,7 @@ func (x *SHM) terminateDead(d *dest) {
 	if x.reg.state(d.index) == regTerminated {
 		return
 	}
-	x.opts.log.Info("shmex: owner of mailbox died; terminating it", "exchange", x.name, "mailbox", d.id)
+	x.opts.log.Debug("shmex: owner of mailbox died; terminating it", "exchange", x.name, "mailbox", d.id)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	x.terminate(ctx, d)

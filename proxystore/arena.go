@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/shmex/shmex/internal/quietlog"
 	"github.com/shmex/shmex/shm"
 )
 
@@ -100,7 +100,11 @@ func (a *Arena) populate() []shm.Option {
 	return nil
 }
 
-// WithArenaLogger sets the logger of the arena store (default: discard).
+// WithArenaLogger sets the logger of the arena store. The store logs at
+// debug level the routine events (segments made, arenas of dead owners
+// removed, blocks reclaimed) and at warn level the failures to clean up.
+// By default (nil) only warnings and errors reach [slog.Default]; pass a
+// logger to see the rest.
 func WithArenaLogger(l *slog.Logger) ArenaOption { return func(o *arenaOptions) { o.logger = l } }
 
 // Arena is one process's view of the arena store of an exchange: the
@@ -197,10 +201,7 @@ func OpenArena(dir string, opts ...ArenaOption) (*Arena, error) {
 	if o.segmentSize/Granule > maxDesc {
 		return nil, fmt.Errorf("proxystore: segment size %d out of range", o.segmentSize)
 	}
-	log := o.logger
-	if log == nil {
-		log = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	log := quietlog.Or(o.logger)
 	if err := shm.CheckDir(dir); err != nil {
 		return nil, err
 	}
@@ -221,7 +222,7 @@ func OpenArena(dir string, opts ...ArenaOption) (*Arena, error) {
 	if removed, err := collect(dir, life.ID(), &a.lives, false); err != nil {
 		log.Warn("proxystore: collecting dead arenas", "err", err)
 	} else if len(removed) > 0 {
-		log.Info("proxystore: removed arenas of dead owners", "files", removed)
+		log.Debug("proxystore: removed arenas of dead owners", "files", removed)
 	}
 	go a.reaper()
 	register(a)

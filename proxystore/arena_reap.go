@@ -38,7 +38,7 @@ func (a *Arena) reaper() {
 			if removed, err := collect(a.dir, a.life.ID(), &a.lives, false); err != nil {
 				a.log.Warn("proxystore: collecting dead arenas", "err", err)
 			} else if len(removed) > 0 {
-				a.log.Info("proxystore: removed arenas of dead owners", "files", removed)
+				a.log.Debug("proxystore: removed arenas of dead owners", "files", removed)
 			}
 		}
 	}

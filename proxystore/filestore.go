@@ -25,6 +25,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
 
+	"github.com/shmex/shmex/internal/quietlog"
 	"github.com/shmex/shmex/shm"
 )
 
@@ -100,7 +101,8 @@ func WithCompression(c Compression) FileOption {
 	return func(o *fileOptions) { o.codec = c }
 }
 
-// WithFileLogger sets the logger (default slog.Default()).
+// WithFileLogger sets the logger. By default (nil) only warnings and
+// errors reach [slog.Default]; pass a logger to see the debug records too.
 func WithFileLogger(l *slog.Logger) FileOption {
 	return func(o *fileOptions) { o.log = l }
 }
@@ -157,9 +159,7 @@ func OpenFileStore(dir string, opts ...FileOption) (*FileStore, error) {
 			f(&o)
 		}
 	}
-	if o.log == nil {
-		o.log = slog.Default()
-	}
+	o.log = quietlog.Or(o.log)
 	if o.codec > CompressS2 {
 		return nil, fmt.Errorf("proxystore: unknown compression %v", o.codec)
 	}

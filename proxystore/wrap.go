@@ -10,6 +10,7 @@ import (
 	"unsafe"
 
 	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/internal/quietlog"
 )
 
 // DefaultThreshold is the payload size from which [Wrap] proxies action
@@ -140,7 +141,8 @@ func WithMaxPayload(n int64) WrapOption {
 	return func(o *wrapOptions) { o.maxPayload = n }
 }
 
-// WithWrapLogger sets the logger (default slog.Default()).
+// WithWrapLogger sets the logger. By default (nil) only warnings and
+// errors reach [slog.Default]; pass a logger to see the debug records too.
 func WithWrapLogger(l *slog.Logger) WrapOption {
 	return func(o *wrapOptions) { o.log = l }
 }
@@ -180,9 +182,7 @@ func Wrap(ex exchange.Exchange, store Store, opts ...WrapOption) *Exchange {
 			f(&o)
 		}
 	}
-	if o.log == nil {
-		o.log = slog.Default()
-	}
+	o.log = quietlog.Or(o.log)
 	if o.should == nil {
 		WithThreshold(DefaultThreshold)(&o)
 	}
