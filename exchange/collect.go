@@ -225,9 +225,13 @@ func (x *SHM) collectRing(i int, s stamp, id EntityID, removable func(owner uint
 	case err != nil:
 		return false, fmt.Errorf("exchange: collecting mailbox %v: %w", id, err)
 	}
-	// No receiver attaches while the segment is removed.
+	// No receiver attaches while the segment is removed. The path is
+	// looked at again: only the file probed goes, not one put there since.
 	defer seg.Close()
 	defer c.Close()
+	if fi, err := os.Lstat(path); err != nil || !seg.SameFile(fi) {
+		return false, nil
+	}
 	return removeFile(path), nil
 }
 

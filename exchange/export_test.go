@@ -50,3 +50,13 @@ func SetDeadOwnerHook(t *testing.T, f func(id EntityID)) {
 	testHookDeadOwner.Store(&f)
 	t.Cleanup(func() { testHookDeadOwner.Store(nil) })
 }
+
+// RingPath returns the path of the ring of the current incarnation of
+// id's mailbox in x's directory.
+func (x *SHM) RingPath(id EntityID) string {
+	inc := uint32(0)
+	if i, s := x.lookup(id); i >= 0 {
+		inc = s.inc()
+	}
+	return ringPath(x.dir, id.UUID, inc)
+}

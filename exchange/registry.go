@@ -26,13 +26,14 @@ var ErrCorruptRegistry = errors.New("exchange: corrupt registry")
 
 // registry is a view of the registry segment (see registry_layout.go).
 type registry struct {
-	seg     *shm.Segment
-	body    []byte
-	entries int
-	count   *uint32
-	gen     *uint64
-	lockFd  int        // descriptor of the registry file, for flock
-	lockMu  sync.Mutex // the flock excludes other handles (their own descriptors), this the goroutines of this one
+	seg      *shm.Segment
+	body     []byte
+	entries  int
+	count    *uint32
+	gen      *uint64
+	lockFile *os.File   // the registry file opened again, for flock
+	lockFd   int        // lockFile's descriptor
+	lockMu   sync.Mutex // the flock excludes other handles (their own descriptors), this the goroutines of this one
 }
 
 // entry is the decoded immutable part of a registry entry.
@@ -97,20 +98,47 @@ func attachRegistry(seg *shm.Segment) (*registry, error) {
 	if n < 1 || registrySize(n) > len(body) {
 		return nil, fmt.Errorf("%w: %d entries in %d bytes", ErrCorruptRegistry, n, len(body))
 	}
-	fd, err := unix.Open(seg.Path(), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	lf, err := openRegistryLock(seg)
 	if err != nil {
-		return nil, fmt.Errorf("exchange: open registry lock: %w", err)
+		return nil, err
 	}
-	r := &registry{seg: seg, body: body, entries: n, lockFd: fd,
+	r := &registry{seg: seg, body: body, entries: n, lockFile: lf, lockFd: int(lf.Fd()),
 		count: (*uint32)(unsafe.Pointer(&body[regOffCount])),
 		gen:   (*uint64)(unsafe.Pointer(&body[regOffGen]))}
 	return r, nil
 }
 
+// openRegistryLock opens the registry file that seg maps again, for the
+// writers' flock: through shm.OpenFile, which neither blocks on a FIFO nor
+// takes anything but a regular file, and only while the path still names
+// the file mapped. Another process may have put something else there
+// since seg was opened: a lock on another file would exclude nobody.
+func openRegistryLock(seg *shm.Segment) (*os.File, error) {
+	f, err := shm.OpenFile(seg.Path(), os.O_RDONLY, 0)
+	if err != nil {
+		return nil, fmt.Errorf("exchange: open registry lock: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("exchange: open registry lock: %w", err)
+	}
+	if !seg.SameFile(fi) {
+		f.Close()
+		return nil, fmt.Errorf("%w: %s", errRegistryReplaced, seg.Path())
+	}
+	return f, nil
+}
+
+// errRegistryReplaced tells openRegistry that the registry's path named
+// another file when it was opened again for the lock (the exchange was
+// removed and made again meanwhile, or something else was put there).
+var errRegistryReplaced = errors.New("exchange: the registry file was replaced while it was opened")
+
 func (r *registry) close() {
-	if r.lockFd >= 0 {
-		unix.Close(r.lockFd)
-		r.lockFd = -1
+	if r.lockFile != nil {
+		r.lockFile.Close()
+		r.lockFile, r.lockFd = nil, -1
 	}
 	r.seg.Close()
 }
@@ -387,6 +415,9 @@ func openRegistry(dir string, entries int) (*registry, error) {
 		r, err := attachRegistry(seg)
 		if err != nil {
 			seg.Close()
+			if errors.Is(err, errRegistryReplaced) && attempt < 3 {
+				continue // open what is there now
+			}
 			return nil, err
 		}
 		return r, nil

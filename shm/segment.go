@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/edsrzf/mmap-go"
@@ -36,6 +37,7 @@ type Segment struct {
 	path     string
 	info     Info
 	readOnly bool
+	dev, ino uint64 // the file mapped (see SameFile)
 
 	mu   sync.Mutex
 	data mmap.MMap // nil once closed
@@ -112,6 +114,10 @@ func Create(path string, kind Kind, size int64, init func(body []byte) error, op
 		unlock(f)
 		f.Close()
 	}()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return nil, fmt.Errorf("shm: stat %s: %w", tmp, err)
+	}
 	if err := Reserve(f, size); err != nil {
 		return nil, fmt.Errorf("shm: reserve %d bytes for %s: %w", size, path, err)
 	}
@@ -133,7 +139,7 @@ func Create(path string, kind Kind, size int64, init func(body []byte) error, op
 		return nil, err
 	}
 	published = true
-	return &Segment{path: path, info: info, data: m}, nil
+	return &Segment{path: path, info: info, data: m, dev: uint64(st.Dev), ino: uint64(st.Ino)}, nil
 }
 
 // Reserve sizes the open file f to size bytes and allocates its pages
@@ -240,7 +246,7 @@ func Open(path string, kind Kind, opts ...Option) (*Segment, error) {
 	if o.populate {
 		populate(m, o.readOnly)
 	}
-	return &Segment{path: path, info: info, readOnly: o.readOnly, data: m}, nil
+	return &Segment{path: path, info: info, readOnly: o.readOnly, data: m, dev: uint64(st.Dev), ino: uint64(st.Ino)}, nil
 }
 
 // populate makes every page of m ready now (see Populate). The pages are
@@ -308,6 +314,16 @@ func (s *Segment) Path() string { return s.path }
 
 // Info returns the segment's validated header.
 func (s *Segment) Info() Info { return s.info }
+
+// SameFile reports whether fi (from os.Lstat, os.Stat or File.Stat)
+// describes the file this segment maps: the same device and inode. A
+// caller that opens the segment's path again (to lock it, say), or removes
+// it, checks with SameFile that the path still names the segment's file,
+// which another process may have replaced meanwhile.
+func (s *Segment) SameFile(fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return ok && s.ino != 0 && uint64(st.Ino) == s.ino && uint64(st.Dev) == s.dev
+}
 
 // ReadOnly reports whether the segment is mapped without write permission.
 func (s *Segment) ReadOnly() bool { return s.readOnly }

@@ -121,3 +121,39 @@ func TestOpenFile(t *testing.T) {
 		t.Fatalf("ReadDir: %v %v", entries, err)
 	}
 }
+
+// TestSegmentSameFile: a segment knows the file it maps, whether it
+// created or opened it; a file put at its path afterwards is not it.
+func TestSegmentSameFile(t *testing.T) {
+	dir := testDir(t)
+	path := filepath.Join(dir, "ring-0456")
+	made, err := shm.Create(path, shm.KindRing, shm.HeaderSize+64, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer made.Close()
+	opened, err := shm.Open(path, shm.KindRing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opened.Close()
+	fi, err := os.Lstat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !made.SameFile(fi) || !opened.SameFile(fi) {
+		t.Fatalf("SameFile of the segment's own file: created %v, opened %v", made.SameFile(fi), opened.SameFile(fi))
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("impostor"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if fi, err = os.Lstat(path); err != nil {
+		t.Fatal(err)
+	}
+	if made.SameFile(fi) || opened.SameFile(fi) {
+		t.Fatal("SameFile takes the file put at the path afterwards for the segment's")
+	}
+}
