@@ -247,8 +247,11 @@ func (s *FileStore) loadID() (StoreID, error) {
 	return StoreID{}, fmt.Errorf("proxystore: %s: cannot create the store id", path)
 }
 
+// readSmallFile reads at most limit bytes of the file at path, opened
+// through shm.OpenFile (as every file of the store: another process of the
+// user may have put a FIFO there, which must fail the open, not block it).
 func readSmallFile(path string, limit int64) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	f, err := shm.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -276,7 +279,7 @@ func (s *FileStore) createTemp() (string, *os.File, error) {
 		var r [8]byte
 		_, _ = rand.Read(r[:])
 		tmp := filepath.Join(s.dir, fmt.Sprintf("%s%016x-%s", fileTempPrefix, s.life.ID(), hex.EncodeToString(r[:])))
-		f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+		f, err := shm.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o600)
 		if errors.Is(err, fs.ErrExist) {
 			continue
 		}
@@ -476,7 +479,7 @@ func (s *FileStore) publish(h *fileHeader, tmp string) (Proxy, error) {
 		}
 	}
 	if s.opts.sync {
-		if d, err := os.Open(s.dir); err == nil {
+		if d, err := shm.OpenFile(s.dir, os.O_RDONLY|syscall.O_DIRECTORY, 0); err == nil {
 			d.Sync()
 			d.Close()
 		}
@@ -485,7 +488,7 @@ func (s *FileStore) publish(h *fileHeader, tmp string) (Proxy, error) {
 }
 
 func rewriteHeader(path string, h *fileHeader) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	f, err := shm.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
@@ -658,10 +661,13 @@ func (s *FileStore) open(p Proxy) (*os.File, fileHeader, error) {
 	case p.Length > s.opts.maxPayload:
 		return nil, h, fmt.Errorf("%w: %v: over the payload limit of %d", ErrBadProxy, p, s.opts.maxPayload)
 	}
-	f, err := os.OpenFile(s.path(p.Segment), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+	f, err := shm.OpenFile(s.path(p.Segment), os.O_RDONLY, 0)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, h, fmt.Errorf("%w: %v: no such payload file", ErrStaleProxy, p)
+		}
+		if errors.Is(err, shm.ErrNotRegular) {
+			return nil, h, fmt.Errorf("%w: %v: %w", ErrCorrupt, p, err)
 		}
 		return nil, h, fmt.Errorf("proxystore: open payload file: %w", err)
 	}
@@ -883,7 +889,7 @@ func (s *FileStore) Sweep(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer s.leave()
-	entries, err := os.ReadDir(s.dir)
+	entries, err := shm.ReadDir(s.dir)
 	if err != nil {
 		return 0, fmt.Errorf("proxystore: sweep: %w", err)
 	}
@@ -912,8 +918,11 @@ func (s *FileStore) Sweep(ctx context.Context) (int, error) {
 			if err != nil {
 				continue
 			}
-			f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0)
+			f, err := shm.OpenFile(path, os.O_RDONLY, 0)
 			if err != nil {
+				if !errors.Is(err, fs.ErrNotExist) {
+					s.opts.log.Warn("proxystore: file store sweep: unreadable payload file", "file", path, "err", err)
+				}
 				continue
 			}
 			h, err := checkFile(f, s.id, seg, s.opts.maxPayload)
@@ -929,7 +938,7 @@ func (s *FileStore) Sweep(ctx context.Context) (int, error) {
 	}
 	// The lock files of dead stores.
 	liveDir := filepath.Join(s.dir, fileLiveDir)
-	lives, _ := os.ReadDir(liveDir)
+	lives, _ := shm.ReadDir(liveDir)
 	for _, e := range lives {
 		id, ok := shm.ParseLifeName(e.Name())
 		if !ok || id == s.life.ID() {
