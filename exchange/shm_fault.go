@@ -38,12 +38,13 @@ import (
 // mapping on behalf of no caller (unmapping a retired ring, detaching a
 // receiver) run under tolerateFault.
 //
-// What stays out of reach: a receive asleep on a ring truncated under it
-// cannot be woken (its doorbell went with the pages; Close leaves it), and
-// when its context ends, shm's CancelRinger rings that doorbell from a
-// goroutine of the context package, which faults unguarded and kills the
-// process. Both need a change below the exchange (a bounded sleep in the
-// ring's Receive; SetPanicOnFault in CancelRinger's callback).
+// When a receive's context ends, shm's CancelRinger rings its doorbell
+// from a goroutine of the context package; it does so under a guard of
+// its own (shm's ringGuarded), so that a doorbell in a ring truncated
+// under the sleeper does not kill the process. What stays out of reach: a
+// receive asleep on a ring truncated under it cannot be woken (its
+// doorbell went with the pages; Close leaves it, and so does that cancel);
+// that needs a bounded sleep in the ring's Receive.
 
 // errFault is what a fault on a mapping this handle cannot place returns
 // (a segment being mapped when it was truncated).

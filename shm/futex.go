@@ -4,6 +4,7 @@ import (
 	"context"
 	"math"
 	"runtime"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 )
@@ -162,10 +163,29 @@ func (r *CancelRinger) arm(ctx context.Context, d Doorbell) {
 	r.done = done
 	r.stop = context.AfterFunc(ctx, func() {
 		if r.state.CompareAndSwap(ringerSleeping, ringerRinging) {
-			d.Ring(math.MaxInt32)
+			ringGuarded(d)
 			r.state.Store(ringerIdle)
 		}
 	})
+}
+
+// ringGuarded rings d for a cancel, from a goroutine of the context
+// package, under the fault guard that every other path touching shared
+// memory runs under (debug.SetPanicOnFault): the doorbell's word may sit in
+// a segment that another process truncated under the sleeper, and a fault
+// there, unguarded, would kill the process. Such a fault is recovered and
+// the ring dropped: the sleeper's own access faults in its guard, or its
+// timeout ends its sleep. Any other panic goes on.
+func ringGuarded(d Doorbell) {
+	defer func(old bool) {
+		debug.SetPanicOnFault(old)
+		if p := recover(); p != nil {
+			if _, fault := p.(interface{ Addr() uintptr }); !fault {
+				panic(p)
+			}
+		}
+	}(debug.SetPanicOnFault(true))
+	d.Ring(math.MaxInt32)
 }
 
 // Disarm drops the registration with the last context. Call it when the
