@@ -43,9 +43,10 @@ func MailboxIdle(mb Mailbox) (IdleStrategy, bool) {
 	return m.c.Idle(), true
 }
 
-// SetDeadOwnerHook makes Status (and whatever asks a mailbox's status)
-// call f after it found the owner of an active mailbox dead, before it
-// terminates the mailbox, until the test ends.
+// SetDeadOwnerHook makes Status (and whatever asks a mailbox's status),
+// and a send that found the owner of its mailbox dead, call f after they
+// found the owner of an active mailbox dead, before they terminate the
+// mailbox, until the test ends.
 func SetDeadOwnerHook(t *testing.T, f func(id EntityID)) {
 	testHookDeadOwner.Store(&f)
 	t.Cleanup(func() { testHookDeadOwner.Store(nil) })

@@ -224,3 +224,59 @@ func TestSHMStatusDeadOwnerTakenOver(t *testing.T) {
 		t.Fatalf("second receiver got %q", f)
 	}
 }
+
+// TestSHMSendDeadOwnerTakenOver: a send finds the owner of its mailbox dead
+// (at its periodic look, or waiting for space in the full mailbox); before
+// it terminates the mailbox, a new receiving process takes it over. The
+// send must leave the mailbox to its new owner and deliver, not terminate
+// it for the death of the old owner.
+func TestSHMSendDeadOwnerTakenOver(t *testing.T) {
+	root := testRoot(t)
+	const name = "send-takeover"
+	ctx := testCtx(t, time.Minute)
+	x := openSHM(t, root, name, exchange.WithMailboxBytes(4096))
+	aid, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Phoenix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cid, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := childproc.Start(t, "receiver", root, name, aid.String())
+	line(t, first, "first receiver start", childStart)
+	first.Kill()
+
+	var fired atomic.Bool
+	var second *childproc.Child
+	exchange.SetDeadOwnerHook(t, func(id exchange.EntityID) {
+		if id != aid || !fired.CompareAndSwap(false, true) {
+			return
+		}
+		second = childproc.Start(t, "receiver", root, name, aid.String())
+		line(t, second, "second receiver start", childStart)
+	})
+	// More than the mailbox holds: the sends wait for space, and find the
+	// owner dead by then at the latest.
+	const n = 200
+	for i := range n {
+		action := "fill"
+		if i == n-1 {
+			action = "last"
+		}
+		if err := x.Send(ctx, exchange.NewActionRequest(cid, aid, action, nil)); err != nil {
+			t.Fatalf("send %d (hook fired: %v): %v", i, fired.Load(), err)
+		}
+	}
+	if !fired.Load() {
+		t.Fatal("no send found the owner dead")
+	}
+	for {
+		if f := line(t, second, "second receiver", 10*time.Second); f[1] == "last" {
+			break
+		}
+	}
+	if st, err := x.Status(ctx, aid); err != nil || st != exchange.StatusActive {
+		t.Fatalf("Status after the take-over = %v, %v; want active", st, err)
+	}
+}

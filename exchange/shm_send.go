@@ -280,8 +280,7 @@ func (x *SHM) claimSlow(ctx context.Context, d *dest, p *ring.Producer, k Kind, 
 		if x.closing.Load() {
 			return ring.Claim{}, ErrExchangeClosed
 		}
-		if !x.alive(x.reg.owner(d.index)) {
-			x.terminateDead(d)
+		if !x.alive(x.reg.owner(d.index)) && x.terminateDead(d) {
 			return ring.Claim{}, ring.ErrClosed
 		}
 		step, cancel := context.WithTimeout(ctx, ownerCheckInterval)

@@ -101,16 +101,30 @@ func (x *SHM) terminateEntered(ctx context.Context, d *dest) {
 	}
 }
 
-// terminateDead terminates the mailbox of a dead owner (or of a damaged
-// state word); the caller holds a pin or a box of d.
-func (x *SHM) terminateDead(d *dest) {
+// terminateDead terminates the mailbox of d, whose owner a send found
+// dead; the caller holds a pin or a box of d. As status does, it looks at
+// the owner again and terminates the mailbox only while that dead owner
+// owns it, under the registry's lock: a receiver that took the mailbox
+// over meanwhile keeps it. It reports whether the mailbox is terminated
+// (false: it has a live owner again, or d no longer maps it; send again).
+func (x *SHM) terminateDead(d *dest) bool {
 	if x.reg.state(d.index) == regTerminated {
-		return
+		return true
+	}
+	owner := x.reg.owner(d.index)
+	if x.alive(owner) {
+		return false
+	}
+	if hook := testHookDeadOwner.Load(); hook != nil {
+		(*hook)(d.id)
 	}
 	x.opts.log.Debug("shmex: owner of mailbox died; terminating it", "exchange", x.name, "mailbox", d.id)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	x.terminate(ctx, d)
+	if done, err := x.terminateIf(ctx, d, owner); done || err != nil {
+		return true // err: the registry's lock failed; the owner is dead all the same
+	}
+	return x.reg.stamp(d.index) == d.stamp.withState(regTerminated)
 }
 
 // terminateEntry terminates the mailbox of id in the registry alone, when
@@ -150,8 +164,11 @@ func (x *SHM) ownerDied(d *dest) (err error) {
 		x.last.CompareAndSwap(d, nil)
 		return errRetired
 	}
-	x.terminateDead(d)
+	terminated := x.terminateDead(d)
 	x.unpin(d)
+	if !terminated {
+		return errStale // taken over or changed meanwhile: send again
+	}
 	return fmt.Errorf("%w: %v (its owner died)", ErrMailboxClosed, d.id)
 }
 
