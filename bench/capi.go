@@ -24,8 +24,8 @@ import (
 
 // Metrics of the C ABI scenario: no-op actions from C and Python clients to a
 // Go agent and from a Go client to a Python agent, each next to the same
-// work from a Go client to the same Go agent, and a large numpy array lent
-// by Python to a Go agent.
+// work from a Go client to the same Go agent, and numpy arrays of 1 KiB and
+// 1 GiB lent by Python to a Go agent.
 const (
 	MetricCapiGoGoRTT  = "capi.go_go_rtt_ns"
 	MetricCapiCGoRTT   = "capi.c_go_rtt_ns"
@@ -37,19 +37,22 @@ const (
 	MetricCapiGoPyOps  = "capi.go_py_throughput_ops"
 	MetricCapiPyGo1K   = "capi.py_go_1k_rtt_ns"
 	MetricCapiPyGoLoan = "capi.py_go_loan_1g_ns"
+	// MetricCapiPyGoLoan1K is the same loan path with 1 KiB: next to the
+	// 1 GiB row, it shows that the size costs nothing.
+	MetricCapiPyGoLoan1K = "capi.py_go_loan_1k_ns"
 )
 
 var capiMetrics = []string{
 	MetricCapiGoGoRTT, MetricCapiCGoRTT, MetricCapiPyGoRTT, MetricCapiGoPyRTT,
 	MetricCapiGoGoOps, MetricCapiCGoOps, MetricCapiPyGoOps, MetricCapiGoPyOps,
-	MetricCapiPyGo1K, MetricCapiPyGoLoan,
+	MetricCapiPyGo1K, MetricCapiPyGoLoan1K, MetricCapiPyGoLoan,
 }
 
 func init() {
 	Register(Scenario{
 		Name: "capi", Rank: RankShmex + 40,
 		Doc: "the C ABI (libshmex) and its bindings: no-op actions C to Go, Python to Go and Go to Python next to Go to Go " +
-			"(round trip and pipelined), and a 1 GiB numpy array lent by Python to a Go agent against a 1 KiB round trip",
+			"(round trip and pipelined), and a 1 GiB numpy array lent by Python to a Go agent (and a 1 KiB one, by the same code) against a 1 KiB round trip",
 		Metrics: capiMetrics,
 		Run:     runCapi,
 		Targets: []Target{
@@ -168,7 +171,7 @@ func runCapi(ctx context.Context, env *Env) ([]Row, error) {
 		add(r.goToPython(ctx, MetricCapiGoPyRTT))
 		// A large array lent by Python, against a small round trip.
 		add(r.external(ctx, MetricCapiPyGo1K, MetricCapiGoGoRTT, "Python client to the Go agent, 1 KiB of arguments", r.pyRTT(1024)),
-			r.pyLoan(ctx))
+			r.pyLoan(ctx, MetricCapiPyGoLoan1K, 1<<10), r.pyLoan(ctx, MetricCapiPyGoLoan, r.loanSize))
 		return nil
 	})
 	if err != nil {
@@ -437,24 +440,24 @@ func (r *capiRun) pyPipeline(ctx context.Context) (float64, error) {
 		strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), strconv.Itoa(actionWindow))
 }
 
-// pyLoan measures a loan of loanSize bytes passed by a Python client to the
-// Go agent, which resolves it (no byte read or copied) and answers its
-// length; compared with the 1 KiB round trip.
-func (r *capiRun) pyLoan(ctx context.Context) Row {
+// pyLoan measures a loan of size bytes passed by a Python client to the Go
+// agent, which resolves it (no byte read or copied) and answers its length;
+// compared with the 1 KiB round trip.
+func (r *capiRun) pyLoan(ctx context.Context, metric string, size int) Row {
 	if r.py == nil {
-		return Row{Metric: MetricCapiPyGoLoan, Skipped: true, Note: r.pyskip}
+		return Row{Metric: metric, Skipped: true, Note: r.pyskip}
 	}
 	l := Latency{Hist: NewHistogram()}
 	var firsts, reserves []string
 	for i := range r.env.Reps {
-		samples := filepath.Join(r.lib.Dir, fmt.Sprintf("loan-%d.samples", i))
+		samples := filepath.Join(r.lib.Dir, fmt.Sprintf("%s-%d.samples", metric, i))
 		ctx, cancel := context.WithTimeout(ctx, 10*r.env.Duration+4*r.env.ChildTimeout)
 		cpu, _, _ := r.env.CPUs()
 		out, err := r.command(ctx, cpu, r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), r.extIdle(), "loan",
-			strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), samples, strconv.Itoa(r.loanSize)).Output()
+			strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), samples, strconv.Itoa(size)).Output()
 		cancel()
 		if err != nil {
-			return Row{Metric: MetricCapiPyGoLoan, Error: fmt.Sprintf("python loan: %v", err)}
+			return Row{Metric: metric, Error: fmt.Sprintf("python loan: %v", err)}
 		}
 		var mean float64
 		for _, line := range strings.Split(string(out), "\n") {
@@ -471,17 +474,17 @@ func (r *capiRun) pyLoan(ctx context.Context) Row {
 			}
 		}
 		if mean == 0 {
-			return Row{Metric: MetricCapiPyGoLoan, Error: fmt.Sprintf("python loan said %q", out)}
+			return Row{Metric: metric, Error: fmt.Sprintf("python loan said %q", out)}
 		}
 		if err := readSamples(samples, l.Hist); err != nil {
-			return Row{Metric: MetricCapiPyGoLoan, Error: err.Error()}
+			return Row{Metric: metric, Error: err.Error()}
 		}
 		l.Reps = append(l.Reps, mean)
 	}
 	l.Mean = median(l.Reps)
-	row := r.env.LatencyRow(MetricCapiPyGoLoan, l, MetricCapiPyGo1K)
+	row := r.env.LatencyRow(metric, l, MetricCapiPyGo1K)
 	row.Note = join(fmt.Sprintf("a %s numpy array lent by Python (loan, call; the Go agent takes it as a proxystore.Blob, in place, and answers its length); each process reserves its arena first (shmex_reserve: %s), then its first call (%s) is apart from these",
-		humanBytes(r.loanSize), strings.Join(reserves, ", "), strings.Join(firsts, ", ")), row.Note)
+		humanBytes(size), strings.Join(reserves, ", "), strings.Join(firsts, ", ")), row.Note)
 	return row
 }
 
@@ -491,6 +494,8 @@ func humanBytes(n int) string {
 		return fmt.Sprintf("%d GiB", n>>30)
 	case n >= 1<<20 && n%(1<<20) == 0:
 		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
 	}
 	return fmt.Sprintf("%d B", n)
 }
