@@ -602,6 +602,52 @@ func shmexgo_action(hp C.uintptr_t, action *C.char, args *C.uint8_t, argsLen C.s
 	return C.SHMEX_OK
 }
 
+//export shmexgo_action_loan
+func shmexgo_action_loan(hp C.uintptr_t, action *C.char, l C.uintptr_t, proxy *C.uint8_t, capacity C.size_t, plen *C.size_t, out *C.uintptr_t) (st C.int) {
+	defer guard(&st)
+	if plen != nil {
+		*plen = 0 // set to the proxy's length once the loan is committed
+	}
+	o, err := lookup[*handleObj](handleOf(hp), kindHandle)
+	if err != nil {
+		return fail(err)
+	}
+	if action == nil {
+		return null("action")
+	}
+	if out == nil {
+		return null("out")
+	}
+	if proxy != nil && (plen == nil || capacity < maxProxy) {
+		return fail(fmt.Errorf("%w: the proxy buffer must hold SHMEX_PROXY_MAX (%d) bytes and come with len, has %d", errInval, maxProxy, capacity))
+	}
+	name := C.GoString(action)
+	if name == "" {
+		return fail(fmt.Errorf("%w: empty action name", errInval))
+	}
+	lo, err := lookup[*loanObj](handleOf(l), kindLoan)
+	if err != nil {
+		return fail(err)
+	}
+	// Past its checks: commit, then send the proxy as the arguments. A
+	// failed send leaves the loan committed, as shmex_loan_commit then
+	// shmex_action would; *len tells the caller so.
+	p, err := lo.commit()
+	if err != nil {
+		return fail(err)
+	}
+	if proxy != nil {
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(proxy)), len(p)), p)
+		*plen = C.size_t(len(p))
+	}
+	_, h, err := o.action(name, p)
+	if err != nil {
+		return fail(err)
+	}
+	*out = C.uintptr_t(h)
+	return C.SHMEX_OK
+}
+
 func futureOf(f C.uintptr_t) (*futureObj, error) {
 	return lookup[*futureObj](handleOf(f), kindFuture)
 }

@@ -182,6 +182,11 @@ int shmex_action(shmex_handle *h, const char *action, const uint8_t *args, size_
     return shmexgo_action((uintptr_t)h, (char *)action, (uint8_t *)args, args_len, (uintptr_t *)out);
 }
 
+int shmex_action_loan(shmex_handle *h, const char *action, shmex_loan *l, uint8_t *proxy, size_t cap, size_t *len,
+                      shmex_future **out) {
+    return shmexgo_action_loan((uintptr_t)h, (char *)action, (uintptr_t)l, proxy, cap, len, (uintptr_t *)out);
+}
+
 int shmex_future_done(shmex_future *f) { return shmexgo_future_done((uintptr_t)f); }
 
 int shmex_future_wait(shmex_future *f, int64_t timeout_ns, uint8_t **result, size_t *result_len) {

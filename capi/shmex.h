@@ -70,11 +70,11 @@ extern "C" {
 /* ---------------------------------------------------------------- version */
 
 #define SHMEX_VERSION_MAJOR 0
-#define SHMEX_VERSION_MINOR 1
+#define SHMEX_VERSION_MINOR 2
 #define SHMEX_VERSION_PATCH 0
 /* SHMEX_VERSION is MAJOR*10000 + MINOR*100 + PATCH: compare with >=. */
 #define SHMEX_VERSION (SHMEX_VERSION_MAJOR * 10000 + SHMEX_VERSION_MINOR * 100 + SHMEX_VERSION_PATCH)
-#define SHMEX_VERSION_STRING "0.1.0"
+#define SHMEX_VERSION_STRING "0.2.0"
 
 /* shmex_version returns the SHMEX_VERSION the library was built with; a
  * program checks it against the header's at start. Static; never fails. */
@@ -443,6 +443,21 @@ int shmex_loan_commit(shmex_loan *l, uint8_t *proxy, size_t cap, size_t *len);
 
 /* shmex_loan_abort gives the memory back without publishing it. */
 int shmex_loan_abort(shmex_loan *l);
+
+/* shmex_action_loan (since 0.2) commits the loan l and calls the action with
+ * its proxy as the only argument, in one call into the library: what
+ * shmex_loan_commit then shmex_action with the proxy as args do. When proxy
+ * is not NULL, the proxy is also written into proxy[0..cap) (cap >=
+ * SHMEX_PROXY_MAX; len must then not be NULL), for an OWNED or LEASED
+ * payload to free later. *len (when len is not NULL) is set to 0 on entry
+ * and to the proxy's length once the loan is committed: the handle, the
+ * action name and the loan are checked first, and a failure there leaves
+ * the loan open; once committed, the loan handle is freed and its memory
+ * must not be written any more, even if the send then fails (*len > 0 with
+ * an error status: the payload was committed but not sent). Free the
+ * future with shmex_future_free. */
+int shmex_action_loan(shmex_handle *h, const char *action, shmex_loan *l, uint8_t *proxy, size_t cap, size_t *len,
+                      shmex_future **out);
 
 /* shmex_put copies data[0..n) into the arena (one copy) and writes its
  * proxy, as shmex_loan_alloc, a memcpy and shmex_loan_commit would. */

@@ -333,6 +333,45 @@ static void test_payloads(void) {
     /* Single use: the agent released it, a second use fails. */
     CHECK_RC(shmex_call(h, "sum", proxy, np, SHMEX_FOREVER, &res, &nres), SHMEX_EREMOTE);
 
+    /* shmex_action_loan: the commit and the call in one entry. */
+    CHECK_RC(shmex_loan_alloc(x, count * sizeof(double), SHMEX_LIFETIME_SINGLE_USE, 0, &l, &p), SHMEX_OK);
+    d = p;
+    for (size_t i = 0; i < count; i++) d[i] = (double)i * 0.5;
+    shmex_future *f;
+    size_t nl = 99;
+    uint8_t tiny[8];
+    CHECK_RC(shmex_action_loan(h, NULL, l, NULL, 0, &nl, &f), SHMEX_EINVAL);
+    CHECK(nl == 0, "len %zu after a refused call", nl);
+    CHECK_RC(shmex_action_loan(h, "", l, NULL, 0, &nl, &f), SHMEX_EINVAL);
+    CHECK_RC(shmex_action_loan(h, "sum", l, tiny, sizeof tiny, &nl, &f), SHMEX_EINVAL);
+    CHECK_RC(shmex_action_loan(h, "sum", l, proxy, sizeof proxy, NULL, &f), SHMEX_EINVAL);
+    CHECK_RC(shmex_action_loan(h, "sum", (shmex_loan *)h, NULL, 0, &nl, &f), SHMEX_EBADHANDLE);
+    CHECK_RC(shmex_action_loan((shmex_handle *)l, "sum", l, NULL, 0, &nl, &f), SHMEX_EBADHANDLE);
+    CHECK(nl == 0, "len %zu after a refused call", nl);
+    /* Still open after the refusals: now commit and call. */
+    CHECK_RC(shmex_action_loan(h, "sum", l, proxy, sizeof proxy, &nl, &f), SHMEX_OK);
+    CHECK(nl > 0 && nl <= SHMEX_PROXY_MAX && shmex_is_proxy(proxy, nl) == 1, "proxy of %zu bytes", nl);
+    uint8_t rbuf[64];
+    CHECK_RC(shmex_future_take(f, SHMEX_FOREVER, rbuf, sizeof rbuf, &nres), SHMEX_OK);
+    shmex_mp_reader_init(&r, rbuf, nres);
+    got = shmex_mp_read_double(&r);
+    CHECK(r.err == 0 && got == want, "sum %f by shmex_action_loan, want %f", got, want);
+    CHECK_RC(shmex_action_loan(h, "sum", l, NULL, 0, NULL, &f), SHMEX_EBADHANDLE); /* committed */
+    CHECK_RC(shmex_loan_abort(l), SHMEX_EBADHANDLE);
+    /* A send that fails after the commit: *len tells that the loan was
+     * committed, and the proxy lets the caller free an owned payload. */
+    shmex_id ghost = calc;
+    ghost.uuid[0] ^= 0xff;
+    ghost.uuid[1] ^= 0x5a;
+    shmex_handle *hg;
+    CHECK_RC(shmex_handle_open(c, &ghost, &hg), SHMEX_OK);
+    CHECK_RC(shmex_loan_alloc(x, 4096, SHMEX_LIFETIME_OWNED, 0, &l, &p), SHMEX_OK);
+    int rc = shmex_action_loan(hg, "sum", l, proxy, sizeof proxy, &nl, &f);
+    CHECK(rc < 0 && nl > 0, "shmex_action_loan to a missing agent: status %d, len %zu", rc, nl);
+    CHECK_RC(shmex_loan_abort(l), SHMEX_EBADHANDLE);
+    CHECK_RC(shmex_proxy_free(x, proxy, nl), SHMEX_OK);
+    CHECK_RC(shmex_handle_close(hg, 0), SHMEX_OK);
+
     /* Put (one copy), owned: usable twice, then freed. */
     double small[4] = {1, 2, 3, 4.5};
     CHECK_RC(shmex_put(x, small, sizeof small, SHMEX_LIFETIME_OWNED, 0, proxy, sizeof proxy, &np), SHMEX_OK);
