@@ -477,3 +477,61 @@ func BenchmarkCoreAction(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkCoreLoan measures the library's side of a loan passed to a Go
+// action (shmex_loan_alloc, then shmex_action_loan and shmex_future_take:
+// the handle table, the Blob, the commit), next to a no-op action, without
+// the crossing from C. "alloc" is a loan given back unused.
+func BenchmarkCoreLoan(b *testing.B) {
+	root := capitest.Root(b)
+	calc := capitest.ServeCalc(b, root, "bloan")
+	e := openTest(b, root, "bloan")
+	c, _, err := e.openClient("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	h, _, err := c.openHandle(calc.ID)
+	if err != nil {
+		b.Fatal(err)
+	}
+	call := func(b *testing.B, action string, args []byte) {
+		f, _, err := h.action(action, args)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := f.wait(-1); err != nil {
+			b.Fatal(err)
+		}
+		closeObject(f)
+	}
+	b.Run("noop", func(b *testing.B) {
+		args := msgp.AppendBytes(nil, make([]byte, 1024))
+		for b.Loop() {
+			call(b, "noop", args)
+		}
+	})
+	b.Run("alloc", func(b *testing.B) {
+		for b.Loop() {
+			l, _, err := e.allocLoan(1024, lifetimeSingleUse, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := l.abort(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("loan", func(b *testing.B) {
+		for b.Loop() {
+			l, _, err := e.allocLoan(1024, lifetimeSingleUse, 0)
+			if err != nil {
+				b.Fatal(err)
+			}
+			p, err := l.commit()
+			if err != nil {
+				b.Fatal(err)
+			}
+			call(b, "length", p)
+		}
+	})
+}
