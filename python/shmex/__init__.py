@@ -35,11 +35,11 @@ from .errors import (
 from .exchange import AgentId, ClientId, EntityId, Exchange, Future, Handle, MailboxStatus
 from .payload import LEASED, OWNED, PROXY_EXT, SINGLE_USE, Loan, Payload, Proxy
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 
 def version() -> str:
-    """The version of the loaded libshmex ("0.1.0 (go1.26.x)")."""
+    """The version of the loaded libshmex ("0.2.0 (go1.26.x)")."""
     from ._lib import lib
 
     return lib().shmex_version_string().decode()

@@ -389,6 +389,16 @@ class Handle:
         ex = self.exchange
         if len(args) == 1 and not kwargs:  # the common case, inlined
             tls = _tls
+            a0 = args[0]
+            if type(a0) is Loan and a0._h is not None:
+                # A loan alone: commit and call in one entry (shmex_action_loan).
+                rc = _action_loan(self._h, name, c_void_p(a0._h), tls.proxy, _PROXY_MAX, tls.pnref, tls.fref)
+                n = tls.pn.value
+                if n:  # committed, even if the send failed
+                    a0._h, a0._raw = None, tls.proxy.raw[:n]
+                if rc < 0:
+                    raise error(rc)
+                return Future(ex, tls.f.value, self)
             p = tls.packer
             if p is None or tls.packer_of is not ex:
                 data = ex.pack(args[0])
@@ -401,7 +411,8 @@ class Handle:
         else:
             data = ex.pack_args(args, kwargs)
         tls = _tls
-        rc = _action(self._h, name, data, len(data), tls.fref)
+        n = len(data)
+        rc = (_action if n < _INT_MAX else _action_checked)(self._h, name, data, n, tls.fref)
         if rc < 0:
             raise error(rc)
         return Future(ex, tls.f.value, self)
@@ -443,19 +454,28 @@ class Handle:
         return f"<Handle to {self.agent_id}>"
 
 
-_action = None  # bound on first use: L.lib().shmex_action
+# Bound on first use (_bind). _action, _action_loan and _take are entries
+# without argtypes (L.unchecked): their callers pass ctypes objects, bytes and
+# small ints only.
+_action = None
+_action_checked = None  # shmex_action with argtypes, for arguments of 2 GiB or more
+_action_loan = None
 _take = None
 _future_free = None
+_INT_MAX = 1 << 31
 _PENDING = object()
 _NIL = b"\xc0"
 _SLICE = 1_000_000_000  # ns: how long the main thread waits between looks at signals
 _ETRUNCATED, _ETIMEDOUT, _FOREVER = L.ETRUNCATED, L.ETIMEDOUT, L.FOREVER  # the hot path's constants
+_PROXY_MAX = L.PROXY_MAX
+_SLICE_C, _FOREVER_C = c_int64(_SLICE), c_int64(_FOREVER)
 
 
 def _bind():
-    global _action, _take, _future_free
+    global _action, _action_checked, _action_loan, _take, _future_free
     lib = L.lib()
-    _action, _take, _future_free = lib.shmex_action, lib.shmex_future_take, lib.shmex_future_free
+    _action_checked, _future_free = lib.shmex_action, lib.shmex_future_free
+    _action, _action_loan, _take = L.unchecked("shmex_action"), L.unchecked("shmex_action_loan"), L.unchecked("shmex_future_take")
 
 
 class _Buffers(threading.local):
@@ -469,15 +489,20 @@ class _Buffers(threading.local):
         self.size = 64 << 10
         self.buf = ctypes.create_string_buffer(self.size)
         self.addr = ctypes.addressof(self.buf)
+        self.csize = c_size_t(self.size)
         self.n = c_size_t()
         self.nref = byref(self.n)
         self.f = c_void_p()  # the future an action returns
         self.fref = byref(self.f)
+        self.proxy = ctypes.create_string_buffer(L.PROXY_MAX)  # a loan's proxy (shmex_action_loan)
+        self.pn = c_size_t()
+        self.pnref = byref(self.pn)
 
     def grow(self, size: int) -> None:
         self.size = size
         self.buf = ctypes.create_string_buffer(size)
         self.addr = ctypes.addressof(self.buf)
+        self.csize = c_size_t(size)
 
 
 _tls = _Buffers()
@@ -528,12 +553,13 @@ class Future:
             if timeout is None:
                 # In the main thread, wait in slices so that Ctrl-C (which
                 # Python handles between calls) interrupts within a second.
-                ns = _SLICE if tls.main else _FOREVER
+                ns = _SLICE_C if tls.main else _FOREVER_C
             else:
-                ns = max(0, int((deadline - time.monotonic()) * 1e9))
+                ns = c_int64(max(0, int((deadline - time.monotonic()) * 1e9)))
+            hc = c_void_p(h)
             try:
                 while True:
-                    rc = _take(h, ns, tls.addr, tls.size, tls.nref)
+                    rc = _take(hc, ns, tls.buf, tls.csize, tls.nref)
                     if rc == _ETRUNCATED:
                         tls.grow(tls.n.value)
                     elif rc == _ETIMEDOUT and timeout is None:

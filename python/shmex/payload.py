@@ -61,6 +61,13 @@ class _Out(threading.local):
 
 
 _out = _Out()
+_alloc = None  # shmex_loan_alloc, bound on first use
+
+
+def _bind():
+    global _alloc
+    _alloc = L.lib().shmex_loan_alloc
+    return _alloc
 
 
 def _view(ptr: int, n: int, owner, readonly: bool) -> memoryview:
@@ -118,41 +125,58 @@ class Loan:
     passing the loan in a call) publishes the bytes; abort gives them back.
     """
 
-    __slots__ = ("_exchange", "_h", "nbytes", "_ptr", "_proxy", "__weakref__")
+    __slots__ = ("_exchange", "_h", "nbytes", "_ptr", "_proxy", "_raw", "__weakref__")
 
     def __init__(self, exchange, nbytes: int, lifetime: int = SINGLE_USE, lease: float | None = None):
         self._exchange = exchange
+        self._proxy: Proxy | None = None
+        self._raw = None  # the proxy's bytes, when a call committed the loan (Proxy made on demand)
         lease_ns = 0
         if lease is not None:
             lease_ns = int(lease * 1e9)
             if lifetime == SINGLE_USE:
                 lifetime = LEASED
         o = _out
-        rc = L.lib().shmex_loan_alloc(exchange._handle(), nbytes, lifetime, lease_ns, o.href, o.dref)
+        rc = (_alloc or _bind())(exchange._handle(), nbytes, lifetime, lease_ns, o.href, o.dref)
         if rc < 0:
             raise error(rc)
         self._h = o.h.value
         self.nbytes = nbytes
         self._ptr = o.d.value or 0
-        self._proxy: Proxy | None = None
+
+    def _check(self) -> None:
+        if self._exchange._closed:
+            raise ShmexError("the exchange is closed: the loan is gone")
+        if self._h is None and self._proxy is None and self._raw is None:
+            raise ShmexError("the loan was aborted")
 
     @property
     def memoryview(self) -> memoryview:
         """The loan's bytes, writable (format 'B')."""
-        if self._exchange._closed:
-            raise ShmexError("the exchange is closed: the loan is gone")
-        if self._h is None and self._proxy is None:
-            raise ShmexError("the loan was aborted")
+        self._check()
         return _view(self._ptr, self.nbytes, self, readonly=False)
 
     def array(self, dtype="u1", shape=None, order="C"):
         """A numpy array over the loan's bytes (writable, no copy)."""
-        return _array(self.memoryview, dtype, shape, order)
+        if _np is None:
+            raise ImportError("numpy is not installed: use .memoryview")
+        self._check()
+        # numpy straight over the ctypes array (no memoryview between: half
+        # the cost); the array keeps the ctypes array, which keeps the loan.
+        arr = (ctypes.c_ubyte * self.nbytes).from_address(self._ptr)
+        arr._shmex_owner = self
+        a = _np.frombuffer(arr, dtype=dtype)
+        if shape is not None:
+            a = a.reshape(shape, order=order)
+        return a
 
     def commit(self) -> Proxy:
         """Publish the bytes and return their proxy (idempotent). Do not
         write to the loan afterwards."""
         if self._proxy is not None:
+            return self._proxy
+        if self._raw is not None:  # committed by Handle.action (shmex_action_loan)
+            self._proxy = Proxy(self._raw)
             return self._proxy
         if self._h is None or self._exchange._closed:
             raise ShmexError("the loan was aborted, or its exchange closed")
@@ -175,11 +199,11 @@ class Loan:
         return self
 
     def __exit__(self, *exc):
-        if self._proxy is None:
+        if self._proxy is None and self._raw is None:
             self.abort()
 
     def __repr__(self) -> str:
-        state = "committed" if self._proxy else "aborted" if self._h is None or self._exchange._closed else "open"
+        state = "committed" if self._proxy or self._raw else "aborted" if self._h is None or self._exchange._closed else "open"
         return f"<Loan {self.nbytes} bytes, {state}>"
 
 

@@ -11,7 +11,10 @@ from tests.agents import Base, PyCalc
 
 
 def test_version():
-    assert shmex.version().startswith("0.1.")
+    from shmex import _lib
+
+    major, minor = (int(x) for x in shmex.version().split(".")[:2])
+    assert major == _lib.VERSION_MAJOR and minor >= _lib.VERSION_MINOR
 
 
 def test_register_discover_status_terminate(exchange):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import uuid
 
 import pytest
 
@@ -69,6 +70,49 @@ def test_loan_to_go(go_calc):
     # Single use: the agent released it; a second use fails.
     with pytest.raises(shmex.RemoteError):
         h.action("sum", loan.commit()).result()
+
+
+def test_loan_alone_commits_in_the_call(go_calc):
+    """A loan passed alone is committed by the call itself
+    (shmex_action_loan): it is committed afterwards, its proxy is the one
+    sent, and an owned one can be sent again and freed."""
+    ex, calc = go_calc
+    h = ex.get_handle(calc)
+    loan = ex.loan(8 * 1000, lifetime=shmex.OWNED)
+    loan.array("f8")[:] = 0.5
+    assert h.action("sum", loan).result() == pytest.approx(500.0)
+    assert "committed" in repr(loan)
+    proxy = loan.commit()
+    assert isinstance(proxy, shmex.Proxy) and loan.commit() is proxy
+    assert h.action("sum", loan).result() == pytest.approx(500.0)  # the packer path: its proxy again
+    assert h.action("length", proxy).result() == 8000
+    ex.free(proxy)
+    with pytest.raises(shmex.RemoteError):
+        h.action("length", proxy).result()
+    # Inside other arguments, a loan still goes through the packer.
+    loan = ex.loan(16)
+    with pytest.raises(shmex.RemoteError):  # "sum" takes one Blob, not a list
+        h.action("sum", [loan]).result()
+    assert "committed" in repr(loan)
+
+
+def test_loan_alone_to_a_missing_agent(go_calc):
+    """A call that fails after the commit leaves the loan committed (its
+    proxy known, to free); one refused before leaves it open."""
+    ex, calc = go_calc
+    ghost = shmex.AgentId(uuid.uuid4())
+    loan = ex.loan(4096, lifetime=shmex.OWNED)
+    with pytest.raises(shmex.ShmexError):
+        ex.get_handle(ghost).action("length", loan).result()
+    assert "committed" in repr(loan)
+    ex.free(loan.commit())
+    loan = ex.loan(64)
+    h = ex.get_handle(calc)
+    h.close()
+    with pytest.raises(shmex.ShmexError):
+        h.action("length", loan)
+    assert "open" in repr(loan)
+    loan.abort()
 
 
 def test_put_to_go(go_calc):
