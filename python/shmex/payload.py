@@ -61,12 +61,15 @@ class _Out(threading.local):
 
 
 _out = _Out()
-_alloc = None  # shmex_loan_alloc, bound on first use
+_alloc = None  # shmex_loan_alloc without argtypes (L.unchecked), bound on first use
+_alloc_checked = None  # with argtypes: sizes and leases of 2**31 or more
+_INT_MAX = 1 << 31
 
 
 def _bind():
-    global _alloc
-    _alloc = L.lib().shmex_loan_alloc
+    global _alloc, _alloc_checked
+    _alloc_checked = L.lib().shmex_loan_alloc
+    _alloc = L.unchecked("shmex_loan_alloc")
     return _alloc
 
 
@@ -129,6 +132,7 @@ class Loan:
 
     def __init__(self, exchange, nbytes: int, lifetime: int = SINGLE_USE, lease: float | None = None):
         self._exchange = exchange
+        self._h = None
         self._proxy: Proxy | None = None
         self._raw = None  # the proxy's bytes, when a call committed the loan (Proxy made on demand)
         lease_ns = 0
@@ -137,7 +141,10 @@ class Loan:
             if lifetime == SINGLE_USE:
                 lifetime = LEASED
         o = _out
-        rc = (_alloc or _bind())(exchange._handle(), nbytes, lifetime, lease_ns, o.href, o.dref)
+        alloc = _alloc or _bind()
+        if not (0 <= nbytes < _INT_MAX and lease_ns == 0 and 0 <= lifetime <= 2):
+            alloc = _alloc_checked  # the entry without argtypes takes small ints only
+        rc = alloc(exchange._handle(), nbytes, lifetime, lease_ns, o.href, o.dref)
         if rc < 0:
             raise error(rc)
         self._h = o.h.value

@@ -98,3 +98,12 @@ with shmex.Exchange("nonumpy", root={root!r}) as ex:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "no numpy: numpy is not installed" in out.stdout
+
+
+def test_loan_sizes_and_leases_past_int32(exchange):
+    """Loans whose size or lease does not fit a C int take the checked entry
+    (a size that would be truncated must not be)."""
+    with exchange.loan(16, lease=3.0) as loan:  # 3e9 ns
+        assert "open" in repr(loan) and len(loan.memoryview) == 16
+    with pytest.raises(ValueError, match="4611686018427387909 bytes"):
+        exchange.loan(1 << 62 | 5)  # refused, not truncated to 5 bytes
