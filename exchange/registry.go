@@ -263,8 +263,9 @@ func (r *registry) decode(i int) (entry, error) {
 		if len(impl) < 1 || int(impl[0])+1 > len(impl) {
 			return entry{}, fmt.Errorf("%w: entry %d implements", ErrCorruptRegistry, i)
 		}
-		e.behavior.Implements = append(e.behavior.Implements, string(impl[1:1+impl[0]]))
-		impl = impl[1+impl[0]:]
+		n := 1 + int(impl[0]) // an int: 1+impl[0] in bytes wraps to 0 for a name of 255 bytes
+		e.behavior.Implements = append(e.behavior.Implements, string(impl[1:n]))
+		impl = impl[n:]
 	}
 	return e, nil
 }

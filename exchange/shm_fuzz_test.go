@@ -6,14 +6,17 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/ring"
 	"github.com/shmex/shmex/shm"
 )
 
@@ -188,36 +191,121 @@ func (tp *regTemplate) open(t *testing.T, prepare func(reg []byte, live uint64) 
 			t.Fatal(err)
 		}
 	}
-	x, err := exchange.Open(name, exchange.WithRoot(tp.root), exchange.WithMailboxBytes(1024), exchange.WithLogger(discardLog))
+	// Checked after the handle's Close (cleanups run last first): no call
+	// on the damaged registry touched memory outside a mapping, which the
+	// handle would have turned into an error and logged (shm_fault.go).
+	faults := &faultLog{}
+	t.Cleanup(func() {
+		if m := faults.first(); m != "" {
+			t.Errorf("a fault on shared memory: %s", m)
+		}
+	})
+	x, err := exchange.Open(name, exchange.WithRoot(tp.root), exchange.WithMailboxBytes(1024), exchange.WithLogger(slog.New(faults)))
 	if err == nil {
 		t.Cleanup(func() { x.Close() })
+	} else if !isSentinel(err, openSentinels...) {
+		t.Fatalf("Open: %v is none of the sentinel errors", err)
 	}
 	return x, err
 }
 
-// exercise calls every method of x on the template's ids and on ids the
-// registry never held. Errors are expected; panics and hangs are not.
+// openSentinels are the errors Open may report for a damaged registry.
+var openSentinels = []error{exchange.ErrCorruptRegistry, shm.ErrBadMagic, shm.ErrVersion, shm.ErrWrongKind,
+	shm.ErrTruncated, shm.ErrChecksum, shm.ErrBadSize, shm.ErrNotOwner}
+
+// callSentinels are the errors the calls on a handle with a damaged
+// registry may report: the exchange's sentinels, the context's (the sends
+// and receives are given a context already done), and those of the layers
+// below, which a send wraps when the ring of a mailbox the registry calls
+// active is missing or damaged (shm.ErrNotExist, ring.ErrGeometry, ...).
+var callSentinels = append([]error{exchange.ErrBadEntityID, exchange.ErrMailboxClosed, exchange.ErrCorruptRegistry,
+	exchange.ErrWrongRole, exchange.ErrMailboxBusy, exchange.ErrBadMessage, exchange.ErrInvalidArgument,
+	exchange.ErrRegistryFull, exchange.ErrDuplicateID, context.Canceled, context.DeadlineExceeded,
+	ring.ErrFull, ring.ErrCorrupt, ring.ErrClosed, ring.ErrNotRing, ring.ErrVersion, ring.ErrChecksum,
+	ring.ErrGeometry, ring.ErrNoSlot, ring.ErrBusy, shm.ErrNotExist}, openSentinels...)
+
+func isSentinel(err error, sentinels ...error) bool {
+	for _, s := range sentinels {
+		if errors.Is(err, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// faultLog is a slog handler that keeps the first record about a fault
+// on shared memory (see shm_fault.go) and drops the rest.
+type faultLog struct {
+	mu  sync.Mutex
+	msg string
+}
+
+func (l *faultLog) Enabled(context.Context, slog.Level) bool { return true }
+func (l *faultLog) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *faultLog) WithGroup(string) slog.Handler            { return l }
+func (l *faultLog) Handle(_ context.Context, r slog.Record) error {
+	if !strings.Contains(r.Message, "fault") {
+		return nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.msg == "" {
+		l.msg = r.Message
+		r.Attrs(func(a slog.Attr) bool { l.msg += " " + a.String(); return true })
+	}
+	return nil
+}
+
+func (l *faultLog) first() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.msg
+}
+
+// exercise calls every method of x on the template's ids, on ids the
+// registry never held and on the zero ids, and checks what the answers
+// say of one another: every id Discover finds is a valid agent that Info
+// and Status describe alike (active, with the behavior looked for), an Info
+// that succeeds describes the id it was asked about with the state Status
+// reports, a terminated id never reads active again, and every error is one
+// of the sentinels (callSentinels). Panics, hangs and faults (see open)
+// fail too.
 func (tp *regTemplate) exercise(t *testing.T, x *exchange.SHM) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	// Sends and receives do not wait: their context is already done, so
 	// they deliver or take what fits or is there, and fail otherwise.
 	now, stop := context.WithCancel(ctx)
 	stop()
+	typed := func(what string, id exchange.EntityID, err error) {
+		t.Helper()
+		if err != nil && !isSentinel(err, callSentinels...) {
+			t.Fatalf("%s(%v): %v is none of the sentinel errors", what, id, err)
+		}
+	}
 	ids := append([]exchange.EntityID(nil), tp.ids...)
 	for _, id := range tp.ids { // the same UUIDs with the other role
 		ids = append(ids, exchange.EntityID{UUID: id.UUID, Role: exchange.RoleAgent + exchange.RoleClient - id.Role})
 	}
-	ids = append(ids, exchange.NewAgentID(), exchange.NewClientID())
+	ids = append(ids, exchange.NewAgentID(), exchange.NewClientID(),
+		exchange.EntityID{Role: exchange.RoleAgent}, exchange.EntityID{Role: exchange.RoleClient})
 	for _, b := range tp.behaviors {
 		for _, sub := range []bool{false, true} {
 			found, err := x.Discover(ctx, b, sub)
-			if err != nil {
-				continue
-			}
+			typed("Discover", exchange.EntityID{}, err)
+			seen := map[exchange.EntityID]bool{}
 			for _, id := range found {
-				if !id.IsAgent() || !id.Valid() {
-					t.Fatalf("Discover(%q, %v) returned %v", b, sub, id)
+				if !id.IsAgent() || !id.Valid() || seen[id] {
+					t.Fatalf("Discover(%q, %v) returned %v (of %v)", b, sub, id, found)
+				}
+				seen[id] = true
+				info, err := x.Info(ctx, id)
+				if err != nil || info.ID != id || info.Status != exchange.StatusActive || !info.Behavior.Matches(b, sub) {
+					t.Fatalf("Discover(%q, %v) found %v; Info says %+v, %v", b, sub, id, info, err)
+				}
+				if st, err := x.Status(ctx, id); st != exchange.StatusActive || err != nil {
+					t.Fatalf("Discover(%q, %v) found %v; Status says %v, %v", b, sub, id, st, err)
 				}
 				ids = append(ids, id)
 			}
@@ -230,33 +318,56 @@ func (tp *regTemplate) exercise(t *testing.T, x *exchange.SHM) {
 	from := exchange.NewClientID()
 	var m exchange.Message
 	for _, id := range ids {
-		x.Status(ctx, id)
-		x.Info(ctx, id)
-		x.Send(now, exchange.NewActionRequest(from, id, "fuzz", []byte{1, 2, 3}))
-		x.Send(now, exchange.NewPingRequest(from, id))
+		info, ierr := x.Info(ctx, id)
+		typed("Info", id, ierr)
+		st, err := x.Status(ctx, id)
+		typed("Status", id, err)
+		if ierr == nil && (info.ID != id || info.Status != st || !id.Valid()) {
+			t.Fatalf("Info(%v) = %+v, Status %v", id, info, st)
+		}
+		if !id.Valid() && st != exchange.StatusMissing {
+			t.Fatalf("Status of the invalid id %v: %v", id, st)
+		}
+		if id.Valid() {
+			typed("Send", id, x.Send(now, exchange.NewActionRequest(from, id, "fuzz", []byte{1, 2, 3})))
+			typed("Send", id, x.Send(now, exchange.NewPingRequest(from, id)))
+		}
 	}
 	// Receive what can be received, from the template's mailboxes and a
 	// new one.
-	if id, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "New", Implements: []string{"Peer"}}); err == nil {
+	id, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "New", Implements: []string{"Peer"}})
+	typed("RegisterAgent", id, err)
+	if err == nil {
+		if st, err := x.Status(ctx, id); st != exchange.StatusActive || err != nil {
+			t.Fatalf("registered %v; Status says %v, %v", id, st, err)
+		}
 		ids = append(ids, id)
-		x.Send(now, exchange.NewActionRequest(from, id, "fuzz", nil))
+		typed("Send", id, x.Send(now, exchange.NewActionRequest(from, id, "fuzz", nil)))
 	}
 	for _, id := range ids[:len(tp.ids)+1] {
 		mb, err := x.Mailbox(ctx, id)
+		typed("Mailbox", id, err)
 		if err != nil {
 			continue
 		}
 		for range 4 {
-			if err := mb.Recv(now, &m); err != nil && !errors.Is(err, exchange.ErrBadMessage) {
+			err := mb.Recv(now, &m)
+			typed("Recv", id, err)
+			if err != nil && !errors.Is(err, exchange.ErrBadMessage) {
 				break
 			}
 		}
-		mb.Close()
+		typed("Close", id, mb.Close())
 	}
 	for _, id := range ids[:2] {
-		x.Terminate(ctx, id)
+		err := x.Terminate(ctx, id)
+		typed("Terminate", id, err)
+		if st, _ := x.Status(ctx, id); err == nil && st == exchange.StatusActive {
+			t.Fatalf("Status(%v) is active after its Terminate", id)
+		}
 	}
-	x.Discover(ctx, "Peer", true)
+	_, err = x.Discover(ctx, "Peer", true)
+	typed("Discover", exchange.EntityID{}, err)
 }
 
 // FuzzRegistryAttach corrupts a valid registry: patch is written at file
@@ -308,16 +419,21 @@ func FuzzRegistryAttach(f *testing.F) {
 }
 
 // FuzzRegistryBody makes the registry a segment with a valid shm header and
-// the fuzzed bytes as its body; the template's rings are beside it.
+// the fuzzed bytes as its body; the template's rings are beside it. With
+// seal set, the registry header's and every entry's checksums are
+// recomputed over the fuzzed bytes (exchange.SealRegistry), so that the
+// checks behind them see the bytes.
 func FuzzRegistryBody(f *testing.F) {
 	tp := newRegTemplate(f)
 	good := tp.registry[regBody:]
-	f.Add(bytes.Clone(good))
-	f.Add(bytes.Clone(good[:regOffTable]))                  // header only
-	f.Add(bytes.Clone(good[:regOffTable+3*regEntrySize+7])) // shorter than its capacity
-	f.Add([]byte{})
-	f.Add(bytes.Repeat([]byte{0xFF}, len(good)))
-	f.Fuzz(func(t *testing.T, body []byte) {
+	for _, seal := range []bool{false, true} {
+		f.Add(bytes.Clone(good), seal)
+		f.Add(bytes.Clone(good[:regOffTable]), seal)                  // header only
+		f.Add(bytes.Clone(good[:regOffTable+3*regEntrySize+7]), seal) // shorter than its capacity
+		f.Add([]byte{}, seal)
+		f.Add(bytes.Repeat([]byte{0xFF}, len(good)), seal)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, seal bool) {
 		if len(body) > 1<<16 {
 			return
 		}
@@ -325,6 +441,9 @@ func FuzzRegistryBody(f *testing.F) {
 			seg, err := shm.Create(path, shm.KindRegistry, int64(shm.HeaderSize+len(body)), func(b []byte) error {
 				copy(b, body)
 				tp.revive(b, live)
+				if seal {
+					exchange.SealRegistry(b)
+				}
 				return nil
 			})
 			if err == nil {
@@ -333,6 +452,71 @@ func FuzzRegistryBody(f *testing.F) {
 			return err
 		})
 		if err != nil {
+			return
+		}
+		tp.exercise(t, x)
+	})
+}
+
+// FuzzRegistryEntries damages the registry past its checksums: patch is
+// written into entry slot (at off, spilling into the next entries when
+// long); word is stored as an aligned 64-bit word at woff in the registry
+// header (where = 1: the version, capacity, entry size, count and
+// generation words) or in entry slot+1 (where = 2: its stamp, owner and
+// termination words, which no checksum covers), or entry slot's UUID is
+// copied into entry slot+1 (where = 3: a duplicate), or nothing more
+// (where = 0); then the header's and every entry's checksums are recomputed
+// (exchange.SealRegistry). Open fails with ErrCorruptRegistry, or the
+// exchange works as exercise checks: an entry the registry accepts is a
+// valid id, described alike by Discover, Info and Status.
+//
+// The inputs that found bugs are in testdata/fuzz/FuzzRegistryEntries,
+// named after them.
+func FuzzRegistryEntries(f *testing.F) {
+	tp := newRegTemplate(f)
+	stampOf := func(gen, state, inc uint64) uint64 { return gen<<34 | state<<32 | inc }
+	const none, hdr, next, dup = 0, 1, 2, 3
+	f.Add(uint8(1), uint16(regEntryUUID), []byte{1, 2, 3, 4, 5, 6, 7, 8, 9}, uint8(none), uint16(0), uint64(0))   // Echo's ring is not there
+	f.Add(uint8(0), uint16(regEntryRole), []byte{3}, uint8(none), uint16(0), uint64(0))                           // no such role
+	f.Add(uint8(0), uint16(regEntryLens), []byte{65, 0, 3}, uint8(none), uint16(0), uint64(0))                    // name too long
+	f.Add(uint8(1), uint16(regEntryLens+1), []byte{255, 255}, uint8(none), uint16(0), uint64(0))                  // behavior and implements
+	f.Add(uint8(0), uint16(56), []byte{0, 0, 0, 0x40, 0xff, 0xff, 0xff, 0x7f}, uint8(none), uint16(0), uint64(0)) // ring capacity and max record
+	f.Add(uint8(1), uint16(40), []byte{1, 2, 3, 4}, uint8(next), uint16(0), stampOf(1, 2, 7))                     // creator; Gone's stamp
+	f.Add(uint8(2), uint16(0), []byte{}, uint8(next), uint16(0), stampOf(1, 1, 0))                                // Owned revived
+	f.Add(uint8(4), uint16(0), []byte{}, uint8(next), uint16(0), stampOf(1, 1, 0))                                // an unused slot made active
+	f.Add(uint8(2), uint16(regEntryRole), []byte{2}, uint8(next), uint16(regEntryOwner), uint64(1))               // a dead owner
+	f.Add(uint8(0), uint16(0), []byte{}, uint8(hdr), uint16(8), uint64(regTemplateCap+1)<<32|2)                   // capacity past the file
+	f.Add(uint8(0), uint16(0), []byte{}, uint8(hdr), uint16(16), uint64(0x100000200))                             // entry size
+	f.Add(uint8(0), uint16(0), []byte{}, uint8(hdr), uint16(regOffCount), uint64(1<<31))                          // count
+	f.Add(uint8(0), uint16(0), []byte{}, uint8(hdr), uint16(8), uint64(regTemplateCap)<<32|1)                     // version 1
+	f.Add(uint8(4), uint16(regEntrySize-8), append(make([]byte, 8),                                               // slot 5, unused, made active with an entry
+		0, 0, 0, 0, 1, 0, 0, 0, 1, 4, 4, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16), uint8(none), uint16(0), uint64(0))
+	f.Fuzz(func(t *testing.T, slot uint8, off uint16, patch []byte, where uint8, woff uint16, word uint64) {
+		if len(patch) > 4*regEntrySize {
+			return
+		}
+		x, err := tp.open(t, func(reg []byte, live uint64) []byte {
+			body := reg[regBody:]
+			tp.revive(body, live)
+			i := int(slot) % regTemplateCap
+			copy(body[regOffTable+i*regEntrySize+int(off)%regEntrySize:], patch)
+			j := (i + 1) % regTemplateCap
+			switch where % 4 {
+			case hdr:
+				binary.LittleEndian.PutUint64(body[(int(woff)%regOffTable)&^7:], word)
+			case next:
+				binary.LittleEndian.PutUint64(body[regOffTable+j*regEntrySize+(int(woff)%regEntrySize)&^7:], word)
+			case dup:
+				from := body[regOffTable+i*regEntrySize+regEntryUUID:]
+				copy(body[regOffTable+j*regEntrySize+regEntryUUID:], from[:16])
+			}
+			exchange.SealRegistry(body)
+			return reg
+		}, nil)
+		if err != nil {
+			if !errors.Is(err, exchange.ErrCorruptRegistry) {
+				t.Fatalf("Open: %v, want ErrCorruptRegistry", err)
+			}
 			return
 		}
 		tp.exercise(t, x)
