@@ -247,7 +247,7 @@ func (r *registry) decode(i int) (entry, error) {
 	}
 	nl, bl, ic := int(b[entNameLen]), int(b[entBehLen]), int(b[entImplCount])
 	role := Role(b[entRole])
-	if nl > regMaxName || bl > regMaxBehavior || !role.Valid() {
+	if nl > regMaxName || bl > regMaxBehavior || !role.Valid() || UUID(b[entUUID:entUUID+16]).IsZero() {
 		return entry{}, fmt.Errorf("%w: entry %d fields", ErrCorruptRegistry, i)
 	}
 	e := entry{
@@ -272,8 +272,12 @@ func (r *registry) decode(i int) (entry, error) {
 
 // find returns the slot that holds the entry with UUID u, and its stamp as
 // read before the UUID: check it with current after reading the entry.
-// It returns -1 when no slot holds u.
+// It returns -1 when no slot holds u, and for the zero UUID, which no
+// entry holds (one that does is damaged: see decode).
 func (r *registry) find(u UUID) (int, stamp) {
+	if u.isZero() {
+		return -1, 0
+	}
 	n := r.published()
 	for i := 0; i < n; i++ {
 		s := r.stamp(i)
