@@ -263,6 +263,7 @@ func (x *SHM) Discover(ctx context.Context, behavior string, allowSubtypes bool)
 	defer x.leave()
 	defer x.catch(&err, debug.SetPanicOnFault(true)) // see shm_fault.go
 	var found []EntityID
+	var slots []int
 	n := x.reg.published()
 	for i := 0; i < n; i++ {
 		s := x.reg.stamp(i)
@@ -278,10 +279,10 @@ func (x *SHM) Discover(ctx context.Context, behavior string, allowSubtypes bool)
 			continue
 		}
 		if e.behavior.Matches(behavior, allowSubtypes) && x.status(i, e.id) == StatusActive && x.reg.current(i, s) {
-			found = append(found, e.id)
+			found, slots = append(found, e.id), append(slots, i)
 		}
 	}
-	return found, nil
+	return x.reg.dropShadowed(found, slots), nil
 }
 
 // terminateDeadEntries terminates the active mailboxes whose owner process
