@@ -205,7 +205,8 @@ func (id EntityID) String() string {
 }
 
 // ParseEntityID parses the form produced by [EntityID.String] for a valid
-// role. It returns an error wrapping [ErrInvalidArgument] otherwise.
+// id: a valid role and a UUID that is not zero. It returns an error
+// wrapping [ErrInvalidArgument] otherwise.
 func ParseEntityID(s string) (EntityID, error) {
 	role, rest, ok := strings.Cut(s, ":")
 	var id EntityID
@@ -223,6 +224,9 @@ func ParseEntityID(s string) (EntityID, error) {
 	u, err := ParseUUID(rest)
 	if err != nil {
 		return EntityID{}, err
+	}
+	if u.isZero() {
+		return EntityID{}, fmt.Errorf("%w: entity id %q has the zero UUID", ErrInvalidArgument, s)
 	}
 	id.UUID = u
 	return id, nil
