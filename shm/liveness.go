@@ -31,12 +31,18 @@ func LifePath(dir string, id uint64) string {
 	return filepath.Join(dir, LivePrefix+fmt.Sprintf("%016x", id))
 }
 
-// ParseLifeName returns the id named by a lock file's base name.
+// ParseLifeName returns the id named by a lock file's base name: the name
+// LifePath gives it, 16 lower-case hex digits after the prefix (any other
+// spelling of the id names another file, not the lock of that id).
 func ParseLifeName(base string) (uint64, bool) {
 	if len(base) != len(LivePrefix)+16 || base[:len(LivePrefix)] != LivePrefix {
 		return 0, false
 	}
-	id, err := strconv.ParseUint(base[len(LivePrefix):], 16, 64)
+	hex := base[len(LivePrefix):]
+	if strings.ContainsFunc(hex, func(c rune) bool { return !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') }) {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(hex, 16, 64)
 	return id, err == nil && id != 0
 }
 
