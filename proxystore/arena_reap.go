@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -261,6 +260,6 @@ func parseSegName(name string) (meta, ok bool) {
 	default:
 		return false, false
 	}
-	id, err := strconv.ParseUint(rest[:16], 16, 64)
-	return meta, err == nil && id != 0
+	_, ok = parseID16(rest[:16])
+	return meta, ok
 }

@@ -914,8 +914,8 @@ func (s *FileStore) Sweep(ctx context.Context) (int, error) {
 				removed++
 			}
 		case strings.HasPrefix(name, filePrefix):
-			seg, err := strconv.ParseUint(name[len(filePrefix):], 16, 64)
-			if err != nil {
+			seg, ok := payloadSegment(name)
+			if !ok {
 				continue
 			}
 			f, err := shm.OpenFile(path, os.O_RDONLY, 0)
@@ -953,12 +953,11 @@ func (s *FileStore) Sweep(ctx context.Context) (int, error) {
 
 // tempLife returns the life id in a temporary file's name.
 func tempLife(name string) (uint64, bool) {
-	rest := name[len(fileTempPrefix):]
-	if len(rest) < 17 || rest[16] != '-' {
+	rest, ok := strings.CutPrefix(name, fileTempPrefix)
+	if !ok || len(rest) < 17 || rest[16] != '-' {
 		return 0, false
 	}
-	id, err := strconv.ParseUint(rest[:16], 16, 64)
-	return id, err == nil
+	return parseID16(rest[:16])
 }
 
 // Close closes the store: later calls return [ErrClosed]; the temporary

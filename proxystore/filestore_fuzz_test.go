@@ -3,13 +3,18 @@ package proxystore
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/klauspost/compress/s2"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/shmex/shmex/shm"
 )
 
 // FuzzFileHeader decodes arbitrary bytes as a payload file header: an error
@@ -107,5 +112,39 @@ func FuzzFileResolve(f *testing.F) {
 			t.Fatal("uncompressed payload resolved to other bytes")
 		}
 		v.Release()
+	})
+}
+
+// FuzzNames parses names found in a store's directory as the file store's
+// payload and temporary files and the arena store's segments: what is
+// accepted is a non-zero id that the store would spell exactly so (16
+// lower-case hex digits), so that the name and the id are one file. The
+// names that the parsers took for other files' before are in
+// testdata/fuzz/FuzzNames.
+func FuzzNames(f *testing.F) {
+	f.Add(filePrefix + "0123456789abcdef")
+	f.Add(filePrefix + "0000000000000000")
+	f.Add(fmt.Sprintf("%s%016x-%s", fileTempPrefix, uint64(42), "00ff00ff00ff00ff"))
+	f.Add(fileTempPrefix + "+123456789abcdef-x")
+	f.Add(segName(0xfeed, "meta"))
+	f.Add(segName(0xfeed, "data"))
+	f.Add(shm.ArenaPrefix + "store")
+	f.Fuzz(func(t *testing.T, name string) {
+		if seg, ok := payloadSegment(name); ok && (seg == 0 || fmt.Sprintf("%s%016x", filePrefix, seg) != name) {
+			t.Fatalf("payloadSegment(%q) = %#x", name, seg)
+		}
+		if life, ok := tempLife(name); ok && (life == 0 || !strings.HasPrefix(name, fmt.Sprintf("%s%016x-", fileTempPrefix, life))) {
+			t.Fatalf("tempLife(%q) = %#x", name, life)
+		}
+		if meta, ok := parseSegName(name); ok {
+			suffix := "data"
+			if meta {
+				suffix = "meta"
+			}
+			id, err := strconv.ParseUint(name[len(shm.ArenaPrefix):][:16], 16, 64)
+			if err != nil || id == 0 || segName(id, suffix) != name {
+				t.Fatalf("parseSegName(%q) = %v, %v", name, meta, ok)
+			}
+		}
 	})
 }

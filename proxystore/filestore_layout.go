@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"strings"
 	"time"
 )
 
@@ -86,6 +87,39 @@ const (
 	fileTempPrefix = ".tmp-"
 	fileLiveDir    = ".live"
 )
+
+// parseID16 parses an id as the store's names spell it: exactly 16
+// lower-case hex digits (fmt's %016x), not zero. Any other spelling names
+// another file than the one the store would give that id.
+func parseID16(s string) (uint64, bool) {
+	if len(s) != 16 {
+		return 0, false
+	}
+	var id uint64
+	for i := 0; i < 16; i++ {
+		c := s[i]
+		switch {
+		case '0' <= c && c <= '9':
+			c -= '0'
+		case 'a' <= c && c <= 'f':
+			c -= 'a' - 10
+		default:
+			return 0, false
+		}
+		id = id<<4 | uint64(c)
+	}
+	return id, id != 0
+}
+
+// payloadSegment returns the segment a payload file's name (p-<segment>)
+// names.
+func payloadSegment(name string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(name, filePrefix)
+	if !ok {
+		return 0, false
+	}
+	return parseID16(rest)
+}
 
 // castagnoli is the CRC-32C table of every checksum of the package (file
 // and arena headers, payload files).
