@@ -1,10 +1,15 @@
 package proxystore
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
+	"os"
 	"path/filepath"
+	"runtime/debug"
+	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -97,22 +102,33 @@ func FuzzArenaResolve(f *testing.F) {
 // FuzzArenaAttach builds an arena segment by hand, owned by a live process
 // of the directory and holding one live block, corrupts its bytes (shm
 // headers, arena headers, hold slots, descriptors) as the fuzzer says, and
-// resolves the block's proxy from a fresh reader: a clear error or a view of
-// the block, never a panic or a read outside the mapping.
+// resolves the block's proxy from a fresh reader: a sentinel error or a view
+// of the block, never a panic or a read outside the mapping (a fault fails
+// the test). With seal set, the checksums of the damaged segment's shm
+// header and arena header are recomputed after the damage, so that the
+// checks behind them (flags, ids, sizes against one another and the file)
+// see the damaged fields.
 func FuzzArenaAttach(f *testing.F) {
 	ctx := context.Background()
 	dir := arenaDir(f)
 	owner := openArena(f, dir) // fixes the store id and holds a live id
-	f.Add(false, uint16(0), []byte{0})
-	f.Add(true, uint16(shm.HeaderSize+ahOffDataSize), []byte{1})
-	f.Add(true, uint16(shm.HeaderSize+metaOffNDesc), []byte{0xff, 0xff})
-	f.Add(false, uint16(shm.HeaderSize+ahOffOwner), []byte{1, 2, 3})
-	f.Add(true, uint16(shm.HeaderSize+metaBodySize(0, 1)), []byte{0x10, 0, 0, 0, 0, 0, 0, 0x10}) // descriptor word
-	f.Add(true, uint16(shm.HeaderSize+metaBodySize(0, 1)+descOffLength), []byte{0xff, 0xff, 0xff})
-	f.Add(true, uint16(shm.HeaderSize+metaOffHoldTable+8), []byte{1, 0, 0, 0, 0, 0, 0, 0x10})
+	for _, seal := range []bool{false, true} {
+		f.Add(false, uint16(0), []byte{0}, seal)
+		f.Add(true, uint16(shm.HeaderSize+ahOffDataSize), []byte{1}, seal)
+		f.Add(true, uint16(shm.HeaderSize+metaOffNDesc), []byte{0xff, 0xff}, seal)
+		f.Add(false, uint16(shm.HeaderSize+ahOffOwner), []byte{1, 2, 3}, seal)
+		f.Add(true, uint16(shm.HeaderSize+metaBodySize(0, 1)), []byte{0x10, 0, 0, 0, 0, 0, 0, 0x10}, seal) // descriptor word
+		f.Add(true, uint16(shm.HeaderSize+metaBodySize(0, 1)+descOffLength), []byte{0xff, 0xff, 0xff}, seal)
+		f.Add(true, uint16(shm.HeaderSize+metaOffHoldTable+8), []byte{1, 0, 0, 0, 0, 0, 0, 0x10}, seal)
+	}
+	f.Add(false, uint16(shm.HeaderSize+ahOffFlags), []byte{1}, true)               // data says single, meta not
+	f.Add(true, uint16(shm.HeaderSize+metaOffHolds), []byte{1, 0x10}, true)        // hold slots past the file
+	f.Add(true, uint16(16), []byte{0, 0x10}, true)                                 // shm size
+	f.Add(false, uint16(shm.HeaderSize+ahOffDataSize+2), []byte{0xff, 0xff}, true) // data size past the file
+	f.Add(true, uint16(shm.HeaderSize+ahOffSegment), []byte{0xff}, true)           // another segment id
 	var next atomic.Uint64
 	next.Store(0x1000)
-	f.Fuzz(func(t *testing.T, meta bool, at uint16, xor []byte) {
+	f.Fuzz(func(t *testing.T, meta bool, at uint16, xor []byte, seal bool) {
 		id := next.Add(1)
 		const dataSize = ChunkSize
 		hdr := arenaHeader{store: owner.ID(), segment: id, owner: owner.LifeID(), dataSize: dataSize,
@@ -147,9 +163,16 @@ func FuzzArenaAttach(f *testing.F) {
 		defer func() { ms.Remove(); ms.Close() }()
 		if meta {
 			corrupt(ms.Bytes())
+			if seal {
+				sealArena(ms.Bytes(), metaOffSum)
+			}
 		} else {
 			corrupt(data.Bytes()[:dataFileOffset])
+			if seal {
+				sealArena(data.Bytes(), dataOffSum)
+			}
 		}
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		// The owner id names a live process that is not the reader, so the
 		// reader goes all the way to the descriptors.
 		reader, err := OpenArena(dir, WithPrefault(false))
@@ -170,6 +193,79 @@ func FuzzArenaAttach(f *testing.F) {
 			t.Fatalf("view of %d bytes", len(b))
 		}
 		_ = b[0] + b[99]
-		v.Release()
+		if err := v.Release(); err != nil {
+			t.Fatal(err)
+		}
+		if n := reader.Stats().Views; n != 0 {
+			t.Fatalf("%d views left", n)
+		}
+	})
+}
+
+// sealArena recomputes, over a segment's bytes (shm header included), the
+// checksum of the shm header (CRC-32C of [0, 44) at 44: shm/descriptor.go)
+// and of the arena header that starts the body (at sum: dataOffSum or
+// metaOffSum).
+func sealArena(b []byte, sum int) {
+	binary.LittleEndian.PutUint32(b[44:], crc32.Checksum(b[:44], castagnoli))
+	body := b[shm.HeaderSize:]
+	binary.LittleEndian.PutUint32(body[sum:], crc32.Checksum(body[:sum], castagnoli))
+}
+
+// FuzzStoreDesc writes the arena store's descriptor file (arena-store) of a
+// fresh exchange directory with the fuzzed bytes as its body, under a valid
+// shm header, and opens the arena store there twice. With seal set, the
+// descriptor's checksum is recomputed over the fuzzed bytes first. Every
+// refusal is ErrBadArena; an accepted descriptor gives both stores the
+// store id it holds, as the layout places it.
+func FuzzStoreDesc(f *testing.F) {
+	good := make([]byte, sidSize)
+	putStoreDesc(good, NewStoreID())
+	f.Add(good, false)
+	f.Add(good[:sidSize-1], true)
+	f.Add(append(bytes.Clone(good), 1, 2, 3), false)
+	other := bytes.Clone(good)
+	other[ahOffVersion] = 2
+	f.Add(other, true)
+	f.Add(make([]byte, sidSize), true)
+	root := f.TempDir()
+	var next atomic.Uint64
+	f.Fuzz(func(t *testing.T, body []byte, seal bool) {
+		if len(body) > 1<<16 {
+			return
+		}
+		dir := filepath.Join(root, "x", strconv.FormatUint(next.Add(1), 10))
+		if err := shm.EnsureDir(dir); err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		seg, err := shm.Create(filepath.Join(dir, storeDescName), shm.KindArena, int64(shm.HeaderSize+len(body)), func(b []byte) error {
+			copy(b, body)
+			if seal && len(b) >= sidOffChecksum+4 {
+				binary.LittleEndian.PutUint32(b[sidOffChecksum:], crc32.Checksum(b[:sidOffChecksum], castagnoli))
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want StoreID
+		copy(want[:], seg.Body()[min(sidOffStore, len(body)):])
+		seg.Close()
+		var ids []StoreID
+		for range 2 {
+			a, err := OpenArena(dir, WithSegmentSize(ChunkSize), WithMaxBytes(ChunkSize), WithPrefault(false))
+			if err != nil {
+				if !errors.Is(err, ErrBadArena) {
+					t.Fatalf("OpenArena: %v is not ErrBadArena", err)
+				}
+				return
+			}
+			ids = append(ids, a.ID())
+			a.Close()
+		}
+		if ids[0] != want || ids[1] != want {
+			t.Fatalf("stores opened with ids %v and %v from a descriptor that holds %v", ids[0], ids[1], want)
+		}
 	})
 }

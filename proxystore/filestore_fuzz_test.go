@@ -2,6 +2,7 @@ package proxystore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -17,26 +18,43 @@ import (
 	"github.com/shmex/shmex/shm"
 )
 
-// FuzzFileHeader decodes arbitrary bytes as a payload file header: an error
-// or a header that encodes back to the same bytes, never a panic.
+// FuzzFileHeader decodes arbitrary bytes as a payload file header: an
+// ErrCorrupt, or a header that keeps the layout's invariants and encodes
+// back to the same bytes, never a panic. With seal set, the header's
+// checksum is recomputed over the fuzzed bytes first, so that the checks
+// behind it (flags, codec, lifetime, deadline, lengths) see them.
 func FuzzFileHeader(f *testing.F) {
 	for _, h := range []fileHeader{
 		{store: NewStoreID(), segment: 1, generation: 2, rawLen: 10, storedLen: 10},
 		{codec: CompressZstd, lifetime: Leased, store: NewStoreID(), segment: 3, generation: 4, rawLen: 100, storedLen: 20, deadline: time.Now().UnixNano()},
 		{codec: CompressS2, lifetime: SingleUse, segment: 5, generation: 6, rawLen: 1 << 30, storedLen: 1 << 20},
+		{codec: CompressS2, lifetime: Owned, segment: 5, generation: 6, rawLen: 10, storedLen: 10}, // compressed, not smaller
+		{codec: 7, segment: 5, generation: 6, rawLen: 10, storedLen: 10},
+		{lifetime: Owned, segment: 5, generation: 6, rawLen: 10, storedLen: 10, deadline: 1},
+		{segment: 5, generation: 6, rawLen: 1 << 41, storedLen: 1 << 41},
 	} {
 		b := make([]byte, fileHeaderSize)
 		h.put(b)
-		f.Add(b)
+		f.Add(b, false)
+		f.Add(b, true)
 	}
-	f.Add([]byte(fileMagic))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		h, err := parseFileHeader(b, 1<<40)
+	f.Add([]byte(fileMagic), false)
+	f.Fuzz(func(t *testing.T, b []byte, seal bool) {
+		const maxRaw = 1 << 40
+		b = bytes.Clone(b)
+		if seal && len(b) >= fileHeaderSize {
+			binary.LittleEndian.PutUint32(b[offHeaderCRC:], crc32.Checksum(b[:offHeaderCRC], castagnoli))
+		}
+		h, err := parseFileHeader(b, maxRaw)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
 				t.Fatalf("error %v is not ErrCorrupt", err)
 			}
 			return
+		}
+		if h.codec > CompressS2 || h.lifetime > Leased || h.lifetime != Leased && h.deadline != 0 || h.rawLen > maxRaw ||
+			h.codec == CompressNone && h.storedLen != h.rawLen || h.codec != CompressNone && h.storedLen >= h.rawLen {
+			t.Fatalf("accepted %+v", h)
 		}
 		out := make([]byte, fileHeaderSize)
 		h.put(out)
@@ -46,10 +64,20 @@ func FuzzFileHeader(f *testing.F) {
 	})
 }
 
-// FuzzStoreIDFile decodes arbitrary bytes as a storeid file.
+// FuzzStoreIDFile decodes arbitrary bytes as a storeid file: an ErrCorrupt,
+// or an id that encodes back to the same bytes. With seal set, the
+// checksum is recomputed over the fuzzed bytes first.
 func FuzzStoreIDFile(f *testing.F) {
-	f.Add(putStoreID(NewStoreID()))
-	f.Fuzz(func(t *testing.T, b []byte) {
+	f.Add(putStoreID(NewStoreID()), false)
+	f.Add(putStoreID(NewStoreID()), true)
+	bad := putStoreID(NewStoreID())
+	bad[12] = 1 // a reserved byte
+	f.Add(bad, true)
+	f.Fuzz(func(t *testing.T, b []byte, seal bool) {
+		b = bytes.Clone(b)
+		if seal && len(b) >= offIDCRC+4 {
+			binary.LittleEndian.PutUint32(b[offIDCRC:], crc32.Checksum(b[:offIDCRC], castagnoli))
+		}
 		id, err := parseStoreID(b)
 		if err != nil {
 			if !errors.Is(err, ErrCorrupt) {
