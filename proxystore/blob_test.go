@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"reflect"
+	"runtime/debug"
 	"testing"
 
 	"github.com/tinylib/msgp/msgp"
@@ -434,9 +435,12 @@ func TestExplainDecodeError(t *testing.T) {
 }
 
 // FuzzBlobUnmarshal decodes fuzzed bytes as a Blob against a real arena
-// holding blocks (a slab slot, a chunk run, a single-block segment): every
-// outcome is an error or a Blob of exactly the proxy's bytes, never a panic
-// or a read outside a mapping, and every view taken is released.
+// holding blocks of zeros (a slab slot, a chunk run, a single-block
+// segment): every outcome is an error (a sentinel when the bytes are an
+// extension) or a Blob of exactly the bytes sent: a proxy's block (all
+// zeros, the proxy's length for FormBytes) or the bin's content, never a
+// panic or a read outside a mapping, and every view taken is released.
+// FuzzResolveForged forges proxies field by field.
 func FuzzBlobUnmarshal(f *testing.F) {
 	ctx := context.Background()
 	dir := arenaDir(f)
@@ -457,20 +461,33 @@ func FuzzBlobUnmarshal(f *testing.F) {
 	f.Add(msgp.AppendBytes(nil, []byte("inline")))
 	f.Add([]byte{0xc0})
 	f.Fuzz(func(t *testing.T, in []byte) {
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		var b Blob
 		rest, err := b.UnmarshalMsg(in)
 		if err != nil {
+			if msgp.NextType(in) == msgp.ExtensionType && !isResolveSentinel(err) {
+				t.Fatalf("% x: %v is no sentinel", in, err)
+			}
 			return
 		}
-		if len(rest) > len(in) {
+		if len(rest) > len(in) || !bytes.Equal(rest, in[len(in)-len(rest):]) {
 			t.Fatalf("rest of %d bytes from %d", len(rest), len(in))
 		}
 		if p, ok := b.Proxy(); ok {
-			if _, f, _ := ParseProxy(in[:ProxyEncodedSize]); f == FormBytes && uint64(b.Size()) != p.Length {
+			_, f, _ := ParseProxy(in[:ProxyEncodedSize])
+			if f == FormBytes && uint64(b.Size()) != p.Length {
 				t.Fatalf("Blob of %d bytes for %v", b.Size(), p)
 			}
+			if bytes.ContainsFunc(b.Bytes(), func(r rune) bool { return r != 0 }) {
+				t.Fatalf("Blob of %v is not the block of zeros", p)
+			}
+		} else if msgp.IsNil(in) {
+			if b.Size() != 0 {
+				t.Fatalf("nil decoded to %d bytes", b.Size())
+			}
+		} else if want, _, err := msgp.ReadBytesBytes(in, nil); err != nil || !bytes.Equal(b.Bytes(), want) {
+			t.Fatalf("Blob of % x holds % x (msgp: %v)", in, b.Bytes(), err)
 		}
-		_ = bytes.Count(b.Bytes(), []byte{1}) // read every byte
 		if err := b.Release(); err != nil {
 			t.Fatal(err)
 		}
