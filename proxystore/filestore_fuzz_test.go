@@ -93,11 +93,14 @@ func FuzzStoreIDFile(f *testing.F) {
 
 // FuzzFileResolve resolves payload files whose header is consistent (right
 // checksums, so that the stored bytes reach the decompressors) but whose
-// stored bytes and lengths are arbitrary: an error or exactly the recorded
-// length, never a panic or an allocation beyond the limit.
+// stored bytes and lengths are arbitrary: a sentinel error, or exactly the
+// recorded length of exactly the bytes the codec's reference decoder makes
+// of the stored ones, never a panic or an allocation beyond the limit.
 func FuzzFileResolve(f *testing.F) {
 	text := bytes.Repeat([]byte("fuzz the file store "), 50)
 	enc, _ := zstd.NewWriter(nil)
+	dec, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(4<<20))
+	defer dec.Close()
 	f.Add(uint8(CompressZstd), uint32(len(text)), uint8(Owned), enc.EncodeAll(text, nil))
 	f.Add(uint8(CompressS2), uint32(len(text)), uint8(SingleUse), s2.Encode(nil, text))
 	f.Add(uint8(CompressNone), uint32(len(text)), uint8(Leased), text)
@@ -131,15 +134,31 @@ func FuzzFileResolve(f *testing.F) {
 		defer os.Remove(path)
 		v, err := s.Resolve(t.Context(), h.proxy())
 		if err != nil {
+			if !isResolveSentinel(err) {
+				t.Fatalf("resolve: %v is no sentinel", err)
+			}
 			return
 		}
 		if uint64(len(v.Bytes())) != h.rawLen {
 			t.Fatalf("resolved %d bytes, header says %d", len(v.Bytes()), h.rawLen)
 		}
-		if h.codec == CompressNone && !bytes.Equal(v.Bytes(), stored) {
-			t.Fatal("uncompressed payload resolved to other bytes")
+		// The bytes are what the stored ones decode to, with the codec's
+		// reference decoder.
+		var want []byte
+		switch h.codec {
+		case CompressNone:
+			want = stored
+		case CompressZstd:
+			want, err = dec.DecodeAll(stored, nil)
+		case CompressS2:
+			want, err = s2.Decode(nil, stored)
 		}
-		v.Release()
+		if err != nil || !bytes.Equal(v.Bytes(), want) {
+			t.Fatalf("%v payload resolved to %d bytes; the reference decoder gives %d (%v)", h.codec, len(v.Bytes()), len(want), err)
+		}
+		if err := v.Release(); err != nil {
+			t.Fatal(err)
+		}
 	})
 }
 

@@ -260,5 +260,8 @@ func FuzzRedisValue(f *testing.F) {
 		if uint64(len(data)) != length || life > Leased || len(b) != redisHeaderSize+len(data) {
 			t.Fatalf("accepted %d bytes for length %d, lifetime %d", len(data), length, life)
 		}
+		if !bytes.Equal(data, b[redisHeaderSize:]) || crc32.Checksum(data, redisCRC) != binary.LittleEndian.Uint32(b[12:]) {
+			t.Fatal("the payload is not the value's bytes after the header, or not the checksummed ones")
+		}
 	})
 }

@@ -57,15 +57,18 @@ func FuzzAttach(f *testing.F) {
 }
 
 // FuzzCorruptData writes records into a valid ring, then overwrites words of
-// its data area and positions with fuzzed values, and reads: records or
-// ErrCorrupt, never a panic or an access outside the region.
+// its data area and positions with fuzzed values, and reads: records of
+// possible types and lengths, or sentinel errors (ErrCorrupt), never a
+// panic or an access outside the region (it ends at an inaccessible page;
+// a fault fails the test).
 func FuzzCorruptData(f *testing.F) {
 	f.Add(uint16(16), uint64(5000), uint16(0), uint64(0))
 	f.Add(uint16(0), uint64(1<<63|16), uint16(24), uint64(0xFFFFFFF8))
 	f.Add(uint16(8), uint64(0xFFFFFFF0|3<<32), uint16(40), uint64(16|1<<32))
 	f.Fuzz(func(t *testing.T, off1 uint16, val1 uint64, off2 uint16, val2 uint64) {
 		const capacity, slots = 1024, 2
-		region := make([]byte, ring.Size(capacity, slots))
+		region := guarded(t, ring.Size(capacity, slots))
+		defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 		r, _ := ring.New(region, ring.Config{Capacity: capacity, MaxRecord: 256, Slots: slots}, ring.Options{})
 		p, _ := r.NewProducer(1)
 		for i := 0; i < 5; i++ {
@@ -80,18 +83,27 @@ func FuzzCorruptData(f *testing.F) {
 		binary.LittleEndian.PutUint64(region[o2:], val2)
 		r2, err := ring.Attach(region, ring.Options{Alive: func(uint64) bool { return false }, StuckAfter: 1})
 		if err != nil {
+			if !isRingSentinel(err) {
+				t.Fatalf("Attach: %v is none of the sentinels", err)
+			}
 			return
 		}
 		c, err := r2.NewConsumer(3, ring.Park)
 		if err != nil {
+			if !isRingSentinel(err) {
+				t.Fatalf("NewConsumer: %v is none of the sentinels", err)
+			}
 			return
 		}
 		for i := 0; i < 8; i++ {
-			c.Read(func(typ int32, p []byte) {
+			_, err := c.Read(func(typ int32, p []byte) {
 				if typ < 0 || len(p) > 256 {
 					t.Fatalf("delivered type %d, %d bytes", typ, len(p))
 				}
 			}, 0)
+			if err != nil && !isRingSentinel(err) {
+				t.Fatalf("Read: %v is none of the sentinels", err)
+			}
 		}
 	})
 }

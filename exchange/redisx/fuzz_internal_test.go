@@ -34,12 +34,16 @@ func FuzzUnpackBehavior(f *testing.F) {
 	})
 }
 
-// FuzzParseHexID: UUIDs in keys and script replies.
+// FuzzParseHexID: UUIDs in keys and script replies: ErrProtocol, or the
+// UUID whose hex (in lower case) is the text.
 func FuzzParseHexID(f *testing.F) {
 	f.Add(hexID(exchange.NewUUID()))
 	f.Add("zz")
 	f.Fuzz(func(t *testing.T, h string) {
 		u, err := parseHexID(h)
+		if err != nil && !errors.Is(err, ErrProtocol) {
+			t.Fatalf("parseHexID(%q): %v is not ErrProtocol", h, err)
+		}
 		if err == nil && hexID(u) != h && hexID(u) != toLower(h) {
 			t.Fatalf("parseHexID(%q) = %v", h, u)
 		}
