@@ -52,14 +52,16 @@ func newKeys(prefix string) keys { return keys{tag: "{" + prefix + "}"} }
 
 func hexID(u exchange.UUID) string { return hex.EncodeToString(u[:]) }
 
-// parseHexID parses the key form of a UUID (32 hex digits).
+// parseHexID parses the key form of a UUID: 32 lower-case hex digits, as
+// hexID writes them. Redis keys are case-sensitive, so an upper-case form
+// names another key than the UUID's, and is refused.
 func parseHexID(h string) (exchange.UUID, error) {
 	var u exchange.UUID
 	if len(h) != 2*len(u) {
 		return u, fmt.Errorf("%w: bad UUID %q in a key", ErrProtocol, h)
 	}
-	if _, err := hex.Decode(u[:], []byte(h)); err != nil {
-		return u, fmt.Errorf("%w: bad UUID %q in a key", ErrProtocol, h)
+	if _, err := hex.Decode(u[:], []byte(h)); err != nil || hexID(u) != h {
+		return exchange.UUID{}, fmt.Errorf("%w: bad UUID %q in a key", ErrProtocol, h)
 	}
 	return u, nil
 }
