@@ -35,6 +35,8 @@ type wrapFuzzBox struct {
 // (ErrResolve and a store sentinel) and the proxy left in the field; every
 // other field as sent; the next Recv goes on. Views are all released once
 // the next message is received, and no read leaves a mapping.
+// [Exchange.Resolve], what a manual receiver calls, gives a sentinel or the
+// payload's bytes too.
 func FuzzWrapRecv(f *testing.F) {
 	ctx := context.Background()
 	fs := newForgeStores(f)
@@ -133,6 +135,23 @@ func FuzzWrapRecv(f *testing.F) {
 		}
 		if !m.Equal(sent) {
 			t.Fatalf("%s: received %v, sent %v", b.name, &m, sent)
+		}
+
+		// What a manual receiver does with the field: Exchange.Resolve.
+		if v, err := b.x.Resolve(ctx, payload); err != nil {
+			if !isResolveSentinel(err) {
+				t.Fatalf("%s: Exchange.Resolve: %v is no sentinel", b.name, err)
+			}
+			if genuine && Form(payload[3+pxOffForm]) == FormValue {
+				t.Fatalf("%s: Exchange.Resolve refused the store's own %v: %v", b.name, q, err)
+			}
+		} else {
+			if !genuine || v.Proxy() != q || !bytes.Equal(v.Bytes(), data) {
+				t.Fatalf("%s: Exchange.Resolve of % x: %v, %d bytes", b.name, payload, v.Proxy(), len(v.Bytes()))
+			}
+			if err := v.Release(); err != nil {
+				t.Fatal(err)
+			}
 		}
 
 		// The next message comes, and the view held for the last one is
