@@ -104,7 +104,8 @@ func FuzzArenaResolve(f *testing.F) {
 // headers, arena headers, hold slots, descriptors) as the fuzzer says, and
 // resolves the block's proxy from a fresh reader: a sentinel error or a view
 // of the block, never a panic or a read outside the mapping (a fault fails
-// the test). With seal set, the checksums of the damaged segment's shm
+// the test); a segment undamaged, or damaged only in its statistics line,
+// resolves. With seal set, the checksums of the damaged segment's shm
 // header and arena header are recomputed after the damage, so that the
 // checks behind them (flags, ids, sizes against one another and the file)
 // see the damaged fields.
@@ -121,11 +122,13 @@ func FuzzArenaAttach(f *testing.F) {
 		f.Add(true, uint16(shm.HeaderSize+metaBodySize(0, 1)+descOffLength), []byte{0xff, 0xff, 0xff}, seal)
 		f.Add(true, uint16(shm.HeaderSize+metaOffHoldTable+8), []byte{1, 0, 0, 0, 0, 0, 0, 0x10}, seal)
 	}
-	f.Add(false, uint16(shm.HeaderSize+ahOffFlags), []byte{1}, true)               // data says single, meta not
-	f.Add(true, uint16(shm.HeaderSize+metaOffHolds), []byte{1, 0x10}, true)        // hold slots past the file
-	f.Add(true, uint16(16), []byte{0, 0x10}, true)                                 // shm size
-	f.Add(false, uint16(shm.HeaderSize+ahOffDataSize+2), []byte{0xff, 0xff}, true) // data size past the file
-	f.Add(true, uint16(shm.HeaderSize+ahOffSegment), []byte{0xff}, true)           // another segment id
+	f.Add(false, uint16(shm.HeaderSize+ahOffFlags), []byte{1}, true)                       // data says single, meta not
+	f.Add(true, uint16(shm.HeaderSize+metaOffHolds), []byte{1, 0x10}, true)                // hold slots past the file
+	f.Add(true, uint16(16), []byte{0, 0x10}, true)                                         // shm size
+	f.Add(false, uint16(shm.HeaderSize+ahOffDataSize+2), []byte{0xff, 0xff}, true)         // data size past the file
+	f.Add(true, uint16(shm.HeaderSize+ahOffSegment), []byte{0xff}, true)                   // another segment id
+	f.Add(true, uint16(shm.HeaderSize+ahOffVersion), []byte{3}, true)                      // meta version 1 (before the statistics line)
+	f.Add(true, uint16(shm.HeaderSize+metaOffStats), bytes.Repeat([]byte{0xff}, 40), true) // statistics: only for operators
 	var next atomic.Uint64
 	next.Store(0x1000)
 	f.Fuzz(func(t *testing.T, meta bool, at uint16, xor []byte, seal bool) {
@@ -133,10 +136,16 @@ func FuzzArenaAttach(f *testing.F) {
 		const dataSize = ChunkSize
 		hdr := arenaHeader{store: owner.ID(), segment: id, owner: owner.LifeID(), dataSize: dataSize,
 			nDesc: dataSize / Granule, holdSlots: 1}
+		// harmless: no byte changed, or only bytes of the meta segment's
+		// statistics line (for operators; a reader never needs them).
+		harmless := true
 		corrupt := func(b []byte) {
 			for i, x := range xor {
-				if j := int(at) + i; j < len(b) {
+				if j := int(at) + i; j < len(b) && x != 0 {
 					b[j] ^= x
+					if k := j - shm.HeaderSize; !meta || k < metaOffStats || k >= metaOffStats+statFrees+8 {
+						harmless = false
+					}
 				}
 			}
 		}
@@ -185,6 +194,9 @@ func FuzzArenaAttach(f *testing.F) {
 		if err != nil {
 			if !isArenaSentinel(err) {
 				t.Fatalf("unexpected error %v", err)
+			}
+			if harmless {
+				t.Fatalf("a segment whose damage is harmless refused: %v", err)
 			}
 			return
 		}
