@@ -97,6 +97,7 @@ func FuzzAttachHeader(f *testing.F) {
 	}
 	seed := make([]byte, size)
 	tail := valid(seed)
+	validTail := tail
 	le := binary.LittleEndian
 	// slots, capacity, maxRecord, dataOff, size, tail, head, consumed, region length
 	f.Add(uint32(slots), uint64(capacity), uint32(256), le.Uint64(seed[hdrDataOff:]), uint64(size), tail, uint64(0), uint64(0), uint32(size))
@@ -127,6 +128,12 @@ func FuzzAttachHeader(f *testing.F) {
 		if err != nil {
 			if !isRingSentinel(err) {
 				t.Fatalf("Attach: %v is none of the sentinels", err)
+			}
+			// The valid ring's own header, sealed here, in a region that
+			// holds it, attaches: the seal is the ring's.
+			if nslots == slots && cap64 == capacity && maxRecord == 256 && dataOff == le.Uint64(seed[hdrDataOff:]) &&
+				regionSize == uint64(size) && n >= size && tail == validTail && (head == 0 && consumed == 0 || head == tail && consumed == tail) {
+				t.Fatalf("the valid header refused: %v", err)
 			}
 			return
 		}
