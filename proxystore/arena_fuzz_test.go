@@ -228,8 +228,9 @@ func sealArena(b []byte, sum int) {
 // fresh exchange directory with the fuzzed bytes as its body, under a valid
 // shm header, and opens the arena store there twice. With seal set, the
 // descriptor's checksum is recomputed over the fuzzed bytes first. Every
-// refusal is ErrBadArena; an accepted descriptor gives both stores the
-// store id it holds, as the layout places it.
+// refusal is ErrBadArena; exactly the well-formed descriptors (the layout's
+// rule written out in the test) are accepted, and give both stores the
+// store id they hold, as the layout places it.
 func FuzzStoreDesc(f *testing.F) {
 	good := make([]byte, sidSize)
 	putStoreDesc(good, NewStoreID())
@@ -262,7 +263,13 @@ func FuzzStoreDesc(f *testing.F) {
 			t.Fatal(err)
 		}
 		var want StoreID
-		copy(want[:], seg.Body()[min(sidOffStore, len(body)):])
+		b := bytes.Clone(seg.Body()) // used after Close
+		copy(want[:], b[min(sidOffStore, len(body)):])
+		// The layout's rule, written out: at least sidSize bytes, the
+		// magic, version 1, the checksum of [0, 32) at 32.
+		le := binary.LittleEndian
+		wellFormed := len(b) >= sidSize && [8]byte(b[:8]) == sidMagic && le.Uint32(b[ahOffVersion:]) == 1 &&
+			le.Uint32(b[sidOffChecksum:]) == crc32.Checksum(b[:sidOffChecksum], castagnoli)
 		seg.Close()
 		var ids []StoreID
 		for range 2 {
@@ -271,7 +278,13 @@ func FuzzStoreDesc(f *testing.F) {
 				if !errors.Is(err, ErrBadArena) {
 					t.Fatalf("OpenArena: %v is not ErrBadArena", err)
 				}
+				if wellFormed {
+					t.Fatalf("a well-formed descriptor refused: %v", err)
+				}
 				return
+			}
+			if !wellFormed {
+				t.Fatalf("a malformed descriptor accepted: % x", b)
 			}
 			ids = append(ids, a.ID())
 			a.Close()
