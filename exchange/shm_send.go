@@ -70,6 +70,12 @@ func (x *SHM) send(ctx context.Context, m *Message, wait bool) (uint32, error) {
 			}
 			continue
 		case errors.Is(err, ErrMailboxClosed):
+			if x.closeStarted.Load() {
+				// Close of this handle terminates what it owns (before
+				// it sets closing) and retires its mappings: a send it
+				// interrupted says the exchange closed.
+				return 0, ErrExchangeClosed
+			}
 			x.reapEntered(m.Dest)
 		}
 		return 0, err
@@ -231,12 +237,15 @@ func (x *SHM) acquire(ctx context.Context, d *dest) (*prodBox, error) {
 			}
 			return b, nil
 		}
-		// Not on the steady-state path: only when no box was free.
-		if d.dead.Load() {
-			return nil, errRetired
-		}
+		// Not on the steady-state path: only when no box was free. A
+		// Close of this handle is looked at first: Close retires the
+		// mappings too, and a send it interrupts says the exchange
+		// closed, not that the mailbox did.
 		if x.closing.Load() {
 			return nil, ErrExchangeClosed // Close closes the boxes
+		}
+		if d.dead.Load() {
+			return nil, errRetired
 		}
 		if spins&63 == 63 {
 			if err := ctx.Err(); err != nil {
