@@ -141,9 +141,13 @@ func TestSHMProcessTruncation(t *testing.T) {
 	if err := os.Truncate(filepath.Join(x.Dir(), ringFile(agent)), 0); err != nil {
 		t.Fatal(err)
 	}
+	// The send faults on the ring (ErrMailboxClosed wrapping
+	// ring.ErrCorrupt), unless the child's receiver, spinning on the same
+	// ring, faulted first and terminated the mailbox: then the send finds
+	// it terminated (ErrMailboxClosed alone).
 	err = x.Send(ctx, exchange.NewActionRequest(sink, agent, "into-the-void", nil))
-	if !errors.Is(err, exchange.ErrMailboxClosed) || !errors.Is(err, ring.ErrCorrupt) {
-		t.Fatalf("Send into a truncated ring: %v; want ErrMailboxClosed wrapping ring.ErrCorrupt", err)
+	if !errors.Is(err, exchange.ErrMailboxClosed) {
+		t.Fatalf("Send into a truncated ring: %v; want ErrMailboxClosed (wrapping ring.ErrCorrupt when this send faulted first)", err)
 	}
 	if f := expect("receiver of the truncated ring", "recv-error"); !strings.Contains(strings.Join(f, " "), "closed") {
 		t.Fatalf("receiver of the truncated ring: %q", f)
