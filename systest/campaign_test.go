@@ -38,13 +38,14 @@ type campaign struct {
 	maxFail    time.Duration // longest a call to a dead agent took to fail
 	messages   int64         // records delivered and checked
 	figures    map[string]any
-	maps       []int // the parent's mapping count after each trial
+	maps       []int                      // the parent's mapping count after each trial
+	live       map[exchange.EntityID]bool // mailboxes of this process: the only ones active between trials
 }
 
 // newCampaign opens the campaign's exchange (this process's handle; small
 // mailboxes unless opts say otherwise).
 func newCampaign(t *testing.T, role string, opts ...exchange.Option) *campaign {
-	c := &campaign{t: t, role: role, root: newRoot(t), name: "crash-" + role, log: &logSink{}, n: trials(t), figures: map[string]any{}}
+	c := &campaign{t: t, role: role, root: newRoot(t), name: "crash-" + role, log: &logSink{}, n: trials(t), figures: map[string]any{}, live: map[exchange.EntityID]bool{}}
 	s := seed(t)
 	c.rng = mrand.New(mrand.NewPCG(s, s^0x9e3779b97f4a7c15))
 	opts = append([]exchange.Option{exchange.WithMailboxBytes(8 << 10)}, opts...)
@@ -55,6 +56,15 @@ func newCampaign(t *testing.T, role string, opts ...exchange.Option) *campaign {
 		}
 	})
 	return c
+}
+
+// keep records a mailbox of this process, which stays active across the
+// trials; every other mailbox reads terminated once a trial's children are
+// dead.
+func (c *campaign) keep(id exchange.EntityID) {
+	c.mu.Lock()
+	c.live[id] = true
+	c.mu.Unlock()
 }
 
 // trial is one trial of a campaign.
@@ -171,6 +181,9 @@ func (tr *trial) finish() error {
 	if err := checkRegistry(tr.ctx, c.x, tr.dead); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
+	if err := c.onlyLiveActive(tr.ctx); err != nil {
+		return err
+	}
 	if err := gc(tr.ctx, c.x); err != nil {
 		return fmt.Errorf("gc: %w", err)
 	}
@@ -187,6 +200,24 @@ func (tr *trial) finish() error {
 	}
 	if bad := c.log.damage(); len(bad) > 0 {
 		return fmt.Errorf("damage logged: %q", bad)
+	}
+	return nil
+}
+
+// onlyLiveActive checks that no mailbox but this process's own reads
+// active: the children are dead, so are the mailboxes they owned, whether
+// they reported them or died before.
+func (c *campaign) onlyLiveActive(ctx context.Context) error {
+	ents, err := c.x.Entities(ctx)
+	if err != nil {
+		return fmt.Errorf("Entities: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range ents {
+		if e.Status == exchange.StatusActive && !c.live[e.ID] {
+			return fmt.Errorf("mailbox %v (%q) reads active, but its owner is dead", e.ID, e.Name)
+		}
 	}
 	return nil
 }

@@ -76,6 +76,7 @@ func TestCrashSender(t *testing.T) {
 		}
 		return nil
 	})
+	c.keep(s.me)
 	c.run(func(tr *trial) error {
 		com := newCommitted()
 		k := tr.start("sender", com.line, tr.c.root, tr.c.name, s.me.String(), utoa(tr.id))

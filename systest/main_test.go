@@ -19,6 +19,9 @@ func TestMain(m *testing.M) {
 	}
 	childproc.Main(m, map[string]childproc.Role{
 		"sender":  senderChild,  // TestCrashSender
+		"agent":   agentChild,   // TestCrashAgent
+		"client":  clientChild,  // TestCrashClient
+		"owner":   ownerChild,   // TestCrashArenaOwner
 		"creator": creatorChild, // TestGCRemovesDeadCreatorsTemp
 	})
 }
