@@ -5,7 +5,10 @@ import (
 	"fmt"
 	mrand "math/rand/v2"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,6 +42,7 @@ type campaign struct {
 	messages   int64         // records delivered and checked
 	figures    map[string]any
 	maps       []int                      // the parent's mapping count after each trial
+	shmMaps    []int                      // the parent's mappings of segments after each trial
 	live       map[exchange.EntityID]bool // mailboxes of this process: the only ones active between trials
 }
 
@@ -110,8 +114,20 @@ func (c *campaign) run(body func(tr *trial) error) {
 		if err != nil {
 			c.t.Fatalf("%s trial %d (kill %s %v): %v", c.role, i, map[bool]string{true: "after hello", false: "after ready"}[tr.early], tr.delay, err)
 		}
-		if ps, err := readProc(os.Getpid()); err == nil {
+		if ps, err := readProc(os.Getpid(), c.root); err == nil {
 			c.maps = append(c.maps, ps.Maps)
+			c.shmMaps = append(c.shmMaps, ps.ShmMaps)
+			if os.Getenv("SHMEX_DEBUG_MAPS") != "" {
+				b, _ := os.ReadFile("/proc/self/maps")
+				var l []string
+				for _, line := range strings.Split(string(b), "\n") {
+					if strings.Contains(line, c.root+"/") {
+						f := strings.Fields(line)
+						l = append(l, f[0]+" "+filepath.Base(f[len(f)-1])+" "+f[len(f)-2])
+					}
+				}
+				c.t.Logf("trial %d shm maps: %q", i, l)
+			}
 		}
 	}
 	c.figures["wall_s"] = fmt.Sprintf("%.1f", time.Since(start).Seconds())
@@ -249,12 +265,20 @@ func (c *campaign) done(extra map[string]any) {
 		v[k] = x
 	}
 	if len(c.maps) > 1 {
-		first, last := c.maps[0], c.maps[len(c.maps)-1]
-		v["parent_maps_first"], v["parent_maps_last"] = first, last
-		// Go's heap and the race detector add a few mappings as they
-		// grow; a leak adds one or more per trial.
-		if last > first+mapsSlack {
-			c.t.Errorf("this process's mappings grew from %d after the first trial to %d after the last", first, last)
+		// A leak grows with the trials; a working set (the Go heap, the
+		// race detector's shadow, an arena's segments) grows in the first
+		// trials and stays. So the mappings after the last trial are
+		// compared with the most after any trial of the first half.
+		for _, m := range []struct {
+			name   string
+			series []int
+			slack  int
+		}{{"parent_maps", c.maps, mapsSlack}, {"parent_shm_maps", c.shmMaps, shmMapsSlack}} {
+			first, last, half := m.series[0], m.series[len(m.series)-1], slices.Max(m.series[:(len(m.series)+1)/2])
+			v[m.name+"_first"], v[m.name+"_half"], v[m.name+"_last"] = first, half, last
+			if last > half+m.slack {
+				c.t.Errorf("%s: this process's mappings grew from %d (first trial) and %d (most in the first half) to %d after the last trial", m.name, first, half, last)
+			}
 		}
 	}
 	report(c.t, v)
@@ -264,6 +288,11 @@ func (c *campaign) done(extra map[string]any) {
 // soak without counting as a leak: the Go heap and the race detector's
 // shadow memory map more as they grow.
 const mapsSlack = 64
+
+// shmMapsSlack is how many more segments a process may map at the end of
+// a campaign or a soak than at its start: a few, for the mailboxes and
+// arena segments in use at that moment.
+const shmMapsSlack = 8
 
 func itoa(n int) string          { return strconv.Itoa(n) }
 func utoa(n uint64) string       { return strconv.FormatUint(n, 10) }

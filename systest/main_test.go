@@ -22,6 +22,7 @@ func TestMain(m *testing.M) {
 		"agent":   agentChild,   // TestCrashAgent
 		"client":  clientChild,  // TestCrashClient
 		"owner":   ownerChild,   // TestCrashArenaOwner
+		"reader":  readerChild,  // TestCrashReader
 		"creator": creatorChild, // TestGCRemovesDeadCreatorsTemp
 	})
 }
