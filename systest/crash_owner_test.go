@@ -278,6 +278,7 @@ func TestCrashArenaOwner(t *testing.T) {
 	var lateDead int64
 	c.run(func(tr *trial) error {
 		vk.killAt.Store(0)
+		tr.beforeKill = func() { vk.killAt.Store(time.Now().UnixNano()) }
 		com := newCommitted()
 		k := tr.start("owner", com.line, c.root, c.name, s.me.String(), utoa(tr.id))
 		f, err := tr.ready(k)
@@ -288,13 +289,10 @@ func TestCrashArenaOwner(t *testing.T) {
 			if id, err := exchange.ParseEntityID(f[1]); err == nil {
 				tr.dead = append(tr.dead, id)
 			}
-			time.Sleep(tr.delay)
-			vk.killAt.Store(time.Now().UnixNano())
-			if err := k.kill(); err != nil {
+			if err := tr.killLater(k); err != nil {
 				return err
 			}
 		}
-		vk.killAt.Store(time.Now().UnixNano())
 		stuck, err := s.mark(tr.ctx, tr.id)
 		if err != nil {
 			return err

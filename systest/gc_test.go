@@ -2,10 +2,13 @@ package systest
 
 import (
 	"context"
+	"encoding/hex"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/ring"
 	"github.com/shmex/shmex/shm"
 )
 
@@ -48,7 +51,63 @@ func TestGCRemovesDeadCreatorsTemp(t *testing.T) {
 	if err := gc(ctx, x); err != nil {
 		t.Fatal(err)
 	}
-	left, err := leftovers(x.Dir(), map[int]bool{k.pid: true})
+	left, err := leftovers(x.Dir(), map[int]bool{k.pid: true}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) > 0 {
+		t.Fatalf("gc left files of a dead process: %q", left)
+	}
+}
+
+// orphanChild leaves the state of a registration killed between creating
+// its mailbox's ring and publishing its registry entry (exchange's
+// register does the two in that order, under the registry lock): it
+// creates the ring segment of a fresh id, whole, as createRing does, and
+// waits to be killed. args: exchange directory, UUID (hex).
+func orphanChild(args []string) int {
+	say("hello")
+	if len(args) != 2 {
+		return childFail("orphan: args %q", args)
+	}
+	const capacity = 4 << 10
+	cfg := ring.Config{Capacity: capacity, MaxRecord: capacity / 4, Slots: 128}
+	seg, err := shm.Create(filepath.Join(args[0], shm.RingPrefix+args[1]), shm.KindRing, int64(shm.HeaderSize+ring.Size(cfg.Capacity, cfg.Slots)),
+		func(body []byte) error { _, err := ring.New(body, cfg, ring.Options{}); return err })
+	if err != nil {
+		return childFail("Create: %v", err)
+	}
+	defer seg.Close()
+	say("ready")
+	time.Sleep(childLife)
+	return childFail("not killed")
+}
+
+// TestGCRemovesOrphanRing: a process killed inside a registration, after
+// the mailbox's ring segment was created and before the registry entry
+// that names it was published, leaves a ring that no entry names; gc must
+// remove it (nobody can ever reach it), but Collect only looks at the
+// rings of registry entries. TestCrashRegistry's children hit it about
+// once in twenty kills.
+func TestGCRemovesOrphanRing(t *testing.T) {
+	t.Skip("bug: gc never removes a ring whose registration died before publishing its registry entry (exchange.Collect walks only entries)")
+	t.Parallel()
+	root := newRoot(t)
+	x := openX(t, root, "orphan", &logSink{})
+	u := exchange.NewUUID()
+	k := startKid(t, "orphan", nil, x.Dir(), hex.EncodeToString(u[:]))
+	if _, err := k.waitReady(); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.kill(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), bound(30*time.Second))
+	defer cancel()
+	if err := gc(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	left, err := leftovers(x.Dir(), map[int]bool{k.pid: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

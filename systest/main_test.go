@@ -18,11 +18,13 @@ func TestMain(m *testing.M) {
 		slog.SetDefault(slog.New(slog.DiscardHandler))
 	}
 	childproc.Main(m, map[string]childproc.Role{
-		"sender":  senderChild,  // TestCrashSender
-		"agent":   agentChild,   // TestCrashAgent
-		"client":  clientChild,  // TestCrashClient
-		"owner":   ownerChild,   // TestCrashArenaOwner
-		"reader":  readerChild,  // TestCrashReader
-		"creator": creatorChild, // TestGCRemovesDeadCreatorsTemp
+		"sender":   senderChild,   // TestCrashSender
+		"agent":    agentChild,    // TestCrashAgent
+		"client":   clientChild,   // TestCrashClient
+		"owner":    ownerChild,    // TestCrashArenaOwner
+		"reader":   readerChild,   // TestCrashReader
+		"registry": registryChild, // TestCrashRegistry
+		"creator":  creatorChild,  // TestGCRemovesDeadCreatorsTemp
+		"orphan":   orphanChild,   // TestGCRemovesOrphanRing
 	})
 }
