@@ -232,11 +232,11 @@ func (tr *trial) finish() error {
 	if err != nil {
 		return err
 	}
-	left, err := leftovers(c.x.Dir(), dead, unregistered)
+	left, err := leftovers(c.x.Dir(), dead, tolerate{youngTemps: true, unregistered: unregistered})
 	if err != nil {
 		return err
 	}
-	if strict, err := leftovers(c.x.Dir(), dead, nil); err == nil && len(strict) > len(left) {
+	if strict, err := leftovers(c.x.Dir(), dead, tolerate{youngTemps: true}); err == nil && len(strict) > len(left) {
 		c.mu.Lock()
 		c.orphans += len(strict) - len(left)
 		c.mu.Unlock()
