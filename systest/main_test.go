@@ -24,7 +24,9 @@ func TestMain(m *testing.M) {
 		"owner":    ownerChild,    // TestCrashArenaOwner
 		"reader":   readerChild,   // TestCrashReader
 		"registry": registryChild, // TestCrashRegistry
+		"soak":     soakChild,     // TestSoak
 		"creator":  creatorChild,  // TestGCRemovesDeadCreatorsTemp
 		"orphan":   orphanChild,   // TestGCRemovesOrphanRing
+		"register": registerChild, // TestRegisterAfterCreate
 	})
 }
