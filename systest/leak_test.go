@@ -57,8 +57,9 @@ func churn(ctx context.Context, x *exchange.SHM, n int) error {
 // closed, its ring segment must go, at the latest at gc, and so must the
 // process's mapping of it. Today the ring of a mailbox terminated while
 // its owner lives stays in the exchange directory (Collect skips mailboxes
-// whose owner is alive) and mapped in the process that terminated it, one
-// file and one mapping per mailbox, until the process exits: a long-running
+// whose owner is alive) and mapped in the process that terminated it (and
+// in every process that sent to it: TestSoak counts them), one file and
+// one mapping per mailbox, until the process exits: a long-running
 // process runs out of mappings (vm.max_map_count) and fills /dev/shm.
 func TestTerminatedMailboxesReleased(t *testing.T) {
 	t.Skip("bug: a mailbox terminated while its owner lives keeps its ring file and the terminating process's mapping of it until that process exits")
