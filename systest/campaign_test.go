@@ -6,6 +6,7 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -43,6 +44,9 @@ type campaign struct {
 	figures    map[string]any
 	maps       []int                      // the parent's mapping count after each trial
 	shmMaps    []int                      // the parent's mappings of segments after each trial
+	threads    []int                      // the parent's threads after each trial
+	goroutines []int                      // the parent's goroutines after each trial (all campaigns')
+	heap       []int                      // the parent's Go heap in use after each trial, KiB (all campaigns')
 	live       map[exchange.EntityID]bool // mailboxes of this process: the only ones active between trials
 	opts       []exchange.Option
 	gen        int // exchanges replaced by rotate
@@ -136,6 +140,15 @@ func (c *campaign) run(body func(tr *trial) error) {
 		if ps, err := readProc(os.Getpid(), c.root); err == nil {
 			c.maps = append(c.maps, ps.Maps)
 			c.shmMaps = append(c.shmMaps, ps.ShmMaps)
+			c.threads = append(c.threads, ps.Threads)
+			c.goroutines = append(c.goroutines, runtime.NumGoroutine())
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			c.heap = append(c.heap, int(ms.HeapInuse>>10))
+			if os.Getenv("SHMEX_DEBUG_ALLMAPS") != "" && (i == 0 || i == c.n-1) {
+				b, _ := os.ReadFile("/proc/self/maps")
+				c.t.Logf("trial %d maps:\n%s", i, b)
+			}
 			if os.Getenv("SHMEX_DEBUG_MAPS") != "" {
 				b, _ := os.ReadFile("/proc/self/maps")
 				var l []string
@@ -310,10 +323,11 @@ func (c *campaign) done(extra map[string]any) {
 			name   string
 			series []int
 			slack  int
-		}{{"parent_maps", c.maps, mapsSlack}, {"parent_shm_maps", c.shmMaps, shmMapsSlack}} {
+		}{{"parent_maps", c.maps, mapsSlack}, {"parent_shm_maps", c.shmMaps, shmMapsSlack},
+			{"parent_threads", c.threads, -1}, {"goroutines", c.goroutines, -1}, {"heap_kib", c.heap, -1}} {
 			first, last, half := m.series[0], m.series[len(m.series)-1], slices.Max(m.series[:(len(m.series)+1)/2])
 			v[m.name+"_first"], v[m.name+"_half"], v[m.name+"_last"] = first, half, last
-			if last > half+m.slack {
+			if m.slack >= 0 && last > half+m.slack {
 				c.t.Errorf("%s: this process's mappings grew from %d (first trial) and %d (most in the first half) to %d after the last trial", m.name, first, half, last)
 			}
 		}

@@ -20,6 +20,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -330,9 +331,26 @@ type kid struct {
 // gets every other line's fields, in the reading goroutine.
 func startKid(t testing.TB, role string, handle func(f []string), args ...string) *kid {
 	t.Helper()
-	c := childproc.Start(t, role, args...)
+	c, err := childproc.StartCmd(role, args...)
+	if err != nil {
+		t.Fatalf("start child %s: %v", role, err)
+	}
+	// The cleanup that kills the child if the test ends first holds it
+	// only until its output has ended (it is dead then): a campaign
+	// starts thousands, whose buffers must not live as long as the test.
+	var held atomic.Pointer[childproc.Child]
+	held.Store(c)
+	t.Cleanup(func() {
+		if c := held.Load(); c != nil {
+			c.Kill()
+		}
+	})
 	k := &kid{c: c, pid: c.Cmd.Process.Pid, hello: make(chan struct{}), ready: make(chan []string, 1), ended: make(chan struct{})}
 	go func() {
+		defer func() {
+			<-c.Done()
+			held.Store(nil)
+		}()
 		defer close(k.ended)
 		helloed := false
 		for l := range c.Lines() {
@@ -664,8 +682,9 @@ func checkRegistry(ctx context.Context, x *exchange.SHM, dead []exchange.EntityI
 
 // procStat is what the soak measures of a process.
 type procStat struct {
-	RSSKiB int64 `json:"rss_kib"`
-	Maps   int   `json:"maps"`
+	RSSKiB  int64 `json:"rss_kib"`
+	Threads int   `json:"threads"`
+	Maps    int   `json:"maps"`
 	// ShmMaps counts the mappings of files under one exchange root
 	// (segments): a leak of those is a leak of shmex's, whatever the Go
 	// heap does, and other tests running in the process do not count.
@@ -686,6 +705,9 @@ func readProc(pid int, root string) (procStat, error) {
 			if len(f) > 0 {
 				ps.RSSKiB, _ = strconv.ParseInt(f[0], 10, 64)
 			}
+		}
+		if rest, ok := strings.CutPrefix(line, "Threads:"); ok {
+			ps.Threads, _ = strconv.Atoi(strings.TrimSpace(rest))
 		}
 	}
 	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))

@@ -25,6 +25,7 @@ func TestMain(m *testing.M) {
 		"reader":   readerChild,   // TestCrashReader
 		"registry": registryChild, // TestCrashRegistry
 		"soak":     soakChild,     // TestSoak
+		"damaged":  damagedChild,  // TestDamagedFiles
 		"creator":  creatorChild,  // TestGCRemovesDeadCreatorsTemp
 		"orphan":   orphanChild,   // TestGCRemovesOrphanRing
 		"register": registerChild, // TestRegisterAfterCreate

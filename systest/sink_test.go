@@ -2,13 +2,20 @@ package systest
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/shm"
 )
 
 // sink receives records in one mailbox of the parent, checking each one
@@ -120,7 +127,16 @@ func (s *sink) mark(ctx context.Context, trial uint64) (time.Duration, error) {
 				return time.Since(start), nil
 			}
 		case <-sctx.Done():
-			return time.Since(start), fmt.Errorf("mailbox stuck: the sentinel did not come through within %v (load-scaled %v)", limit, stuckBound)
+			err := fmt.Errorf("mailbox stuck: the sentinel did not come through within %v (load-scaled %v); ring then: %s", limit, stuckBound, ringDump(s.x.Dir(), s.me))
+			// Whether it comes at all tells a slow recovery from none.
+			select {
+			case got := <-s.marks:
+				if got == trial {
+					return time.Since(start), fmt.Errorf("%w; it came after %v", err, time.Since(start))
+				}
+			case <-time.After(bound(10 * time.Second)):
+			}
+			return time.Since(start), fmt.Errorf("%w; not after %v either; ring: %s", err, time.Since(start), ringDump(s.x.Dir(), s.me))
 		}
 	}
 }
@@ -193,4 +209,65 @@ func (c *committed) check(s *sink, trial uint64, streams int) error {
 		}
 	}
 	return nil
+}
+
+// ringDump describes the ring of mailbox id in exchange directory dir, read
+// from its file, for a failure message: positions, producer slots (with
+// their owners' liveness) and the record headers from the consumer's
+// position on. The offsets are ring's layout (ring/descriptor.go) after the
+// segment header.
+func ringDump(dir string, id exchange.EntityID) string {
+	b, err := os.ReadFile(filepath.Join(dir, shm.RingPrefix+hex.EncodeToString(id.UUID[:])))
+	if err != nil {
+		return err.Error()
+	}
+	const base = shm.HeaderSize
+	if len(b) < base+768 {
+		return fmt.Sprintf("ring file of %d bytes", len(b))
+	}
+	le := binary.LittleEndian
+	r := b[base:]
+	slots := int(le.Uint32(r[12:]))
+	capacity := le.Uint64(r[16:])
+	dataOff := le.Uint64(r[32:])
+	tail, head, consumer, consumed := le.Uint64(r[128:]), le.Uint64(r[256:]), le.Uint64(r[264:]), le.Uint64(r[272:])
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "capacity %d, tail %d (closed %v), head %d, consumed %d, consumer %d (alive %v), recvWaiting %d, spaceWaiters %d, spaceWanted %d, recovered %d/%d/%d bytes",
+		capacity, tail&^(1<<63), tail>>63 == 1, head, consumed, consumer, aliveStr(dir, consumer), le.Uint32(r[384:]), le.Uint32(r[512:]), le.Uint64(r[520:]),
+		le.Uint64(r[640:]), le.Uint64(r[648:]), le.Uint64(r[656:]))
+	for i := range slots {
+		s := r[768+i*64:]
+		if len(s) < 24 {
+			break
+		}
+		if owner := le.Uint64(s); owner != 0 {
+			fmt.Fprintf(&sb, "; slot %d: owner %d (alive %v), intent %d+%d", i, owner, aliveStr(dir, owner), int64(le.Uint64(s[8:])), le.Uint64(s[16:]))
+		}
+	}
+	if capacity == 0 || capacity&(capacity-1) != 0 || dataOff+capacity > uint64(len(r)) {
+		return sb.String()
+	}
+	data := r[dataOff : dataOff+capacity]
+	pos := consumed
+	for n := 0; n < 8 && pos < tail&^(1<<63); n++ {
+		h := data[pos&(capacity-1):]
+		length, typ := int32(le.Uint32(h)), int32(le.Uint32(h[4:]))
+		fmt.Fprintf(&sb, "; record at %d: length %d, type %d", pos, length, typ)
+		if length <= 0 {
+			break
+		}
+		pos += uint64(length+7) &^ 7
+	}
+	return sb.String()
+}
+
+func aliveStr(dir string, owner uint64) string {
+	if owner == 0 {
+		return "-"
+	}
+	ok, err := shm.Alive(dir, owner)
+	if err != nil {
+		return err.Error()
+	}
+	return strconv.FormatBool(ok)
 }
