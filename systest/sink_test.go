@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -127,7 +129,16 @@ func (s *sink) mark(ctx context.Context, trial uint64) (time.Duration, error) {
 				return time.Since(start), nil
 			}
 		case <-sctx.Done():
-			err := fmt.Errorf("mailbox stuck: the sentinel did not come through within %v (load-scaled %v); ring then: %s", limit, stuckBound, ringDump(s.x.Dir(), s.me))
+			s.mu.Lock()
+			errs := slices.Clone(s.errs)
+			s.mu.Unlock()
+			ended := "receiving"
+			select {
+			case <-s.done:
+				ended = "its receive loop ENDED"
+			default:
+			}
+			err := fmt.Errorf("mailbox stuck: the sentinel did not come through within %v (load-scaled %v); sink %s, failures %q; ring then: %s", limit, stuckBound, ended, errs, ringDump(s.x.Dir(), s.me))
 			// Whether it comes at all tells a slow recovery from none.
 			select {
 			case got := <-s.marks:
@@ -136,7 +147,7 @@ func (s *sink) mark(ctx context.Context, trial uint64) (time.Duration, error) {
 				}
 			case <-time.After(bound(10 * time.Second)):
 			}
-			return time.Since(start), fmt.Errorf("%w; not after %v either; ring: %s", err, time.Since(start), ringDump(s.x.Dir(), s.me))
+			return time.Since(start), fmt.Errorf("%w; not after %v either; ring: %s; the sink's goroutine: %s", err, time.Since(start), ringDump(s.x.Dir(), s.me), sinkStack())
 		}
 	}
 }
@@ -235,21 +246,12 @@ func ringDump(dir string, id exchange.EntityID) string {
 	fmt.Fprintf(&sb, "capacity %d, tail %d (closed %v), head %d, consumed %d, consumer %d (alive %v), recvWaiting %d, spaceWaiters %d, spaceWanted %d, recovered %d/%d/%d bytes",
 		capacity, tail&^(1<<63), tail>>63 == 1, head, consumed, consumer, aliveStr(dir, consumer), le.Uint32(r[384:]), le.Uint32(r[512:]), le.Uint64(r[520:]),
 		le.Uint64(r[640:]), le.Uint64(r[648:]), le.Uint64(r[656:]))
-	for i := range slots {
-		s := r[768+i*64:]
-		if len(s) < 24 {
-			break
-		}
-		if owner := le.Uint64(s); owner != 0 {
-			fmt.Fprintf(&sb, "; slot %d: owner %d (alive %v), intent %d+%d", i, owner, aliveStr(dir, owner), int64(le.Uint64(s[8:])), le.Uint64(s[16:]))
-		}
-	}
 	if capacity == 0 || capacity&(capacity-1) != 0 || dataOff+capacity > uint64(len(r)) {
 		return sb.String()
 	}
 	data := r[dataOff : dataOff+capacity]
 	pos := consumed
-	for n := 0; n < 8 && pos < tail&^(1<<63); n++ {
+	for n := 0; n < 16 && pos < tail&^(1<<63); n++ {
 		h := data[pos&(capacity-1):]
 		length, typ := int32(le.Uint32(h)), int32(le.Uint32(h[4:]))
 		fmt.Fprintf(&sb, "; record at %d: length %d, type %d", pos, length, typ)
@@ -258,6 +260,30 @@ func ringDump(dir string, id exchange.EntityID) string {
 		}
 		pos += uint64(length+7) &^ 7
 	}
+	// The slots whose last claim covers what is not consumed yet, and a
+	// count of the others.
+	live, dead := 0, 0
+	for i := range slots {
+		s := r[768+i*64:]
+		if len(s) < 24 {
+			break
+		}
+		owner := le.Uint64(s)
+		if owner == 0 {
+			continue
+		}
+		ip, il := le.Uint64(s[8:]), le.Uint64(s[16:])
+		a := aliveStr(dir, owner)
+		if a == "true" {
+			live++
+		} else {
+			dead++
+		}
+		if ip != ^uint64(0) && ip+il > consumed || a == "true" {
+			fmt.Fprintf(&sb, "; slot %d: owner %d (alive %v), intent %d+%d", i, owner, a, int64(ip), il)
+		}
+	}
+	fmt.Fprintf(&sb, "; slots taken: %d by live owners, %d by dead ones", live, dead)
 	return sb.String()
 }
 
@@ -270,4 +296,16 @@ func aliveStr(dir string, owner uint64) string {
 		return err.Error()
 	}
 	return strconv.FormatBool(ok)
+}
+
+// sinkStack returns the stack of the goroutine running a sink's loop.
+func sinkStack() string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "(*sink).loop") {
+			return g
+		}
+	}
+	return "not found"
 }
