@@ -209,6 +209,7 @@ func TestCrashClient(t *testing.T) {
 	t.Cleanup(func() { cl.Close() })
 	c.keep(cl.ID())
 	h := cl.Handle(rt.ID())
+	var nudges int
 	c.run(func(tr *trial) error {
 		com := newCommitted()
 		k := tr.start("client", com.line, c.root, c.name, rt.ID().String(), utoa(tr.id))
@@ -229,16 +230,26 @@ func TestCrashClient(t *testing.T) {
 		// A call queued behind all the child sent: once it answers, every
 		// request the child committed has been taken.
 		start := time.Now()
-		cctx, cancel := context.WithTimeout(tr.ctx, bound(stuckBound))
-		defer cancel()
-		rec := appendRecord(nil, tr.id, sentinel, 0, nil)
-		var got []byte
-		fut, err := h.ActionRaw(cctx, "work", rec)
-		if err == nil {
-			got, err = fut.Wait(cctx)
+		call := func() error {
+			cctx, cancel := context.WithTimeout(tr.ctx, bound(stuckBound))
+			defer cancel()
+			rec := appendRecord(nil, tr.id, sentinel, 0, nil)
+			var got []byte
+			fut, err := h.ActionRaw(cctx, "work", rec)
+			if err == nil {
+				got, err = fut.Wait(cctx)
+			}
+			if err == nil && !bytes.Equal(got, rec) {
+				err = errTorn
+			}
+			return err
 		}
-		if err == nil && !bytes.Equal(got, rec) {
-			err = errTorn
+		err = call()
+		if err != nil && nudgeLostWakeup(c.x.Dir(), rt.ID()) {
+			// TestLostWakeupOfDeadProducer: the dead client cleared the
+			// agent's flag and died before it rang.
+			nudges++
+			err = call()
 		}
 		if err != nil {
 			return fmt.Errorf("call to the agent after the kill: %w (after %v; load-scaled bound %v)", err, time.Since(start), bound(stuckBound))
@@ -251,5 +262,5 @@ func TestCrashClient(t *testing.T) {
 		tr.noteMessages(n)
 		return err
 	})
-	c.done(map[string]any{"requests_run": w.count.Load()})
+	c.done(map[string]any{"requests_run": w.count.Load(), "lost_wakeups_tolerated": nudges})
 }

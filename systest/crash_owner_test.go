@@ -337,5 +337,5 @@ func TestCrashArenaOwner(t *testing.T) {
 		}
 		return nil
 	})
-	c.done(map[string]any{"resolved": vk.resolved, "owner_dead_resolves": vk.ownerDead + lateDead})
+	c.done(map[string]any{"resolved": vk.resolved, "owner_dead_resolves": vk.ownerDead + lateDead, "lost_wakeups_tolerated": s.nudges.Load()})
 }
