@@ -24,6 +24,11 @@ const (
 	heldViews = 16
 )
 
+// ownerTrust is how long a reader trusts its last look at an arena
+// owner's liveness lock (proxystore's doc, "Process death"): within it of
+// an owner's death, its committed payloads may still resolve.
+const ownerTrust = 10 * time.Millisecond
+
 // fillPattern writes the pattern of stream and seq over dst in place.
 func fillPattern(dst []byte, stream uint32, seq uint64) {
 	for i := range dst {
@@ -259,7 +264,8 @@ func (vk *viewKeeper) releaseAll() error {
 // holds up to 16 views across the kill and keeps one proxy in eight
 // unresolved. Then every record reported sent arrived exactly once; every
 // resolve either gave the whole payload or, after the kill only,
-// ErrOwnerDead; the proxies kept unresolved fail with ErrOwnerDead (a
+// ErrOwnerDead; the proxies kept unresolved fail with ErrOwnerDead once
+// the reader's trust in its last look at the owner (10 ms) has passed (a
 // clear error, never a read of freed memory); the views held across the
 // kill keep their bytes, also after gc has removed the dead owner's
 // arenas; and once they are released, this process unmaps the dead
@@ -293,6 +299,7 @@ func TestCrashArenaOwner(t *testing.T) {
 				return err
 			}
 		}
+		reaped := time.Now()
 		stuck, err := s.mark(tr.ctx, tr.id)
 		if err != nil {
 			return err
@@ -309,6 +316,9 @@ func TestCrashArenaOwner(t *testing.T) {
 		later := vk.later
 		vk.later = nil
 		vk.mu.Unlock()
+		// A reader trusts its last look at an owner's liveness lock for
+		// ownerTrust (proxystore's doc): resolves from then on must fail.
+		time.Sleep(time.Until(reaped.Add(2 * ownerTrust)))
 		for _, p := range later {
 			v, err := a.Resolve(tr.ctx, p)
 			if err == nil {
