@@ -23,9 +23,9 @@ var registryBehaviors = []exchange.Behavior{
 }
 
 // registryCapacity is the registry size of the registry campaign's
-// exchange: entries are never reused; and every registryRotate trials the
-// campaign moves to a fresh exchange, since the checks of every trial read
-// every entry (and Status looks at its owner's liveness lock).
+// exchange; every registryRotate trials the campaign moves to a fresh
+// exchange, since the checks of every trial read every entry (and Status
+// looks at its owner's liveness lock).
 const (
 	registryCapacity = 1 << 14
 	registryRotate   = 10
@@ -143,9 +143,8 @@ func TestCrashRegistry(t *testing.T) {
 		k := tr.start("registry", rl.line, c.root, c.name, utoa(tr.id))
 
 		// This process's own updates, throughout the trial, on a handle
-		// of its own: closing it releases its mappings of the mailboxes
-		// it terminated, which a handle keeps until then
-		// (TestTerminatedMailboxesReleased).
+		// of its own (opened and closed with each trial, one more thing
+		// the campaign's mapping checks see).
 		px, err := exchange.Open(c.name, exchange.WithRoot(c.root), exchange.WithMailboxBytes(4<<10),
 			exchange.WithLogger(slog.New(slog.NewTextHandler(c.log, nil))))
 		if err != nil {

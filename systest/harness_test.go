@@ -483,16 +483,12 @@ func childRand() *mrand.Rand {
 // tolerate names the leftovers of known bugs that the campaigns let pass
 // (and count) until their fixes land.
 type tolerate struct {
-	// youngTemps: temporary files younger than a minute. Until
-	// shm.Create's temporary names say who created them, gc removes a
-	// dead creator's temporary file only once it is a minute old
-	// (TestGCRemovesDeadCreatorsTemp, skipped until the fix).
-	youngTemps bool
 	// unregistered, when set, says whether a file is the ring segment of
 	// an id that the registry does not hold: a registration killed
-	// between creating its ring and publishing its entry leaves one, and
-	// gc does not remove it (TestGCRemovesOrphanRing, skipped until the
-	// fix).
+	// between creating its ring and publishing its entry leaves one,
+	// which gc removes only once it is a minute old
+	// (TestGCRemovesOrphanRing, skipped until the fix). Only such rings
+	// younger than a minute are tolerated.
 	unregistered func(name string) bool
 }
 
@@ -539,9 +535,6 @@ func leftovers(dir string, dead map[int]bool, tol tolerate) ([]string, error) {
 				left = append(left, name+" (lock of a dead process)")
 			}
 		case shm.IsTemp(name):
-			if fi, err := os.Lstat(path); err == nil && tol.youngTemps && time.Since(fi.ModTime()) < time.Minute {
-				continue
-			}
 			left = append(left, name+" (temporary file)")
 		default:
 			pid, err := creator(path)
@@ -552,7 +545,11 @@ func leftovers(dir string, dead map[int]bool, tol tolerate) ([]string, error) {
 				left = append(left, fmt.Sprintf("%s (unreadable: %v)", name, err))
 				continue
 			}
-			if dead[pid] && (tol.unregistered == nil || !tol.unregistered(name)) {
+			young := false
+			if fi, err := os.Lstat(path); err == nil && time.Since(fi.ModTime()) < time.Minute {
+				young = true
+			}
+			if dead[pid] && !(young && tol.unregistered != nil && tol.unregistered(name)) {
 				left = append(left, fmt.Sprintf("%s (made by dead pid %d)", name, pid))
 			}
 		}
