@@ -2,6 +2,7 @@ package ring
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"sync/atomic"
@@ -356,17 +357,17 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 			atomic.StoreUint32(r.recvWaiting, 0)
 			continue
 		}
-		var timeout time.Duration
-		if !drained {
-			// A record is in flight: its producer will ring when it
-			// commits, but a dead one never will, so look again soon.
-			timeout = min(max(time.Since(c.stuckSince)/2, r.opts.StuckAfter), 20*time.Millisecond)
-		}
 		bump(&r.cc.sleeps, 1)
-		err = c.cancel.Wait(ctx, r.recvBell, seq, timeout)
+		err = c.cancel.Wait(ctx, r.recvBell, seq, c.parkTimeout(drained))
 		atomic.StoreUint32(r.recvWaiting, 0)
 		if err != nil && ctx.Err() != nil {
 			return 0, ctx.Err()
+		}
+		if drained && errors.Is(err, shm.ErrTimedOut) {
+			// Nobody rang for ParkRecheck: look at the ring, then sleep
+			// again without spinning (see ParkRecheck).
+			parked = true
+			continue
 		}
 		// Spin and yield again after a wake-up.
 		i, w, parked, spins = -1, waitState{}, true, c.spinBudget()

@@ -20,7 +20,10 @@
 // the ring a number of times (spins), then, for a strategy with yields,
 // polls with a yield of the CPU between two polls, then sleeps on a futex
 // doorbell in the ring header after raising a waiter flag; a producer that
-// commits makes a system call only when that flag is raised. A producer
+// commits makes a system call only when that flag is raised. A sleep lasts
+// [ParkRecheck] (100 ms) at most, after which the consumer looks at the
+// ring and sleeps again: a producer killed between clearing the flag and
+// ringing delays a record by that much, instead of wedging the ring. A producer
 // that finds the ring full sleeps on a second doorbell until the consumer
 // frees space or its context is done, and then fails with [ErrFull]: a
 // record is never dropped silently.

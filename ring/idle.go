@@ -23,7 +23,7 @@ const SpinForever = -1
 // IdleStrategy says how a blocking receive waits for records: it polls the
 // ring up to Spins times, then, when Yields > 0, polls up to Yields more
 // times giving up the CPU between two polls, then sleeps on the futex until
-// a producer rings. It is a small comparable value; String and
+// a producer rings (looking at the ring every ParkRecheck meanwhile). It is a small comparable value; String and
 // ParseIdleStrategy turn it into text and back.
 //
 // With Yields > 0 the number of polls before the first yield adapts to
@@ -147,6 +147,35 @@ func ParseIdleStrategy(text string) (IdleStrategy, error) {
 		return IdleStrategy{}, fmt.Errorf("%w: %q", ErrBadIdleStrategy, text)
 	}
 	return s, nil
+}
+
+// ParkRecheck is the longest a Receive sleeps on the futex before it looks
+// at the ring again on its own: an idle receiver wakes ParkRecheck apart
+// (10 times a second, a few microseconds of CPU each), never sleeps
+// unbounded, and then sleeps again without spinning.
+//
+// Why: a producer wakes a sleeping consumer in two steps (wakeConsumer):
+// it clears recvWaiting, then rings the doorbell. Killed between the two,
+// it leaves the flag clear and the consumer asleep, and the producers
+// after it, seeing the flag clear, commit without ringing. Without a bound
+// the mailbox would be wedged for ever; with it, such a record is read at
+// most ParkRecheck late, and the consumer's next sleep raises the flag
+// again, so later producers ring as before. (A producer cannot tell a
+// flag cleared by a dead peer from one cleared by a live peer about to
+// ring, so the bound is on the sleeping side, where it costs nothing on
+// the round trip: a wake-up by a ring is a wake-up as before.)
+const ParkRecheck = 100 * time.Millisecond
+
+// parkTimeout is how long a Receive that found the ring empty sleeps
+// before it looks again unrung. drained says no claim is outstanding;
+// otherwise a record is in flight: its producer will ring when it commits,
+// but a dead one never will, so the consumer looks again soon (the
+// claim's recovery, see recover.go).
+func (c *Consumer) parkTimeout(drained bool) time.Duration {
+	if drained {
+		return ParkRecheck
+	}
+	return min(max(time.Since(c.stuckSince)/2, c.r.opts.StuckAfter), 20*time.Millisecond)
 }
 
 // Burst backoff: a consumer that has just drained a batch of BurstSize

@@ -171,3 +171,62 @@ func TestRecoverUnknownOwner(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// A producer dies between clearing recvWaiting and ringing the doorbell
+// (wakeConsumer's two steps): the sleeping consumer is never rung, and a
+// live producer after it, seeing the flag clear, commits without ringing.
+// The consumer must still read the record, ParkRecheck late at most, and
+// raise the flag again for the next sleep, so that later producers ring.
+func TestLostWakeupOfDeadProducer(t *testing.T) {
+	r, _ := setup(t, Options{})
+	live, _ := r.NewProducer(2)
+	c, _ := r.NewConsumer(3, Park)
+	got := make(chan string, 2)
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for range 2 {
+			if _, err := c.Receive(ctx, func(_ int32, p []byte) { got <- string(p) }, 1); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	asleep := func() bool {
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+			if atomic.LoadUint32(r.recvWaiting) == 1 {
+				return true
+			}
+		}
+		return false
+	}
+	if !asleep() {
+		t.Fatal("the consumer never went to sleep")
+	}
+	// The dying producer's half of wakeConsumer: the flag cleared, no ring.
+	if !atomic.CompareAndSwapUint32(r.recvWaiting, 1, 0) {
+		t.Fatal("the flag changed under the test")
+	}
+	live.Write(context.Background(), 1, []byte("after"))
+	wait := func(want string) {
+		t.Helper()
+		select {
+		case s := <-got:
+			if s != want {
+				t.Fatalf("got %q, want %q", s, want)
+			}
+		case err := <-errc:
+			t.Fatal(err)
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%q not received: the consumer sleeps on (lost wake-up)", want)
+		}
+	}
+	wait("after")
+	// The next sleep raises the flag again: a producer rings it.
+	if !asleep() {
+		t.Fatal("the consumer never went to sleep again")
+	}
+	live.Write(context.Background(), 1, []byte("next"))
+	wait("next")
+}

@@ -111,9 +111,9 @@ func nudgeLostWakeup(dir string, id exchange.EntityID) bool {
 // without ringing: the mailbox is wedged for ever. TestCrashSender's kills
 // hit that window about once in two thousand. Here the producer's death
 // is reproduced at that instruction: the flag is cleared as it clears it,
-// then a live sender sends.
+// then a live sender sends. (Fixed: a parked receiver sleeps
+// ring.ParkRecheck at most, then looks at its ring.)
 func TestLostWakeupOfDeadProducer(t *testing.T) {
-	t.Skip("bug: a producer killed between clearing recvWaiting and ringing leaves its mailbox's receiver asleep for ever (ring.wakeConsumer)")
 	t.Parallel()
 	root := newRoot(t)
 	x := openX(t, root, "wakeup", &logSink{})
