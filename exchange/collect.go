@@ -2,13 +2,14 @@ package exchange
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"strconv"
 	"strings"
-	"time"
 
 	"github.com/shmex/shmex/ring"
 	"github.com/shmex/shmex/shm"
@@ -39,11 +40,6 @@ type collectOptions struct{ dryRun bool }
 // Collect does: a creator that tries to lock its new file at that instant
 // starts over under another name, leaving the file to the next Collect.)
 func DryRun() CollectOption { return func(o *collectOptions) { o.dryRun = true } }
-
-// orphanGrace is how old a ring file that no registry entry names must be
-// before Collect takes it for abandoned: a registration publishes its
-// entry far sooner after it created the ring.
-const orphanGrace = time.Minute
 
 // Entities returns what the registry holds about every entity of the
 // exchange, agents and clients, active or terminated, in the order of
@@ -95,8 +91,10 @@ func (x *SHM) Entities(ctx context.Context) (_ []EntityInfo, err error) {
 //     of terminated and reopened mailboxes' rings here, other handles at
 //     their next look at the registry.
 //   - ring segments that no registry entry names (left by a registration
-//     or Reopen that died before publishing them, or by a slot reused
-//     while a receiver drained them) once they are a minute old;
+//     or Reopen that died between creating a ring and publishing the
+//     entry that names it), unless a live receiver drains one: both steps
+//     happen under the registry's lock, which Collect takes to tell a
+//     registration at work from a dead one;
 //   - the liveness lock files of dead processes;
 //   - temporary files whose creator died before publishing them (no
 //     process holds their lock: see shm.RemoveAbandonedTemp).
@@ -160,6 +158,7 @@ func (x *SHM) Collect(ctx context.Context, opts ...CollectOption) (st CollectSta
 	if err != nil {
 		return st, err
 	}
+	var unnamed []string // ring files no entry named as Collect looked
 	for _, de := range entries {
 		name := de.Name()
 		path := filepath.Join(x.dir, name)
@@ -172,16 +171,7 @@ func (x *SHM) Collect(ctx context.Context, opts ...CollectOption) (st CollectSta
 				st.Removed = append(st.Removed, name)
 			}
 		case strings.HasPrefix(name, shm.RingPrefix) && !named[name]:
-			// A registration or Reopen creates the ring before it
-			// publishes the entry that names it: give it time.
-			fi, err := de.Info()
-			if err != nil || time.Since(fi.ModTime()) < orphanGrace {
-				continue
-			}
-			if removeFile(path) {
-				st.Rings++
-				st.Removed = append(st.Removed, name)
-			}
+			unnamed = append(unnamed, name)
 		case strings.HasPrefix(name, shm.LivePrefix):
 			if _, ok := shm.ParseLifeName(name); !ok {
 				continue
@@ -194,7 +184,84 @@ func (x *SHM) Collect(ctx context.Context, opts ...CollectOption) (st CollectSta
 			}
 		}
 	}
+	if len(unnamed) > 0 {
+		removed, err := x.collectUnnamed(unnamed, false)
+		st.Rings += len(removed)
+		st.Removed = append(st.Removed, removed...)
+		if err != nil {
+			return st, err
+		}
+	}
 	return st, nil
+}
+
+// collectUnnamed removes the ring files of names (in the exchange's
+// directory) that no registry entry names, and returns the names of those
+// it removed (with dry, of those it would remove, removing nothing). A registration or Reopen creates a ring and publishes the entry
+// (or incarnation) that names it under the registry's lock: with the lock
+// taken, a ring that no entry names is not one at work, but one left by a
+// process that died between the two steps (the kernel released its lock),
+// which nobody can ever reach. One a live receiver still drains (a
+// forgotten mailbox's, whose removal failed) is left to it.
+func (x *SHM) collectUnnamed(names []string, dry bool) ([]string, error) {
+	if err := x.reg.lock(); err != nil {
+		return nil, err
+	}
+	defer x.reg.unlock()
+	var removed []string
+	for _, name := range names {
+		u, inc, ok := parseRingName(name)
+		if !ok {
+			continue // not a name this package makes: not ours to remove
+		}
+		if i, s := x.reg.find(u); i >= 0 && s.inc() == inc {
+			continue // published since Collect looked
+		}
+		path := filepath.Join(x.dir, name)
+		if dry {
+			if x.ringCollectable(path) {
+				removed = append(removed, name)
+			}
+			continue
+		}
+		seg, c, err := x.probeRing(path)
+		switch {
+		case errors.Is(err, ring.ErrBusy):
+			continue
+		case err == nil:
+			c.Close()
+			seg.Close()
+		}
+		if removeFile(path) {
+			removed = append(removed, name)
+		}
+	}
+	return removed, nil
+}
+
+// parseRingName reads the UUID and incarnation of a ring file name that
+// ringPath makes.
+func parseRingName(name string) (u UUID, inc uint32, ok bool) {
+	rest, found := strings.CutPrefix(name, shm.RingPrefix)
+	if !found {
+		return u, 0, false
+	}
+	h, n, dotted := strings.Cut(rest, ".")
+	if len(h) != 2*len(u) {
+		return u, 0, false
+	}
+	if _, err := hex.Decode(u[:], []byte(h)); err != nil {
+		return u, 0, false
+	}
+	if dotted {
+		v, err := strconv.ParseUint(n, 10, 32)
+		if err != nil {
+			return u, 0, false
+		}
+		inc = uint32(v)
+	}
+	// Only the one spelling ringPath makes (lower case, no ".0").
+	return u, inc, filepath.Base(ringPath("", u, inc)) == name
 }
 
 // collectRing removes the ring segment of the terminated mailbox id (registry

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/shmex/shmex/ring"
 	"github.com/shmex/shmex/shm"
@@ -44,6 +43,7 @@ func (x *SHM) collectDry(ctx context.Context) (st CollectStats, err error) {
 	if err != nil {
 		return st, err
 	}
+	var unnamed []string // ring files no entry named as it looked
 	for _, de := range entries {
 		name := de.Name()
 		path := filepath.Join(x.dir, name)
@@ -56,12 +56,7 @@ func (x *SHM) collectDry(ctx context.Context) (st CollectStats, err error) {
 				st.Removed = append(st.Removed, name)
 			}
 		case strings.HasPrefix(name, shm.RingPrefix) && !named[name]:
-			fi, err := de.Info()
-			if err != nil || time.Since(fi.ModTime()) < orphanGrace {
-				continue
-			}
-			st.Rings++
-			st.Removed = append(st.Removed, name)
+			unnamed = append(unnamed, name)
 		case strings.HasPrefix(name, shm.LivePrefix):
 			if _, ok := shm.ParseLifeName(name); !ok {
 				continue
@@ -70,6 +65,14 @@ func (x *SHM) collectDry(ctx context.Context) (st CollectStats, err error) {
 				st.Lives++
 				st.Removed = append(st.Removed, name)
 			}
+		}
+	}
+	if len(unnamed) > 0 {
+		removed, err := x.collectUnnamed(unnamed, true)
+		st.Rings += len(removed)
+		st.Removed = append(st.Removed, removed...)
+		if err != nil {
+			return st, err
 		}
 	}
 	return st, nil

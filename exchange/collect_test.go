@@ -1,6 +1,7 @@
 package exchange_test
 
 import (
+	"encoding/hex"
 	"errors"
 	"os"
 	"path/filepath"
@@ -117,6 +118,63 @@ func TestSHMCollect(t *testing.T) {
 		}
 		if in.Status != want {
 			t.Errorf("Entities: %v is %v, want %v", in.ID, in.Status, want)
+		}
+	}
+}
+
+// TestSHMCollectUnnamedRing: a ring file that no registry entry names (a
+// registration killed between creating its ring and publishing its entry
+// leaves one; systest's TestGCRemovesOrphanRing kills one there) is
+// removed by the next Collect, at once; one that a live receiver drains
+// stays, and so do the rings entries name.
+func TestSHMCollectUnnamedRing(t *testing.T) {
+	root := testRoot(t)
+	ctx := testCtx(t, time.Minute)
+	x := openSHM(t, root, "unnamed")
+	drained, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := x.Mailbox(ctx, drained)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	idle, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ringOf := func(u exchange.UUID) string {
+		return filepath.Join(x.Dir(), "ring-"+hex.EncodeToString(u[:]))
+	}
+	copyRing := func(from string) string {
+		t.Helper()
+		b, err := os.ReadFile(from)
+		if err != nil {
+			t.Fatal(err)
+		}
+		to := ringOf(exchange.NewUUID())
+		if err := os.WriteFile(to, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return to
+	}
+	orphan := copyRing(ringOf(idle.UUID))      // no receiver: nobody can reach it
+	withRecv := copyRing(ringOf(drained.UUID)) // this process's receiver attached
+	dry, err := x.Collect(ctx, exchange.DryRun())
+	if err != nil || dry.Rings != 1 || len(dry.Removed) != 1 || dry.Removed[0] != filepath.Base(orphan) {
+		t.Fatalf("Collect(DryRun) = %+v, %v; want the one unnamed ring", dry, err)
+	}
+	if _, err := os.Stat(orphan); err != nil {
+		t.Fatalf("the dry run removed it: %v", err)
+	}
+	st, err := x.Collect(ctx)
+	if err != nil || st.Rings != 1 || st.Lives != 0 || st.Temps != 0 || len(st.Removed) != 1 || st.Removed[0] != filepath.Base(orphan) {
+		t.Fatalf("Collect = %+v, %v; want the one unnamed ring", st, err)
+	}
+	for path, want := range map[string]bool{orphan: false, withRecv: true, ringOf(drained.UUID): true, ringOf(idle.UUID): true} {
+		if _, err := os.Stat(path); (err == nil) != want {
+			t.Errorf("%s: exists %v after Collect, want %v", filepath.Base(path), err == nil, want)
 		}
 	}
 }

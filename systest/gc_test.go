@@ -87,13 +87,11 @@ func orphanChild(args []string) int {
 // the mailbox's ring segment was created and before the registry entry
 // that names it was published, leaves a ring that no entry names; gc must
 // remove it at once (nobody can ever reach it, and its creator is dead).
-// Collect removes such rings only once they are a minute old
-// (orphanGrace), though a registration creates the ring and publishes its
-// entry under the registry's lock, which Collect could take to tell a
-// registration at work from a dead one. TestCrashRegistry's children hit
-// it about once in eleven trials.
+// TestCrashRegistry's children hit it about once in eleven trials, and
+// Collect kept such rings for a minute; it now takes the registry's lock,
+// under which registrations create and publish, to tell a registration at
+// work from a dead one, and removes them at once.
 func TestGCRemovesOrphanRing(t *testing.T) {
-	t.Skip("bug: gc keeps for a minute a ring whose registration died before publishing its entry (Collect's orphanGrace; registrations create and publish under the registry lock Collect could take)")
 	t.Parallel()
 	root := newRoot(t)
 	x := openX(t, root, "orphan", &logSink{})

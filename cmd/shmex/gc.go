@@ -21,7 +21,7 @@ var gcCommand = &command{
 processes left, and names each file it removed:
   - the rings of terminated mailboxes that no live process can drain
     (first, the active mailboxes of dead owners are terminated);
-  - rings that no registry entry names, once a minute old (left by a
+  - rings that no registry entry names (left by a
     registration that died before it published its entry);
   - the arena segments of dead owners;
   - the liveness lock files of dead processes (with the pid each held);
