@@ -50,7 +50,6 @@ type campaign struct {
 	live       map[exchange.EntityID]bool // mailboxes of this process: the only ones active between trials
 	opts       []exchange.Option
 	gen        int // exchanges replaced by rotate
-	orphans    int // rings without a registry entry left by dead children (TestGCRemovesOrphanRing)
 }
 
 // newCampaign opens the campaign's exchange (this process's handle; small
@@ -241,18 +240,9 @@ func (tr *trial) finish() error {
 	if err := gc(tr.ctx, c.x); err != nil {
 		return fmt.Errorf("gc: %w", err)
 	}
-	unregistered, err := unregisteredRing(tr.ctx, c.x)
+	left, err := leftovers(c.x.Dir(), dead)
 	if err != nil {
 		return err
-	}
-	left, err := leftovers(c.x.Dir(), dead, tolerate{unregistered: unregistered})
-	if err != nil {
-		return err
-	}
-	if strict, err := leftovers(c.x.Dir(), dead, tolerate{}); err == nil && len(strict) > len(left) {
-		c.mu.Lock()
-		c.orphans += len(strict) - len(left)
-		c.mu.Unlock()
 	}
 	if len(left) > 0 {
 		return fmt.Errorf("gc left files of dead processes: %q", left)
@@ -298,9 +288,6 @@ func (c *campaign) done(extra map[string]any) {
 		"trials":      c.n,
 		"early_kills": c.earlyKills,
 		"messages":    c.messages,
-	}
-	if c.orphans > 0 {
-		v["orphan_rings_tolerated"] = c.orphans
 	}
 	if c.maxStuck > 0 {
 		v["max_stuck_ms"] = c.maxStuck.Milliseconds()

@@ -106,5 +106,5 @@ func TestCrashSender(t *testing.T) {
 		tr.noteMessages(s.forget(tr.id))
 		return nil
 	})
-	c.done(map[string]any{"lost_wakeups_tolerated": s.nudges.Load()})
+	c.done(nil)
 }

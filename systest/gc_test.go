@@ -51,7 +51,7 @@ func TestGCRemovesDeadCreatorsTemp(t *testing.T) {
 	if err := gc(ctx, x); err != nil {
 		t.Fatal(err)
 	}
-	left, err := leftovers(x.Dir(), map[int]bool{k.pid: true}, tolerate{})
+	left, err := leftovers(x.Dir(), map[int]bool{k.pid: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestGCRemovesOrphanRing(t *testing.T) {
 	if err := gc(ctx, x); err != nil {
 		t.Fatal(err)
 	}
-	left, err := leftovers(x.Dir(), map[int]bool{k.pid: true}, tolerate{})
+	left, err := leftovers(x.Dir(), map[int]bool{k.pid: true})
 	if err != nil {
 		t.Fatal(err)
 	}

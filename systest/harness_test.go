@@ -480,18 +480,6 @@ func childRand() *mrand.Rand {
 
 // ---- what gc must leave ----
 
-// tolerate names the leftovers of known bugs that the campaigns let pass
-// (and count) until their fixes land.
-type tolerate struct {
-	// unregistered, when set, says whether a file is the ring segment of
-	// an id that the registry does not hold: a registration killed
-	// between creating its ring and publishing its entry leaves one,
-	// which gc removes only once it is a minute old
-	// (TestGCRemovesOrphanRing, skipped until the fix). Only such rings
-	// younger than a minute are tolerated.
-	unregistered func(name string) bool
-}
-
 // gc runs what `shmex gc` runs on the exchange of x: proxystore.Collect on
 // its directory, then x.Collect.
 func gc(ctx context.Context, x *exchange.SHM) error {
@@ -511,11 +499,11 @@ var sharedFiles = []string{shm.RegistryName, shm.ArenaPrefix + "store"}
 // leftovers lists the files of dir that dead processes left: liveness files
 // whose lock nobody holds, temporary files (call it when no live process
 // creates segments), and segments created by one of the pids in dead
-// (read from the segment header), the shared files excepted.
-//
-// tol says which leftovers of known bugs the campaigns tolerate until
-// their fixes land; the tests that show the bugs tolerate nothing.
-func leftovers(dir string, dead map[int]bool, tol tolerate) ([]string, error) {
+// (read from the segment header), the shared files excepted. It
+// tolerates nothing: the leftovers the campaigns once let pass (a dead
+// creator's temporary file, a ring whose registration died before
+// publishing its entry) are removed by gc at once since their fixes.
+func leftovers(dir string, dead map[int]bool) ([]string, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, err
@@ -545,37 +533,12 @@ func leftovers(dir string, dead map[int]bool, tol tolerate) ([]string, error) {
 				left = append(left, fmt.Sprintf("%s (unreadable: %v)", name, err))
 				continue
 			}
-			young := false
-			if fi, err := os.Lstat(path); err == nil && time.Since(fi.ModTime()) < time.Minute {
-				young = true
-			}
-			if dead[pid] && !(young && tol.unregistered != nil && tol.unregistered(name)) {
+			if dead[pid] {
 				left = append(left, fmt.Sprintf("%s (made by dead pid %d)", name, pid))
 			}
 		}
 	}
 	return left, nil
-}
-
-// unregisteredRing returns a function that reports whether a file name
-// is the ring segment of a mailbox that x's registry does not hold.
-func unregisteredRing(ctx context.Context, x *exchange.SHM) (func(string) bool, error) {
-	ents, err := x.Entities(ctx)
-	if err != nil {
-		return nil, err
-	}
-	known := map[string]bool{}
-	for _, e := range ents {
-		known[hex.EncodeToString(e.ID.UUID[:])] = true
-	}
-	return func(name string) bool {
-		rest, ok := strings.CutPrefix(name, shm.RingPrefix)
-		if !ok {
-			return false
-		}
-		u, _, _ := strings.Cut(rest, ".")
-		return len(u) == 32 && !known[u]
-	}, nil
 }
 
 // creator reads the pid of the process that created the segment at path.

@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -36,9 +35,6 @@ type sink struct {
 	count int64
 	marks chan uint64
 	done  chan struct{}
-	// nudges counts lost wake-ups of the receiver completed by mark
-	// (TestLostWakeupOfDeadProducer).
-	nudges atomic.Int64
 }
 
 // newSink registers a client mailbox in x and receives from it until the
@@ -133,19 +129,6 @@ func (s *sink) mark(ctx context.Context, trial uint64) (time.Duration, error) {
 				return time.Since(start), nil
 			}
 		case <-sctx.Done():
-			if nudgeLostWakeup(s.x.Dir(), s.me) {
-				// TestLostWakeupOfDeadProducer: the dead child cleared
-				// the receiver's flag and died before it rang. Ring for
-				// it, count it, and the sentinel must come now.
-				s.nudges.Add(1)
-				select {
-				case got := <-s.marks:
-					if got == trial {
-						return time.Since(start), nil
-					}
-				case <-time.After(bound(stuckBound)):
-				}
-			}
 			s.mu.Lock()
 			errs := slices.Clone(s.errs)
 			s.mu.Unlock()

@@ -29,7 +29,7 @@ const (
 )
 
 // ringWords is a read-write mapping of a mailbox's ring segment, for the
-// lost wake-up's test and tolerance.
+// lost wake-up's test.
 type ringWords struct {
 	m []byte
 }
@@ -81,26 +81,6 @@ func (r *ringWords) lostWakeup() bool {
 		return false
 	}
 	return int32(atomic.LoadUint32(r.w32(off))) > 0
-}
-
-// ring rings the consumer's doorbell: what the dead producer did not do.
-func (r *ringWords) ring() { shm.NewDoorbell(r.w32(ringOffRecvBell)).Ring(1) }
-
-// nudgeLostWakeup completes the wake-up of mailbox id's receiver when its
-// ring shows a lost wake-up (see lostWakeup): the campaigns' tolerance of
-// the bug that TestLostWakeupOfDeadProducer shows, until its fix. It
-// reports whether it rang.
-func nudgeLostWakeup(dir string, id exchange.EntityID) bool {
-	r, err := mapRing(dir, id)
-	if err != nil {
-		return false
-	}
-	defer r.close()
-	if !r.lostWakeup() {
-		return false
-	}
-	r.ring()
-	return true
 }
 
 // TestLostWakeupOfDeadProducer: a producer that commits a record to a
