@@ -52,13 +52,23 @@ func TestRegisterAfterCreate(t *testing.T) {
 	if _, err := k.waitReady(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case id := <-ok:
+	check := func(id string) {
 		if _, err := exchange.ParseEntityID(id); err != nil {
 			t.Fatal(err)
 		}
+	}
+	select {
+	case id := <-ok:
+		check(id)
 	case <-k.ended:
-		t.Fatalf("child ended: %v %q", k.exitErr(), k.failures())
+		// The child exits once it said ok, and its lines are handled
+		// before ended closes: both cases may be ready at once.
+		select {
+		case id := <-ok:
+			check(id)
+		default:
+			t.Fatalf("child ended: %v %q", k.exitErr(), k.failures())
+		}
 	case <-time.After(bound(30 * time.Second)):
 		k.kill()
 		t.Fatalf("RegisterClient in the exchange's creator still blocked after %v (in flock of the registry)", bound(30*time.Second))
