@@ -224,19 +224,34 @@ func (x *SHM) collectUnnamed(names []string, dry bool) ([]string, error) {
 			}
 			continue
 		}
-		seg, c, err := x.probeRing(path)
-		switch {
-		case errors.Is(err, ring.ErrBusy):
-			continue
-		case err == nil:
-			c.Close()
-			seg.Close()
-		}
-		if removeFile(path) {
+		if x.removeUnnamed(path) {
 			removed = append(removed, name)
 		}
 	}
 	return removed, nil
+}
+
+// removeUnnamed removes the ring segment at path, which no entry names,
+// unless a live receiver drains it; the caller holds the registry's lock.
+// A segment that does not validate goes too (nobody can drain it); a file
+// that is not a segment (a FIFO, say) stays, as does one put at the path
+// after it was probed.
+func (x *SHM) removeUnnamed(path string) bool {
+	seg, c, err := x.probeRing(path)
+	switch {
+	case errors.Is(err, shm.ErrNotRegular):
+		return false
+	case errors.Is(err, errDamagedRing):
+		return removeFile(path)
+	case err != nil:
+		return false // gone, busy (a live receiver), or not a segment
+	}
+	defer seg.Close()
+	defer c.Close()
+	if fi, err := os.Lstat(path); err != nil || !seg.SameFile(fi) {
+		return false
+	}
+	return removeFile(path)
 }
 
 // parseRingName reads the UUID and incarnation of a ring file name that
