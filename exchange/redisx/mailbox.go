@@ -46,15 +46,16 @@ type mailbox struct {
 	closed  atomic.Bool
 	blocked atomic.Bool // a Recv waits in a blocking move
 
-	mu      sync.Mutex // one Recv at a time; guards what follows
-	buf     []string   // taken, not yet returned, oldest first
-	held    []string   // what f holds (markers too), oldest first
-	queued  int        // how many were still queued after the last take (the next one moves as many more)
-	dirty   bool       // a take's reply was lost: f must be recovered first
-	term    bool       // the mailbox was seen terminated
-	over    bool       // reopened or taken over: closed for this client
-	missing time.Time  // when the record was first found missing
-	last    string     // the message Recv returned last
+	mu      sync.Mutex  // one Recv at a time; guards what follows
+	buf     []string    // taken, not yet returned, oldest first
+	held    []string    // what f holds (markers too), oldest first
+	queued  int         // how many were still queued after the last take (the next one moves as many more)
+	dirty   bool        // a take's reply was lost: f must be recovered first
+	term    bool        // the mailbox was seen terminated
+	over    bool        // reopened or taken over: closed for this client
+	missing time.Time   // when the record was first found missing
+	last    string      // the message Recv returned last
+	conn    *redis.Conn // pinned for the takes (nil: not yet, or a cluster client)
 	answer  exchange.Message
 }
 
@@ -171,7 +172,17 @@ func (mb *mailbox) take(ctx context.Context) error {
 	// No deadline of the caller's on the socket: the server's timeout ends
 	// the move, and a read cut short leaves the outcome unknown.
 	bg := context.Background()
-	pipe := s.cl.Pipeline()
+	if mb.conn == nil {
+		mb.conn = s.pinRecv()
+	}
+	pipe := s.pipeline(mb.conn)
+	// The acknowledgment first: it runs before the move blocks, off the
+	// path from a send to this receiver's wake-up. (The move pushes at the
+	// left of f, the trim drops the oldest at the right: either order
+	// leaves f the same, and recover does not depend on it.)
+	if n := len(mb.held); n > 0 {
+		pipe.LTrim(bg, mb.f, 0, int64(-(n + 1)))
+	}
 	var bl *redis.StringCmd
 	if block {
 		// (go-redis's BLMove rounds the timeout up to whole seconds: the
@@ -179,9 +190,6 @@ func (mb *mailbox) take(ctx context.Context) error {
 		bl = redis.NewStringCmd(bg, "blmove", mb.k.q, mb.f, "RIGHT", "LEFT",
 			strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))
 		pipe.Process(bg, bl)
-	}
-	if n := len(mb.held); n > 0 {
-		pipe.LTrim(bg, mb.f, 0, int64(-(n + 1)))
 	}
 	var mv *redis.StringSliceCmd
 	stale := s.scriptsStale.Load()
@@ -206,6 +214,7 @@ func (mb *mailbox) take(ctx context.Context) error {
 		stop()
 		mb.blocked.Store(false)
 	}
+	mb.conn = s.unpinRecv(mb.conn, err)
 	noScript := mv != nil && redis.HasErrorPrefix(mv.Err(), "NOSCRIPT")
 	if err != nil && !errors.Is(err, redis.Nil) && !(noScript && errors.Is(err, mv.Err())) {
 		if isNetErr(err) {
@@ -339,6 +348,11 @@ func (mb *mailbox) close(ctx context.Context, forget bool) {
 	}
 	mb.mu.Lock()
 	s := mb.x.s
+	if mb.conn != nil {
+		mb.conn.Close()
+		mb.conn = nil
+		s.pinnedRecv.Add(-1)
+	}
 	if err := mb.release(ctx); err != nil {
 		s.log.Warn("redisx: releasing a mailbox; retried at each heartbeat", "mailbox", mb.id, "err", err)
 		s.mu.Lock()

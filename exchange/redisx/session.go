@@ -57,6 +57,7 @@ type session struct {
 	// unreachable, or said NOSCRIPT): the next receive sends the body of
 	// the script it pipelines.
 	scriptsStale atomic.Bool
+	pinnedRecv   atomic.Int32 // receivers' pinned connections (at most half the pool)
 	tokens       atomic.Uint64
 
 	stop chan struct{}
@@ -566,4 +567,66 @@ func (s *session) retryReleases() {
 			s.mu.Unlock()
 		}
 	}
+}
+
+// pin takes a connection of the session's pool for one user alone: its
+// pipelines skip the pool, whose checkout costs a health-check syscall
+// each time. Only receivers pin: a take whose connection died unseen (a
+// server restarted between two takes) fails as a lost reply, which the
+// receiver recovers from (see mailbox.recover), whereas a send must learn
+// from the pool's check that its command certainly did not run, to retry
+// it. Nil when the client is not a *redis.Client (a cluster client, given
+// with WithClient): the pipelines then go through the client.
+func (s *session) pin() *redis.Conn {
+	if c, ok := s.cl.(*redis.Client); ok {
+		return c.Conn()
+	}
+	return nil
+}
+
+// pipeline returns a pipeline on c, or on the client when c is nil.
+func (s *session) pipeline(c *redis.Conn) redis.Pipeliner {
+	if c != nil {
+		return c.Pipeline()
+	}
+	return s.cl.Pipeline()
+}
+
+// unpin closes c when err says that it may be unusable (anything but a
+// reply of the server): the next pipeline pins a new one. It returns c, or
+// nil when c was closed.
+func unpin(c *redis.Conn, err error) *redis.Conn {
+	if c == nil || err == nil {
+		return c
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		return c
+	}
+	c.Close()
+	return nil
+}
+
+// pinRecv pins a connection for a receiver, unless receivers already hold
+// half the pool: the others take theirs from the pool at each take, as
+// senders and the registry's calls must still find some there.
+func (s *session) pinRecv() *redis.Conn {
+	if int(s.pinnedRecv.Add(1)) > s.o.poolSize/2 {
+		s.pinnedRecv.Add(-1)
+		return nil
+	}
+	c := s.pin()
+	if c == nil {
+		s.pinnedRecv.Add(-1)
+	}
+	return c
+}
+
+// unpinRecv is unpin for a receiver's connection.
+func (s *session) unpinRecv(c *redis.Conn, err error) *redis.Conn {
+	if c != nil && unpin(c, err) == nil {
+		s.pinnedRecv.Add(-1)
+		return nil
+	}
+	return c
 }
