@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -33,6 +34,20 @@ import (
 // read timeout (3 s), which bounds the reply's wait.
 const blockStep = time.Second
 
+// recordCheck bounds how long a receiver whose takes bring messages goes
+// without reading its mailbox's record (state, incarnation, receiver): a
+// take reads it when it did not for that long; otherwise only a take that
+// finds a marker does, in a second round trip. Terminate pushes a marker
+// after it marks the record (and what is sent after a terminate lies
+// behind it), so a terminate is seen before any message sent after it is
+// returned; what it bounds is how long a receiver that was taken over
+// (seen dead while it lived) or whose record Redis lost goes on taking.
+const recordCheck = 50 * time.Millisecond
+
+// errTakeAgain says that a take must be repeated at once: its moves did
+// not run (NOSCRIPT), so its empty result says nothing.
+var errTakeAgain = errors.New("redisx: take again")
+
 // mailbox is a receiving client of one mailbox.
 type mailbox struct {
 	x     *Exchange
@@ -55,6 +70,7 @@ type mailbox struct {
 	over    bool        // reopened or taken over: closed for this client
 	missing time.Time   // when the record was first found missing
 	last    string      // the message Recv returned last
+	checked time.Time   // when a take last read the record
 	conn    *redis.Conn // pinned for the takes (nil: not yet, or a cluster client)
 	answer  exchange.Message
 }
@@ -106,6 +122,9 @@ func (mb *mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 			return err
 		}
 		err := mb.take(ctx)
+		if errors.Is(err, errTakeAgain) {
+			continue
+		}
 		if err == nil && len(mb.buf) == 0 && mb.term {
 			return exchange.ErrMailboxClosed
 		}
@@ -204,7 +223,13 @@ func (mb *mailbox) take(ctx context.Context) error {
 		pipe.Process(bg, mv)
 	}
 	qlen := pipe.LLen(bg, mb.k.q)
-	rec := pipe.HMGet(bg, mb.k.e, "st", "inc", "rcv")
+	// The record is read when it was not for recordCheck, and by a take
+	// that does not block; otherwise only after a take that found a
+	// marker (below).
+	var rec *redis.SliceCmd
+	if !block || time.Since(mb.checked) >= recordCheck {
+		rec = pipe.HMGet(bg, mb.k.e, "st", "inc", "rcv")
+	}
 	var stop func() bool
 	if block {
 		stop = context.AfterFunc(ctx, mb.wake)
@@ -239,6 +264,28 @@ func (mb *mailbox) take(ctx context.Context) error {
 		mb.held = append(mb.held, mv.Val()...)
 	}
 	mb.queued = int(qlen.Val())
+	if rec == nil && slices.Contains(mb.held, "") {
+		// A Terminate, a Close or a wake-up pushed a marker: what was sent
+		// after it is returned only once the record says what happened.
+		ctx, cancel := context.WithTimeout(bg, s.o.outage)
+		err := s.retry(ctx, true, func(ctx context.Context) error {
+			rec = s.cl.HMGet(ctx, mb.k.e, "st", "inc", "rcv")
+			return rec.Err()
+		})
+		cancel()
+		if err != nil {
+			// f holds the previous batch no more (the trim ran) and this
+			// one: recover hands all of it out.
+			mb.held = mb.held[:0]
+			mb.dirty = true
+			return unavailable(err)
+		}
+	}
+	if rec == nil {
+		mb.fill()
+		return nil
+	}
+	mb.checked = time.Now()
 	v := rec.Val()
 	st, inc, rcv := str(v[0]), str(v[1]), str(v[2])
 	switch {
@@ -273,6 +320,11 @@ func (mb *mailbox) take(ctx context.Context) error {
 		}
 	}
 	mb.fill()
+	if noScript && len(mb.buf) == 0 && !mb.over {
+		// The moves did not run (the server had not loaded the script):
+		// that the take brought nothing says nothing of the mailbox.
+		return errTakeAgain
+	}
 	if mb.over && len(mb.buf) == 0 {
 		return fmt.Errorf("%w: %v is gone from Redis", exchange.ErrMailboxClosed, mb.id)
 	}
