@@ -43,13 +43,15 @@
 //     up to 256 messages (one LPUSH and one record read per mailbox), which
 //     is how one Redis server carries tens of thousands of actions per
 //     second.
-//   - Recv: one round trip per batch: a blocking move (BLMOVE) from the
-//     mailbox to the receiver's own taken list, which returns at once when
+//   - Recv: one round trip per batch: the trim of the receiver's own
+//     taken list that acknowledges the previous batch; a blocking move
+//     (BLMOVE) from the mailbox to that list, which returns at once when
 //     the mailbox holds something and otherwise waits for the next send;
-//     the trim of the taken list that acknowledges the previous batch;
 //     moves of as many more as the previous take saw queued (up to
-//     [WithRecvBatch]); the mailbox's length; the record's state. The
-//     replies come back together, so the receiver wakes once.
+//     [WithRecvBatch]); the mailbox's length; and, at most every 50 ms
+//     while messages flow, the record's state (a take that finds a
+//     marker, which Terminate pushes, reads it before returning anything).
+//     The replies come back together, so the receiver wakes once.
 //   - Register, Terminate, Status, Info, Discover, Mailbox, Reopen: one
 //     script each (Terminate then sends its error responses as one more).
 //
