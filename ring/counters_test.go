@@ -139,8 +139,11 @@ func TestCountersFullWaits(t *testing.T) {
 			}
 			st := r.Stats()
 			// The Write above may have found space at once (the first
-			// Read came first): then it did not wait, nor was woken.
-			if st.FullWaits > want(2) || st.SpaceWakeups > st.FullWaits {
+			// Read came first): then it did not wait. SpaceWakeups is
+			// not compared with FullWaits: it counts the consumer's
+			// wake-ups, and on a loaded machine several Reads may each
+			// find the producer still flagged asleep and wake it.
+			if st.FullWaits > want(2) {
 				t.Fatalf("stats %+v", st.Counters)
 			}
 			fill()
