@@ -80,8 +80,13 @@ def test_agent_loops_and_concurrency(exchange):
     t = threading.Thread(target=agent.run)
     t.start()
     h = exchange.get_handle(agent.agent_id)
-    slow = [h.action("sleep", 200) for _ in range(4)]
-    assert h.ping(timeout=30) < 0.2  # pings flow while actions run
+    # Pings flow while actions run: a ping sent after four slow actions
+    # (the concurrency cap) is answered before any of them ends. No bound
+    # on the ping's time: the slow actions are long enough (3 s) for a
+    # loaded machine.
+    slow = [h.action("sleep", 3000) for _ in range(4)]
+    h.ping(timeout=30)
+    assert not any(f.done() for f in slow)
     for f in slow:
         assert f.result(timeout=30) is None
     while h.action("ticks_seen").result() < 3:
