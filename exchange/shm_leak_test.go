@@ -365,3 +365,78 @@ func TestSHMProcessCloseRemovesRings(t *testing.T) {
 func ringFile(id exchange.EntityID) string {
 	return fmt.Sprintf("%s%x", shm.RingPrefix, id.UUID[:])
 }
+
+// TestSHMTerminatedRingRemovedByLastParty (bug 5 of docs/guarantees.md):
+// the ring of a mailbox terminated while its receiver is attached goes
+// with the last party that lets go of it, whatever is left in it and in
+// whichever order the Terminate, the receiver's Close and a late send
+// come. agent.Client.Close terminates its mailbox, then closes the
+// receiver; a message that came after its last Recv (a wake-up the
+// client sent itself, a late response) kept the ring's file until the
+// owner's process exited: Terminate could not sweep the ring (a receiver
+// was attached), and the receiver's Close removed it only when empty.
+func TestSHMTerminatedRingRemovedByLastParty(t *testing.T) {
+	root := testRoot(t)
+	x := openSHM(t, root, "lastparty", exchange.WithMailboxBytes(4096))
+	ctx := testCtx(t, time.Minute)
+	k, err := x.RegisterClient(ctx) // a requester, for the answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	kmb, err := x.Mailbox(ctx, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kmb.Close()
+	for _, tc := range []struct {
+		name  string
+		left  func(id exchange.EntityID) *exchange.Message // queued before the Terminate
+		close bool                                         // the receiver closes before the Terminate
+	}{
+		{"response, terminate then close", func(id exchange.EntityID) *exchange.Message {
+			return exchange.NewActionResponse(k, id, exchange.NewTag(), []byte("late"))
+		}, false},
+		{"wake-up to itself, terminate then close", func(id exchange.EntityID) *exchange.Message {
+			return &exchange.Message{Kind: exchange.KindPingResponse, Tag: exchange.NewTag(), Src: id, Dest: id}
+		}, false},
+		{"request, terminate then close", func(id exchange.EntityID) *exchange.Message {
+			return exchange.NewPingRequest(k, id)
+		}, false},
+		{"request, close then terminate", func(id exchange.EntityID) *exchange.Message {
+			return exchange.NewPingRequest(k, id)
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := x.RegisterClient(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mb, err := x.Mailbox(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := x.RingPath(id)
+			m := tc.left(id)
+			if err := x.Send(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			if tc.close {
+				mb.Close()
+			}
+			if err := x.Terminate(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			mb.Close()
+			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+				st, _ := x.Status(ctx, id)
+				t.Fatalf("ring of the terminated mailbox (status %v) kept after its receiver closed, its owner alive: stat: %v", st, err)
+			}
+			if m.Kind.IsRequest() { // answered, not left waiting
+				var a exchange.Message
+				if err := kmb.Recv(ctx, &a); err != nil || !errors.Is(a.Err(), exchange.ErrMailboxClosed) {
+					t.Fatalf("answer to the queued request: %v, %v", &a, err)
+				}
+			}
+		})
+	}
+}
