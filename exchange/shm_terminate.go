@@ -27,9 +27,8 @@ import (
 // receiver was attached to when it was terminated are kept for one that
 // attaches later; failing that, the file goes when the last handle of the
 // process that created or owns it closes, or when [SHM.Collect] finds its
-// owner dead. Every process unmaps the ring once
-// no send or receive of its own is inside it (see the mapping lifecycle
-// at dest).
+// owner dead. Every process unmaps the ring once no send or receive of its
+// own is inside it (see the mapping lifecycle at dest).
 func (x *SHM) Terminate(ctx context.Context, id EntityID) (err error) {
 	if err := x.enter(); err != nil {
 		return err
