@@ -60,7 +60,7 @@ func TestClientCloseRemovesRing(t *testing.T) {
 // wake-up stays in the mailbox when the client closes. Under load (two
 // goroutines that keep yielding, as the soak's senders keep the CPUs
 // busy) 20 of these 300 clients left a ring file holding one
-// PingResponse, with and without -race, before the fix (541cb8e); every
+// PingResponse, with and without -race, before the fix (376fe23); every
 // ring goes now. The leak needs that timing, so a run on the old code may
 // leave fewer; none is unlikely.
 func TestClientCloseAfterListenerRemovesRing(t *testing.T) {
