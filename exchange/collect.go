@@ -154,6 +154,16 @@ func (x *SHM) Collect(ctx context.Context, opts ...CollectOption) (st CollectSta
 	// This handle's mappings of the rings removed (by this Collect or
 	// another process's) and of reopened mailboxes go now.
 	x.reapAll()
+	return x.collectDir(st, named, false)
+}
+
+// collectDir is the second half of Collect and of its dry run: the files
+// of the exchange's directory that no registry entry accounts for.
+// Abandoned temporary files, dead processes' lock files, and ring files no
+// entry named (named lists those that entries did, as the first half
+// looked) are removed, or, with dry, listed as they would be; st gets
+// them added.
+func (x *SHM) collectDir(st CollectStats, named map[string]bool, dry bool) (CollectStats, error) {
 	entries, err := shm.ReadDir(x.dir)
 	if err != nil {
 		return st, err
@@ -165,8 +175,9 @@ func (x *SHM) Collect(ctx context.Context, opts ...CollectOption) (st CollectSta
 		switch {
 		case shm.IsTemp(name):
 			// Its creator holds a lock on it until it is published: one
-			// that nobody holds was left by a creator that died.
-			if ok, err := shm.RemoveAbandonedTemp(path); err == nil && ok {
+			// that nobody holds was left by a creator that died (see
+			// shm.RemoveAbandonedTemp).
+			if x.collectTemp(path, dry) {
 				st.Temps++
 				st.Removed = append(st.Removed, name)
 			}
@@ -178,14 +189,14 @@ func (x *SHM) Collect(ctx context.Context, opts ...CollectOption) (st CollectSta
 			}
 			// A lock file is locked before it appears under its name
 			// and its id is never reused: once unlocked, it stays dead.
-			if alive, err := shm.AlivePath(path); err == nil && !alive && removeFile(path) {
+			if alive, err := shm.AlivePath(path); err == nil && !alive && (dry || removeFile(path)) {
 				st.Lives++
 				st.Removed = append(st.Removed, name)
 			}
 		}
 	}
 	if len(unnamed) > 0 {
-		removed, err := x.collectUnnamed(unnamed, false)
+		removed, err := x.collectUnnamed(unnamed, dry)
 		st.Rings += len(removed)
 		st.Removed = append(st.Removed, removed...)
 		if err != nil {
@@ -193,6 +204,17 @@ func (x *SHM) Collect(ctx context.Context, opts ...CollectOption) (st CollectSta
 		}
 	}
 	return st, nil
+}
+
+// collectTemp removes the temporary file at path if its creator died
+// before publishing it (with dry, reports whether it would).
+func (x *SHM) collectTemp(path string, dry bool) bool {
+	if dry {
+		alive, err := shm.AlivePath(path)
+		return err == nil && !alive
+	}
+	ok, err := shm.RemoveAbandonedTemp(path)
+	return err == nil && ok
 }
 
 // collectUnnamed removes the ring files of names (in the exchange's

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
-	"strings"
 
 	"github.com/shmex/shmex/ring"
 	"github.com/shmex/shmex/shm"
@@ -39,43 +38,7 @@ func (x *SHM) collectDry(ctx context.Context) (st CollectStats, err error) {
 		st.Rings++
 		st.Removed = append(st.Removed, filepath.Base(path))
 	}
-	entries, err := shm.ReadDir(x.dir)
-	if err != nil {
-		return st, err
-	}
-	var unnamed []string // ring files no entry named as it looked
-	for _, de := range entries {
-		name := de.Name()
-		path := filepath.Join(x.dir, name)
-		switch {
-		case shm.IsTemp(name):
-			// A temporary file is abandoned once no creator holds its
-			// lock (see shm.RemoveAbandonedTemp).
-			if alive, err := shm.AlivePath(path); err == nil && !alive {
-				st.Temps++
-				st.Removed = append(st.Removed, name)
-			}
-		case strings.HasPrefix(name, shm.RingPrefix) && !named[name]:
-			unnamed = append(unnamed, name)
-		case strings.HasPrefix(name, shm.LivePrefix):
-			if _, ok := shm.ParseLifeName(name); !ok {
-				continue
-			}
-			if alive, err := shm.AlivePath(path); err == nil && !alive {
-				st.Lives++
-				st.Removed = append(st.Removed, name)
-			}
-		}
-	}
-	if len(unnamed) > 0 {
-		removed, err := x.collectUnnamed(unnamed, true)
-		st.Rings += len(removed)
-		st.Removed = append(st.Removed, removed...)
-		if err != nil {
-			return st, err
-		}
-	}
-	return st, nil
+	return x.collectDir(st, named, true)
 }
 
 // ringCollectable reports whether Collect would remove the ring at path of
