@@ -136,7 +136,7 @@ func pinAgentProcess() error {
 // agentPeer is the parent side of an agent scenario: a child process
 // running agents, and the exchange they are in.
 type agentPeer struct {
-	x     *exchange.SHM
+	x     exchange.Exchange // the shared-memory exchange, or a cluster node's (clusterAgents)
 	child *Child
 	ids   []exchange.EntityID
 	ctx   context.Context // done when the child exits

@@ -201,13 +201,7 @@ func childClusterEcho(args []string) error {
 }
 
 // clusterAgents is the parent side of an agent scenario across nodes.
-type clusterAgents struct {
-	x     exchange.Exchange
-	child *Child
-	ids   []exchange.EntityID
-	ctx   context.Context
-	stop  context.CancelFunc
-}
+type clusterAgents struct{ agentPeer }
 
 // startClusterAgents joins the exchange as node a and starts a child
 // running n agents as node b, pinned ("pin") or floating ("float"; see
@@ -217,7 +211,7 @@ func startClusterAgents(ctx context.Context, env *Env, a, b clusterNode, n int, 
 	if err != nil {
 		return nil, err
 	}
-	p := &clusterAgents{x: x}
+	p := &clusterAgents{agentPeer{x: x}}
 	if p.child, err = env.StartChild(ctx, "cluster-agents", append(b.args(), strconv.Itoa(n), placement)...); err != nil {
 		x.Close()
 		return nil, err
@@ -241,27 +235,6 @@ func startClusterAgents(ctx context.Context, env *Env, a, b clusterNode, n int, 
 	}
 	p.ctx, p.stop = p.child.Context(ctx)
 	return p, nil
-}
-
-func (p *clusterAgents) close(ctx context.Context) error {
-	var err error
-	if len(p.ids) > 0 {
-		if cl, cerr := agent.NewClient(ctx, p.x); cerr == nil {
-			for _, id := range p.ids {
-				sctx, cancel := context.WithTimeout(ctx, p.child.timeout)
-				cl.Handle(id).Shutdown(sctx)
-				cancel()
-			}
-			cl.Close()
-		}
-		err = p.child.Wait()
-	}
-	p.child.Close()
-	if p.stop != nil {
-		p.stop()
-	}
-	p.x.Close()
-	return err
 }
 
 // actionRTT measures a no-op action's round trip from a client of p.x to
