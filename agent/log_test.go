@@ -4,51 +4,18 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"testing"
 
 	"github.com/shmex/shmex/agent"
 	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/internal/logrecord"
 )
-
-// recordHandler records the levels and messages of every record.
-type recordHandler struct {
-	mu   sync.Mutex
-	recs []slog.Record
-}
-
-func (h *recordHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	h.recs = append(h.recs, r)
-	h.mu.Unlock()
-	return nil
-}
-func (h *recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *recordHandler) WithGroup(string) slog.Handler      { return h }
-
-func (h *recordHandler) levels() (below, warn int, msgs []string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, r := range h.recs {
-		if r.Level < slog.LevelWarn {
-			below++
-		} else {
-			warn++
-		}
-		msgs = append(msgs, r.Level.String()+" "+r.Message)
-	}
-	return
-}
 
 // TestQuietByDefault: a program that never asked for the agent package's
 // logs gets its warnings only, through slog.Default; the debug records go
 // to a logger given with WithLogger.
 func TestQuietByDefault(t *testing.T) {
-	def := &recordHandler{}
-	old := slog.Default()
-	slog.SetDefault(slog.New(def))
-	defer slog.SetDefault(old)
+	def := logrecord.SetDefault(t)
 
 	run := func(opts ...agent.Option) {
 		ctx := testCtx(t)
@@ -84,14 +51,14 @@ func TestQuietByDefault(t *testing.T) {
 	}
 
 	run()
-	below, warn, msgs := def.levels()
+	below, warn, msgs := def.Levels()
 	if below != 0 || warn == 0 {
 		t.Fatalf("default logger got %d records below warn and %d at warn or above, want 0 and some: %q", below, warn, msgs)
 	}
 
-	mine := &recordHandler{}
+	mine := &logrecord.Recorder{}
 	run(agent.WithLogger(slog.New(mine)))
-	if below, _, msgs := mine.levels(); below == 0 {
+	if below, _, msgs := mine.Levels(); below == 0 {
 		t.Fatalf("WithLogger's logger got no debug records: %q", msgs)
 	}
 }

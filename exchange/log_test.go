@@ -1,41 +1,14 @@
 package exchange_test
 
 import (
-	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/shmex/shmex/exchange"
 	"github.com/shmex/shmex/internal/childproc"
+	"github.com/shmex/shmex/internal/logrecord"
 )
-
-// recordHandler records the level and message of every record.
-type recordHandler struct {
-	mu   sync.Mutex
-	msgs []string
-	low  int // records below warn
-}
-
-func (h *recordHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *recordHandler) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if r.Level < slog.LevelWarn {
-		h.low++
-	}
-	h.msgs = append(h.msgs, r.Level.String()+" "+r.Message)
-	return nil
-}
-func (h *recordHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *recordHandler) WithGroup(string) slog.Handler      { return h }
-
-func (h *recordHandler) below() (int, []string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.low, append([]string(nil), h.msgs...)
-}
 
 // TestSHMQuietByDefault (issue 17): a process that never asked for the
 // exchange's logs hears nothing below warn from it, however much
@@ -43,10 +16,7 @@ func (h *recordHandler) below() (int, []string) {
 // mailbox terminated is routine, logged at debug level to a logger given
 // with WithLogger.
 func TestSHMQuietByDefault(t *testing.T) {
-	def := &recordHandler{}
-	old := slog.Default()
-	slog.SetDefault(slog.New(def))
-	t.Cleanup(func() { slog.SetDefault(old) })
+	def := logrecord.SetDefault(t)
 	root := testRoot(t)
 	ctx := testCtx(t, time.Minute)
 
@@ -70,15 +40,15 @@ func TestSHMQuietByDefault(t *testing.T) {
 	}
 
 	run("quiet")
-	if n, msgs := def.below(); n != 0 {
+	if n, msgs := def.Below(); n != 0 {
 		t.Fatalf("slog.Default got %d records below warn from a process that never asked: %q", n, msgs)
 	}
-	mine := &recordHandler{}
+	mine := &logrecord.Recorder{}
 	run("told", exchange.WithLogger(slog.New(mine)))
-	if n, msgs := mine.below(); n == 0 {
+	if n, msgs := mine.Below(); n == 0 {
 		t.Fatalf("WithLogger's logger got no debug record of the dead owner: %q", msgs)
 	}
-	if n, msgs := def.below(); n != 0 {
+	if n, msgs := def.Below(); n != 0 {
 		t.Fatalf("slog.Default got records below warn: %q", msgs)
 	}
 }

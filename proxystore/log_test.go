@@ -3,38 +3,12 @@ package proxystore
 import (
 	"context"
 	"log/slog"
-	"sync"
 	"testing"
 
 	"github.com/shmex/shmex/exchange"
 	"github.com/shmex/shmex/internal/childproc"
+	"github.com/shmex/shmex/internal/logrecord"
 )
-
-// levelRecorder records the level and message of every record.
-type levelRecorder struct {
-	mu   sync.Mutex
-	msgs []string
-	low  int // records below warn
-}
-
-func (h *levelRecorder) Enabled(context.Context, slog.Level) bool { return true }
-func (h *levelRecorder) Handle(_ context.Context, r slog.Record) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if r.Level < slog.LevelWarn {
-		h.low++
-	}
-	h.msgs = append(h.msgs, r.Level.String()+" "+r.Message)
-	return nil
-}
-func (h *levelRecorder) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *levelRecorder) WithGroup(string) slog.Handler      { return h }
-
-func (h *levelRecorder) below() (int, []string) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.low, append([]string(nil), h.msgs...)
-}
 
 // TestQuietByDefault (issue 17): a process that never asked for the
 // package's logs hears nothing below warn from it, however much
@@ -43,10 +17,7 @@ func (h *levelRecorder) below() (int, []string) {
 // a logger given with WithArenaLogger. The wrapper's and the file store's
 // default loggers pass nothing below warn either.
 func TestQuietByDefault(t *testing.T) {
-	def := &levelRecorder{}
-	old := slog.Default()
-	slog.SetDefault(slog.New(def))
-	t.Cleanup(func() { slog.SetDefault(old) })
+	def := logrecord.SetDefault(t)
 	ctx := context.Background()
 
 	// run opens an arena on a directory holding the arena of a killed
@@ -60,12 +31,12 @@ func TestQuietByDefault(t *testing.T) {
 		openArena(t, dir, opts...)
 	}
 	run()
-	if n, msgs := def.below(); n != 0 {
+	if n, msgs := def.Below(); n != 0 {
 		t.Fatalf("slog.Default got %d records below warn from a process that never asked: %q", n, msgs)
 	}
-	mine := &levelRecorder{}
+	mine := &logrecord.Recorder{}
 	run(WithArenaLogger(slog.New(mine)))
-	if n, msgs := mine.below(); n == 0 {
+	if n, msgs := mine.Below(); n == 0 {
 		t.Fatalf("WithArenaLogger's logger got no debug record of the dead owner's arena: %q", msgs)
 	}
 
@@ -81,7 +52,7 @@ func TestQuietByDefault(t *testing.T) {
 			t.Errorf("%s's default logger: info enabled %v, warn enabled %v; want false, true", what, l.Enabled(ctx, slog.LevelInfo), l.Enabled(ctx, slog.LevelWarn))
 		}
 	}
-	if n, msgs := def.below(); n != 0 {
+	if n, msgs := def.Below(); n != 0 {
 		t.Fatalf("slog.Default got records below warn: %q", msgs)
 	}
 }
