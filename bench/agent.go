@@ -83,7 +83,13 @@ func childAgentNoop(args []string) error {
 		return err
 	}
 	defer x.Close()
-	ctx := context.Background()
+	return serveNoopAgents(context.Background(), x, n)
+}
+
+// serveNoopAgents runs n no-op agents in x, tells their ids to the parent
+// (space-separated, as exchange.EntityID prints them) and serves until
+// each is shut down.
+func serveNoopAgents(ctx context.Context, x exchange.Exchange, n int) error {
 	var ids []string
 	var rts []*agent.Runtime
 	for range n {
@@ -92,7 +98,7 @@ func childAgentNoop(args []string) error {
 			return err
 		}
 		rts = append(rts, rt)
-		ids = append(ids, rt.ID().UUID.String())
+		ids = append(ids, rt.ID().String())
 	}
 	errs := make(chan error, n)
 	for _, rt := range rts {
@@ -169,25 +175,35 @@ func startAgentsPlaced(ctx context.Context, env *Env, root, name, mode string, n
 		x.Close()
 		return nil, err
 	}
+	if err := p.attach(ctx, n); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// attach reads the ids of the n agents the started child runs (see
+// serveNoopAgents); it closes p when the child fails or says something
+// else.
+func (p *agentPeer) attach(ctx context.Context, n int) error {
 	line, err := p.child.Expect(ctx, "ready")
 	if err != nil {
 		p.close(ctx)
-		return nil, err
+		return err
 	}
 	for _, f := range strings.Fields(line) {
-		u, err := exchange.ParseUUID(f)
+		id, err := exchange.ParseEntityID(f)
 		if err != nil {
 			p.close(ctx)
-			return nil, fmt.Errorf("bench: agent child said %q: %w", line, err)
+			return fmt.Errorf("bench: agent child said %q: %w", line, err)
 		}
-		p.ids = append(p.ids, exchange.EntityID{UUID: u, Role: exchange.RoleAgent})
+		p.ids = append(p.ids, id)
 	}
 	if len(p.ids) != n {
 		p.close(ctx)
-		return nil, fmt.Errorf("bench: agent child reported %d agents, want %d", len(p.ids), n)
+		return fmt.Errorf("bench: agent child reported %d agents, want %d", len(p.ids), n)
 	}
 	p.ctx, p.stop = p.child.Context(ctx)
-	return p, nil
+	return nil
 }
 
 // close shuts the agents down and waits for the child.

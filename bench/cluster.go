@@ -129,29 +129,7 @@ func childClusterAgents(args []string) error {
 		return err
 	}
 	defer x.Close()
-	var ids []string
-	var rts []*agent.Runtime
-	for range count {
-		rt, err := agent.NewRuntime(ctx, x, noopBehavior(), agent.WithTerminateOnExit(true))
-		if err != nil {
-			return err
-		}
-		rts = append(rts, rt)
-		ids = append(ids, rt.ID().String())
-	}
-	errs := make(chan error, count)
-	for _, rt := range rts {
-		go func() { errs <- rt.Run(ctx) }()
-	}
-	if err := Ready(strings.Join(ids, " ")); err != nil {
-		return err
-	}
-	for range count {
-		if err := <-errs; err != nil {
-			return err
-		}
-	}
-	return nil
+	return serveNoopAgents(ctx, x, count)
 }
 
 // childClusterEcho registers an agent and answers each ActionRequest with
@@ -216,24 +194,9 @@ func startClusterAgents(ctx context.Context, env *Env, a, b clusterNode, n int, 
 		x.Close()
 		return nil, err
 	}
-	line, err := p.child.Expect(ctx, "ready")
-	if err != nil {
-		p.close(ctx)
+	if err := p.attach(ctx, n); err != nil {
 		return nil, err
 	}
-	for _, f := range strings.Fields(line) {
-		id, err := exchange.ParseEntityID(f)
-		if err != nil {
-			p.close(ctx)
-			return nil, fmt.Errorf("bench: agent child said %q: %w", line, err)
-		}
-		p.ids = append(p.ids, id)
-	}
-	if len(p.ids) != n {
-		p.close(ctx)
-		return nil, fmt.Errorf("bench: agent child reported %d agents, want %d", len(p.ids), n)
-	}
-	p.ctx, p.stop = p.child.Context(ctx)
 	return p, nil
 }
 
