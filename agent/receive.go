@@ -359,9 +359,10 @@ func (r *receiver) lead(ctx context.Context, c *call) error {
 			break
 		}
 		if m.Kind.IsRequest() {
-			if rerr == nil {
-				ep.answerStray(m)
-			}
+			// Answered whole or not (the answer replaces the payload), as
+			// the runtime answers a broken request: its sender must not
+			// wait out its timeout.
+			ep.answerStray(m)
 			continue
 		}
 		if m.Tag == r.wake.Tag && m.Src == ep.id {

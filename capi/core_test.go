@@ -535,3 +535,26 @@ func BenchmarkCoreLoan(b *testing.B) {
 		}
 	})
 }
+
+// TestSendStatus: a message the caller built badly is SHMEX_EINVAL, one
+// with a text field over the codec limit SHMEX_ETOOLARGE, as shmex.h says
+// (the send used to wrap both as EINVAL).
+func TestSendStatus(t *testing.T) {
+	e := openTest(t, capitest.Root(t), "send-status")
+	a, err := e.registerAgent("Sink", nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := e.registerClient("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := exchange.NewActionRequest(c, a, strings.Repeat("x", exchange.MaxTextSize+1), nil)
+	if st, _ := statusOf(e.send(long, int64(time.Second))); st != statusTooLarge {
+		t.Errorf("send with an action name over MaxTextSize: status %d, want %d (ETOOLARGE)", st, statusTooLarge)
+	}
+	bad := exchange.NewActionRequest(c, a, "", nil) // an action request without an action
+	if st, _ := statusOf(e.send(bad, int64(time.Second))); st != statusInval {
+		t.Errorf("send of a malformed message: status %d, want %d (EINVAL)", st, statusInval)
+	}
+}

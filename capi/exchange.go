@@ -194,9 +194,8 @@ func (e *exchangeObj) send(m *exchange.Message, ns int64) error {
 	if m.Tag.IsZero() {
 		m.Tag = exchange.NewTag()
 	}
-	if err := m.Validate(); err != nil {
-		return fmt.Errorf("%w: %v", errInval, err)
-	}
+	// Send validates m: a malformed message is ErrBadMessage (EINVAL), a
+	// field over the codec limits ErrMessageTooLarge (ETOOLARGE).
 	ctx, cancel := timeout(e.ctx, ns)
 	defer cancel()
 	return e.x.Send(ctx, m)

@@ -858,8 +858,8 @@ func shmexgo_request_fail(r C.uintptr_t, kind, message *C.char) (st C.int) {
 //
 //export shmexgo_request_done
 func shmexgo_request_done(r C.uintptr_t, status C.int) {
-	o, err := requestOf(r)
-	if err != nil {
+	o, ok := find[*requestObj](handleOf(r))
+	if !ok {
 		return // answered (and freed) by the callback: the normal case
 	}
 	o.failRequest(errorKindActionGeneric, fmt.Sprintf("the action returned status %d (%s) without answering", status, C.GoString(C.shmex_strerror(status))))

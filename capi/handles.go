@@ -99,6 +99,18 @@ func adopt(parent object, o object, k kind) (uint64, error) {
 	return n.h, nil
 }
 
+// find returns the object of handle h when it is open and a T; no error
+// is built (a caller on a path taken per message that expects misses).
+func find[T object](h uint64) (T, bool) {
+	v, ok := table.Load(h)
+	if !ok {
+		var zero T
+		return zero, false
+	}
+	o, ok := v.(T)
+	return o, ok
+}
+
 // lookup returns the open object of type T that h names.
 func lookup[T object](h uint64, want kind) (T, error) {
 	var zero T

@@ -64,7 +64,8 @@ func statusOf(err error) (status int, kind string) {
 		return statusOK, ""
 	case errors.Is(err, errBadHandle):
 		return statusBadHandle, ""
-	case errors.Is(err, errInval), errors.Is(err, exchange.ErrInvalidArgument), errors.Is(err, exchange.ErrWrongRole):
+	case errors.Is(err, errInval), errors.Is(err, exchange.ErrInvalidArgument), errors.Is(err, exchange.ErrWrongRole),
+		errors.Is(err, exchange.ErrBadMessage): // a message the caller built (a received one is skipped)
 		return statusInval, ""
 	case errors.Is(err, errShutdown):
 		return statusShutdown, ""

@@ -241,7 +241,8 @@ func (x *SHM) collectUnnamed(names []string, dry bool) ([]string, error) {
 		}
 		path := filepath.Join(x.dir, name)
 		if dry {
-			if x.ringCollectable(path) {
+			// removeUnnamed keeps a file that is not a regular one.
+			if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && x.ringCollectable(path) {
 				removed = append(removed, name)
 			}
 			continue

@@ -410,7 +410,7 @@ func resolveBlob(p Proxy, f Form) (*blobRef, error) {
 		data = content
 	}
 	single := false
-	if su, ok := v.(interface{ singleUse() bool }); ok {
+	if su, ok := v.(singleUser); ok {
 		single = su.singleUse()
 	}
 	return &blobRef{kind: blobView, b: data[:len(data):len(data)], store: s, view: v, p: p, form: f, single: single, refs: 1}, nil
@@ -507,4 +507,16 @@ var (
 	_ msgp.Unmarshaler = (*Blob)(nil)
 	_ msgp.Decodable   = (*Blob)(nil)
 	_ msgp.Extension   = (*Blob)(nil)
+)
+
+// singleUser is a View that knows whether its payload is single use
+// (evicted at its release), so that a received Blob is not forwarded. Every
+// store's view is one.
+type singleUser interface{ singleUse() bool }
+
+var (
+	_ singleUser = (*arenaView)(nil)
+	_ singleUser = (*fileView)(nil)
+	_ singleUser = (*memView)(nil)
+	_ singleUser = (*redisView)(nil)
 )

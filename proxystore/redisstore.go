@@ -345,8 +345,9 @@ type redisView struct {
 	released atomic.Bool
 }
 
-func (v *redisView) Bytes() []byte { return v.b }
-func (v *redisView) Proxy() Proxy  { return v.p }
+func (v *redisView) Bytes() []byte   { return v.b }
+func (v *redisView) singleUse() bool { return v.evict }
+func (v *redisView) Proxy() Proxy    { return v.p }
 
 // Release drops the view; the first Release of a single-use payload
 // deletes it from Redis.
