@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/internal/sysproc"
 )
 
 // Environment variables with which [ProcessLauncher] tells a child process
@@ -129,7 +130,7 @@ func (l *ProcessLauncher) Launch(ctx context.Context, x exchange.Exchange, behav
 		if cmd.Stderr == nil {
 			cmd.Stderr = os.Stderr
 		}
-		cmd.SysProcAttr = dieWithParent()
+		cmd.SysProcAttr = sysproc.DieWithParent()
 		if err := cmd.Start(); err != nil {
 			x.Terminate(context.WithoutCancel(ctx), id)
 			return run{}, err

@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shmex/shmex/internal/sysproc"
 )
 
 const (
@@ -85,7 +87,7 @@ func StartCmd(role string, args ...string) (*Child, error) {
 		cmd.Env = append(cmd.Env, "GORACE="+strings.TrimSpace(os.Getenv("GORACE")+" atexit_sleep_ms=0"))
 	}
 	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = dieWithParent()
+	cmd.SysProcAttr = sysproc.DieWithParent()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err

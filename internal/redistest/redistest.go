@@ -23,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shmex/shmex/internal/sysproc"
 	"github.com/shmex/shmex/internal/testenv"
 )
 
@@ -117,7 +118,7 @@ func (s *Server) start() error {
 	args = append(args, "--dir", s.dir, "--protected-mode", "yes", "--daemonize", "no", "--loglevel", "warning")
 	cmd := exec.Command(s.path, args...)
 	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = dieWithParent()
+	cmd.SysProcAttr = sysproc.DieWithParent()
 	if err := cmd.Start(); err != nil {
 		return err
 	}
