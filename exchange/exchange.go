@@ -142,8 +142,11 @@ type Mailbox interface {
 	Recv(ctx context.Context, m *Message) error
 
 	// Close closes this client: its pending and later Recv calls return
-	// [ErrMailboxClosed]. It never terminates the mailbox. Close is
-	// idempotent.
+	// [ErrMailboxClosed]. It never terminates the mailbox. Closing the
+	// client of a terminated mailbox lets go of what is left in it: an
+	// implementation may answer the requests left and drop the rest (the
+	// shared-memory exchange does, and removes the mailbox's ring). Close
+	// is idempotent.
 	io.Closer
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shmex/shmex/exchange"
 	"github.com/shmex/shmex/internal/childproc"
+	"github.com/shmex/shmex/ring"
 	"github.com/shmex/shmex/shm"
 )
 
@@ -364,4 +365,170 @@ func TestSHMProcessCloseRemovesRings(t *testing.T) {
 // ringFile returns the base name of the ring of id's first incarnation.
 func ringFile(id exchange.EntityID) string {
 	return fmt.Sprintf("%s%x", shm.RingPrefix, id.UUID[:])
+}
+
+// TestSHMTerminatedRingRemovedByLastParty (bug 5 of docs/guarantees.md):
+// the ring of a mailbox terminated while its receiver is attached goes
+// with the last party that lets go of it, whatever is left in it and in
+// whichever order the Terminate, the receiver's Close and a late send
+// come. agent.Client.Close terminates its mailbox, then closes the
+// receiver; a message that came after its last Recv (a wake-up the
+// client sent itself, a late response) kept the ring's file until the
+// owner's process exited: Terminate could not sweep the ring (a receiver
+// was attached), and the receiver's Close removed it only when empty.
+func TestSHMTerminatedRingRemovedByLastParty(t *testing.T) {
+	root := testRoot(t)
+	x := openSHM(t, root, "lastparty", exchange.WithMailboxBytes(4096))
+	ctx := testCtx(t, time.Minute)
+	k, err := x.RegisterClient(ctx) // a requester, for the answers
+	if err != nil {
+		t.Fatal(err)
+	}
+	kmb, err := x.Mailbox(ctx, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kmb.Close()
+	for _, tc := range []struct {
+		name  string
+		left  func(id exchange.EntityID) *exchange.Message // queued before the Terminate
+		close bool                                         // the receiver closes before the Terminate
+	}{
+		{"response, terminate then close", func(id exchange.EntityID) *exchange.Message {
+			return exchange.NewActionResponse(k, id, exchange.NewTag(), []byte("late"))
+		}, false},
+		{"wake-up to itself, terminate then close", func(id exchange.EntityID) *exchange.Message {
+			return &exchange.Message{Kind: exchange.KindPingResponse, Tag: exchange.NewTag(), Src: id, Dest: id}
+		}, false},
+		{"request, terminate then close", func(id exchange.EntityID) *exchange.Message {
+			return exchange.NewPingRequest(k, id)
+		}, false},
+		{"request, close then terminate", func(id exchange.EntityID) *exchange.Message {
+			return exchange.NewPingRequest(k, id)
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := x.RegisterClient(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			mb, err := x.Mailbox(ctx, id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := x.RingPath(id)
+			m := tc.left(id)
+			if err := x.Send(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			if tc.close {
+				mb.Close()
+			}
+			if err := x.Terminate(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			mb.Close()
+			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+				st, _ := x.Status(ctx, id)
+				t.Fatalf("ring of the terminated mailbox (status %v) kept after its receiver closed, its owner alive: stat: %v", st, err)
+			}
+			if m.Kind.IsRequest() { // answered, not left waiting
+				var a exchange.Message
+				if err := kmb.Recv(ctx, &a); err != nil || !errors.Is(a.Err(), exchange.ErrMailboxClosed) {
+					t.Fatalf("answer to the queued request: %v, %v", &a, err)
+				}
+			}
+		})
+	}
+}
+
+// TestSHMTerminatedRingLateCommit (bug 5): a send that claimed space in a
+// mailbox's ring before its Terminate closed it commits only once the
+// last party to let go of the ring is at it: the receiver's Close (the
+// receiver was attached during the Terminate), or the Terminate's sweep
+// (no receiver). That party waits for the commit, drains it and removes
+// the ring. (Before, it saw the claim pending and kept the ring, which
+// then stayed until its owner's process exited: nobody looked at it
+// again.) The late sender is a producer of another "process" (a liveness
+// lock of its own) that commits once the party waits for it, sleeping on
+// the ring (its Sleeps counter), or once the party returned (it did not
+// wait).
+func TestSHMTerminatedRingLateCommit(t *testing.T) {
+	if !ring.Counting() {
+		t.Skip("the test waits for the ring's Sleeps counter; this build counts nothing (shmex_nocounters)")
+	}
+	root := testRoot(t)
+	x := openSHM(t, root, "latecommit", exchange.WithMailboxBytes(4096))
+	ctx := testCtx(t, time.Minute)
+	for _, receiver := range []bool{true, false} {
+		t.Run(fmt.Sprintf("receiver=%v", receiver), func(t *testing.T) {
+			id, err := x.RegisterClient(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mb exchange.Mailbox
+			if receiver {
+				if mb, err = x.Mailbox(ctx, id); err != nil {
+					t.Fatal(err)
+				}
+				defer mb.Close()
+			}
+			path := x.RingPath(id)
+
+			// The late sender: its own mapping of the ring, its own liveness.
+			life, err := shm.HoldLife(x.Dir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer life.Close()
+			seg, err := shm.Open(path, shm.KindRing)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer seg.Close()
+			r, err := ring.Attach(seg.Body(), ring.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := r.NewProducer(life.ID())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			c, err := p.TryClaim(int32(exchange.KindActionResponse), 16)
+			if err != nil {
+				t.Fatal(err)
+			}
+
+			sleeps := r.Stats().Sleeps
+			returned := make(chan struct{})
+			committed := make(chan struct{})
+			go func() {
+				defer close(committed)
+				for deadline := time.Now().Add(time.Minute); r.Stats().Sleeps == sleeps && time.Now().Before(deadline); {
+					select {
+					case <-returned:
+						c.Commit()
+						return
+					case <-time.After(100 * time.Microsecond):
+					}
+				}
+				c.Commit()
+			}()
+			// The receiver attached: the Terminate cannot sweep, and
+			// the receiver's Close is the last party; else the
+			// Terminate's sweep is.
+			if err := x.Terminate(ctx, id); err != nil {
+				t.Fatal(err)
+			}
+			if receiver {
+				mb.Close()
+			}
+			close(returned)
+			<-committed
+			if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("ring of the terminated mailbox kept after a send committed to it late, its owner alive: stat: %v", err)
+			}
+		})
+	}
 }

@@ -174,7 +174,9 @@ func (mb *shmMailbox) terminated() bool {
 }
 
 // Close implements [Mailbox.Close]: it detaches this receiver; the mailbox
-// stays.
+// stays. The receiver of a terminated mailbox is the last party to let go
+// of its ring: Close answers the requests left in it, drops the rest and
+// removes the ring's file (see releaseTerminated).
 func (mb *shmMailbox) Close() error {
 	if mb.closed.Swap(true) {
 		return nil
@@ -222,8 +224,10 @@ func (mb *shmMailbox) Close() error {
 	}
 	// The client's pin goes last, holding no lock but the handle (entered,
 	// the registry and the ring stay mapped): releasing a stale ring
-	// enters the handle. A terminated mailbox left empty needs its ring no
-	// more.
+	// enters the handle. The receiver of a terminated mailbox is the last
+	// party to let go of its ring (a Terminate that came while it was
+	// attached left the ring to it): whatever is left in it, the ring goes
+	// (see releaseTerminated).
 	if x.enter() != nil {
 		mb.d.pins.Add(-1) // the handle is closing: it unmaps the ring
 		return nil
@@ -231,9 +235,7 @@ func (mb *shmMailbox) Close() error {
 	defer x.leave()
 	x.guard(func() {
 		if !mb.d.faulted.Load() && x.reg.stamp(mb.d.index).state() == regTerminated {
-			if st := mb.d.r.Stats(); st.Head == st.Tail {
-				x.removeTerminatedRing(mb.d)
-			}
+			x.releaseTerminated(mb.d)
 		}
 	})
 	x.unpin(mb.d)

@@ -16,14 +16,19 @@ import (
 // receiver is attached, Terminate itself answers the queued requests; a
 // live receiver answers those it finds after the close.
 //
-// The ring's file is removed as soon as nothing is left in it for a
-// receiver: at once when it holds nothing but the requests Terminate
-// answered, else once a receiver has drained it (its Recv reports
-// [ErrMailboxClosed]) or detaches from it empty; failing that, when the
-// last handle of the process that created or owns it closes, or when
-// [SHM.Collect] finds its owner dead. Every process unmaps the ring once
-// no send or receive of its own is inside it (see the mapping lifecycle
-// at dest).
+// The ring's file is removed by the last party to let go of it, in
+// whichever order the Terminate, the receiver's Close and the sends that
+// claimed space before the close come: by Terminate at once when no
+// receiver is attached and the ring holds nothing but the requests it
+// answered (it waits up to drainWait for those sends to commit); else by
+// the receiver, once it has drained the ring (its Recv reports
+// [ErrMailboxClosed]) or when it detaches (Close answers the requests
+// left and drops the rest). Responses queued in a mailbox that no
+// receiver was attached to when it was terminated are kept for one that
+// attaches later; failing that, the file goes when the last handle of the
+// process that created or owns it closes, or when [SHM.Collect] finds its
+// owner dead. Every process unmaps the ring once no send or receive of its
+// own is inside it (see the mapping lifecycle at dest).
 func (x *SHM) Terminate(ctx context.Context, id EntityID) (err error) {
 	if err := x.enter(); err != nil {
 		return err
@@ -174,59 +179,127 @@ func (x *SHM) ownerDied(d *dest) (err error) {
 
 // sweep answers the requests queued in d's closed ring, if no live receiver
 // is attached to it (that one answers them as it reads, and removes the
-// ring once it has drained it). When nothing but those requests was left,
-// the ring is drained and its file removed at once.
+// ring once it has drained it, or drains it when it detaches: see
+// releaseTerminated). When nothing but those requests was left, the ring
+// is drained and its file removed at once.
 func (x *SHM) sweep(ctx context.Context, d *dest) {
 	c, err := d.r.NewConsumer(x.life.id(), ring.Park)
 	if err != nil {
 		return
 	}
 	defer c.Close()
-	var m Message
-	var stuck map[UUID]bool // requesters whose full mailbox refused an answer
-	answer := func(p []byte) {
-		if m.Decode(p) != nil || stuck[m.Src.UUID] {
-			return
-		}
-		if err := x.answerTerminated(ctx, d.id, &m); err != nil && !errors.Is(err, ErrBadEntityID) && !errors.Is(err, ErrMailboxClosed) {
-			// Waiting again for the same full mailbox would make a
-			// terminate of n queued requests take n steps.
-			if stuck == nil {
-				stuck = make(map[UUID]bool)
-			}
-			stuck[m.Src.UUID] = true
-			x.opts.log.Warn("shmex: could not answer the requests of a sender to a terminated mailbox", "exchange", x.name, "mailbox", d.id, "sender", m.Src, "err", err)
-		}
-	}
+	a := terminatedAnswerer{x: x, id: d.id}
 	kept := 0
 	c.Sweep(func(typ int32, p []byte) bool {
 		if !Kind(typ).IsRequest() {
 			kept++
 			return false
 		}
-		answer(p)
+		a.answer(ctx, p)
 		return true
 	})
 	if kept > 0 {
 		return // responses for a receiver to drain
 	}
 	// Only what the sweep turned into padding is left, and what a send
-	// that claimed its space before the close commits now. Read it all:
-	// a late request is answered like the others; a late response, for a
+	// that claimed its space before the close commits now: a late
+	// request is answered like the others; a late response, for a
 	// mailbox that nobody receives from and that held nothing else, is
 	// dropped with the ring.
-	late := 0
-	c.Read(func(typ int32, p []byte) {
-		if Kind(typ).IsRequest() {
-			answer(p)
-		} else {
-			late++
-		}
-	}, 0)
+	late, drained := x.drainClosed(ctx, c, &a)
 	if late > 0 {
 		x.opts.log.Warn("shmex: dropped responses sent while their mailbox was terminated", "exchange", x.name, "mailbox", d.id, "count", late)
 	}
-	x.removeIfDrained(d, c)
+	if drained {
+		x.removeIfDrained(d, c)
+	}
+}
+
+// drainWait bounds how long the party that drains a terminated ring for
+// good waits for the sends that claimed space in it before the close to
+// commit (a live sender takes microseconds; a dead one's claim is padded
+// after ring's StuckAfter), and how long releaseTerminated waits for a
+// sweep that holds the ring's consumer.
+const drainWait = time.Second
+
+// drainClosed reads everything left in a closed ring through c, waiting up
+// to drainWait for claims not committed yet: requests are answered (a),
+// anything else is dropped and counted. drained reports whether it read
+// everything ever claimed (ring.ErrClosed): nothing is left for anyone.
+func (x *SHM) drainClosed(ctx context.Context, c *ring.Consumer, a *terminatedAnswerer) (dropped int, drained bool) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), drainWait)
+	defer cancel()
+	for {
+		_, err := c.Receive(ctx, func(typ int32, p []byte) {
+			if Kind(typ).IsRequest() {
+				a.answer(ctx, p)
+			} else {
+				dropped++
+			}
+		}, 0)
+		if err != nil {
+			return dropped, errors.Is(err, ring.ErrClosed)
+		}
+	}
+}
+
+// releaseTerminated is the last look at the ring of d's terminated mailbox
+// by its receiver, which has just detached: nobody else will read it (a
+// Terminate that came while the receiver was attached could not sweep
+// it), so it answers the requests left, drops everything else, and
+// removes the file. A sweep that holds the consumer meanwhile (the
+// Terminate came just as the receiver detached) is waited for, up to
+// drainWait: it may keep responses for a receiver, this one. Another
+// receiver that attached meanwhile keeps the ring: it is the last party
+// now. The caller has entered and holds a pin of d.
+func (x *SHM) releaseTerminated(d *dest) {
+	var c *ring.Consumer
+	for deadline := time.Now().Add(drainWait); ; {
+		var err error
+		if c, err = d.r.NewConsumer(x.life.id(), ring.Park); err == nil {
+			break
+		}
+		if !errors.Is(err, ring.ErrBusy) || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	defer c.Close()
+	a := terminatedAnswerer{x: x, id: d.id}
+	dropped, drained := x.drainClosed(context.Background(), c, &a)
+	if dropped > 0 {
+		x.opts.log.Debug("shmex: dropped messages left in a terminated mailbox by its receiver", "exchange", x.name, "mailbox", d.id, "count", dropped)
+	}
+	if drained {
+		x.removeIfDrained(d, c)
+	}
+}
+
+// terminatedAnswerer answers the requests found in the ring of the
+// terminated mailbox id.
+type terminatedAnswerer struct {
+	x     *SHM
+	id    EntityID
+	m     Message
+	stuck map[UUID]bool // requesters whose full mailbox refused an answer
+}
+
+// answer answers the request encoded in p, unless its sender's mailbox
+// refused an answer already.
+func (a *terminatedAnswerer) answer(ctx context.Context, p []byte) {
+	m := &a.m
+	if m.Decode(p) != nil || a.stuck[m.Src.UUID] {
+		return
+	}
+	if err := a.x.answerTerminated(ctx, a.id, m); err != nil && !errors.Is(err, ErrBadEntityID) && !errors.Is(err, ErrMailboxClosed) {
+		// Waiting again for the same full mailbox would make a
+		// terminate of n queued requests take n steps.
+		if a.stuck == nil {
+			a.stuck = make(map[UUID]bool)
+		}
+		a.stuck[m.Src.UUID] = true
+		a.x.opts.log.Warn("shmex: could not answer the requests of a sender to a terminated mailbox", "exchange", a.x.name, "mailbox", a.id, "sender", m.Src, "err", err)
+	}
 }
 
 // removeIfDrained removes the file of d's terminated ring when the consumer
