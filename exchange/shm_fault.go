@@ -44,7 +44,11 @@ import (
 // under the sleeper does not kill the process. What stays out of reach: a
 // receive asleep on a ring truncated under it cannot be woken (its
 // doorbell went with the pages; Close leaves it, and so does that cancel);
-// that needs a bounded sleep in the ring's Receive.
+// that needs a bounded sleep in the ring's Receive. Nor can a binary built
+// with -race survive every truncation: the race detector runs an atomic
+// on shared memory in its C runtime after probing the address in Go, and
+// a truncation that lands between the probe and the access faults in C,
+// which no guard can catch (TestSHMProcessTruncation, see there).
 
 // errFault is what a fault on a mapping this handle cannot place returns
 // (a segment being mapped when it was truncated).
