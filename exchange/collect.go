@@ -315,7 +315,7 @@ func (x *SHM) collectRing(i int, s stamp, id EntityID, removable func(owner uint
 	}
 	defer x.reg.unlock()
 	cur := x.reg.stamp(i)
-	if cur.gen() != s.gen() || cur.inc() != s.inc() || cur.state() != regTerminated || !removable(x.reg.owner(i)) {
+	if !cur.sameIncarnation(s) || cur.state() != regTerminated || !removable(x.reg.owner(i)) {
 		return false, nil
 	}
 	path := ringPath(x.dir, id.UUID, cur.inc())

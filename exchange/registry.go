@@ -64,6 +64,11 @@ func (s stamp) state() uint32 { return uint32(s>>stampStateShift) & 3 }
 // entry.
 func (s stamp) gen() uint32 { return uint32(s >> stampGenShift) }
 
+// sameIncarnation reports whether s and o stamp the same incarnation of the
+// same entry of a slot, whatever their states: a mapping, a look-up or a
+// sweep made under o still speaks of the mailbox that s stamps now.
+func (s stamp) sameIncarnation(o stamp) bool { return s.gen() == o.gen() && s.inc() == o.inc() }
+
 // withState returns s in state st.
 func (s stamp) withState(st uint32) stamp { return makeStamp(s.gen(), st, s.inc()) }
 

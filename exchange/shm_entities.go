@@ -226,7 +226,7 @@ func (x *SHM) terminateStamp(id EntityID, s stamp, owner uint64) bool {
 		return true // err: the registry's lock failed; the owner is dead all the same
 	}
 	cur := x.reg.stamp(d.index)
-	return cur.gen() == s.gen() && cur.inc() == s.inc() && cur.state() == regTerminated
+	return cur.sameIncarnation(s) && cur.state() == regTerminated
 }
 
 // Info implements [Exchange.Info]: what the registry holds about id, with

@@ -159,7 +159,7 @@ func (x *SHM) terminateSlot(d *dest) {
 	}
 	defer x.reg.unlock()
 	s := x.reg.stamp(d.index)
-	if s.gen() != d.stamp.gen() || s.inc() != d.stamp.inc() || s.state() == regTerminated {
+	if !s.sameIncarnation(d.stamp) || s.state() == regTerminated {
 		return
 	}
 	x.reg.setTerminated(d.index, s)

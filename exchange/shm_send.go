@@ -155,7 +155,7 @@ func (x *SHM) deliver(ctx context.Context, d *dest, b *prodBox, m *Message, n in
 	}
 	if err != nil {
 		if errors.Is(err, ring.ErrClosed) {
-			if s := x.reg.stamp(d.index); s.gen() != d.stamp.gen() || s.inc() != d.stamp.inc() {
+			if s := x.reg.stamp(d.index); !s.sameIncarnation(d.stamp) {
 				return false, errStale // send again, to the new ring
 			}
 			return false, fmt.Errorf("%w: %v", ErrMailboxClosed, m.Dest)

@@ -163,7 +163,7 @@ func (x *SHM) slotStats(i int, s stamp) (ms MailboxStats, ok bool, err error) {
 	ms.Incarnation = s.inc()
 	ms.Owner = x.process(owner)
 	rs, found, err := readRing(ringPath(x.dir, e.id.UUID, s.inc()))
-	if cur := x.reg.stamp(i); cur.gen() != s.gen() || cur.inc() != s.inc() {
+	if cur := x.reg.stamp(i); !cur.sameIncarnation(s) {
 		return ms, false, nil // reused or reopened: that ring is not this stamp's
 	}
 	if err != nil {

@@ -86,7 +86,7 @@ func (x *SHM) closeAndMark(d *dest, owner uint64) (done bool, err error) {
 	}
 	defer x.reg.unlock() // deferred: the ring or the registry may fault (see catch)
 	s := x.reg.stamp(d.index)
-	if s.gen() != d.stamp.gen() || s.inc() != d.stamp.inc() || s.state() == regTerminated {
+	if !s.sameIncarnation(d.stamp) || s.state() == regTerminated {
 		return false, nil
 	}
 	if owner != anyOwner && x.reg.owner(d.index) != owner {
@@ -145,7 +145,7 @@ func (x *SHM) terminateEntry(id EntityID, want stamp, owner uint64) bool {
 	defer x.reg.unlock()
 	i, s := x.lookup(id)
 	switch {
-	case i < 0 || s.gen() != want.gen() || s.inc() != want.inc():
+	case i < 0 || !s.sameIncarnation(want):
 		return false
 	case s.state() == regTerminated:
 		return true
@@ -323,7 +323,7 @@ func (x *SHM) removeTerminatedRing(d *dest) bool {
 	}
 	defer x.reg.unlock()
 	s := x.reg.stamp(d.index)
-	if s.gen() != d.stamp.gen() || s.inc() != d.stamp.inc() || s.state() != regTerminated {
+	if !s.sameIncarnation(d.stamp) || s.state() != regTerminated {
 		return false
 	}
 	return removeFile(ringPath(x.dir, d.id.UUID, s.inc()))
