@@ -241,8 +241,7 @@ func (x *SHM) collectUnnamed(names []string, dry bool) ([]string, error) {
 		}
 		path := filepath.Join(x.dir, name)
 		if dry {
-			// removeUnnamed keeps a file that is not a regular one.
-			if fi, err := os.Lstat(path); err == nil && fi.Mode().IsRegular() && x.ringCollectable(path) {
+			if x.ringCollectable(path) { // as removeUnnamed decides
 				removed = append(removed, name)
 			}
 			continue
@@ -256,15 +255,15 @@ func (x *SHM) collectUnnamed(names []string, dry bool) ([]string, error) {
 
 // removeUnnamed removes the ring segment at path, which no entry names,
 // unless a live receiver drains it; the caller holds the registry's lock.
-// A segment that does not validate goes too (nobody can drain it); a file
-// that is not a segment (a FIFO, say) stays, as does one put at the path
-// after it was probed.
+// A segment that does not validate goes too (nobody can drain it), and so
+// does a file that is not a regular one (a FIFO, say), as collectRing
+// removes one at the path of a named ring: at a name this package makes,
+// in a directory it keeps, whatever is not a live ring is a leftover. One
+// put at the path after it was probed stays.
 func (x *SHM) removeUnnamed(path string) bool {
 	seg, c, err := x.probeRing(path)
 	switch {
-	case errors.Is(err, shm.ErrNotRegular):
-		return false
-	case errors.Is(err, errDamagedRing):
+	case errors.Is(err, errDamagedRing): // ErrNotRegular among them
 		return removeFile(path)
 	case err != nil:
 		return false // gone, busy (a live receiver), or not a segment

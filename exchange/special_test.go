@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,5 +109,34 @@ func TestSHMSpecialCollect(t *testing.T) {
 	}
 	if s, err := x.Status(ctx, aid); err != nil || s != exchange.StatusTerminated {
 		t.Errorf("Status after Collect = %v, %v", s, err)
+	}
+}
+
+// TestSHMSpecialCollectUnnamed: a FIFO at a ring's name that no entry of
+// the registry names is a leftover, as one at a named ring's path is
+// (TestSHMSpecialCollect): the dry run lists it and Collect removes it.
+// (The two disagreed: Collect kept it, the dry run did not list it, while
+// a FIFO at a named path went.)
+func TestSHMSpecialCollectUnnamed(t *testing.T) {
+	root := testRoot(t)
+	ctx := testCtx(t, time.Minute)
+	x := openSHM(t, root, "planted-unnamed")
+	name := ringFile(exchange.NewClientID())
+	path := filepath.Join(x.Dir(), name)
+	plant.Plant(t, path, plant.FIFO)
+
+	dry, err := plant.Call(t, "Collect dry run", func() (exchange.CollectStats, error) { return x.Collect(ctx, exchange.DryRun()) })
+	if err != nil || !slices.Contains(dry.Removed, name) {
+		t.Errorf("dry run: %v, removes %q; want %s among them", err, dry.Removed, name)
+	}
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("the dry run touched the FIFO: %v", err)
+	}
+	st, err := plant.Call(t, "Collect", func() (exchange.CollectStats, error) { return x.Collect(ctx) })
+	if err != nil || !slices.Contains(st.Removed, name) {
+		t.Errorf("Collect: %v, removed %q; want %s among them", err, st.Removed, name)
+	}
+	if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the FIFO at an unnamed ring's name after Collect: %v; want it removed", err)
 	}
 }
