@@ -60,22 +60,15 @@ func (x *SHM) Entities(ctx context.Context) (_ []EntityInfo, err error) {
 		if s.state() == regFree {
 			continue
 		}
-		e, err := x.reg.decode(i)
-		if !x.reg.current(i, s) {
+		info, _, ok, err := x.slotEntity(i, s)
+		switch {
+		case !ok:
 			continue // reused while we looked
-		}
-		if err != nil {
+		case err != nil:
 			x.opts.log.Warn("shmex: skipping damaged registry entry", "exchange", x.name, "entry", i, "err", err)
 			continue
 		}
-		st := StatusTerminated
-		if s.state() == regActive && x.alive(x.reg.owner(i)) {
-			st = StatusActive
-		}
-		if !x.reg.current(i, s) {
-			continue
-		}
-		out = append(out, EntityInfo{ID: e.id, Name: e.name, Behavior: e.behavior, Status: st})
+		out = append(out, info)
 	}
 	return out, nil
 }

@@ -148,26 +148,19 @@ var errDamagedEntry = errors.New("damaged registry entry")
 // is false when the slot changed meanwhile (the caller looks again). An
 // error about the ring comes with the registry's part of the snapshot.
 func (x *SHM) slotStats(i int, s stamp) (ms MailboxStats, ok bool, err error) {
-	e, err := x.reg.decode(i)
-	owner := x.reg.owner(i)
-	if !x.reg.current(i, s) {
-		return ms, false, nil
+	info, owner, ok, err := x.slotEntity(i, s)
+	if !ok || err != nil {
+		return ms, ok, err
 	}
-	if err != nil {
-		return ms, true, fmt.Errorf("%w: %w", errDamagedEntry, err)
-	}
-	ms.EntityInfo = EntityInfo{ID: e.id, Name: e.name, Behavior: e.behavior, Status: StatusTerminated}
-	if s.state() == regActive && x.alive(owner) {
-		ms.Status = StatusActive
-	}
+	ms.EntityInfo = info
 	ms.Incarnation = s.inc()
 	ms.Owner = x.process(owner)
-	rs, found, err := readRing(ringPath(x.dir, e.id.UUID, s.inc()))
+	rs, found, err := readRing(ringPath(x.dir, info.ID.UUID, s.inc()))
 	if cur := x.reg.stamp(i); !cur.sameIncarnation(s) {
 		return ms, false, nil // reused or reopened: that ring is not this stamp's
 	}
 	if err != nil {
-		return ms, true, fmt.Errorf("exchange: mailbox %v: %w", e.id, err)
+		return ms, true, fmt.Errorf("exchange: mailbox %v: %w", info.ID, err)
 	}
 	if !found {
 		return ms, true, nil
@@ -183,6 +176,27 @@ func (x *SHM) slotStats(i int, s stamp) (ms MailboxStats, ok bool, err error) {
 		ms.Receiver = x.process(rs.Consumer)
 	}
 	return ms, true, nil
+}
+
+// slotEntity reads what registry slot i holds under stamp s: its entity,
+// with the status Entities reports (a mailbox whose owner is dead, or
+// whose state is damaged, reads terminated), and its owner. ok is false
+// when the slot changed meanwhile; err wraps errDamagedEntry when the
+// entry does not decode.
+func (x *SHM) slotEntity(i int, s stamp) (info EntityInfo, owner uint64, ok bool, err error) {
+	e, err := x.reg.decode(i)
+	owner = x.reg.owner(i)
+	if !x.reg.current(i, s) {
+		return info, 0, false, nil
+	}
+	if err != nil {
+		return info, 0, true, fmt.Errorf("%w: %w", errDamagedEntry, err)
+	}
+	info = EntityInfo{ID: e.id, Name: e.name, Behavior: e.behavior, Status: StatusTerminated}
+	if s.state() == regActive && x.alive(owner) {
+		info.Status = StatusActive
+	}
+	return info, owner, x.reg.current(i, s), nil
 }
 
 // readRing maps the ring at path read-only, for the time it takes to read
