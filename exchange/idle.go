@@ -48,7 +48,9 @@ func IdleSpinThenPark(n int) IdleStrategy { return ring.SpinThenPark(n) }
 // ParseIdleStrategy reads an idle strategy in the form its String
 // method writes: "spin", "park", "backoff" (IdleBackoff),
 // "backoff:N:M" (N spins at most, M yields), "spinpark:N" (N spins), each
-// optionally followed by ",noburstbackoff". A bad text is
+// optionally followed by ",noburstbackoff" (accepted for ring's batch
+// receivers; a mailbox receives one message at a time, which that flag
+// does not change). A bad text is
 // [ErrInvalidArgument] (wrapping [ring.ErrBadIdleStrategy]).
 func ParseIdleStrategy(text string) (IdleStrategy, error) {
 	s, err := ring.ParseIdleStrategy(text)

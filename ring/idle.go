@@ -40,7 +40,10 @@ type IdleStrategy struct {
 	Yields int
 	// NoBurstBackoff turns off the pause that Receive takes when it finds
 	// the ring empty right after handing over a batch of at least
-	// BurstSize records (see Receive).
+	// BurstSize records (see Receive). Only a receiver that takes
+	// batches (Receive with a limit of 0 or at least BurstSize) ever
+	// pauses so: one that takes a record at a time, as the exchange's
+	// mailboxes do, is unaffected by it.
 	NoBurstBackoff bool
 }
 
