@@ -55,7 +55,7 @@ func (x *SHM) ringCollectable(path string) bool {
 	}
 	defer seg.Close()
 	var consumer uint64
-	if tolerateFault(func() {
+	if shm.TolerateFault(func() {
 		var r *ring.Ring
 		if r, err = ring.Attach(seg.Body(), ring.Options{}); err == nil {
 			consumer = r.Stats().Consumer

@@ -147,7 +147,7 @@ func Open(name string, opts ...Option) (*SHM, error) {
 		return nil, err
 	}
 	var reg *registry
-	if tolerateFault(func() { reg, err = openRegistry(dir, o.registryCap) }) {
+	if shm.TolerateFault(func() { reg, err = openRegistry(dir, o.registryCap) }) {
 		err = fmt.Errorf("%w: the registry faulted as it was opened (truncated by another process?)", ErrCorruptRegistry)
 	}
 	if err != nil {
@@ -236,7 +236,7 @@ func (x *SHM) Close() error {
 	x.mboxes = nil
 	for mb := range mboxes {
 		mb.closed.Store(true)
-		if tolerateFault(mb.c.Interrupt) {
+		if shm.TolerateFault(mb.c.Interrupt) {
 			mb.d.faulted.Store(true)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/shmex/shmex/ring"
+	"github.com/shmex/shmex/shm"
 )
 
 // Faults from outside. A process of the same user can truncate a ring or
@@ -36,7 +37,7 @@ import (
 // round trip of 1.1 to 1.5 µs, within the noise of BenchmarkSHMRoundTrip
 // and bench's BenchmarkExchangeRTTSpin. Clean-up steps that touch a
 // mapping on behalf of no caller (unmapping a retired ring, detaching a
-// receiver) run under tolerateFault.
+// receiver) run under shm.TolerateFault.
 //
 // When a receive's context ends, shm's CancelRinger rings its doorbell
 // from a goroutine of the context package; it does so under a guard of
@@ -146,7 +147,7 @@ func (x *SHM) quarantine(d *dest) {
 	x.retireLocked(d)
 	x.destMu.Unlock()
 	x.last.CompareAndSwap(d, nil)
-	if tolerateFault(func() { x.terminateSlot(d) }) {
+	if shm.TolerateFault(func() { x.terminateSlot(d) }) {
 		x.registryFaulted()
 	}
 }
@@ -195,24 +196,4 @@ func (x *SHM) guard(f func()) (err error) {
 	defer x.catch(&err, debug.SetPanicOnFault(true))
 	f()
 	return nil
-}
-
-// tolerateFault runs f with faults on mapped memory turned into panics and
-// reports whether one stopped it: for clean-up steps that touch a mapping
-// another process may have truncated. Any other panic goes on.
-func tolerateFault(f func()) (faulted bool) {
-	old := debug.SetPanicOnFault(true)
-	defer func() {
-		r := recover()
-		debug.SetPanicOnFault(old)
-		if r == nil {
-			return
-		}
-		if _, ok := isFault(r); !ok {
-			panic(r)
-		}
-		faulted = true
-	}()
-	f()
-	return false
 }

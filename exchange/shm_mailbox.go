@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/shmex/shmex/ring"
+	"github.com/shmex/shmex/shm"
 )
 
 // Mailbox implements [Exchange.Mailbox]. A mailbox has one receiver at a
@@ -188,7 +189,7 @@ func (mb *shmMailbox) Close() error {
 	// its receivers itself. (The client's pin keeps every other unmap
 	// away.)
 	if x.hold() == nil {
-		if tolerateFault(mb.c.Interrupt) {
+		if shm.TolerateFault(mb.c.Interrupt) {
 			mb.d.faulted.Store(true)
 		}
 		x.leave()
@@ -270,7 +271,7 @@ const stuckWait = 100 * time.Millisecond
 // detach detaches the receiver, unless its ring faulted (never touched
 // again). The caller holds mu.
 func (mb *shmMailbox) detach() {
-	if !mb.d.faulted.Load() && tolerateFault(func() { mb.c.Close() }) {
+	if !mb.d.faulted.Load() && shm.TolerateFault(func() { mb.c.Close() }) {
 		mb.d.faulted.Store(true)
 	}
 }

@@ -409,7 +409,7 @@ func (d *dest) releaseIfIdle() bool {
 func (d *dest) unmap() {
 	for i := range d.boxes {
 		if p := d.boxes[i].p; p != nil {
-			if !d.faulted.Load() && tolerateFault(func() { p.Close() }) {
+			if !d.faulted.Load() && shm.TolerateFault(func() { p.Close() }) {
 				d.faulted.Store(true)
 			}
 			d.boxes[i].p = nil

@@ -210,7 +210,7 @@ func readRing(path string) (st ring.Stats, found bool, err error) {
 		return st, false, err
 	}
 	defer seg.Close()
-	if tolerateFault(func() {
+	if shm.TolerateFault(func() {
 		var r *ring.Ring
 		if r, err = ring.Attach(seg.Body(), ring.Options{}); err == nil {
 			st = r.Stats()

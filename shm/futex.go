@@ -4,7 +4,6 @@ import (
 	"context"
 	"math"
 	"runtime"
-	"runtime/debug"
 	"sync/atomic"
 	"time"
 )
@@ -177,15 +176,7 @@ func (r *CancelRinger) arm(ctx context.Context, d Doorbell) {
 // the ring dropped: the sleeper's own access faults in its guard, or its
 // timeout ends its sleep. Any other panic goes on.
 func ringGuarded(d Doorbell) {
-	defer func(old bool) {
-		debug.SetPanicOnFault(old)
-		if p := recover(); p != nil {
-			if _, fault := p.(interface{ Addr() uintptr }); !fault {
-				panic(p)
-			}
-		}
-	}(debug.SetPanicOnFault(true))
-	d.Ring(math.MaxInt32)
+	TolerateFault(func() { d.Ring(math.MaxInt32) })
 }
 
 // Disarm drops the registration with the last context. Call it when the
