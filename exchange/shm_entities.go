@@ -194,6 +194,17 @@ func (x *SHM) status(i int, id EntityID) Status {
 		if x.terminateStamp(id, s, owner) {
 			return StatusTerminated
 		}
+		if x.reg.stamp(i) == s {
+			// Slot i did not change, yet its mailbox was not
+			// terminated: id's look-up reaches another slot (a damaged
+			// registry holds its UUID twice, and this entry is
+			// shadowed). Its entry goes in the registry alone (the ring
+			// at its path is the other entry's), or status would look
+			// again for ever (FuzzRegistryEntries found that).
+			if x.terminateSlotEntry(i, s, owner) {
+				return StatusTerminated
+			}
+		}
 	}
 }
 

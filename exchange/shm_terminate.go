@@ -157,6 +157,30 @@ func (x *SHM) terminateEntry(id EntityID, want stamp, owner uint64) bool {
 	return true
 }
 
+// terminateSlotEntry terminates the entry of registry slot i in the
+// registry alone, if its stamp is still s and its owner still owner
+// (anyOwner: any): for an entry that its id's look-up does not reach (a
+// damaged registry holds the UUID in another slot too), whose ring path
+// is the other entry's, not its own to close or remove. It reports whether
+// the entry is terminated in s's incarnation.
+func (x *SHM) terminateSlotEntry(i int, s stamp, owner uint64) bool {
+	if x.reg.lock() != nil {
+		return true // as terminateEntry: the owner is dead all the same
+	}
+	defer x.reg.unlock()
+	cur := x.reg.stamp(i)
+	switch {
+	case !cur.sameIncarnation(s):
+		return false
+	case cur.state() == regTerminated:
+		return true
+	case cur != s || owner != anyOwner && x.reg.owner(i) != owner:
+		return false
+	}
+	x.reg.setTerminated(i, cur)
+	return true
+}
+
 // ownerDied terminates the mailbox of d, whose owner a send found dead,
 // and fails the send.
 func (x *SHM) ownerDied(d *dest) (err error) {
