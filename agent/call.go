@@ -28,11 +28,10 @@ import (
 //     and gives back its message.
 //
 // Ownership of the Message: a call always owns exactly one Message, msg:
-// the request it encodes and sends; after the send, a buffer that the
-// receive token's holder may swap for the one it received another call's
+// the request it encodes and sends; after the send, a free buffer that the
+// receive token's holder swaps for the one it received the call's
 // response into (no copy, no allocation); after completion by a response,
-// that response. While its own caller holds the token, msg is lent to the
-// receive loop (nil here) and given back when the loop ends.
+// that response.
 type call struct {
 	ep   *endpoint
 	h    *Handle
@@ -120,7 +119,7 @@ func (c *call) free() {
 		return
 	}
 	m := c.msg
-	if m == nil || cap(m.Args)+cap(m.Result)+cap(m.ErrorMessage) > maxPooledBytes {
+	if m == nil || msgBytes(m) > maxPooledBytes {
 		c.msg = new(exchange.Message) // do not pin large buffers
 	}
 	c.ep, c.h, c.err = nil, nil, nil

@@ -66,30 +66,38 @@ type echoMailbox struct {
 func (mb *echoMailbox) ID() exchange.EntityID { return mb.id }
 func (mb *echoMailbox) Close() error          { return nil }
 
-func (mb *echoMailbox) Recv(ctx context.Context, m *exchange.Message) error {
+// RecvBatch pops what is queued, up to len(ms), as the shared-memory
+// exchange's mailbox does (exchange.BatchReceiver).
+func (mb *echoMailbox) RecvBatch(ctx context.Context, ms []*exchange.Message) (int, error) {
 	x := mb.x
-	for {
-		x.mu.Lock()
-		if x.head < len(x.queue) {
-			r := x.queue[x.head]
-			x.queue[x.head] = nil
-			if x.head++; x.head == len(x.queue) {
-				x.queue, x.head = x.queue[:0], 0
-			} else if x.head >= 1024 { // pipelined: it never drains
-				x.queue = x.queue[:copy(x.queue, x.queue[x.head:])]
-				x.head = 0
-			}
-			m.CopyFrom(r)
-			x.spare = append(x.spare, r)
-			x.mu.Unlock()
-			return nil
+	x.mu.Lock()
+	n := 0
+	for ; n < len(ms) && x.head < len(x.queue); n++ {
+		r := x.queue[x.head]
+		x.queue[x.head] = nil
+		if x.head++; x.head == len(x.queue) {
+			x.queue, x.head = x.queue[:0], 0
+		} else if x.head >= 1024 { // pipelined: it never drains
+			x.queue = x.queue[:copy(x.queue, x.queue[x.head:])]
+			x.head = 0
 		}
-		x.mu.Unlock()
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		return context.Canceled // nothing will come: a test bug
+		ms[n].CopyFrom(r)
+		x.spare = append(x.spare, r)
 	}
+	x.mu.Unlock()
+	if n == 0 {
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		return 0, context.Canceled // nothing will come: a test bug
+	}
+	return n, nil
+}
+
+func (mb *echoMailbox) Recv(ctx context.Context, m *exchange.Message) error {
+	ms := [1]*exchange.Message{m}
+	_, err := mb.RecvBatch(ctx, ms[:])
+	return err
 }
 
 // threadCPU returns the calling thread's CPU time in ns.

@@ -66,8 +66,11 @@ var msgPool = sync.Pool{New: func() any { return new(exchange.Message) }}
 
 func getMsg() *exchange.Message { return msgPool.Get().(*exchange.Message) }
 
+// msgBytes is the capacity of m's payload buffers.
+func msgBytes(m *exchange.Message) int { return cap(m.Args) + cap(m.Result) + cap(m.ErrorMessage) }
+
 func putMsg(m *exchange.Message) {
-	if m == nil || cap(m.Args)+cap(m.Result)+cap(m.ErrorMessage) > maxPooledBytes {
+	if m == nil || msgBytes(m) > maxPooledBytes {
 		return // do not pin large buffers
 	}
 	resetMsg(m)
@@ -169,9 +172,8 @@ func (ep *endpoint) deliver(m *exchange.Message) *exchange.Message {
 // deliverLocked is deliver with ep.mu held. rerr, when not nil, says that
 // m could not be received whole (a payload that did not resolve, a
 // message that did not decode): its call fails with that error. It
-// reports whether m went to a call; the Message it returns is nil when m
-// went to a call whose buffer is lent to its owner's receive loop (the
-// caller is that loop, and its call is complete).
+// reports whether m went to a call, and returns the Message to receive
+// into next: the completed call's free buffer, or m itself.
 func (ep *endpoint) deliverLocked(m *exchange.Message, rerr error) (*exchange.Message, bool) {
 	c := ep.calls.get(m.Tag)
 	if c == nil || c.h.label != m.Label {
@@ -186,7 +188,7 @@ func (ep *endpoint) deliverLocked(m *exchange.Message, rerr error) (*exchange.Me
 		c.completeLocked(fmt.Errorf("%w: a %v answered a %v", exchange.ErrBadMessage, m.Kind, c.kind))
 		return m, true
 	}
-	next := c.msg // nil when lent to its owner's receive loop: the owner is the receiver
+	next := c.msg
 	if c.phase.CompareAndSwap(phaseSending, phaseEarly) {
 		next = getMsg() // the sender still holds its request, and recycles it
 	}

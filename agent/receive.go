@@ -52,11 +52,20 @@ type receiver struct {
 	waking    bool      // a wake-up message is on its way
 	closed    bool
 	leaveCh   chan struct{} // closed when the token is released after close
-	lmsg      *exchange.Message
+
+	// The token's holder's: the mailbox's batch receive (or nil), and
+	// the receive buffers.
+	batch exchange.BatchReceiver
+	bufs  [recvBatch]*exchange.Message
 
 	timer *time.Timer       // the listener's delay
 	wake  *exchange.Message // the wake-up message, read-only once made
 }
+
+// recvBatch is how many messages the token's holder takes from the
+// mailbox at once, at most: with many calls in flight, the responses
+// that arrived meanwhile cost one receive and one lock.
+const recvBatch = 16 // at most 32: a bit mask counts them
 
 // listenerDelay is how long the listener leaves the receive token to
 // callers that may still wait for their futures before it receives itself.
@@ -72,7 +81,10 @@ func (r *receiver) init(ep *endpoint, mb exchange.Mailbox) {
 	r.timer = time.AfterFunc(time.Hour, r.onTimer)
 	r.timer.Stop()
 	r.wake = &exchange.Message{Kind: exchange.KindPingResponse, Tag: exchange.NewTag(), Src: ep.id, Dest: ep.id}
-	r.lmsg = new(exchange.Message)
+	r.batch, _ = mb.(exchange.BatchReceiver)
+	for i := range r.bufs {
+		r.bufs[i] = new(exchange.Message)
+	}
 }
 
 // takeLocked gives the token to c's owner. ep.mu is held; the token is
@@ -318,32 +330,32 @@ func (ep *endpoint) await(ctx context.Context, c *call) error {
 // endpoint is then closed and the error returned). For c nil (the
 // listener) it receives until no call is pending or a caller wants the
 // token. It releases the token before it returns.
+//
+// It receives in batches (exchange.BatchReceiver, when the mailbox is
+// one): what is in the mailbox, up to recvBatch messages, then routes
+// the responses among them under one lock. A batch is routed whole
+// before lead looks at c again, so nothing received is left behind.
 func (r *receiver) lead(ctx context.Context, c *call) error {
 	ep := r.ep
-	// The receive buffer: c's own Message (free since its send
-	// returned), or the listener's. Deliveries swap it for the buffers of
-	// the calls they complete. Only the token's holder touches either
-	// (deliver swaps a call's buffer only when it routes that call's
-	// response): no lock.
-	var m *exchange.Message
-	if c != nil {
-		m, c.msg = c.msg, nil
-	} else {
-		m, r.lmsg = r.lmsg, nil
-	}
-	if m == nil {
-		m = getMsg()
+	// The receive buffers are the receiver's, and only the token's
+	// holder touches them: no lock. A delivery swaps the buffer it routes
+	// for the free one of the call it completes (its request's, sent).
+	// Between two receives every buffer reads "nothing received" (see
+	// receive).
+	bufs := r.bufs[:]
+	if r.batch == nil {
+		bufs = bufs[:1]
 	}
 	var err error
 	for {
 		if c != nil && c.done.Load() || c == nil && r.listenerDone() {
 			break
 		}
-		m.Kind, m.Tag = exchange.KindInvalid, exchange.UUID{} // nothing received yet
-		rerr := r.mb.Recv(ctx, m)
-		if rerr != nil && m.Kind == exchange.KindInvalid {
+		n, rerr := r.receive(ctx, bufs)
+		if n == 0 {
 			if errors.Is(rerr, exchange.ErrBadMessage) {
 				ep.log.Warn("agent: dropped a bad message", "mailbox", ep.id, "err", rerr)
+				clean(bufs[0]) // what did decode of it
 				continue
 			}
 			if cerr := ctx.Err(); cerr != nil {
@@ -358,58 +370,105 @@ func (r *receiver) lead(ctx context.Context, c *call) error {
 			ep.close(err)
 			break
 		}
-		if m.Kind.IsRequest() {
-			// Answered whole or not (the answer replaces the payload), as
-			// the runtime answers a broken request: its sender must not
-			// wait out its timeout.
-			ep.answerStray(m)
+		// Requests and wake-ups first, without the lock. rerr, when set,
+		// is ms[n-1]'s: received, but not whole.
+		responses := 0
+		for i, m := range bufs[:n] {
+			var merr error
+			if i == n-1 {
+				merr = rerr
+			}
+			switch {
+			case m.Kind.IsRequest():
+				// Answered whole or not (the answer replaces the
+				// payload), as the runtime answers a broken request:
+				// its sender must not wait out its timeout.
+				ep.answerStray(m)
+				clean(m)
+			case merr != nil && m.Kind == exchange.KindInvalid:
+				ep.log.Warn("agent: dropped a bad message", "mailbox", ep.id, "err", merr)
+				clean(m)
+			case m.Tag == r.wake.Tag && m.Src == ep.id:
+				clean(m) // a wake-up: look at the state again
+			default:
+				if merr != nil {
+					ep.log.Debug("agent: a response could not be received whole", "mailbox", ep.id, "err", merr)
+				}
+				responses++
+			}
+		}
+		if responses == 0 {
 			continue
 		}
-		if m.Tag == r.wake.Tag && m.Src == ep.id {
-			continue // a wake-up: look at the state again
-		}
-		if rerr != nil {
-			ep.log.Debug("agent: a response could not be received whole", "mailbox", ep.id, "err", rerr)
-		}
 		ep.mu.Lock()
-		next, ok := ep.deliverLocked(m, rerr)
-		if c != nil && c.done.Load() {
-			// Our own response (or failure): leave at once, in the same
-			// critical section.
-			if !c.resp {
-				c.msg = next
-			} else if next != nil {
-				putMsg(next)
+		var dropped uint32 // bit i: bufs[i] went to no call
+		for i, m := range bufs[:n] {
+			if m.Kind == exchange.KindInvalid {
+				continue // not a response: done with above
 			}
+			var merr error
+			if i == n-1 {
+				merr = rerr
+			}
+			next, ok := ep.deliverLocked(m, merr)
+			if !ok {
+				dropped |= 1 << i
+				continue // m stays ours
+			}
+			if next == nil || msgBytes(next) > maxPooledBytes {
+				next = getMsg() // do not keep large buffers
+			} else {
+				clean(next)
+			}
+			bufs[i] = next
+		}
+		for i, m := range bufs[:n] {
+			if dropped&(1<<i) != 0 { // rare: logged under the lock, while the buffers are ours
+				ep.log.Debug("agent: dropping a response to no call in flight", "mailbox", ep.id, "msg", m)
+				clean(m)
+			}
+		}
+		done := c != nil && c.done.Load()
+		stop := done || c == nil && (ep.calls.len() == 0 || len(r.followers) > 0)
+		if done {
+			// Our own response (or failure): leave at once, in the same
+			// critical section (the buffers are the next holder's).
 			r.releaseLocked()
-			ep.mu.Unlock()
+		}
+		ep.mu.Unlock()
+		if done {
 			return nil
 		}
-		stop := c == nil && (ep.calls.len() == 0 || len(r.followers) > 0)
-		ep.mu.Unlock()
-		if !ok {
-			ep.log.Debug("agent: dropping a response to no call in flight", "mailbox", ep.id, "msg", m)
-		}
-		if next == nil {
-			next = getMsg()
-		}
-		m = next
 		if stop {
 			break
 		}
 	}
 	ep.mu.Lock()
-	switch {
-	case c == nil:
-		r.lmsg = m
-	case c.resp:
-		putMsg(m)
-	default:
-		c.msg = m
-	}
 	r.releaseLocked()
 	ep.mu.Unlock()
 	return err
+}
+
+// clean marks m "nothing received".
+func clean(m *exchange.Message) { m.Kind, m.Tag = exchange.KindInvalid, exchange.UUID{} }
+
+// receive receives into bufs[0], and into the rest of bufs what is there
+// already when the mailbox can batch; it returns how many it filled, and
+// the error of the last one (received, but not whole) or, with 0, why
+// nothing was received.
+//
+// Every buffer in bufs must read "nothing received" (clean): a message
+// that does not decode whole may leave only part of the envelope.
+func (r *receiver) receive(ctx context.Context, bufs []*exchange.Message) (int, error) {
+	if r.batch != nil {
+		return r.batch.RecvBatch(ctx, bufs)
+	}
+	m := bufs[0]
+	err := r.mb.Recv(ctx, m)
+	if err != nil && m.Kind == exchange.KindInvalid {
+		return 0, err
+	}
+	return 1, err
 }
 
 // listenerDone reports whether the listener has nothing more to do.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -148,6 +149,52 @@ func TestQuickActionTurnsSlow(t *testing.T) {
 			if got, err := agent.Call[bool](ctx, h, "selfping", true); err != nil || !got {
 				t.Fatalf("selfping(true) = %v, %v", got, err)
 			}
+		}
+	})
+}
+
+// TestBatchedResponses: a caller that waits for the last of many futures
+// receives the responses of all the others first, in batches (the
+// shared-memory exchange's mailbox is an exchange.BatchReceiver), and
+// routes each to its future, whatever the handle; the responses to
+// futures cancelled meanwhile are dropped, and nothing else is lost.
+func TestBatchedResponses(t *testing.T) {
+	forEnvs(t, func(t *testing.T, e env, x exchange.Exchange, m *agent.Manager) {
+		ctx := testCtx(t)
+		h, err := m.Launch(ctx, "Echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		h2 := m.Client().Handle(h.AgentID()) // another label, the same mailbox
+		const n = 300
+		fs := make([]*agent.Future[[]byte], n)
+		for i := range fs {
+			hi := h
+			if i%3 == 0 {
+				hi = h2
+			}
+			if fs[i], err = agent.Action[[]byte](ctx, hi, "echo", []byte(strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+			if i%50 == 7 && !fs[i].Cancel() {
+				t.Fatalf("Cancel of future %d right after it was sent: false", i)
+			}
+		}
+		for i := n - 1; i >= 0; i-- {
+			got, err := fs[i].Wait(ctx)
+			if i%50 == 7 {
+				if !errors.Is(err, agent.ErrCanceled) {
+					t.Fatalf("future %d, cancelled: %q, %v", i, got, err)
+				}
+				continue
+			}
+			if err != nil || string(got) != strconv.Itoa(i) {
+				t.Fatalf("future %d: %q, %v", i, got, err)
+			}
+		}
+		// The client still works, and routes nothing stale.
+		if got, err := agent.Call[[]byte](ctx, h, "echo", []byte("after")); err != nil || string(got) != "after" {
+			t.Fatalf("Call after the batch: %q, %v", got, err)
 		}
 	})
 }

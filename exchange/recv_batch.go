@@ -1,0 +1,99 @@
+package exchange
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime/debug"
+
+	"github.com/shmex/shmex/ring"
+)
+
+// BatchReceiver is implemented by mailboxes that can receive several
+// messages in one call ([SHM]'s): a receiver that routes what arrives (a
+// client taking the responses of many calls in flight) pays the receive's
+// fixed cost, and its own bookkeeping, once per batch rather than per
+// message.
+type BatchReceiver interface {
+	// RecvBatch waits for the next message as Recv does and decodes it
+	// into ms[0], then decodes into ms[1], ms[2], ... the messages that
+	// are already there, up to len(ms), without waiting for more. It
+	// returns how many of ms it filled, n >= 1, and a nil error; or, as
+	// Recv would, an error: with n == 0 when nothing was received, and
+	// with n >= 1 when ms[n-1] could not be decoded (it ends the batch,
+	// and the error is the one Recv would have returned for it). len(ms)
+	// must be at least 1.
+	RecvBatch(ctx context.Context, ms []*Message) (int, error)
+}
+
+// RecvBatch implements [BatchReceiver]: Recv, then the messages already
+// in the ring, one by one (a message that does not decode ends the batch,
+// so that nothing behind it is consumed unseen), under one lock and one
+// fault guard.
+func (mb *shmMailbox) RecvBatch(ctx context.Context, ms []*Message) (n int, err error) {
+	if len(ms) == 0 {
+		return 0, ErrInvalidArgument
+	}
+	x := mb.x
+	mb.mu.Lock()
+	defer mb.exit(&err, debug.SetPanicOnFault(true)) // unlocks mu; see shm_fault.go
+	if mb.closed.Load() {
+		return 0, ErrMailboxClosed
+	}
+	var derr error
+	got := false
+	fn := func(typ int32, p []byte) {
+		if Kind(typ).IsRequest() && mb.terminated() {
+			if mb.answer.Decode(p) == nil {
+				x.answerTerminated(ctx, mb.d.id, &mb.answer)
+			}
+			return
+		}
+		got = true
+		derr = ms[n].Decode(p)
+	}
+	for !got {
+		_, err := mb.c.Receive(ctx, fn, 1)
+		if got {
+			break
+		}
+		if err == nil {
+			continue // a request was answered: look for the next message
+		}
+		return 0, mb.recvErr(ctx, err)
+	}
+	n = 1
+	for n < len(ms) && derr == nil && mb.c.Ready() {
+		got = false
+		if _, err := mb.c.Read(fn, 1); err != nil {
+			break // corrupt: the next RecvBatch says so
+		}
+		if got {
+			n++
+		}
+	}
+	return n, derr
+}
+
+// recvErr is what Recv returns when its Receive failed with err, nothing
+// received (the same cases as Recv's, which keeps its own copy on its fast
+// path).
+func (mb *shmMailbox) recvErr(ctx context.Context, err error) error {
+	x := mb.x
+	switch {
+	case errors.Is(err, ring.ErrClosed):
+		x.removeIfDrained(mb.d, mb.c)
+		return ErrMailboxClosed
+	case errors.Is(err, ring.ErrInterrupted):
+		return ErrMailboxClosed
+	case errors.Is(err, ring.ErrCorrupt):
+		if x.reg.state(mb.d.index) != regTerminated {
+			x.opts.log.Error("shmex: mailbox ring corrupt; terminating the mailbox", "exchange", x.name, "mailbox", mb.d.id, "err", err)
+			x.terminateEntered(ctx, mb.d)
+		}
+		return fmt.Errorf("%w: mailbox %v: %w", ErrMailboxClosed, mb.d.id, err)
+	}
+	return err
+}
+
+var _ BatchReceiver = (*shmMailbox)(nil)

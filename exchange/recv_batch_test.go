@@ -1,0 +1,180 @@
+package exchange_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/shm"
+)
+
+// TestSHMRecvBatch: RecvBatch takes what is in the mailbox, in order, up
+// to the batch's size; a message that does not decode ends its batch (the
+// last one filled, with Recv's error for it) and the next batch goes on
+// behind it; an empty mailbox waits as Recv does, and a closed client says
+// so.
+func TestSHMRecvBatch(t *testing.T) {
+	root := testRoot(t)
+	ctx := testCtx(t, time.Minute)
+	x := openSHM(t, root, "batch")
+	agent, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Batch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := x.Mailbox(ctx, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	br, ok := mb.(exchange.BatchReceiver)
+	if !ok {
+		t.Fatalf("%T is not a BatchReceiver", mb)
+	}
+	var tags []exchange.UUID
+	send := func(n int) {
+		t.Helper()
+		for range n {
+			m := exchange.NewPingRequest(client, agent)
+			m.SetResponse(m, nil) // a ping response to the client
+			tags = append(tags, m.Tag)
+			if err := x.Send(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// A record that is no message, from another producer of the ring.
+	garbage := func() {
+		t.Helper()
+		life, err := shm.HoldLife(x.Dir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer life.Close()
+		seg, r, err := openRing(x.Dir(), client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer seg.Close()
+		p, err := r.NewProducer(life.ID())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		c, err := p.TryClaim(int32(exchange.KindPingResponse), 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		copy(c.Bytes(), []byte{0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1}) // 0xc1: never MessagePack
+		c.Commit()
+		tags = append(tags, exchange.UUID{})
+	}
+	ms := make([]*exchange.Message, 4)
+	for i := range ms {
+		ms[i] = new(exchange.Message)
+	}
+	next := 0
+	recv := func(want int, wantErr error) {
+		t.Helper()
+		n, err := br.RecvBatch(ctx, ms)
+		if n != want || !errors.Is(err, wantErr) {
+			t.Fatalf("RecvBatch: %d, %v; want %d, %v", n, err, want, wantErr)
+		}
+		for i := range n {
+			if i == n-1 && err != nil {
+				next++
+				continue // the bad one
+			}
+			if ms[i].Tag != tags[next] || ms[i].Kind != exchange.KindPingResponse {
+				t.Fatalf("message %d of the batch: %v, want the response tagged %v", i, ms[i], tags[next])
+			}
+			next++
+		}
+	}
+
+	send(6)
+	recv(4, nil)
+	recv(2, nil)
+	send(2)
+	garbage()
+	send(3)
+	recv(3, exchange.ErrBadMessage) // two, then the bad one
+	recv(3, nil)
+
+	// An empty mailbox: a batch waits for its first message.
+	late := exchange.NewPingRequest(client, agent)
+	late.SetResponse(late, nil)
+	tags = append(tags, late.Tag)
+	sent := make(chan error, 1)
+	go func() {
+		time.Sleep(10 * time.Millisecond)
+		sent <- x.Send(ctx, late)
+	}()
+	recv(1, nil)
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if n, err := br.RecvBatch(sctx, ms); n != 0 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("RecvBatch of an empty mailbox: %d, %v; want 0, context.DeadlineExceeded", n, err)
+	}
+	if n, err := br.RecvBatch(ctx, nil); n != 0 || !errors.Is(err, exchange.ErrInvalidArgument) {
+		t.Fatalf("RecvBatch of no room: %d, %v; want 0, ErrInvalidArgument", n, err)
+	}
+	mb.Close()
+	if n, err := br.RecvBatch(ctx, ms); n != 0 || !errors.Is(err, exchange.ErrMailboxClosed) {
+		t.Fatalf("RecvBatch of a closed client: %d, %v; want 0, ErrMailboxClosed", n, err)
+	}
+}
+
+// TestSHMRecvBatchTerminated: a batch of a terminated mailbox drains what
+// is left, then reports it closed.
+func TestSHMRecvBatchTerminated(t *testing.T) {
+	root := testRoot(t)
+	ctx := testCtx(t, time.Minute)
+	x := openSHM(t, root, "batchterm")
+	client, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := x.Mailbox(ctx, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	for range 3 {
+		m := exchange.NewPingRequest(client, other) // answered: to client
+		m.SetResponse(m, nil)
+		if err := x.Send(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := x.Terminate(ctx, client); err != nil {
+		t.Fatal(err)
+	}
+	ms := []*exchange.Message{new(exchange.Message), new(exchange.Message)}
+	br := mb.(exchange.BatchReceiver)
+	got := 0
+	for {
+		n, err := br.RecvBatch(ctx, ms)
+		got += n
+		if err != nil {
+			if !errors.Is(err, exchange.ErrMailboxClosed) || n != 0 {
+				t.Fatalf("RecvBatch: %d, %v; want 0, ErrMailboxClosed at the end", n, err)
+			}
+			break
+		}
+	}
+	if got != 3 {
+		t.Fatalf("drained %d responses, want 3", got)
+	}
+}
