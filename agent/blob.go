@@ -64,6 +64,19 @@ func openMailbox(ctx context.Context, x exchange.Exchange, id exchange.EntityID,
 // blobsIn reports whether values of type T can hold Blobs (cached by type).
 func blobsIn[T any]() bool { return proxystore.HasBlobs(reflect.TypeFor[T]()) }
 
+// codecBlobs is blobsIn for values decoded with c, without a look-up per
+// call where the codec tells: a basic type holds no Blob, and a msgp
+// type's codec knows from when it was made.
+func codecBlobs[T any](c Codec[T]) bool {
+	switch cc := c.(type) {
+	case basicCodec[T]:
+		return false
+	case *msgpCodec[T]:
+		return cc.blobs
+	}
+	return blobsIn[T]()
+}
+
 // decodeArg decodes the arguments (or a result) b with c. The common case,
 // a value on the ring with no Blob in its type, takes decodeValue's path,
 // which allocates nothing; a proxied payload, or a type holding Blobs

@@ -260,7 +260,7 @@ func decodeResult[T any](c *call, codec Codec[T]) (T, error) {
 		var zero T
 		return zero, err
 	}
-	v, err := decodeArg(codec, c.msg.Result, blobsIn[T]()) // blob.go: a proxied result is read in place
+	v, err := decodeArg(codec, c.msg.Result, codecBlobs(codec)) // blob.go: a proxied result is read in place
 	if err != nil {
 		var zero T
 		err = decodeMismatch(fmt.Sprintf("agent: result of action %q from %v", c.msg.Action, c.dest), reflect.TypeFor[T](), c.msg.Result, err) // explain.go

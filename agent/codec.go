@@ -90,7 +90,7 @@ func msgpCodecFor[T any]() *msgpCodec[T] {
 	if c, ok := msgpCodecs.Load(t); ok {
 		return c.(*msgpCodec[T])
 	}
-	c, _ := msgpCodecs.LoadOrStore(t, &msgpCodec[T]{})
+	c, _ := msgpCodecs.LoadOrStore(t, &msgpCodec[T]{blobs: blobsIn[T]()})
 	return c.(*msgpCodec[T])
 }
 
@@ -98,7 +98,8 @@ func msgpCodecFor[T any]() *msgpCodec[T] {
 // receivers: it lends them pooled values, so that a value passed to
 // Append need not escape to the heap.
 type msgpCodec[T any] struct {
-	pool sync.Pool // of *T, zero when idle
+	pool  sync.Pool // of *T, zero when idle
+	blobs bool      // T can hold a proxystore.Blob (blobsIn)
 }
 
 func (c *msgpCodec[T]) get() *T {
