@@ -171,7 +171,8 @@ func BenchmarkLocalCall(b *testing.B) {
 }
 
 // TestCallAllocs: a synchronous call allocates nothing in steady state, on
-// either side, for basic and msgp-generated argument and result types (the
+// either side, for basic and msgp-generated argument and result types, nor
+// does an action whose future is released once read (the
 // agent runs as goroutines of the test, over the shared-memory exchange,
 // so its allocations count too). A []byte argument is decoded into a fresh
 // slice on the agent's side: that one allocation is the value's own.
@@ -201,6 +202,15 @@ func TestCallAllocs(t *testing.T) {
 		{"swap(Pair) Pair", func() error { _, err := agent.Call[Pair](ctx, h, "swap", Pair{1, 2}); return err }, 0},
 		{"noop64([]byte)", func() error { _, err := agent.Call[agent.NoArgs](ctx, h, "noop64", arg); return err }, 1},
 		{"ping", func() error { _, err := h.Ping(ctx); return err }, 0},
+		{"Action+Wait+Release noop", func() error {
+			f, err := agent.Action[agent.NoArgs](ctx, h, "noop", agent.NoArgs{})
+			if err != nil {
+				return err
+			}
+			_, err = f.Wait(ctx)
+			f.Release()
+			return err
+		}, 0},
 	} {
 		for range 100 { // warm the pools and the action's quick count
 			if err := c.call(); err != nil {

@@ -139,7 +139,7 @@ func BenchmarkCostCall(b *testing.B) {
 }
 
 // BenchmarkCostAction is the client side of a pipelined action: Action,
-// then Wait of the future 64 actions later.
+// then Wait of the future 64 actions later, and its Release.
 func BenchmarkCostAction(b *testing.B) {
 	h, done := costClient(b)
 	defer done()
@@ -154,6 +154,7 @@ func BenchmarkCostAction(b *testing.B) {
 			if _, err := f.Wait(ctx); err != nil {
 				b.Fatal(err)
 			}
+			f.Release()
 		}
 		f, err := agent.Action[agent.NoArgs](ctx, h, "noop64", arg)
 		if err != nil {

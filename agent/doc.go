@@ -118,7 +118,9 @@
 // In steady state [Call] allocates nothing, on either side, for basic and
 // msgp-generated argument and result types, but the values that decoding
 // makes ([]byte and string results; a []byte argument on the agent's
-// side); [Action] allocates its [Future].
+// side); [Action] allocates its [Future], unless futures read are given
+// back for reuse with [Future.Release] (a pipeline then allocates nothing
+// per action).
 //
 // A response that arrives but cannot be received whole (a proxied result
 // that does not resolve, a message that does not decode) fails its call

@@ -27,7 +27,13 @@ type Handle struct {
 	closed   bool
 	inflight int           // calls registered and not complete
 	idle     chan struct{} // made by Close while calls are in flight; closed when none is left
+
+	spareMu sync.Mutex
+	spare   []any // released futures (*Future[T], any T), for reuse by Action
 }
+
+// maxSpareFutures bounds the released futures a handle keeps for reuse.
+const maxSpareFutures = 256
 
 func newHandle(ep *endpoint, target *atomic.Pointer[exchange.EntityID]) *Handle {
 	return &Handle{ep: ep, target: target, label: exchange.NewTag()}
@@ -179,6 +185,62 @@ func (f *Future[T]) Cancel() bool {
 // Tag returns the tag of the request, which its response carries.
 func (f *Future[T]) Tag() exchange.UUID { return f.c.tag }
 
+// Release gives the future back to its handle, which reuses it for a
+// later action with the same result type: a pipeline that releases each
+// future once it has read it allocates nothing per action. A pending
+// future is cancelled first (see [Future.Cancel]). Release is optional:
+// a future that is not released is garbage collected as usual.
+//
+// After Release the future is no longer the caller's: it must not be used
+// again, by any goroutine, nor while another goroutine uses it (a reused
+// future is another action's). A second Release is a no-op until then.
+func (f *Future[T]) Release() {
+	c := &f.c
+	h := c.h
+	if h == nil {
+		return // released already
+	}
+	if !c.done.Load() {
+		f.Cancel()
+	}
+	// Complete: out of the table, touched by nobody else (see
+	// completeLocked), and its owner is done with it.
+	if c.msg != nil {
+		putMsg(c.msg)
+		c.msg = nil
+	}
+	var zero T
+	f.val, f.err, f.once = zero, nil, sync.Once{}
+	f.codec = nil
+	c.ep, c.h, c.err, c.waiter, c.doneCh = nil, nil, nil, nil, nil
+	c.deadSince = 0
+	c.resp, c.leads = false, false
+	c.phase.Store(phaseSending)
+	c.inc.Store(0)
+	c.done.Store(false)
+	h.spareMu.Lock()
+	if len(h.spare) < maxSpareFutures {
+		h.spare = append(h.spare, f)
+	}
+	h.spareMu.Unlock()
+}
+
+// spareFuture returns a future released to h with result type T, or a new
+// one.
+func spareFuture[T any](h *Handle) *Future[T] {
+	h.spareMu.Lock()
+	if n := len(h.spare); n > 0 {
+		if f, ok := h.spare[n-1].(*Future[T]); ok {
+			h.spare[n-1] = nil
+			h.spare = h.spare[:n-1]
+			h.spareMu.Unlock()
+			return f
+		}
+	}
+	h.spareMu.Unlock()
+	return new(Future[T])
+}
+
 func (f *Future[T]) result() (T, error) {
 	f.once.Do(func() {
 		f.val, f.err = decodeResult(&f.c, f.codec)
@@ -204,7 +266,7 @@ func (rawCodec) Decode(b []byte, v *[]byte) error          { *v = append((*v)[:0
 // In and Out need codecs ([CodecFor]; [ErrNoCodec] otherwise). The request
 // is sent (or failed) before Action returns; a full mailbox makes it wait
 // until ctx is done. The future is the one allocation of an action in
-// steady state.
+// steady state, none when futures are given back with [Future.Release].
 func Action[Out, In any](ctx context.Context, h *Handle, name string, in In) (*Future[Out], error) {
 	inc, err := CodecFor[In]()
 	if err != nil {
@@ -219,7 +281,8 @@ func Action[Out, In any](ctx context.Context, h *Handle, name string, in In) (*F
 
 // ActionCodec is [Action] with explicit codecs.
 func ActionCodec[Out, In any](ctx context.Context, h *Handle, name string, in In, inc Codec[In], outc Codec[Out]) (*Future[Out], error) {
-	f := &Future[Out]{codec: outc}
+	f := spareFuture[Out](h)
+	f.codec = outc
 	c := &f.c
 	h.initCall(c, exchange.KindActionRequest)
 	if err := encodeRequest(c, name, in, inc); err != nil {

@@ -198,3 +198,64 @@ func TestBatchedResponses(t *testing.T) {
 		}
 	})
 }
+
+// TestFutureRelease: a released future is reused by the handle's next
+// action of the same result type, and reads that action's result; a
+// pending one is cancelled by its release, and its late response goes to
+// no one; a second release does nothing.
+func TestFutureRelease(t *testing.T) {
+	forEnvs(t, func(t *testing.T, e env, x exchange.Exchange, m *agent.Manager) {
+		ctx := testCtx(t)
+		h, err := m.Launch(ctx, "Echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := agent.Action[[]byte](ctx, h, "echo", []byte("one"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := f.Wait(ctx); err != nil || string(got) != "one" {
+			t.Fatalf("first: %q, %v", got, err)
+		}
+		f.Release()
+		f.Release()
+		g, err := agent.Action[[]byte](ctx, h, "echo", []byte("two"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if g != f {
+			t.Fatal("the released future was not reused")
+		}
+		if got, err := g.Wait(ctx); err != nil || string(got) != "two" {
+			t.Fatalf("reused: %q, %v", got, err)
+		}
+		if _, err := g.Result(); err != nil {
+			t.Fatal(err)
+		}
+		g.Release()
+		// Another result type gets a future of its own.
+		if v, err := agent.Action[int](ctx, h, "sleep", 1); err != nil {
+			t.Fatal(err)
+		} else if n, err := v.Wait(ctx); err != nil || n != 1 {
+			t.Fatalf("sleep: %v, %v", n, err)
+		}
+		// A pending future, released: cancelled; its response, when it
+		// comes, is dropped, and the futures after it read their own.
+		slow, err := agent.Action[[]byte](ctx, h, "echo", []byte("late"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		slow.Release()
+		for i := range 20 {
+			want := strconv.Itoa(i)
+			f, err := agent.Action[[]byte](ctx, h, "echo", []byte(want))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := f.Wait(ctx); err != nil || string(got) != want {
+				t.Fatalf("after a released pending future, %d: %q, %v", i, got, err)
+			}
+			f.Release()
+		}
+	})
+}

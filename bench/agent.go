@@ -277,8 +277,9 @@ func actionRTT(ctx context.Context, env *Env, root, mode string) (Latency, error
 }
 
 // pipeline runs no-op actions through h with actionWindow in flight until
-// the phase is over, and returns how many completed. The window is a ring:
-// the loop allocates nothing but the futures.
+// the phase is over, and returns how many completed. The window is a ring,
+// and each future is released once read for the next action to reuse:
+// the loop allocates nothing.
 func pipeline(ctx context.Context, h *agent.Handle, p Phase) (int64, error) {
 	args := make([]byte, MsgSize)
 	var window [actionWindow]*agent.Future[agent.NoArgs]
@@ -289,6 +290,7 @@ func pipeline(ctx context.Context, h *agent.Handle, p Phase) (int64, error) {
 			if _, err := f.Wait(ctx); err != nil {
 				return n, err
 			}
+			f.Release() // read: the next Action reuses it
 			window[i] = nil
 			n++
 			if n&63 == 0 && (p.Count > 0 && n >= p.Count || p.Count <= 0 && time.Since(start) >= p.Duration) {
