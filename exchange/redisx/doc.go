@@ -44,14 +44,18 @@
 //     is how one Redis server carries tens of thousands of actions per
 //     second.
 //   - Recv: one round trip per batch: the trim of the receiver's own
-//     taken list that acknowledges the previous batch; a blocking move
-//     (BLMOVE) from the mailbox to that list, which returns at once when
+//     taken list that acknowledges the previous batch; then, when the
+//     previous take left nothing pending, a blocking move (BLMOVE) of one
+//     message from the mailbox to that list, which returns at once when
 //     the mailbox holds something and otherwise waits for the next send;
-//     moves of as many more as the previous take saw queued (up to
-//     [WithRecvBatch]); the mailbox's length; and, at most every 50 ms
-//     while messages flow, the record's state (a take that finds a
-//     marker, which Terminate pushes, reads it before returning anything).
-//     The replies come back together, so the receiver wakes once.
+//     when messages were pending, a rename of the whole mailbox to the
+//     taken list (RENAMENX: O(1), and nothing while the list still holds
+//     some of what the last rename moved) and a read of its oldest
+//     [WithRecvBatch] messages; the lengths of the mailbox and of the
+//     taken list; and, at most every 50 ms while messages flow, the
+//     record's state (a take that finds a marker, which Terminate pushes,
+//     reads it before returning anything). The replies come back
+//     together, so the receiver wakes once.
 //   - Register, Terminate, Status, Info, Discover, Mailbox, Reopen: one
 //     script each (Terminate then sends its error responses as one more).
 //

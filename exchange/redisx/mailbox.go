@@ -44,10 +44,6 @@ const blockStep = time.Second
 // (seen dead while it lived) or whose record Redis lost goes on taking.
 const recordCheck = 50 * time.Millisecond
 
-// errTakeAgain says that a take must be repeated at once: its moves did
-// not run (NOSCRIPT), so its empty result says nothing.
-var errTakeAgain = errors.New("redisx: take again")
-
 // mailbox is a receiving client of one mailbox.
 type mailbox struct {
 	x     *Exchange
@@ -64,7 +60,7 @@ type mailbox struct {
 	mu      sync.Mutex  // one Recv at a time; guards what follows
 	buf     []string    // taken, not yet returned, oldest first
 	held    []string    // what f holds (markers too), oldest first
-	queued  int         // how many were still queued after the last take (the next one moves as many more)
+	queued  int         // how many were pending after the last take, in f and in the mailbox (0: the next take blocks)
 	dirty   bool        // a take's reply was lost: f must be recovered first
 	term    bool        // the mailbox was seen terminated
 	over    bool        // reopened or taken over: closed for this client
@@ -122,9 +118,6 @@ func (mb *mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 			return err
 		}
 		err := mb.take(ctx)
-		if errors.Is(err, errTakeAgain) {
-			continue
-		}
 		if err == nil && len(mb.buf) == 0 && mb.term {
 			return exchange.ErrMailboxClosed
 		}
@@ -156,15 +149,20 @@ func (mb *mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 }
 
 // take acknowledges what was taken and returned, and takes the next batch
-// into buf, in one round trip: a blocking move (BLMOVE q f), which returns
-// at once when the mailbox holds something and otherwise waits for the
-// next message, at most blockStep (or until ctx's deadline); the trim that
-// drops the previous batch from f; moves of as many as the last take saw
-// still queued (none in a ping-pong); the mailbox's length; and the
-// record's state. The replies come back
-// together: the receiver wakes once per batch. A receiver that knows its
-// mailbox terminated does not wait, and takes a whole batch. take sets
-// term, or over, or fails with ErrUnavailable.
+// into buf, in one round trip of plain commands, which starts with the trim
+// of f that drops the previous batch (after it f is empty, unless the last
+// take left some of what it moved there). When nothing was pending after
+// the last take, a blocking move (BLMOVE q f) takes one message, returning
+// at once when the mailbox holds something and otherwise waiting for the
+// next one, at most blockStep (or until ctx's deadline); the mailbox's
+// length follows (none in a ping-pong). When messages were pending, the
+// take does not wait: it renames the whole mailbox into f (RENAMENX, O(1),
+// which does nothing while f still holds some of the last move), reads
+// the oldest batch of f and the lengths of f and of the new mailbox. Every
+// few takes, and after one that found a marker, the record's state. The
+// replies come back together: the receiver wakes once per batch. A
+// receiver that knows its mailbox terminated does not wait. take sets term,
+// or over, or fails with ErrUnavailable.
 func (mb *mailbox) take(ctx context.Context) error {
 	s := mb.x.s
 	if mb.dirty {
@@ -176,17 +174,13 @@ func (mb *mailbox) take(ctx context.Context) error {
 	if dl, ok := ctx.Deadline(); ok {
 		wait = min(wait, time.Until(dl))
 	}
-	block := wait >= time.Millisecond && !mb.term
+	block := wait >= time.Millisecond && !mb.term && mb.queued == 0
 	if block {
 		mb.blocked.Store(true)
 		if mb.closed.Load() { // Close looks at blocked after it sets closed
 			block = false
 			mb.blocked.Store(false)
 		}
-	}
-	more := min(s.o.batch-1, mb.queued)
-	if !block {
-		more = s.o.batch
 	}
 	// No deadline of the caller's on the socket: the server's timeout ends
 	// the move, and a read cut short leaves the outcome unknown.
@@ -196,31 +190,26 @@ func (mb *mailbox) take(ctx context.Context) error {
 	}
 	pipe := s.pipeline(mb.conn)
 	// The acknowledgment first: it runs before the move blocks, off the
-	// path from a send to this receiver's wake-up. (The move pushes at the
-	// left of f, the trim drops the oldest at the right: either order
-	// leaves f the same, and recover does not depend on it.)
+	// path from a send to this receiver's wake-up.
 	if n := len(mb.held); n > 0 {
 		pipe.LTrim(bg, mb.f, 0, int64(-(n + 1)))
 	}
 	var bl *redis.StringCmd
+	var rn *redis.BoolCmd
+	var rg *redis.StringSliceCmd
+	var flen *redis.IntCmd
 	if block {
 		// (go-redis's BLMove rounds the timeout up to whole seconds: the
 		// command is spelled out, with milliseconds.)
 		bl = redis.NewStringCmd(bg, "blmove", mb.k.q, mb.f, "RIGHT", "LEFT",
 			strconv.FormatFloat(wait.Seconds(), 'f', 3, 64))
 		pipe.Process(bg, bl)
-	}
-	var mv *redis.StringSliceCmd
-	stale := s.scriptsStale.Load()
-	if more > 0 {
-		// EVALSHA, or EVAL with the body when the server may have lost its
-		// scripts (it was unreachable, or said NOSCRIPT).
-		if stale {
-			mv = redis.NewStringSliceCmd(bg, "eval", takeMoreSrc, 2, mb.k.q, mb.f, more)
-		} else {
-			mv = redis.NewStringSliceCmd(bg, "evalsha", takeMoreScript.Hash(), 2, mb.k.q, mb.f, more)
-		}
-		pipe.Process(bg, mv)
+	} else {
+		// The whole mailbox becomes f when f is empty; a mailbox that does
+		// not exist (empty) fails the rename, which says only that.
+		rn = pipe.RenameNX(bg, mb.k.q, mb.f)
+		rg = pipe.LRange(bg, mb.f, int64(-s.o.batch), -1)
+		flen = pipe.LLen(bg, mb.f)
 	}
 	qlen := pipe.LLen(bg, mb.k.q)
 	// The record is read when it was not for recordCheck, and by a take
@@ -239,31 +228,37 @@ func (mb *mailbox) take(ctx context.Context) error {
 		stop()
 		mb.blocked.Store(false)
 	}
-	mb.conn = s.unpinRecv(mb.conn, err)
-	noScript := mv != nil && redis.HasErrorPrefix(mv.Err(), "NOSCRIPT")
-	if err != nil && !errors.Is(err, redis.Nil) && !(noScript && errors.Is(err, mv.Err())) {
-		if isNetErr(err) {
-			s.scriptsStale.Store(true)
+	if err != nil && rn != nil && redis.HasErrorPrefix(rn.Err(), "no such key") {
+		// The mailbox was empty, which the rename says with an error:
+		// the other replies say what f holds.
+		err = nil
+		for _, c := range []redis.Cmder{rg, flen, qlen, rec} {
+			if c != nil && c.Err() != nil && !errors.Is(c.Err(), redis.Nil) {
+				err = c.Err()
+				break
+			}
 		}
+	}
+	mb.conn = s.unpinRecv(mb.conn, err)
+	if err != nil && !errors.Is(err, redis.Nil) {
 		mb.dirty = true // what f holds is not known any more
 		return unavailable(err)
 	}
-	switch {
-	case noScript:
-		s.scriptsStale.Store(true) // it did not run; the rest did
-	case mv != nil && stale:
-		s.scriptsStale.Store(false)
-	}
 	mb.held = mb.held[:0]
+	left := 0
 	if bl != nil {
 		if v, err := bl.Result(); err == nil {
 			mb.held = append(mb.held, v)
 		}
 	}
-	if mv != nil && !noScript {
-		mb.held = append(mb.held, mv.Val()...)
+	if rg != nil {
+		v := rg.Val() // the newest first
+		for i := len(v) - 1; i >= 0; i-- {
+			mb.held = append(mb.held, v[i])
+		}
+		left = int(flen.Val()) - len(v)
 	}
-	mb.queued = int(qlen.Val())
+	mb.queued = left + int(qlen.Val())
 	if rec == nil && slices.Contains(mb.held, "") {
 		// A Terminate, a Close or a wake-up pushed a marker: what was sent
 		// after it is returned only once the record says what happened.
@@ -320,11 +315,6 @@ func (mb *mailbox) take(ctx context.Context) error {
 		}
 	}
 	mb.fill()
-	if noScript && len(mb.buf) == 0 && !mb.over {
-		// The moves did not run (the server had not loaded the script):
-		// that the take brought nothing says nothing of the mailbox.
-		return errTakeAgain
-	}
 	if mb.over && len(mb.buf) == 0 {
 		return fmt.Errorf("%w: %v is gone from Redis", exchange.ErrMailboxClosed, mb.id)
 	}

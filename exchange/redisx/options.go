@@ -28,7 +28,7 @@ const (
 	// come back (reconnecting) before it fails with ErrUnavailable, when
 	// its context allows that long.
 	DefaultOutageWait = 5 * time.Second
-	// DefaultRecvBatch is how many messages a receiver takes per round
+	// DefaultRecvBatch is how many messages a receive returns per round
 	// trip when several are queued.
 	DefaultRecvBatch = 64
 	// maxSendBatch bounds the messages of one send script.
@@ -91,7 +91,9 @@ func WithNode(name string) Option { return func(o *options) { o.node = name } }
 
 // WithMailboxCapacity sets how many messages each mailbox this handle
 // registers holds before Send waits for space (default
-// DefaultMailboxCapacity).
+// DefaultMailboxCapacity). It bounds the mailbox's queue; its receiver's
+// taken list, which holds what a take moved and Recv has not returned
+// yet, can hold as many more (a take moves the whole queue at once).
 func WithMailboxCapacity(n int) Option { return func(o *options) { o.capacity = max(n, 1) } }
 
 // WithLivenessTTL sets how long a heartbeat lives (default
@@ -108,10 +110,11 @@ func WithLivenessTTL(d time.Duration) Option {
 // DefaultOutageWait; the caller's context may end it sooner).
 func WithOutageWait(d time.Duration) Option { return func(o *options) { o.outage = max(d, 0) } }
 
-// WithRecvBatch sets how many queued messages a receiver takes per round
+// WithRecvBatch sets how many queued messages a receiver reads per round
 // trip (default DefaultRecvBatch). They are acknowledged together at the
 // next take: a receiver that dies may have a whole batch delivered again
-// (see the package documentation on delivery).
+// (see the package documentation on delivery); what it moved to its
+// taken list and did not read goes back to the mailbox, undelivered.
 func WithRecvBatch(n int) Option { return func(o *options) { o.batch = min(max(n, 1), 1024) } }
 
 // WithPoolSize sets the connection pool size of the client the exchange

@@ -58,19 +58,6 @@ end
 
 func script(body string) *redis.Script { return redis.NewScript(prelude + body) }
 
-// takeMore moves up to k more messages from a mailbox to a receiver's taken
-// list and returns them, oldest first: a receive pipelines it after its
-// blocking move when the previous take saw messages queued (k of them), so
-// that a batch is one reply instead of k. KEYS: q, f. ARGV: k.
-const takeMoreSrc = `
-local got = redis.call('RPOP', KEYS[1], tonumber(ARGV[1]))
-if not got then return {} end
-redis.call('LPUSH', KEYS[2], unpack(got))
-return got
-`
-
-var takeMoreScript = redis.NewScript(takeMoreSrc)
-
 // Result codes of the scripts.
 const (
 	codeMissing    = 0 // no record (or another role)

@@ -50,15 +50,11 @@ type session struct {
 	reapTurn  int
 	unhealthy bool // the last beat failed
 
-	incs     sync.Map // exchange.UUID -> *incEntry
-	keyCache sync.Map // exchange.EntityID -> *cachedKeys
-	keyCount atomic.Int64
-	// scriptsStale: the server may have lost its script cache (it was
-	// unreachable, or said NOSCRIPT): the next receive sends the body of
-	// the script it pipelines.
-	scriptsStale atomic.Bool
-	pinnedRecv   atomic.Int32 // receivers' pinned connections (at most half the pool)
-	tokens       atomic.Uint64
+	incs       sync.Map // exchange.UUID -> *incEntry
+	keyCache   sync.Map // exchange.EntityID -> *cachedKeys
+	keyCount   atomic.Int64
+	pinnedRecv atomic.Int32 // receivers' pinned connections (at most half the pool)
+	tokens     atomic.Uint64
 
 	stop chan struct{}
 	done chan struct{}
