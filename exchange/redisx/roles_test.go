@@ -111,11 +111,12 @@ func agentNode(args []string) int {
 }
 
 // receiverNode opens the mailbox given as its extra argument, receives one
-// message, prints "got <kind>" and waits for stdin to close (the test
-// kills it before).
+// message (or as many as a second extra argument says, reading batches of
+// two), prints "got <kind>" after each and waits for stdin to close (the
+// test kills it before).
 func receiverNode(args []string) int {
 	spec, rest, err := parseSpec(args)
-	if err != nil || len(rest) != 1 {
+	if err != nil || len(rest) < 1 || len(rest) > 2 {
 		fmt.Fprintln(os.Stderr, "bad arguments", err)
 		return 2
 	}
@@ -124,8 +125,17 @@ func receiverNode(args []string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	n := 1
+	var extra []redisx.Option
+	if len(rest) == 2 {
+		if n, err = strconv.Atoi(rest[1]); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		extra = append(extra, redisx.WithRecvBatch(2))
+	}
 	ctx := context.Background()
-	x, err := spec.join(ctx)
+	x, err := spec.join(ctx, extra...)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "join:", err)
 		return 1
@@ -139,11 +149,13 @@ func receiverNode(args []string) int {
 	var m exchange.Message
 	c, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	if err := mb.Recv(c, &m); err != nil {
-		fmt.Fprintln(os.Stderr, "recv:", err)
-		return 1
+	for range n {
+		if err := mb.Recv(c, &m); err != nil {
+			fmt.Fprintln(os.Stderr, "recv:", err)
+			return 1
+		}
+		fmt.Println("got", m.Kind, string(m.Result))
 	}
-	fmt.Println("got", m.Kind, string(m.Result))
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
 		if strings.TrimSpace(sc.Text()) == "quit" {
