@@ -59,7 +59,9 @@ func (hm *hybridMailbox) forward(ctx context.Context) {
 			// for the receiver's drain (its requests are answered by the
 			// Redis side's terminate).
 			if m.Kind.IsRequest() {
-				hm.rmb.s().answer(ctx, hm.id.UUID, []any{string(mustEncode(&m))})
+				// Answered from the message as decoded: no encoding
+				// that could fail and drop it unanswered.
+				hm.rmb.s().answer(ctx, hm.id.UUID, &m)
 				continue
 			}
 			hm.mu.Lock()
@@ -82,11 +84,6 @@ func (hm *hybridMailbox) forward(ctx context.Context) {
 			}
 		}
 	}
-}
-
-func mustEncode(m *exchange.Message) []byte {
-	b, _ := m.MarshalMsg(nil)
-	return b
 }
 
 // endRedis terminates the Redis mailbox once the ring is (once).

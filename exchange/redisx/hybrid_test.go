@@ -11,6 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shmex/shmex/agent"
+	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/exchange/redisx"
 	"github.com/shmex/shmex/internal/redistest"
 )
 
@@ -77,4 +79,60 @@ func TestHybridSameNodeNoRedis(t *testing.T) {
 		t.Fatalf("%d same-node calls in %v cost %d Redis commands (background allowance %d)", calls, el, used, background)
 	}
 	t.Logf("%d same-node calls in %v: %d Redis commands in that time (heartbeats, idle waits)", calls, el.Round(time.Millisecond), used)
+}
+
+// TestHybridForwardToTerminatedRing: a request from another node that the
+// forwarder takes from the Redis mailbox after the entity's ring was
+// terminated is answered with an error response (mailbox terminated), from
+// the message as received: its requester is not left waiting.
+func TestHybridForwardToTerminatedRing(t *testing.T) {
+	srv := sharedServer(t)
+	prefix := newPrefix()
+	ctx := ctxT(t, 30*time.Second)
+	shm, err := exchange.Open("x", exchange.WithRoot(shmRoot(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shm.Close() })
+	a, err := redisx.NewHybrid(ctx, shm, redisx.WithAddr(srv.Addr), redisx.WithPrefix(prefix), redisx.WithNode("A"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	b := joinT(t, spec(t, srv.Addr, prefix, "hybrid", "B"))
+
+	ag, err := a.RegisterAgent(ctx, exchange.Behavior{Name: "Victim"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	amb, err := a.Mailbox(ctx, ag) // starts the forwarder
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer amb.Close()
+	cl, err := b.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bmb, err := b.Mailbox(ctx, cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer bmb.Close()
+	// The ring alone: the Redis mailbox stays active, so the request goes
+	// to it, and the forwarder meets the terminated ring.
+	if err := shm.Terminate(ctx, ag); err != nil {
+		t.Fatal(err)
+	}
+	req := exchange.NewActionRequest(cl, ag, "work", []byte("late"))
+	if err := b.Send(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	var m exchange.Message
+	if err := bmb.Recv(ctx, &m); err != nil {
+		t.Fatal(err)
+	}
+	if m.Kind != exchange.KindActionResponse || m.Tag != req.Tag || string(m.ErrorKind) != exchange.ErrorKindMailboxTerminated {
+		t.Fatalf("answer to a request forwarded to a terminated ring: %v", &m)
+	}
 }

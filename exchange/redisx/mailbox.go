@@ -102,7 +102,7 @@ func (mb *mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 				// Found after the mailbox was terminated: answered, as the
 				// requests still queued were by Terminate.
 				if mb.answer.Decode(raw) == nil {
-					s.answer(ctx, mb.id.UUID, []any{b})
+					s.answer(ctx, mb.id.UUID, &mb.answer)
 				}
 				continue
 			}

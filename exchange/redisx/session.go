@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
@@ -508,36 +509,50 @@ func (s *session) terminate(ctx context.Context, id exchange.EntityID, onlyIfDea
 	if onlyIfDead {
 		s.log.Info("redisx: owner of mailbox died; terminated it", "session", s.id, "mailbox", h)
 	}
-	s.answer(ctx, u, res[1:])
+	s.answerRaw(ctx, u, res[1:])
 	return nil
+}
+
+// answerRaw answers the requests a terminate script took out of the
+// mailbox of u (encoded messages), decoding each once; what does not
+// decode as a request is skipped.
+func (s *session) answerRaw(ctx context.Context, u exchange.UUID, raw []any) {
+	reqs := make([]*exchange.Message, 0, len(raw))
+	for _, r := range raw {
+		b, ok := r.(string)
+		if !ok {
+			continue
+		}
+		m := new(exchange.Message)
+		if m.Decode(unsafe.Slice(unsafe.StringData(b), len(b))) == nil { // Decode copies; never written
+			reqs = append(reqs, m)
+		}
+	}
+	s.answer(ctx, u, reqs...)
 }
 
 // answer sends the error responses to requests found queued in the
 // terminated mailbox of u, each to its sender, waiting a short while for
-// space; requesters that are gone are skipped.
-func (s *session) answer(ctx context.Context, u exchange.UUID, reqs []any) {
+// space; requesters that are gone are skipped, other failures logged.
+// reqs are not modified.
+func (s *session) answer(ctx context.Context, u exchange.UUID, reqs ...*exchange.Message) {
 	if len(reqs) == 0 {
 		return
 	}
 	ctx = context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
-	for _, r := range reqs {
-		b, ok := r.(string)
-		if !ok {
+	for _, req := range reqs {
+		if !req.Kind.IsRequest() {
 			continue
 		}
-		var m exchange.Message
-		if m.Decode([]byte(b)) != nil || !m.Kind.IsRequest() {
-			continue
-		}
-		id := m.Dest
-		m.SetErrorResponse(&m, &exchange.RemoteError{Kind: exchange.ErrorKindMailboxTerminated, Message: "mailbox " + id.String() + " was terminated"})
+		id := req.Dest
+		m := req.ErrorResponse(&exchange.RemoteError{Kind: exchange.ErrorKindMailboxTerminated, Message: "mailbox " + id.String() + " was terminated"})
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			c, cancel := context.WithTimeout(ctx, 50*time.Millisecond+s.o.outage)
 			defer cancel()
-			if _, err := s.send(c, &m, 50*time.Millisecond); err != nil &&
+			if _, err := s.send(c, m, 50*time.Millisecond); err != nil &&
 				!errors.Is(err, exchange.ErrBadEntityID) && !errors.Is(err, exchange.ErrMailboxClosed) {
 				s.log.Warn("redisx: could not answer a request queued in a terminated mailbox", "mailbox", id, "sender", m.Dest, "err", err)
 			}
