@@ -51,8 +51,7 @@
 //     when messages were pending, a rename of the whole mailbox to the
 //     taken list (RENAMENX: O(1), and nothing while the list still holds
 //     some of what the last rename moved) and a read of its oldest
-//     [WithRecvBatch] messages; the lengths of the mailbox and of the
-//     taken list; and, at most every 50 ms while messages flow, the
+//     [WithRecvBatch] messages; the mailbox's length; and, at most every 50 ms while messages flow, the
 //     record's state (a take that finds a marker, which Terminate pushes,
 //     reads it before returning anything). The replies come back
 //     together, so the receiver wakes once.

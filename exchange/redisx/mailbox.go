@@ -60,7 +60,7 @@ type mailbox struct {
 	mu      sync.Mutex  // one Recv at a time; guards what follows
 	buf     []string    // taken, not yet returned, oldest first
 	held    []string    // what f holds (markers too), oldest first
-	queued  int         // how many were pending after the last take, in f and in the mailbox (0: the next take blocks)
+	queued  int         // messages may be pending after the last take, in f or in the mailbox (0: the next take blocks)
 	dirty   bool        // a take's reply was lost: f must be recovered first
 	term    bool        // the mailbox was seen terminated
 	over    bool        // reopened or taken over: closed for this client
@@ -118,7 +118,7 @@ func (mb *mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 			return err
 		}
 		err := mb.take(ctx)
-		if err == nil && len(mb.buf) == 0 && mb.term {
+		if err == nil && len(mb.buf) == 0 && mb.term && mb.queued == 0 {
 			return exchange.ErrMailboxClosed
 		}
 		if err == nil {
@@ -158,7 +158,8 @@ func (mb *mailbox) Recv(ctx context.Context, m *exchange.Message) error {
 // length follows (none in a ping-pong). When messages were pending, the
 // take does not wait: it renames the whole mailbox into f (RENAMENX, O(1),
 // which does nothing while f still holds some of the last move), reads
-// the oldest batch of f and the lengths of f and of the new mailbox. Every
+// the oldest batch of f and the length of the new mailbox (a full batch
+// says that f may hold more). Every
 // few takes, and after one that found a marker, the record's state. The
 // replies come back together: the receiver wakes once per batch. A
 // receiver that knows its mailbox terminated does not wait. take sets term,
@@ -197,7 +198,6 @@ func (mb *mailbox) take(ctx context.Context) error {
 	var bl *redis.StringCmd
 	var rn *redis.BoolCmd
 	var rg *redis.StringSliceCmd
-	var flen *redis.IntCmd
 	if block {
 		// (go-redis's BLMove rounds the timeout up to whole seconds: the
 		// command is spelled out, with milliseconds.)
@@ -209,7 +209,6 @@ func (mb *mailbox) take(ctx context.Context) error {
 		// not exist (empty) fails the rename, which says only that.
 		rn = pipe.RenameNX(bg, mb.k.q, mb.f)
 		rg = pipe.LRange(bg, mb.f, int64(-s.o.batch), -1)
-		flen = pipe.LLen(bg, mb.f)
 	}
 	qlen := pipe.LLen(bg, mb.k.q)
 	// The record is read when it was not for recordCheck, and by a take
@@ -232,7 +231,7 @@ func (mb *mailbox) take(ctx context.Context) error {
 		// The mailbox was empty, which the rename says with an error:
 		// the other replies say what f holds.
 		err = nil
-		for _, c := range []redis.Cmder{rg, flen, qlen, rec} {
+		for _, c := range []redis.Cmder{rg, qlen, rec} {
 			if c != nil && c.Err() != nil && !errors.Is(c.Err(), redis.Nil) {
 				err = c.Err()
 				break
@@ -256,7 +255,9 @@ func (mb *mailbox) take(ctx context.Context) error {
 		for i := len(v) - 1; i >= 0; i-- {
 			mb.held = append(mb.held, v[i])
 		}
-		left = int(flen.Val()) - len(v)
+		if len(v) == s.o.batch {
+			left = 1 // maybe more in f: the next take does not wait
+		}
 	}
 	mb.queued = left + int(qlen.Val())
 	if rec == nil && slices.Contains(mb.held, "") {
