@@ -48,19 +48,25 @@ func init() {
 		Doc: "request-response and no-op action with 64 bytes of arguments from node A (this process) to node B (a child) " +
 			"through the Redis exchange (exchange/redisx) on a local redis-server started for the run",
 		Metrics: []string{MetricClusterMsgRTT, MetricClusterRTT},
+		Targets: []Target{{Metric: MetricClusterRTT, Op: AtMost, Factor: 1.5, Vs: MetricRedisRTT, Issue: 14}},
 		Run:     runClusterRTT,
 	})
 	Register(Scenario{
 		Name: "cluster/throughput", Rank: RankShmex + 41,
 		Doc:     "no-op actions with 64 bytes of arguments, 64 in flight per goroutine, 64 goroutines (2 clients) on node A to 8 agents on node B (one child) through one local Redis server",
 		Metrics: []string{MetricClusterThroughput},
+		Targets: []Target{{Metric: MetricClusterThroughput, Op: AtLeast, Factor: clusterTarget, Issue: 14}},
 		Run:     runClusterThroughput,
 	})
 	Register(Scenario{
 		Name: "hybrid/rtt", Rank: RankShmex + 42,
 		Doc:     "no-op action between two processes of one node on the hybrid exchange (shared memory for the node, Redis for the others), spin and futex modes",
 		Metrics: []string{MetricHybridRTT, MetricHybridRTTFutex},
-		Run:     runHybridRTT,
+		Targets: []Target{
+			{Metric: MetricHybridRTT, Op: AtMost, Factor: 1.1, Vs: MetricActionRTT, Issue: 14},
+			{Metric: MetricHybridRTTFutex, Op: AtMost, Factor: 1.1, Vs: MetricActionRTTFutex, Issue: 14},
+		},
+		Run: runHybridRTT,
 	})
 	RegisterChild("cluster-agents", childClusterAgents)
 	RegisterChild("cluster-echo", childClusterEcho)
