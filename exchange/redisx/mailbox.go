@@ -57,18 +57,19 @@ type mailbox struct {
 	closed  atomic.Bool
 	blocked atomic.Bool // a Recv waits in a blocking move
 
-	mu      sync.Mutex  // one Recv at a time; guards what follows
-	buf     []string    // taken, not yet returned, oldest first
-	held    []string    // what f holds (markers too), oldest first
-	queued  int         // messages may be pending after the last take, in f or in the mailbox (0: the next take blocks)
-	dirty   bool        // a take's reply was lost: f must be recovered first
-	term    bool        // the mailbox was seen terminated
-	over    bool        // reopened or taken over: closed for this client
-	missing time.Time   // when the record was first found missing
-	last    string      // the message Recv returned last
-	checked time.Time   // when a take last read the record
-	conn    *redis.Conn // pinned for the takes (nil: not yet, or a cluster client)
-	answer  exchange.Message
+	mu       sync.Mutex  // one Recv at a time; guards what follows
+	buf      []string    // taken, not yet returned, oldest first
+	bufStore []string    // buf's backing array, from its start
+	held     []string    // what f holds (markers too), oldest first
+	queued   int         // messages may be pending after the last take, in f or in the mailbox (0: the next take blocks)
+	dirty    bool        // a take's reply was lost: f must be recovered first
+	term     bool        // the mailbox was seen terminated
+	over     bool        // reopened or taken over: closed for this client
+	missing  time.Time   // when the record was first found missing
+	last     string      // the message Recv returned last
+	checked  time.Time   // when a take last read the record
+	conn     *redis.Conn // pinned for the takes (nil: not yet, or a cluster client)
+	answer   exchange.Message
 }
 
 var _ exchange.Mailbox = (*mailbox)(nil)
@@ -325,14 +326,16 @@ func (mb *mailbox) take(ctx context.Context) error {
 	return nil
 }
 
-// fill sets buf to what held holds but markers.
+// fill sets buf to what held holds but markers, in the backing array
+// bufStore (Recv's reslicing of buf from the front loses capacity).
 func (mb *mailbox) fill() {
-	mb.buf = mb.buf[:0]
+	mb.buf = mb.bufStore[:0]
 	for _, v := range mb.held {
 		if v != "" {
 			mb.buf = append(mb.buf, v)
 		}
 	}
+	mb.bufStore = mb.buf
 }
 
 // recover finds out what f holds after a take whose reply was lost, and

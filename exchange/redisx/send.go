@@ -39,6 +39,11 @@ type sendReq struct {
 	done       chan struct{}
 }
 
+// MarshalBinary returns the encoded message: a *sendReq is a command
+// argument of its own, which go-redis writes with this, so that the
+// message's slice header is not copied to the heap to be boxed.
+func (r *sendReq) MarshalBinary() ([]byte, error) { return r.msg, nil }
+
 // Send codes (res).
 const (
 	sendMissing = -1
@@ -59,6 +64,12 @@ type sender struct {
 	q    []*sendReq
 	busy bool           // a leader runs
 	bg   sync.WaitGroup // leaders started in the background
+
+	// The leader's scratch, reused from batch to batch (one leader runs
+	// at a time: busy).
+	groups map[string]*sendGroup
+	gbuf   []sendGroup
+	order  []*sendGroup
 }
 
 // submit queues r and returns once it was sent (r.res, r.err set), or when
@@ -143,19 +154,39 @@ func isDone(r *sendReq) bool {
 type sendGroup struct {
 	e, q, role string
 	reqs       []*sendReq
+	args       []any
 	push       *redis.IntCmd
-	rec        *redis.SliceCmd
+	rec        *redis.StringSliceCmd
 }
 
 // exec sends one batch in one pipeline and hands each request its result.
 func (sd *sender) exec(batch []*sendReq) {
 	s := sd.s
-	var order []*sendGroup
-	groups := make(map[string]*sendGroup, len(batch))
+	if sd.groups == nil {
+		sd.groups = make(map[string]*sendGroup)
+	}
+	groups := sd.groups
+	if cap(sd.gbuf) < len(batch) {
+		sd.gbuf = make([]sendGroup, 0, max(len(batch), 2*cap(sd.gbuf)))
+	}
+	gbuf, order := sd.gbuf[:0], sd.order[:0]
+	defer func() {
+		clear(groups)
+		for i := range gbuf {
+			g := &gbuf[i]
+			clear(g.reqs)
+			clear(g.args)
+			*g = sendGroup{reqs: g.reqs[:0], args: g.args[:0]}
+		}
+		clear(order)
+		sd.gbuf, sd.order = gbuf[:0], order[:0]
+	}()
 	for _, r := range batch {
 		g := groups[r.q]
 		if g == nil {
-			g = &sendGroup{e: r.e, q: r.q, role: r.role}
+			gbuf = gbuf[:len(gbuf)+1] // within capacity: the pointers stay valid
+			g = &gbuf[len(gbuf)-1]
+			g.e, g.q, g.role = r.e, r.q, r.role
 			groups[r.q] = g
 			order = append(order, g)
 		}
@@ -168,14 +199,15 @@ func (sd *sender) exec(batch []*sendReq) {
 	err := s.retry(ctx, false, func(ctx context.Context) error {
 		pipe := s.cl.Pipeline()
 		for _, g := range order {
-			args := make([]any, 0, 2+len(g.reqs))
-			args = append(args, "lpush", g.q)
+			g.args = append(g.args[:0], "lpush", g.q)
 			for _, r := range g.reqs {
-				args = append(args, r.msg)
+				g.args = append(g.args, r) // written as r.msg (MarshalBinary)
 			}
-			g.push = redis.NewIntCmd(ctx, args...)
+			g.push = redis.NewIntCmd(ctx, g.args...)
 			pipe.Process(ctx, g.push)
-			g.rec = pipe.HMGet(ctx, g.e, "role", "st", "inc", "cap")
+			// HMGET's nil replies (no record) read as "".
+			g.rec = redis.NewStringSliceCmd(ctx, "hmget", g.e, "role", "st", "inc", "cap")
+			pipe.Process(ctx, g.rec)
 		}
 		_, err := pipe.Exec(ctx)
 		return err
@@ -191,10 +223,15 @@ func (sd *sender) exec(batch []*sendReq) {
 	var undo []*sendReq
 	for _, g := range order {
 		v := g.rec.Val()
-		role, _ := v[0].(string)
-		st, _ := v[1].(string)
-		inc, _ := strconv.ParseInt(str(v[2]), 10, 64)
-		capacity, _ := strconv.ParseInt(str(v[3]), 10, 64)
+		if len(v) != 4 {
+			for _, r := range g.reqs {
+				r.err = fmt.Errorf("%w: HMGET of a record returned %d fields", ErrProtocol, len(v))
+			}
+			continue
+		}
+		role, st := v[0], v[1]
+		inc, _ := strconv.ParseInt(v[2], 10, 64)
+		capacity, _ := strconv.ParseInt(v[3], 10, 64)
 		switch {
 		case role != g.role:
 			for _, r := range g.reqs {
@@ -226,7 +263,7 @@ func (sd *sender) exec(batch []*sendReq) {
 			pipe := s.cl.Pipeline()
 			rems = rems[:0]
 			for _, r := range undo {
-				rems = append(rems, pipe.LRem(ctx, r.q, 1, r.msg))
+				rems = append(rems, pipe.LRem(ctx, r.q, 1, r))
 			}
 			_, err := pipe.Exec(ctx)
 			return err
@@ -264,18 +301,31 @@ func (s *session) send(ctx context.Context, m *exchange.Message, fullWait time.D
 		return 0, err
 	}
 	_, ek := s.keysFor(m.Dest)
-	msg, err := m.MarshalMsg(make([]byte, 0, m.Msgsize()))
+	buf := getSendBuf(m.Msgsize())
+	msg, err := m.MarshalMsg((*buf)[:0])
 	if err != nil {
 		return 0, fmt.Errorf("%w: %w", exchange.ErrMessageTooLarge, err)
 	}
+	// The buffer goes back to the pool only once the last request that
+	// held it is done: one abandoned, or cut short while being sent, may
+	// still be read by the leader.
+	reuse := false
+	defer func() {
+		if reuse {
+			*buf = msg[:0]
+			putSendBuf(buf)
+		}
+	}()
 	role := roleArg(m.Dest.Role)
 	var full time.Time
 	backoff := 250 * time.Microsecond
 	for {
 		r := &sendReq{e: ek.e, q: ek.q, role: role, msg: msg, done: make(chan struct{})}
 		if err := s.snd.submit(ctx, r); err != nil {
+			reuse = false
 			return 0, err
 		}
+		reuse = true
 		if r.err != nil {
 			return 0, fmt.Errorf("redisx: send %v: %w", m, r.err)
 		}
@@ -306,5 +356,25 @@ func (s *session) send(ctx context.Context, m *exchange.Message, fullWait time.D
 		}
 		s.noteInc(m.Dest, r.res)
 		return uint32(r.res), nil
+	}
+}
+
+// Encoding buffers of sends, reused once their message is sent: up to
+// maxPooledSend bytes (a larger one is left to the collector).
+const maxPooledSend = 64 << 10
+
+var sendBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+func getSendBuf(size int) *[]byte {
+	b := sendBufs.Get().(*[]byte)
+	if cap(*b) < size {
+		*b = make([]byte, 0, size)
+	}
+	return b
+}
+
+func putSendBuf(b *[]byte) {
+	if cap(*b) <= maxPooledSend {
+		sendBufs.Put(b)
 	}
 }
