@@ -33,10 +33,35 @@ type sendReq struct {
 	e, q, role string // record key, mailbox key, role ("1", "2")
 	msg        []byte
 	state      atomic.Int32 // reqQueued, reqTaken, reqAbandoned
-	res        int64        // the incarnation, or a send code; valid once done is closed
+	res        int64        // the incarnation, or a send code; valid once done
 	inc        int64        // the incarnation, when res is a code
 	err        error
-	done       chan struct{}
+	sent       atomic.Bool   // done: set before done gets its token
+	done       chan struct{} // capacity 1: one token when the request is done
+}
+
+// Requests are reused once their caller took the token of done (see
+// submit): a request abandoned, or cut short while being sent, may still
+// be read by the leader, and is left to the collector.
+var sendReqs = sync.Pool{New: func() any { return &sendReq{done: make(chan struct{}, 1)} }}
+
+func getSendReq() *sendReq {
+	r := sendReqs.Get().(*sendReq)
+	r.state.Store(reqQueued)
+	r.sent.Store(false)
+	r.res, r.inc, r.err = 0, 0, nil
+	return r
+}
+
+func putSendReq(r *sendReq) {
+	r.msg = nil
+	sendReqs.Put(r)
+}
+
+// finish marks r done; the leader calls it once per request.
+func (r *sendReq) finish() {
+	r.sent.Store(true)
+	r.done <- struct{}{} // never blocks: one token per use, capacity 1
 }
 
 // MarshalBinary returns the encoded message: a *sendReq is a command
@@ -74,7 +99,8 @@ type sender struct {
 
 // submit queues r and returns once it was sent (r.res, r.err set), or when
 // ctx ends: before r was taken, r is never sent and ctx's error is
-// returned; after, the outcome is unknown and the error says so.
+// returned; after, the outcome is unknown and the error says so. When it
+// returns nil it has taken done's token: r may be reused.
 func (sd *sender) submit(ctx context.Context, r *sendReq) error {
 	sd.mu.Lock()
 	sd.q = append(sd.q, r)
@@ -98,6 +124,7 @@ func (sd *sender) submit(ctx context.Context, r *sendReq) error {
 	sd.busy = true
 	sd.mu.Unlock()
 	sd.lead(r)
+	<-r.done // lead returns once its own request is done
 	return nil
 }
 
@@ -112,7 +139,7 @@ func (sd *sender) lead(own *sendReq) {
 			sd.mu.Unlock()
 			return
 		}
-		if own != nil && own.state.Load() == reqTaken && isDone(own) {
+		if own != nil && own.state.Load() == reqTaken && own.sent.Load() {
 			// Ours is sent; others wait: let a new leader serve them.
 			sd.bg.Add(1)
 			sd.mu.Unlock()
@@ -138,15 +165,6 @@ func (sd *sender) lead(own *sendReq) {
 		if len(batch) > 0 {
 			sd.exec(batch)
 		}
-	}
-}
-
-func isDone(r *sendReq) bool {
-	select {
-	case <-r.done:
-		return true
-	default:
-		return false
 	}
 }
 
@@ -215,7 +233,7 @@ func (sd *sender) exec(batch []*sendReq) {
 	if err != nil {
 		for _, r := range batch {
 			r.err = err
-			close(r.done)
+			r.finish()
 		}
 		return
 	}
@@ -278,7 +296,7 @@ func (sd *sender) exec(batch []*sendReq) {
 		}
 	}
 	for _, r := range batch {
-		close(r.done)
+		r.finish()
 	}
 }
 
@@ -320,16 +338,19 @@ func (s *session) send(ctx context.Context, m *exchange.Message, fullWait time.D
 	var full time.Time
 	backoff := 250 * time.Microsecond
 	for {
-		r := &sendReq{e: ek.e, q: ek.q, role: role, msg: msg, done: make(chan struct{})}
+		r := getSendReq()
+		r.e, r.q, r.role, r.msg = ek.e, ek.q, role, msg
 		if err := s.snd.submit(ctx, r); err != nil {
 			reuse = false
 			return 0, err
 		}
 		reuse = true
-		if r.err != nil {
-			return 0, fmt.Errorf("redisx: send %v: %w", m, r.err)
+		res, rerr := r.res, r.err
+		putSendReq(r)
+		if rerr != nil {
+			return 0, fmt.Errorf("redisx: send %v: %w", m, rerr)
 		}
-		switch r.res {
+		switch res {
 		case sendMissing:
 			return 0, fmt.Errorf("%w: %v", exchange.ErrBadEntityID, m.Dest)
 		case sendClosed:
@@ -351,11 +372,11 @@ func (s *session) send(ctx context.Context, m *exchange.Message, fullWait time.D
 			backoff = min(2*backoff, 20*time.Millisecond)
 			continue
 		}
-		if r.res < 0 {
-			return 0, fmt.Errorf("%w: send code %d", ErrProtocol, r.res)
+		if res < 0 {
+			return 0, fmt.Errorf("%w: send code %d", ErrProtocol, res)
 		}
-		s.noteInc(m.Dest, r.res)
-		return uint32(r.res), nil
+		s.noteInc(m.Dest, res)
+		return uint32(res), nil
 	}
 }
 
