@@ -41,6 +41,9 @@ import (
 //	rcv   receiver token "<session>/<n>" of the open Mailbox client, or ""
 //	cap   mailbox capacity in messages
 //
+// A receive renames the mailbox {P}:q:... to its taken list {P}:f:...
+// (RENAMENX, same slot): the mailbox key is then gone until the next send.
+//
 // An empty string in a mailbox list is a wake-up marker, never a message
 // (an encoded message is at least 79 bytes): Terminate, a Mailbox Close and
 // a cancelled Recv push one to end a blocking take.

@@ -20,14 +20,14 @@ import (
 // what it takes from the mailbox list q to a taken list f of its own, and
 // drops from f what it took the time before only when it comes back for
 // more: a message stays in Redis until then, so a receiver that dies loses
-// nothing. A take is one round trip of plain commands: a blocking move
-// (BLMOVE q f), which returns at once when q holds something and otherwise
-// waits for the next send; the trim of f that acknowledges the previous
-// batch; moves of the rest of the batch; the record's state. A Close, a
-// Terminate or the end of the Recv's context end the wait with a wake-up
-// marker. Only this receiver writes to its f, so the trim by count is
-// exact; after a take whose reply was lost, the recover script finds out
-// what f holds.
+// nothing. A take is one round trip of plain commands (see take): the trim
+// of f that acknowledges the previous batch; a blocking move of one
+// message (BLMOVE q f) when nothing was pending, else the rename of the
+// whole of q to f and the read of a batch of it; the mailbox's length;
+// the record's state. A Close, a Terminate or the end of the Recv's
+// context end the wait with a wake-up marker. Only this receiver writes to
+// its f, so the trim by count is exact; after a take whose reply was lost,
+// the recover script finds out what f holds.
 
 // blockStep bounds one blocking move: the receiver then looks at the
 // mailbox's record again (reopened, taken over). Well under the client's
