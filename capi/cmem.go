@@ -9,6 +9,7 @@ import "C"
 
 import (
 	"fmt"
+	"sync"
 	"unsafe"
 )
 
@@ -74,4 +75,49 @@ func goBytes(p unsafe.Pointer, n int) []byte {
 		return nil
 	}
 	return unsafe.Slice((*byte)(p), n)
+}
+
+// Action names are interned: a program calls a few actions many times, and
+// converting the name C passes (C.GoString) cost an allocation per call.
+// actionName returns the Go string of a name from a table of those seen
+// before, allocating only for a new one; the table keeps at most
+// maxNames names of at most maxNameLen bytes (others are converted each
+// time).
+const (
+	maxNames   = 1024
+	maxNameLen = 256
+)
+
+var names struct {
+	mu sync.RWMutex
+	m  map[string]string
+}
+
+// actionName returns the NUL-terminated string at p (not NULL) as a Go
+// string.
+func actionName(p *C.char) string {
+	n := 0
+	for *(*byte)(unsafe.Add(unsafe.Pointer(p), n)) != 0 {
+		n++
+	}
+	b := unsafe.Slice((*byte)(unsafe.Pointer(p)), n)
+	if n > maxNameLen {
+		return string(b)
+	}
+	names.mu.RLock()
+	s, ok := names.m[string(b)] // no allocation: a lookup by bytes
+	names.mu.RUnlock()
+	if ok {
+		return s
+	}
+	s = string(b)
+	names.mu.Lock()
+	if names.m == nil {
+		names.m = make(map[string]string)
+	}
+	if len(names.m) < maxNames {
+		names.m[s] = s
+	}
+	names.mu.Unlock()
+	return s
 }

@@ -546,7 +546,7 @@ func shmexgo_call(hp C.uintptr_t, action *C.char, args *C.uint8_t, argsLen C.siz
 	if err != nil {
 		return fail(err)
 	}
-	res, err := o.call(C.GoString(action), a, int64(ns))
+	res, err := o.call(actionName(action), a, int64(ns))
 	if err != nil {
 		return fail(err)
 	}
@@ -570,7 +570,7 @@ func shmexgo_call_into(hp C.uintptr_t, action *C.char, args *C.uint8_t, argsLen 
 	if err != nil {
 		return fail(err)
 	}
-	res, err := o.call(C.GoString(action), a, int64(ns))
+	res, err := o.call(actionName(action), a, int64(ns))
 	if err != nil {
 		return fail(err)
 	}
@@ -594,7 +594,7 @@ func shmexgo_action(hp C.uintptr_t, action *C.char, args *C.uint8_t, argsLen C.s
 	if err != nil {
 		return fail(err)
 	}
-	_, h, err := o.action(C.GoString(action), a)
+	_, h, err := o.action(actionName(action), a)
 	if err != nil {
 		return fail(err)
 	}
@@ -621,7 +621,7 @@ func shmexgo_action_loan(hp C.uintptr_t, action *C.char, l C.uintptr_t, proxy *C
 	if proxy != nil && (plen == nil || capacity < maxProxy) {
 		return fail(fmt.Errorf("%w: the proxy buffer must hold SHMEX_PROXY_MAX (%d) bytes and come with len, has %d", errInval, maxProxy, capacity))
 	}
-	name := C.GoString(action)
+	name := actionName(action)
 	if name == "" {
 		return fail(fmt.Errorf("%w: empty action name", errInval))
 	}

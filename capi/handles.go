@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"unsafe"
 )
 
 // A handle is what C holds for an object: a number, never a Go pointer. Its
@@ -69,10 +70,50 @@ type node struct {
 
 func (n *node) base() *node { return n }
 
-var (
-	table  sync.Map // uint64 -> object
-	serial atomic.Uint64
-)
+var serial atomic.Uint64
+
+// The handle table maps a handle to its object. It is sharded by the
+// handle's serial number (consecutive handles fall in different shards), and
+// each shard is a plain map under a read-write lock: a lookup takes a read
+// lock and allocates nothing; an insert allocates only when a shard's map
+// grows. (A sync.Map allocated a node per insert and cost more per lookup,
+// on the path of every call.)
+const tableShards = 64
+
+type tableShard struct {
+	mu sync.RWMutex
+	m  map[uint64]object
+	_  [64 - (unsafe.Sizeof(sync.RWMutex{})+unsafe.Sizeof(map[uint64]object(nil)))%64]byte // a cache line per shard
+}
+
+var table [tableShards]tableShard
+
+func shardOf(h uint64) *tableShard { return &table[(h>>8)%tableShards] }
+
+func tableStore(h uint64, o object) {
+	s := shardOf(h)
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = make(map[uint64]object)
+	}
+	s.m[h] = o
+	s.mu.Unlock()
+}
+
+func tableLoad(h uint64) (object, bool) {
+	s := shardOf(h)
+	s.mu.RLock()
+	o, ok := s.m[h]
+	s.mu.RUnlock()
+	return o, ok
+}
+
+func tableDelete(h uint64) {
+	s := shardOf(h)
+	s.mu.Lock()
+	delete(s.m, h)
+	s.mu.Unlock()
+}
 
 // adopt gives o a handle of kind k under parent (nil for an exchange) and
 // puts it in the table. It fails with errClosed when the parent is closed
@@ -82,7 +123,7 @@ func adopt(parent object, o object, k kind) (uint64, error) {
 	n.h = serial.Add(1)<<8 | uint64(k)
 	n.parent = parent
 	if parent == nil {
-		table.Store(n.h, o)
+		tableStore(n.h, o)
 		return n.h, nil
 	}
 	p := parent.base()
@@ -95,14 +136,14 @@ func adopt(parent object, o object, k kind) (uint64, error) {
 		p.kids = make(map[uint64]object)
 	}
 	p.kids[n.h] = o
-	table.Store(n.h, o)
+	tableStore(n.h, o)
 	return n.h, nil
 }
 
 // find returns the object of handle h when it is open and a T; no error
 // is built (a caller on a path taken per message that expects misses).
 func find[T object](h uint64) (T, bool) {
-	v, ok := table.Load(h)
+	v, ok := tableLoad(h)
 	if !ok {
 		var zero T
 		return zero, false
@@ -117,7 +158,7 @@ func lookup[T object](h uint64, want kind) (T, error) {
 	if h == 0 {
 		return zero, fmt.Errorf("%w: NULL %s", errBadHandle, want)
 	}
-	v, ok := table.Load(h)
+	v, ok := tableLoad(h)
 	if !ok {
 		if k := kind(h & 0xff); k != want && k >= kindExchange && k <= kindView {
 			return zero, fmt.Errorf("%w: a %s handle where a %s is expected (or a closed one)", errBadHandle, k, want)
@@ -145,7 +186,7 @@ func closeObject(o object) error {
 	kids := n.kids
 	n.kids = nil
 	n.mu.Unlock()
-	table.Delete(n.h)
+	tableDelete(n.h)
 	for _, k := range kids {
 		closeObject(k)
 	}
