@@ -61,6 +61,14 @@ func hasBlobs(t reflect.Type, seen map[reflect.Type]bool) bool {
 // is done with a value it decoded: each Blob then keeps its payload only
 // if it was retained ([Blob.Retain]). Blobs released already are skipped.
 func ReleaseBlobs(ptr any) int {
+	if p, ok := ptr.(*Blob); ok && p != nil {
+		// An action's argument that is one Blob (the common case): no
+		// reflection.
+		if p.r != nil && p.Release() == nil {
+			return 1
+		}
+		return 0
+	}
 	v := reflect.ValueOf(ptr)
 	if !v.IsValid() || !HasBlobs(v.Type()) {
 		return 0

@@ -416,6 +416,29 @@ func TestReleaseBlobs(t *testing.T) {
 	r := &rec{B: view()}
 	r.Next = r // a cycle: the walk stops
 	ReleaseBlobs(r)
+
+	// One *Blob (an action's argument), which takes a path of its own: the
+	// same counts, a retained Blob kept.
+	one := view()
+	if n := ReleaseBlobs(&one); n != 1 || one.Bytes() != nil {
+		t.Fatalf("*Blob: released %d, bytes %q", n, one.Bytes())
+	}
+	if n := ReleaseBlobs(&one); n != 0 {
+		t.Fatalf("*Blob released %d again", n)
+	}
+	one = view()
+	one.Retain()
+	if n := ReleaseBlobs(&one); n != 1 || string(one.Bytes()) != "x" {
+		t.Fatalf("retained *Blob: released %d, bytes %q", n, one.Bytes())
+	}
+	one.Release()
+	var zero Blob
+	if n := ReleaseBlobs(&zero) + ReleaseBlobs((*Blob)(nil)); n != 0 {
+		t.Fatalf("zero and nil Blob: released %d", n)
+	}
+	if a.Stats().Views != 0 {
+		t.Fatal("views left")
+	}
 }
 
 func TestExplainDecodeError(t *testing.T) {

@@ -135,6 +135,14 @@ func WithLifetime(l Lifetime) PutOption {
 
 // ApplyPutOptions returns the options that opts set.
 func ApplyPutOptions(opts []PutOption) PutOptions {
+	switch {
+	case len(opts) == 0:
+		return PutOptions{}
+	case len(opts) == 1 && &opts[0] == &singleUseOpts[0]:
+		// A Blob's default, on every AllocBlob: applying the option would
+		// move o to the heap (an allocation per payload).
+		return PutOptions{Lifetime: SingleUse}
+	}
 	var o PutOptions
 	for _, f := range opts {
 		if f != nil {
