@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -169,9 +170,9 @@ func runCapi(ctx context.Context, env *Env) ([]Row, error) {
 			r.external(ctx, MetricCapiCGoRTT, MetricCapiGoGoRTT, "C client (libshmex, shmex_call_into) to the Go agent", r.cRTT),
 			r.external(ctx, MetricCapiPyGoRTT, MetricCapiGoGoRTT, "Python client (handle.action(...).result()) to the Go agent", r.pyRTT(64)))
 		add(r.goToPython(ctx, MetricCapiGoPyRTT))
-		// A large array lent by Python, against a small round trip.
-		add(r.external(ctx, MetricCapiPyGo1K, MetricCapiGoGoRTT, "Python client to the Go agent, 1 KiB of arguments", r.pyRTT(1024)),
-			r.pyLoan(ctx, MetricCapiPyGoLoan1K, 1<<10), r.pyLoan(ctx, MetricCapiPyGoLoan, r.loanSize))
+		// A large array lent by Python, against a small round trip,
+		// measured interleaved.
+		add(r.pyLoans(ctx)...)
 		return nil
 	})
 	if err != nil {
@@ -440,26 +441,43 @@ func (r *capiRun) pyPipeline(ctx context.Context) (float64, error) {
 		strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), strconv.Itoa(actionWindow))
 }
 
-// pyLoan measures a loan of size bytes passed by a Python client to the Go
-// agent, which resolves it (no byte read or copied) and answers its length;
-// compared with the 1 KiB round trip.
-func (r *capiRun) pyLoan(ctx context.Context, metric string, size int) Row {
-	if r.py == nil {
-		return Row{Metric: metric, Skipped: true, Note: r.pyskip}
+// pyLoans measures, in the same Python processes and interleaved round by
+// round (so that the three see the same load, and their ratios hold on a
+// busy machine), a no-op round trip with 1 KiB of arguments and loans of
+// 1 KiB and of r.loanSize bytes passed to the Go agent, which resolves each
+// (no byte read or copied) and answers its length. It returns the rows of
+// MetricCapiPyGo1K, MetricCapiPyGoLoan1K and MetricCapiPyGoLoan.
+func (r *capiRun) pyLoans(ctx context.Context) []Row {
+	metrics := []string{MetricCapiPyGo1K, MetricCapiPyGoLoan1K, MetricCapiPyGoLoan}
+	rows := func(f func(metric string) Row) []Row {
+		out := make([]Row, len(metrics))
+		for i, m := range metrics {
+			out[i] = f(m)
+		}
+		return out
 	}
-	l := Latency{Hist: NewHistogram()}
+	if r.py == nil {
+		return rows(func(m string) Row { return Row{Metric: m, Skipped: true, Note: r.pyskip} })
+	}
+	ls := make([]Latency, len(metrics))
+	for i := range ls {
+		ls[i].Hist = NewHistogram()
+	}
 	var firsts, reserves []string
-	for i := range r.env.Reps {
-		samples := filepath.Join(r.lib.Dir, fmt.Sprintf("%s-%d.samples", metric, i))
+	for rep := range r.env.Reps {
+		files := make([]string, len(metrics))
+		for i, m := range metrics {
+			files[i] = filepath.Join(r.lib.Dir, fmt.Sprintf("%s-%d.samples", m, rep))
+		}
 		ctx, cancel := context.WithTimeout(ctx, 10*r.env.Duration+4*r.env.ChildTimeout)
 		cpu, _, _ := r.env.CPUs()
-		out, err := r.command(ctx, cpu, r.py.Path, "-m", "tests.bench", r.root, r.name, r.calc.String(), r.extIdle(), "loan",
-			strconv.FormatFloat(r.env.Duration.Seconds(), 'f', 3, 64), samples, strconv.Itoa(size)).Output()
+		out, err := r.command(ctx, cpu, r.py.Path, append([]string{"-m", "tests.bench", r.root, r.name, r.calc.String(), r.extIdle(), "loans",
+			r.seconds(), strconv.Itoa(r.loanSize)}, files...)...).Output()
 		cancel()
 		if err != nil {
-			return Row{Metric: metric, Error: fmt.Sprintf("python loan: %v", err)}
+			return rows(func(m string) Row { return Row{Metric: m, Error: fmt.Sprintf("python loans: %v", err)} })
 		}
-		var mean float64
+		var means []float64
 		for _, line := range strings.Split(string(out), "\n") {
 			f := strings.Fields(line)
 			switch {
@@ -469,23 +487,37 @@ func (r *capiRun) pyLoan(ctx context.Context, metric string, size int) Row {
 			case len(f) == 2 && f[0] == "reserve":
 				ns, _ := strconv.ParseInt(f[1], 10, 64)
 				reserves = append(reserves, time.Duration(ns).Round(time.Millisecond).String())
-			case len(f) == 3 && f[0] == "loan":
-				mean, _ = strconv.ParseFloat(f[2], 64)
+			case len(f) == 2+len(metrics) && f[0] == "loans":
+				for _, v := range f[2:] {
+					x, _ := strconv.ParseFloat(v, 64)
+					means = append(means, x)
+				}
 			}
 		}
-		if mean == 0 {
-			return Row{Metric: metric, Error: fmt.Sprintf("python loan said %q", out)}
+		if len(means) != len(metrics) || slices.Contains(means, 0) {
+			return rows(func(m string) Row { return Row{Metric: m, Error: fmt.Sprintf("python loans said %q", out)} })
 		}
-		if err := readSamples(samples, l.Hist); err != nil {
-			return Row{Metric: metric, Error: err.Error()}
+		for i := range metrics {
+			if err := readSamples(files[i], ls[i].Hist); err != nil {
+				return rows(func(m string) Row { return Row{Metric: m, Error: err.Error()} })
+			}
+			ls[i].Reps = append(ls[i].Reps, means[i])
 		}
-		l.Reps = append(l.Reps, mean)
 	}
-	l.Mean = median(l.Reps)
-	row := r.env.LatencyRow(metric, l, MetricCapiPyGo1K)
-	row.Note = join(fmt.Sprintf("a %s numpy array lent by Python (loan, call; the Go agent takes it as a proxystore.Blob, in place, and answers its length); each process reserves its arena first (shmex_reserve: %s), then its first call (%s) is apart from these",
-		humanBytes(size), strings.Join(reserves, ", "), strings.Join(firsts, ", ")), row.Note)
-	return row
+	for i := range ls {
+		ls[i].Mean = median(ls[i].Reps)
+	}
+	interleaved := "timed one by one, interleaved round by round with the loans below (same processes)"
+	lent := func(size int) string {
+		return fmt.Sprintf("a %s numpy array lent by Python (loan, call; the Go agent takes it as a proxystore.Blob, in place, and answers its length), "+
+			"interleaved with the 1 KiB round trip", humanBytes(size))
+	}
+	pyRTT := r.rttRow(MetricCapiPyGo1K, ls[0], MetricCapiGoGoRTT, "Python client to the Go agent, 1 KiB of arguments, "+interleaved)
+	loan1K := r.rttRow(MetricCapiPyGoLoan1K, ls[1], MetricCapiPyGo1K, lent(1<<10))
+	loan := r.rttRow(MetricCapiPyGoLoan, ls[2], MetricCapiPyGo1K, lent(r.loanSize)+
+		fmt.Sprintf("; each process reserves its arena first (shmex_reserve: %s), then its first call (%s) is apart from these",
+			strings.Join(reserves, ", "), strings.Join(firsts, ", ")))
+	return []Row{pyRTT, loan1K, loan}
 }
 
 func humanBytes(n int) string {

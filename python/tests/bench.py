@@ -6,11 +6,15 @@
         SAMPLES_FILE (int64 ns, native endian); prints "rtt N MEAN_NS".
     python -m tests.bench ROOT NAME AGENT_ID IDLE pipeline SECONDS WINDOW
         WINDOW actions in flight; prints "pipeline N SECONDS_ELAPSED".
-    python -m tests.bench ROOT NAME AGENT_ID IDLE loan SECONDS SAMPLES_FILE SIZE
-        reserves arena room for SIZE bytes (printing "reserve NS"), then
-        lends SIZE bytes as a numpy array and passes the loan to the agent's
-        "length" action, each round trip timed; prints "first NS" (the first
-        one) and "loan N MEAN_NS" (the others).
+    python -m tests.bench ROOT NAME AGENT_ID IDLE loans SECONDS SIZE RTT_FILE LOAN1K_FILE LOAN_FILE
+        reserves arena room for SIZE bytes (printing "reserve NS"), makes a
+        first call of each kind below (printing "first NS", the SIZE loan's),
+        then for SECONDS times, in rounds, each kind once per round in turn:
+        a 1 KiB no-op round trip (into RTT_FILE), and 1 KiB and SIZE bytes
+        lent as a numpy array and passed to the agent's "length" action
+        (into LOAN1K_FILE and LOAN_FILE); prints "loans ROUNDS RTT_MEAN_NS
+        LOAN1K_MEAN_NS LOAN_MEAN_NS". Interleaved, the three see the same
+        load: their ratios hold on a busy machine.
 """
 
 from __future__ import annotations
@@ -85,35 +89,53 @@ def main(argv):
                     f.result()
                 n += window
             print(f"pipeline {n} {(clock() - t0) / 1e9:.6f}", flush=True)
-        elif mode == "loan":
-            out, size = argv[6], int(argv[7])
+        elif mode == "loans":
+            size = int(argv[6])
+            outs = argv[7:10]
+            b1k = b"x" * 1024
+            act = h.action
 
-            def one():
-                loan = ex.loan(size)
-                a = loan.array("f8")  # the numpy array, in place in the arena
-                got = h.action("length", loan).result()
-                if got != size or a.nbytes != size:
-                    raise SystemExit(f"length {got}, want {size}")
+            def rtt():
+                act("noop", b1k).result()
 
+            def lend(n):
+                def one():
+                    loan = ex.loan(n)
+                    a = loan.array("f8")  # the numpy array, in place in the arena
+                    got = act("length", loan).result()
+                    if got != n or a.nbytes != n:
+                        raise SystemExit(f"length {got}, want {n}")
+                return one
+
+            kinds = [rtt, lend(1024), lend(size)]
             a = clock()
-            ex.reserve(size)  # warm segments ahead, as a program would at startup
+            ex.reserve(1024, size)  # warm segments ahead, as a program would at startup
             print(f"reserve {clock() - a}", flush=True)
+            for k in kinds[:2]:
+                k()
             a = clock()
-            one()
-            first = clock() - a
-            print(f"first {first}", flush=True)
-            samples = array.array("q")
-            end = clock() + int(seconds * 1e9)
+            kinds[2]()
+            print(f"first {clock() - a}", flush=True)
+            end = clock() + int(seconds * 1e8)  # warm-up: a tenth
+            while clock() < end:
+                for k in kinds:
+                    k()
+            samples = [array.array("q") for _ in kinds]
+            rounds, end = 0, clock() + int(seconds * 1e9)
             while True:
-                a = clock()
-                one()
-                b = clock()
-                samples.append(b - a)
-                if b >= end or len(samples) >= 1000:
+                for i in range(3):
+                    j = (rounds + i) % 3  # each kind first in turn
+                    a = clock()
+                    kinds[j]()
+                    samples[j].append(clock() - a)
+                rounds += 1
+                if clock() >= end or rounds >= 3000:
                     break
-            with open(out, "wb") as f:
-                samples.tofile(f)
-            print(f"loan {len(samples)} {sum(samples) / len(samples):.1f}", flush=True)
+            for out, smp in zip(outs, samples):
+                with open(out, "wb") as f:
+                    smp.tofile(f)
+            means = " ".join(f"{sum(smp) / len(smp):.1f}" for smp in samples)
+            print(f"loans {rounds} {means}", flush=True)
         else:
             raise SystemExit(f"unknown mode {mode}")
 
