@@ -262,6 +262,8 @@ class Exchange:
         as a proxy (see :mod:`shmex.payload`). ``lifetime`` is SINGLE_USE
         (freed once the first reader releases it), OWNED (until
         :meth:`free`) or LEASED (resolvable for ``lease`` seconds)."""
+        if lifetime == SINGLE_USE and lease is None and type(nbytes) is int and 0 <= nbytes < _INT_MAX:
+            return Loan._lend(self, nbytes)
         return Loan(self, nbytes, lifetime, lease)
 
     def put(self, data, lifetime: int = OWNED, lease: float | None = None) -> Proxy:
@@ -336,14 +338,13 @@ class Exchange:
         results are: loans, proxies and payloads as proxies, numpy arrays as
         bytes (a copy: lend them instead), ids as their text."""
         tls = _tls
-        p = tls.packer
-        if p is None or tls.packer_of is not self:
-            p = tls.packer = msgpack.Packer(use_bin_type=True, default=self._packer_default)
-            tls.packer_of = self
+        pk = tls.pk
+        if pk is None or pk[1] is not self:
+            pk = tls.pk = (msgpack.Packer(use_bin_type=True, default=self._packer_default), self)
         try:
-            return p.pack(obj)
+            return pk[0].pack(obj)
         except BaseException:
-            tls.packer = None  # a Packer that failed midway may hold a partial buffer
+            tls.pk = None  # a Packer that failed midway may hold a partial buffer
             raise
 
     def unpack(self, data: bytes) -> Any:
@@ -387,35 +388,36 @@ class Handle:
         if name is None:
             name = self._names[action] = action.encode()
         ex = self.exchange
+        tls = _tls
         if len(args) == 1 and not kwargs:  # the common case, inlined
-            tls = _tls
             a0 = args[0]
             if type(a0) is Loan and a0._h is not None:
                 # A loan alone: commit and call in one entry (shmex_action_loan).
-                rc = _action_loan(self._h, name, c_void_p(a0._h), tls.proxy, _PROXY_MAX, tls.pnref, tls.fref)
+                fref, f = tls.fo
+                rc = _action_loan(self._h, name, c_void_p(a0._h), tls.proxy, _PROXY_MAX, tls.pnref, fref)
                 n = tls.pn.value
                 if n:  # committed, even if the send failed
                     a0._h, a0._raw = None, tls.proxy.raw[:n]
                 if rc < 0:
                     raise error(rc)
-                return Future(ex, tls.f.value, self)
-            p = tls.packer
-            if p is None or tls.packer_of is not ex:
-                data = ex.pack(args[0])
+                return _future(ex, f.value, self)
+            pk = tls.pk
+            if pk is None or pk[1] is not ex:
+                data = ex.pack(a0)
             else:
                 try:
-                    data = p.pack(args[0])
+                    data = pk[0].pack(a0)
                 except BaseException:
-                    tls.packer = None
+                    tls.pk = None
                     raise
         else:
             data = ex.pack_args(args, kwargs)
-        tls = _tls
+        fref, f = tls.fo
         n = len(data)
-        rc = (_action if n < _INT_MAX else _action_checked)(self._h, name, data, n, tls.fref)
+        rc = (_action if n < _INT_MAX else _action_checked)(self._h, name, data, n, fref)
         if rc < 0:
             raise error(rc)
-        return Future(ex, tls.f.value, self)
+        return _future(ex, f.value, self)
 
     def ping(self, *, timeout: float | None = None) -> float:
         """Ping the agent and return the round trip in seconds."""
@@ -483,29 +485,28 @@ class _Buffers(threading.local):
     are copied into (grown when one does not fit)."""
 
     def __init__(self):
-        self.main = threading.current_thread() is threading.main_thread()
-        self.packer = None
-        self.packer_of = None
-        self.size = 64 << 10
-        self.buf = ctypes.create_string_buffer(self.size)
-        self.addr = ctypes.addressof(self.buf)
-        self.csize = c_size_t(self.size)
-        self.n = c_size_t()
-        self.nref = byref(self.n)
-        self.f = c_void_p()  # the future an action returns
-        self.fref = byref(self.f)
+        # In the main thread, waits are cut in slices so that Ctrl-C
+        # (which Python handles between calls) interrupts within a second.
+        self.slice = _SLICE_C if threading.current_thread() is threading.main_thread() else _FOREVER_C
+        self.pk = None  # (a MessagePack packer, the Exchange it packs for)
+        f = c_void_p()  # the future an action returns
+        self.fo = (byref(f), f)
         self.proxy = ctypes.create_string_buffer(L.PROXY_MAX)  # a loan's proxy (shmex_action_loan)
         self.pn = c_size_t()
         self.pnref = byref(self.pn)
+        self.n = c_size_t()
+        self.grow(64 << 10)
 
     def grow(self, size: int) -> None:
         self.size = size
         self.buf = ctypes.create_string_buffer(size)
         self.addr = ctypes.addressof(self.buf)
-        self.csize = c_size_t(size)
+        # What a take passes and reads: one lookup in the thread's state.
+        self.take = (self.buf, c_size_t(size), byref(self.n), self.n, self.slice, self.addr)
 
 
 _tls = _Buffers()
+_new = object.__new__
 
 
 class Future:
@@ -529,6 +530,17 @@ class Future:
         self._value = _PENDING
         self._exc = None
 
+    @staticmethod
+    def _new(exchange: Exchange, h: int, handle: "Handle") -> "Future":
+        """__init__ without its call (Handle.action makes one per action)."""
+        f = _new(Future)
+        f._ex = exchange
+        f._handle = handle
+        f._hl = [h]
+        f._value = _PENDING
+        f._exc = None
+        return f
+
     def _settle(self, timeout: float | None) -> bool:
         """Wait up to timeout for the outcome; True once it is known."""
         if self._value is not _PENDING or self._exc is not None:
@@ -550,18 +562,16 @@ class Future:
                 self._exc = HandleClosedError("the exchange is closed", L.ECLOSED)
                 return True
             tls = _tls
-            if timeout is None:
-                # In the main thread, wait in slices so that Ctrl-C (which
-                # Python handles between calls) interrupts within a second.
-                ns = _SLICE_C if tls.main else _FOREVER_C
-            else:
+            buf, csize, nref, nobj, ns, addr = tls.take
+            if timeout is not None:
                 ns = c_int64(max(0, int((deadline - time.monotonic()) * 1e9)))
             hc = c_void_p(h)
             try:
                 while True:
-                    rc = _take(hc, ns, tls.buf, tls.csize, tls.nref)
+                    rc = _take(hc, ns, buf, csize, nref)
                     if rc == _ETRUNCATED:
-                        tls.grow(tls.n.value)
+                        tls.grow(nobj.value)
+                        buf, csize, nref, nobj, _, addr = tls.take
                     elif rc == _ETIMEDOUT and timeout is None:
                         continue  # the next slice
                     else:
@@ -576,12 +586,12 @@ class Future:
             if rc < 0:
                 self._exc = error(rc)
                 return True
-            n = tls.n.value
-            if n == 1 and tls.buf[0] == b"\xc0":
+            n = nobj.value
+            if n == 1 and buf[0] == b"\xc0":
                 self._value = None
                 return True
             try:
-                self._value = self._ex.unpack(ctypes.string_at(tls.addr, n))
+                self._value = self._ex.unpack(ctypes.string_at(addr, n))
             except Exception as e:  # a result that is not MessagePack, a bad proxy
                 self._exc = e
             return True
@@ -644,3 +654,6 @@ class Future:
                     _future_free(h)
             except Exception:  # pragma: no cover - interpreter shutdown, a race
                 pass
+
+
+_future = Future._new

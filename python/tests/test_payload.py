@@ -35,6 +35,23 @@ def test_loan_abort(exchange):
         loan.commit()
 
 
+def test_loan_arrays(exchange):
+    """A loan's arrays, of any dtype (given as a string or a dtype), share
+    its bytes; an aborted loan has none."""
+    np = pytest.importorskip("numpy")
+    loan = exchange.loan(64)
+    a = loan.array("f8")
+    b = loan.array(np.dtype("u1"), shape=(8, 8))
+    c = loan.array("<f8", shape=(2, 4), order="F")
+    a[:] = np.arange(8)
+    assert a.dtype == np.float64 and b.shape == (8, 8) and c.shape == (2, 4)
+    assert bytes(b.tobytes()) == a.tobytes() and c[1, 0] == 1.0
+    assert a.flags.writeable and not a.flags.owndata
+    loan.abort()
+    with pytest.raises(shmex.ShmexError):
+        loan.array("f8")
+
+
 def test_payload_lives_while_arrays_do(exchange):
     loan = exchange.loan(8 * 10)
     loan.array("f8")[:] = range(10)
@@ -73,6 +90,10 @@ def test_close_invalidates(root):
         p.memoryview
     with pytest.raises(shmex.ShmexError):
         loan.commit()
+    with pytest.raises(shmex.HandleClosedError):
+        ex.loan(100)  # the single-use fast path checks too
+    with pytest.raises(shmex.ShmexError):
+        loan.array()
 
 
 def test_without_numpy(root):
@@ -86,6 +107,8 @@ import sys
 sys.modules["numpy"] = None  # import numpy now fails
 import shmex
 with shmex.Exchange("nonumpy", root={root!r}) as ex:
+    with ex.loan(8) as small:  # single use: Exchange.loan's fast path
+        small.memoryview[:2] = b"ok"
     loan = ex.loan(16, lifetime=shmex.OWNED)
     loan.memoryview[:3] = b"abc"
     p = ex.resolve(loan.commit())
