@@ -30,6 +30,41 @@ type agentObj struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	stopped atomic.Bool
+	bufs    []cbuf // under mu: the C buffers of answered requests, for the next ones
+}
+
+// Request buffers are reused: a served request cost a malloc and a free.
+// At most maxFreeBufs of at most maxFreeBuf bytes are kept per agent.
+const (
+	maxFreeBufs = 16
+	maxFreeBuf  = 64 << 10
+)
+
+// takeBuf returns a C buffer for a request: a kept one, or an empty one.
+func (a *agentObj) takeBuf() cbuf {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := len(a.bufs)
+	if n == 0 {
+		return cbuf{}
+	}
+	b := a.bufs[n-1]
+	a.bufs[n-1] = cbuf{}
+	a.bufs = a.bufs[:n-1]
+	return b
+}
+
+// giveBuf keeps b for a later request, or frees it (too large, enough
+// kept, or the agent closed: C may no longer receive).
+func (a *agentObj) giveBuf(b cbuf) {
+	a.mu.Lock()
+	if !a.node.closed && len(a.bufs) < maxFreeBufs && b.cap <= maxFreeBuf {
+		a.bufs = append(a.bufs, b)
+		a.mu.Unlock()
+		return
+	}
+	a.mu.Unlock()
+	b.free()
 }
 
 // openAgent registers a new agent (id nil) or takes over the mailbox of id,
@@ -105,6 +140,13 @@ func (a *agentObj) release() error {
 	a.sem <- struct{}{} // wait for a receiver to leave; keep it: no one receives again
 	if cerr := a.mb.Close(); err == nil {
 		err = cerr
+	}
+	a.mu.Lock() // closed is set: giveBuf keeps no more
+	bufs := a.bufs
+	a.bufs = nil
+	a.mu.Unlock()
+	for _, b := range bufs {
+		b.free()
 	}
 	return err
 }
@@ -196,9 +238,10 @@ type requestObj struct {
 }
 
 func (a *agentObj) newRequest(m *exchange.Message) (*requestObj, uint64, error) {
-	r := &requestObj{a: a}
+	r := &requestObj{a: a, buf: a.takeBuf()}
 	var err error
 	if r.msg, err = copyToC(&r.buf, m); err != nil {
+		a.giveBuf(r.buf)
 		a.fail(m, exchange.ErrorKindGeneric, err.Error())
 		return nil, 0, err
 	}
@@ -206,7 +249,7 @@ func (a *agentObj) newRequest(m *exchange.Message) (*requestObj, uint64, error) 
 	r.hdr.Action = append(r.hdr.Action[:0], m.Action...)
 	h, err := adopt(a, r, kindRequest)
 	if err != nil {
-		r.buf.free()
+		a.giveBuf(r.buf)
 		a.fail(m, agent.ErrorKindShuttingDown, "the agent is closing")
 		return nil, 0, err
 	}
@@ -249,11 +292,13 @@ func (r *requestObj) failRequest(kind, msg string) error {
 }
 
 // release fails the request if nobody answered it (its agent is closing),
-// and frees its C memory.
+// and gives its C memory back to the agent (C must not read it after the
+// answer, as shmex.h says).
 func (r *requestObj) release() error {
 	if r.answered.CompareAndSwap(false, true) {
 		r.a.fail(&r.hdr, agent.ErrorKindShuttingDown, "the agent closed without answering")
 	}
-	r.buf.free()
+	r.a.giveBuf(r.buf)
+	r.buf = cbuf{}
 	return nil
 }

@@ -383,8 +383,13 @@ func shmexgo_send(x C.uintptr_t, m *C.shmex_message, ns C.int64_t) (st C.int) {
 	if m == nil {
 		return null("m")
 	}
+	// The byte fields alias C's memory for the duration of the send, which
+	// encodes the message into the ring before it returns (no copy).
 	msg := msgPool.Get().(*exchange.Message)
-	defer msgPool.Put(msg)
+	defer func() {
+		msg.Action, msg.Args, msg.Result, msg.ErrorKind, msg.ErrorMessage = nil, nil, nil, nil, nil
+		msgPool.Put(msg)
+	}()
 	if m.kind < 0 || m.kind > 255 {
 		return fail(fmt.Errorf("%w: message kind %d", errInval, m.kind))
 	}
@@ -394,7 +399,7 @@ func shmexgo_send(x C.uintptr_t, m *C.shmex_message, ns C.int64_t) (st C.int) {
 	msg.Src, msg.Dest = goID(&m.src), goID(&m.dest)
 	field := func(dst *[]byte, p unsafe.Pointer, n C.size_t, what string) error {
 		b, err := slice(p, n, exchange.MaxPayloadSize, what)
-		*dst = append((*dst)[:0], b...)
+		*dst = b
 		return err
 	}
 	for _, f := range []struct {
