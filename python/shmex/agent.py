@@ -260,7 +260,7 @@ class Agent:
     def _listen(self) -> None:
         lib = L.lib()
         recv = lib.shmex_agent_recv
-        string_at = ctypes.string_at
+        char = ctypes.c_char  # (char * n).from_address(p).raw: half of ctypes.string_at's cost
         req = c_void_p()
         msg = L.Message()
         reqref, msgref = byref(req), byref(msg)
@@ -272,8 +272,9 @@ class Agent:
                 if rc not in (L.ESHUTDOWN, L.ECLOSED, L.EBADHANDLE):
                     log.error("%s stopped receiving: %s", self, error(rc))
                 break
-            name = string_at(msg.action, msg.action_len)
-            args = string_at(msg.args, msg.args_len) if msg.args_len else b""
+            name = (char * msg.action_len).from_address(msg.action).raw if msg.action_len else b""
+            n = msg.args_len
+            args = (char * n).from_address(msg.args).raw if n else b""
             if self._pool is not None:
                 self._pool.submit(execute, req.value, name, args)
             else:

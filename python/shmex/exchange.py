@@ -500,9 +500,11 @@ class _Buffers(threading.local):
     def grow(self, size: int) -> None:
         self.size = size
         self.buf = ctypes.create_string_buffer(size)
-        self.addr = ctypes.addressof(self.buf)
+        # A result is decoded from a view of the buffer (ctypes.string_at
+        # copied it out first, at about 0.8 us a result).
+        self.mv = memoryview(self.buf).cast("B")
         # What a take passes and reads: one lookup in the thread's state.
-        self.take = (self.buf, c_size_t(size), byref(self.n), self.n, self.slice, self.addr)
+        self.take = (self.buf, c_size_t(size), byref(self.n), self.n, self.slice, self.mv)
 
 
 _tls = _Buffers()
@@ -562,7 +564,7 @@ class Future:
                 self._exc = HandleClosedError("the exchange is closed", L.ECLOSED)
                 return True
             tls = _tls
-            buf, csize, nref, nobj, ns, addr = tls.take
+            buf, csize, nref, nobj, ns, mv = tls.take
             if timeout is not None:
                 ns = c_int64(max(0, int((deadline - time.monotonic()) * 1e9)))
             hc = c_void_p(h)
@@ -571,7 +573,7 @@ class Future:
                     rc = _take(hc, ns, buf, csize, nref)
                     if rc == _ETRUNCATED:
                         tls.grow(nobj.value)
-                        buf, csize, nref, nobj, _, addr = tls.take
+                        buf, csize, nref, nobj, _, mv = tls.take
                     elif rc == _ETIMEDOUT and timeout is None:
                         continue  # the next slice
                     else:
@@ -587,11 +589,15 @@ class Future:
                 self._exc = error(rc)
                 return True
             n = nobj.value
-            if n == 1 and buf[0] == b"\xc0":
-                self._value = None
+            b0 = mv[0] if n else -1
+            if n == 1 and (b0 < 0x80 or b0 == 0xC0):  # nil, or a positive fixint
+                self._value = None if b0 == 0xC0 else b0
+                return True
+            if 0xCC <= b0 <= 0xCF and n == 1 + (1 << (b0 - 0xCC)):  # uint 8, 16, 32 or 64
+                self._value = int.from_bytes(mv[1:n], "big")
                 return True
             try:
-                self._value = self._ex.unpack(ctypes.string_at(addr, n))
+                self._value = self._ex.unpack(mv[:n])
             except Exception as e:  # a result that is not MessagePack, a bad proxy
                 self._exc = e
             return True

@@ -25,6 +25,20 @@ def test_calls(go_calc):
     assert h.ping(timeout=30) > 0
 
 
+def test_scalar_results(go_calc):
+    """Results that the take decodes itself (nil, positive fixints,
+    unsigned ints of every width) and their neighbours that msgpack
+    decodes come back as sent."""
+    ex, calc = go_calc
+    h = ex.get_handle(calc)
+    values = [None, True, False, 0, 1, 127, 128, 255, 256, 65535, 65536, 2**32 - 1, 2**32, 2**64 - 1,
+              -1, -32, -33, -(2**63), 1.5, "", "s", b"", b"x"]
+    for v in values:
+        got = h.action("echo", v).result(timeout=30)
+        assert got == v and type(got) is type(v), (v, got)
+    assert h.action("length", ex.loan(1 << 20)).result(timeout=30) == 1 << 20
+
+
 def test_remote_errors(go_calc):
     ex, calc = go_calc
     h = ex.get_handle(calc)
