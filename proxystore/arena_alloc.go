@@ -126,12 +126,25 @@ func (o *ownSeg) freeRun(start, k int) {
 // tryAlloc finds room for n bytes in the existing segments.
 func (a *Arena) tryAlloc(n int) (*arenaSeg, uint64, bool) {
 	if n > int(a.opts.segmentSize) {
-		var best *arenaSeg
+		var best, used *arenaSeg
 		for _, s := range a.own {
-			if s.own.single && !s.own.inUse && s.hdr.dataSize >= uint64(n) &&
-				(best == nil || s.hdr.dataSize < best.hdr.dataSize) {
-				best = s
+			if !s.own.single || s.hdr.dataSize < uint64(n) {
+				continue
 			}
+			if !s.own.inUse {
+				if best == nil || s.hdr.dataSize < best.hdr.dataSize {
+					best = s
+				}
+			} else if used == nil || s.hdr.dataSize < used.hdr.dataSize {
+				used = s
+			}
+		}
+		// None free: the block of one that fits may be released already
+		// (a large payload sent, used and let go, the next one being
+		// made): reclaim it here, one look at its word, rather than by
+		// reclaim's pass over every pending block.
+		if best == nil && used != nil && a.reclaimBlock(used, 0) {
+			best = used
 		}
 		if best == nil {
 			return nil, 0, false

@@ -873,3 +873,46 @@ func TestArenaReserve(t *testing.T) {
 		t.Fatal("Reserve(-1)")
 	}
 }
+
+// TestArenaSingleBlockReused: a single-use payload larger than a segment,
+// used and released by a reader, leaves its single-block segment to the
+// next one of that size (reclaimed when the allocation looks for room),
+// whichever of two such segments it was in; a leased one still live is
+// not taken.
+func TestArenaSingleBlockReused(t *testing.T) {
+	ctx := t.Context()
+	dir := arenaDir(t)
+	owner := openArena(t, dir, WithSegmentSize(1<<20), WithMaxBytes(16<<20))
+	reader := openArena(t, dir)
+	if err := owner.Reserve(ctx, 2<<20, 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	lease, err := owner.Put(ctx, make([]byte, 2<<20), WithLease(time.Now().Add(time.Hour))) // the 2 MiB segment, taken
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		l, err := owner.Alloc(ctx, 2<<20, WithSingleUse()) // the 3 MiB segment, every time
+		if err != nil {
+			t.Fatalf("round %d: %v", i, err)
+		}
+		l.Bytes()[0] = byte(i)
+		p, err := l.Commit()
+		if err != nil {
+			t.Fatal(err)
+		}
+		v := arenaResolve(t, reader, p)
+		if v.Bytes()[0] != byte(i) || len(v.Bytes()) != 2<<20 {
+			t.Fatalf("round %d: read %d of %d bytes", i, v.Bytes()[0], len(v.Bytes()))
+		}
+		v.Release()
+	}
+	// Blocks: the lease, and the last round's until an allocation
+	// reclaims it.
+	if st := owner.Stats(); st.Segments != 2 || st.Blocks > 2 {
+		t.Fatalf("after 20 rounds: %+v, want the two reserved segments, at most two blocks", st)
+	}
+	if err := owner.Free(ctx, lease); err != nil {
+		t.Fatal(err)
+	}
+}
