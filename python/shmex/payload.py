@@ -76,6 +76,7 @@ def _bind():
 _new = object.__new__
 _ubyte = ctypes.c_ubyte
 _frombuffer = _np.frombuffer if _np is not None else None
+_ndarray = _np.ndarray if _np is not None else None
 _dtypes: dict = {}  # dtype argument (a str) -> numpy dtype: the parse, once
 
 
@@ -83,7 +84,7 @@ def _dtype(dtype):
     """The numpy dtype of ``dtype``, cached for strings (frombuffer parses a
     string each time: a quarter of a small array's cost)."""
     if type(dtype) is not str:
-        return dtype
+        return dtype if isinstance(dtype, _np.dtype) else _np.dtype(dtype)
     d = _dtypes.get(dtype)
     if d is None:
         d = _np.dtype(dtype)
@@ -209,9 +210,17 @@ class Loan:
             self._check()
         # numpy straight over the ctypes array (no memoryview between: half
         # the cost); the array keeps the ctypes array, which keeps the loan.
-        arr = (_ubyte * self.nbytes).from_address(self._ptr)
+        n = self.nbytes
+        arr = (_ubyte * n).from_address(self._ptr)
         arr._shmex_owner = self
-        a = _frombuffer(arr, dtype=_dtype(dtype))
+        dt = _dtype(dtype)
+        size = dt.itemsize
+        if size and n % size == 0:
+            # What frombuffer makes, made directly (frombuffer costs more
+            # on a large buffer: a sixth more for 1 GiB).
+            a = _ndarray((n // size,), dt, arr)
+        else:
+            a = _frombuffer(arr, dtype=dt)  # its error, or a dtype it converts
         if shape is not None:
             a = a.reshape(shape, order=order)
         return a

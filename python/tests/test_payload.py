@@ -43,6 +43,10 @@ def test_loan_arrays(exchange):
     a = loan.array("f8")
     b = loan.array(np.dtype("u1"), shape=(8, 8))
     c = loan.array("<f8", shape=(2, 4), order="F")
+    d = loan.array(np.float64)  # a scalar type, not a dtype
+    assert d.dtype == np.float64 and d.shape == (8,)
+    with pytest.raises(ValueError):
+        loan.array("V3")  # 64 bytes are not a whole number of 3-byte items
     a[:] = np.arange(8)
     assert a.dtype == np.float64 and b.shape == (8, 8) and c.shape == (2, 4)
     assert bytes(b.tobytes()) == a.tobytes() and c[1, 0] == 1.0
