@@ -160,15 +160,28 @@ func runCapi(ctx context.Context, env *Env) ([]Row, error) {
 			byMetric[row.Metric] = row
 		}
 	}
-	// Round trips, Go to Go first: the peer of every other row.
+	// Round trips: Go to Go, the peer of every other row, then C and
+	// Python, repetition by repetition, so that the three see the same
+	// load.
 	err = r.phase(ctx, "spin", "pin", func() error {
-		goRTT, err := r.goRTT(ctx, r.cl.Handle(r.calc))
-		if err != nil {
-			return fmt.Errorf("go to go: %w", err)
+		ext := []*extRTT{
+			{metric: MetricCapiCGoRTT, what: "C client (libshmex, shmex_call_into) to the Go agent", run: r.cRTT},
+			{metric: MetricCapiPyGoRTT, what: "Python client (handle.action(...).result()) to the Go agent", run: r.pyRTT(64), skip: r.pyskip},
 		}
-		add(r.rttRow(MetricCapiGoGoRTT, goRTT, "", "Go client to the Go agent, the peer of the rows below"),
-			r.external(ctx, MetricCapiCGoRTT, MetricCapiGoGoRTT, "C client (libshmex, shmex_call_into) to the Go agent", r.cRTT),
-			r.external(ctx, MetricCapiPyGoRTT, MetricCapiGoGoRTT, "Python client (handle.action(...).result()) to the Go agent", r.pyRTT(64)))
+		goRTT := Latency{Hist: NewHistogram()}
+		for rep := range r.env.Reps {
+			if err := r.goRTTRep(ctx, r.cl.Handle(r.calc), &goRTT, rep == 0); err != nil {
+				return fmt.Errorf("go to go: %w", err)
+			}
+			for _, x := range ext {
+				x.rep(ctx, r, rep)
+			}
+		}
+		goRTT.Mean = median(goRTT.Reps)
+		add(r.rttRow(MetricCapiGoGoRTT, goRTT, "", "Go client to the Go agent, the peer of the rows below"))
+		for _, x := range ext {
+			add(x.row(r, MetricCapiGoGoRTT, "repetitions interleaved with the Go client's"))
+		}
 		add(r.goToPython(ctx, MetricCapiGoPyRTT))
 		// A large array lent by Python, against a small round trip,
 		// measured interleaved.
@@ -275,27 +288,88 @@ func (r *capiRun) rttRow(metric string, l Latency, compareTo, note string) Row {
 	return row
 }
 
-// external measures a latency with a program of another language, reps
-// times, and returns its row (skipped when the program is missing).
-func (r *capiRun) external(ctx context.Context, metric, compareTo, what string,
-	run func(ctx context.Context, samples string) (mean float64, err error)) Row {
-	if run == nil {
-		return Row{Metric: metric, Skipped: true, Note: r.pyskip}
-	}
-	l := Latency{Hist: NewHistogram()}
-	for i := range r.env.Reps {
-		samples := filepath.Join(r.lib.Dir, fmt.Sprintf("%s-%d.samples", metric, i))
-		mean, err := run(ctx, samples)
-		if err == nil {
-			err = readSamples(samples, l.Hist)
-		}
+// goRTTRep adds one repetition of goRTT's measurement to l (warming up
+// first when warm), as MeasureRTT makes each: bulk and timed slices in
+// turn.
+func (r *capiRun) goRTTRep(ctx context.Context, h *agent.Handle, l *Latency, warm bool) error {
+	args := msgp.AppendBytes(nil, make([]byte, MsgSize))
+	unlock := r.env.LockThread()
+	defer unlock()
+	rt := func() error {
+		f, err := h.ActionRaw(ctx, "noop", args)
 		if err != nil {
-			return Row{Metric: metric, Error: err.Error()}
+			return err
 		}
-		l.Reps = append(l.Reps, mean)
+		_, err = f.Wait(ctx)
+		return err
 	}
-	l.Mean = median(l.Reps)
-	return r.rttRow(metric, l, compareTo, what)
+	if warm {
+		if _, _, err := r.env.WarmupPhase().Loop(ctx, rt); err != nil {
+			return fmt.Errorf("warm-up: %w", err)
+		}
+	}
+	const slices = 10
+	slice := Phase{Duration: r.env.Duration / slices}
+	if r.env.Iterations > 0 {
+		slice = Phase{Count: max(1, int64(r.env.Iterations)/slices)}
+	}
+	var n int64
+	var el time.Duration
+	for range slices {
+		sn, sel, err := slice.Loop(ctx, rt)
+		if err != nil {
+			return err
+		}
+		n, el = n+sn, el+sel
+		if _, _, err := slice.TimedLoop(ctx, l.Hist, rt); err != nil {
+			return err
+		}
+	}
+	if n == 0 {
+		return errors.New("bench: no round trip completed")
+	}
+	l.Reps = append(l.Reps, float64(el.Nanoseconds())/float64(n))
+	return nil
+}
+
+// extRTT is a latency measured by a program of another language, one
+// repetition at a time (rep), and its row (row): skipped when run is nil
+// (skip says why), failed from the first repetition that fails.
+type extRTT struct {
+	metric, what, skip string
+	run                func(ctx context.Context, samples string) (mean float64, err error)
+	l                  Latency
+	err                error
+}
+
+func (x *extRTT) rep(ctx context.Context, r *capiRun, i int) {
+	if x.run == nil || x.err != nil {
+		return
+	}
+	if x.l.Hist == nil {
+		x.l.Hist = NewHistogram()
+	}
+	samples := filepath.Join(r.lib.Dir, fmt.Sprintf("%s-%d.samples", x.metric, i))
+	mean, err := x.run(ctx, samples)
+	if err == nil {
+		err = readSamples(samples, x.l.Hist)
+	}
+	if err != nil {
+		x.err = err
+		return
+	}
+	x.l.Reps = append(x.l.Reps, mean)
+}
+
+func (x *extRTT) row(r *capiRun, compareTo, note string) Row {
+	switch {
+	case x.run == nil:
+		return Row{Metric: x.metric, Skipped: true, Note: x.skip}
+	case x.err != nil:
+		return Row{Metric: x.metric, Error: x.err.Error()}
+	}
+	x.l.Mean = median(x.l.Reps)
+	return r.rttRow(x.metric, x.l, compareTo, join(x.what, note))
 }
 
 // readSamples adds the int64 nanoseconds of file to h.
