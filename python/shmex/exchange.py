@@ -263,7 +263,7 @@ class Exchange:
         (freed once the first reader releases it), OWNED (until
         :meth:`free`) or LEASED (resolvable for ``lease`` seconds)."""
         if lifetime == SINGLE_USE and lease is None and type(nbytes) is int and 0 <= nbytes < _INT_MAX:
-            return Loan._lend(self, nbytes)
+            return _lend(Loan, self, nbytes)
         return Loan(self, nbytes, lifetime, lease)
 
     def put(self, data, lifetime: int = OWNED, lease: float | None = None) -> Proxy:
@@ -394,10 +394,11 @@ class Handle:
             if type(a0) is Loan and a0._h is not None:
                 # A loan alone: commit and call in one entry (shmex_action_loan).
                 fref, f = tls.fo
-                rc = _action_loan(self._h, name, c_void_p(a0._h), tls.proxy, _PROXY_MAX, tls.pnref, fref)
-                n = tls.pn.value
+                proxy, pnref, pn = tls.lo
+                rc = _action_loan(self._h, name, c_void_p(a0._h), proxy, _PROXY_MAX, pnref, fref)
+                n = pn.value
                 if n:  # committed, even if the send failed
-                    a0._h, a0._raw = None, tls.proxy.raw[:n]
+                    a0._h, a0._raw = None, proxy.raw[:n]
                 if rc < 0:
                     raise error(rc)
                 return _future(ex, f.value, self)
@@ -491,9 +492,8 @@ class _Buffers(threading.local):
         self.pk = None  # (a MessagePack packer, the Exchange it packs for)
         f = c_void_p()  # the future an action returns
         self.fo = (byref(f), f)
-        self.proxy = ctypes.create_string_buffer(L.PROXY_MAX)  # a loan's proxy (shmex_action_loan)
-        self.pn = c_size_t()
-        self.pnref = byref(self.pn)
+        pn = c_size_t()  # a loan's proxy and its length (shmex_action_loan)
+        self.lo = (ctypes.create_string_buffer(L.PROXY_MAX), byref(pn), pn)
         self.n = c_size_t()
         self.grow(64 << 10)
 
@@ -509,6 +509,7 @@ class _Buffers(threading.local):
 
 _tls = _Buffers()
 _new = object.__new__
+_lend = Loan._lend.__func__
 
 
 class Future:

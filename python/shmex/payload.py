@@ -58,6 +58,8 @@ class _Out(threading.local):
         self.h, self.d, self.n = c_void_p(), c_void_p(), c_size_t()
         self.href, self.dref, self.nref = byref(self.h), byref(self.d), byref(self.n)
         self.proxy = ctypes.create_string_buffer(L.PROXY_MAX)
+        # A loan's allocation reads these in one lookup of the thread's state.
+        self.alloc = (self.href, self.dref, self.h, self.d)
 
 
 _out = _Out()
@@ -178,16 +180,16 @@ class Loan:
         in Python)."""
         if exchange._closed:
             raise HandleClosedError("the exchange is closed", L.ECLOSED)
-        o = _out
-        rc = (_alloc or _bind())(exchange._h, nbytes, 0, 0, o.href, o.dref)
+        href, dref, h, d = _out.alloc
+        rc = (_alloc or _bind())(exchange._h, nbytes, 0, 0, href, dref)
         if rc < 0:
             raise error(rc)
         self = _new(cls)
         self._exchange = exchange
-        self._h = o.h.value
+        self._h = h.value
         self._proxy = self._raw = None
         self.nbytes = nbytes
-        self._ptr = o.d.value or 0
+        self._ptr = d.value or 0
         return self
 
     def _check(self) -> None:
