@@ -1,8 +1,10 @@
 package exchange_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
 	"testing"
 	"time"
 
@@ -176,5 +178,57 @@ func TestSHMRecvBatchTerminated(t *testing.T) {
 	}
 	if got != 3 {
 		t.Fatalf("drained %d responses, want 3", got)
+	}
+}
+
+// TestSHMRecvBatchFaultAfterFirst: the ring is truncated under a batch
+// after its first message (the first page of data kept): the batch
+// returns the message it read whole, without an error (an error with n >=
+// 1 says that ms[n-1] did not decode); the next call reports the mailbox
+// closed. Before, it returned n=1 with the fault's error, and agent's
+// client failed the call whose response ms[0] was.
+func TestSHMRecvBatchFaultAfterFirst(t *testing.T) {
+	if raceEnabled {
+		t.Skip("a truncation under -race may fault in the race runtime's C code (see TestSHMProcessTruncation)")
+	}
+	root := testRoot(t)
+	ctx := testCtx(t, time.Minute)
+	x := openSHM(t, root, "batchfault", exchange.WithMailboxBytes(1<<16))
+	agent, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Batch"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mb, err := x.Mailbox(ctx, client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mb.Close()
+	first := exchange.NewActionResponse(agent, client, exchange.NewTag(), []byte("one"))
+	second := exchange.NewActionResponse(agent, client, exchange.NewTag(), bytes.Repeat([]byte("x"), 12000))
+	for _, m := range []*exchange.Message{first, second} {
+		if err := x.Send(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	path := x.RingPath(client)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataStart := fi.Size() - (1 << 16)
+	if err := os.Truncate(path, (dataStart+4095)/4096*4096+4096); err != nil { // the first page of data kept
+		t.Fatal(err)
+	}
+	ms := []*exchange.Message{new(exchange.Message), new(exchange.Message), new(exchange.Message)}
+	n, err := mb.(exchange.BatchReceiver).RecvBatch(ctx, ms)
+	if n != 1 || err != nil || ms[0].Tag != first.Tag || string(ms[0].Result) != "one" {
+		t.Fatalf("RecvBatch over a ring truncated after its first message: n=%d, err=%v, ms[0]=%v; want 1, nil, the first response", n, err, ms[0])
+	}
+	if n, err := mb.(exchange.BatchReceiver).RecvBatch(ctx, ms); n != 0 || !errors.Is(err, exchange.ErrMailboxClosed) {
+		t.Fatalf("the next RecvBatch: n=%d, err=%v; want 0, ErrMailboxClosed", n, err)
 	}
 }
