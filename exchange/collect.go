@@ -307,8 +307,8 @@ func (x *SHM) collectRing(i int, s stamp, id EntityID, removable func(owner uint
 	}
 	defer x.reg.unlock()
 	cur := x.reg.stamp(i)
-	if !cur.sameIncarnation(s) || cur.state() != regTerminated || !removable(x.reg.owner(i)) {
-		return false, nil
+	if !cur.sameIncarnation(s) || cur.state() != regTerminated || !removable(x.reg.owner(i)) || !x.reg.reaches(i) {
+		return false, nil // changed, or a shadowed duplicate: its path is another entry's ring
 	}
 	path := ringPath(x.dir, id.UUID, cur.inc())
 	seg, c, err := x.probeRing(path)

@@ -32,7 +32,7 @@ func (x *SHM) collectDry(ctx context.Context) (st CollectStats, err error) {
 		// Collect terminates the mailbox of a dead owner (active, or
 		// damaged), then removes the ring of every terminated mailbox
 		// whose owner is dead, unless a live receiver is attached.
-		if x.alive(owner) || !x.ringCollectable(path) {
+		if x.alive(owner) || !x.reg.reaches(i) || !x.ringCollectable(path) {
 			continue
 		}
 		st.Rings++

@@ -293,6 +293,14 @@ func (r *registry) find(u UUID) (int, stamp) {
 	return -1, 0
 }
 
+// reaches reports whether a look-up of slot i's UUID finds slot i: false
+// for a shadowed duplicate (a faulty writer's), whose ring path is the
+// entry's that the look-up finds, never its own to remove.
+func (r *registry) reaches(i int) bool {
+	j, _ := r.find(r.uuidAt(i))
+	return j == i
+}
+
 // dropShadowed drops from found, the ids Discover read from slots (in
 // slot order), those whose UUID an earlier slot holds too: a faulty
 // writer's duplicate, that no lookup reaches (find answers the first

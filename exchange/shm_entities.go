@@ -83,9 +83,10 @@ func (x *SHM) registerLocked(id EntityID, name string, b Behavior) error {
 	if err := createRing(path, capacity, capacity/4); err != nil {
 		return err
 	}
-	if reused {
+	if reused && x.reg.reaches(i) {
 		// The terminated mailbox that held the slot is forgotten: its
 		// ring goes (a receiver still draining it keeps its mapping).
+		// A shadowed duplicate's path is another entry's ring.
 		shm.Remove(ringPath(x.dir, x.reg.uuidAt(i), x.reg.incarnation(i)))
 	}
 	e := entry{id: id, name: name, behavior: b, ringCap: capacity, maxRecord: capacity / 4}
