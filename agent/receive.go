@@ -384,12 +384,12 @@ func (r *receiver) lead(ctx context.Context, c *call) error {
 				// payload), as the runtime answers a broken request:
 				// its sender must not wait out its timeout.
 				ep.answerStray(m)
-				clean(m)
+				bufs[i] = recycled(m)
 			case merr != nil && m.Kind == exchange.KindInvalid:
 				ep.log.Warn("agent: dropped a bad message", "mailbox", ep.id, "err", merr)
-				clean(m)
+				bufs[i] = recycled(m)
 			case m.Tag == r.wake.Tag && m.Src == ep.id:
-				clean(m) // a wake-up: look at the state again
+				bufs[i] = recycled(m) // a wake-up: look at the state again
 			default:
 				if merr != nil {
 					ep.log.Debug("agent: a response could not be received whole", "mailbox", ep.id, "err", merr)
@@ -425,7 +425,7 @@ func (r *receiver) lead(ctx context.Context, c *call) error {
 		for i, m := range bufs[:n] {
 			if dropped&(1<<i) != 0 { // rare: logged under the lock, while the buffers are ours
 				ep.log.Debug("agent: dropping a response to no call in flight", "mailbox", ep.id, "msg", m)
-				clean(m)
+				bufs[i] = recycled(m)
 			}
 		}
 		done := c != nil && c.done.Load()
@@ -451,6 +451,18 @@ func (r *receiver) lead(ctx context.Context, c *call) error {
 
 // clean marks m "nothing received".
 func clean(m *exchange.Message) { m.Kind, m.Tag = exchange.KindInvalid, exchange.UUID{} }
+
+// recycled is m made clean for the next receive, or a pooled buffer in its
+// place when m's buffers grew past maxPooledBytes: a receive buffer kept
+// by the receiver would otherwise pin the largest message it ever decoded
+// (a dropped late response, a stray request), one per buffer of the batch.
+func recycled(m *exchange.Message) *exchange.Message {
+	if msgBytes(m) > maxPooledBytes {
+		return getMsg()
+	}
+	clean(m)
+	return m
+}
 
 // receive receives into bufs[0], and into the rest of bufs what is there
 // already when the mailbox can batch; it returns how many it filled, and
