@@ -235,7 +235,7 @@ func (mb *shmMailbox) Close() error {
 	}
 	defer x.leave()
 	x.guard(func() {
-		if !mb.d.faulted.Load() && x.reg.stamp(mb.d.index).state() == regTerminated {
+		if s := x.reg.stamp(mb.d.index); !mb.d.faulted.Load() && s.sameIncarnation(mb.d.stamp) && s.state() == regTerminated {
 			x.releaseTerminated(mb.d)
 		}
 	})

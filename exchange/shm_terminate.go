@@ -277,6 +277,13 @@ func (x *SHM) drainClosed(ctx context.Context, c *ring.Consumer, a *terminatedAn
 // receiver that attached meanwhile keeps the ring: it is the last party
 // now. The caller has entered and holds a pin of d.
 func (x *SHM) releaseTerminated(d *dest) {
+	if !d.r.Closed() {
+		// Terminated in the registry alone (by a process that had no
+		// mapping of the ring, or for a dead owner found by a look-up):
+		// closed now, so that late sends fail and the drain below ends
+		// once the ring is empty instead of waiting drainWait for it.
+		x.closeTerminated(d)
+	}
 	var c *ring.Consumer
 	for deadline := time.Now().Add(drainWait); ; {
 		var err error
@@ -296,6 +303,18 @@ func (x *SHM) releaseTerminated(d *dest) {
 	}
 	if drained {
 		x.removeIfDrained(d, c)
+	}
+}
+
+// closeTerminated closes the ring of d if the registry holds d's
+// incarnation terminated.
+func (x *SHM) closeTerminated(d *dest) {
+	if x.reg.lock() != nil {
+		return
+	}
+	defer x.reg.unlock()
+	if s := x.reg.stamp(d.index); s.sameIncarnation(d.stamp) && s.state() == regTerminated {
+		d.r.Close()
 	}
 }
 
