@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"runtime/debug"
 	"sync/atomic"
 	"unsafe"
 
@@ -84,22 +83,21 @@ func segmentStats(path string) (st SegmentStats, err error) {
 	defer seg.Close()
 	// Another process of the user may truncate the file under us: a fault
 	// is an error, not the end of the program.
-	defer func() {
-		if r := recover(); r != nil {
-			if _, ok := r.(interface{ Addr() uintptr }); !ok {
-				panic(r)
-			}
-			err = fmt.Errorf("%w: %s faulted as it was read (truncated?)", ErrBadArena, path)
-		}
-	}()
-	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	if shm.TolerateFault(func() { st, err = readSegmentStats(seg, path) }) {
+		return SegmentStats{}, fmt.Errorf("%w: %s faulted as it was read (truncated?)", ErrBadArena, path)
+	}
+	return st, err
+}
+
+// readSegmentStats reads the statistics of seg, the meta segment at path.
+func readSegmentStats(seg *shm.Segment, path string) (SegmentStats, error) {
 	body := seg.Body()
 	h, err := parseArenaHeader(body, seg.Info().Size, true)
 	if err != nil {
-		return st, fmt.Errorf("%w (%s)", err, path)
+		return SegmentStats{}, fmt.Errorf("%w (%s)", err, path)
 	}
 	word := func(off int) uint64 { return atomic.LoadUint64(wordAt(body, off)) }
-	st = SegmentStats{
+	st := SegmentStats{
 		Segment: h.segment, Name: filepath.Base(path), Owner: h.owner, Single: h.single(),
 		Closed:    atomic.LoadUint32(closedAt(body)) != 0,
 		DataBytes: h.dataSize,
