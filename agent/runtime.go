@@ -267,6 +267,13 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.ep.close(fmt.Errorf("%w: agent stopped", ErrHandleClosed))
 	r.mb.Close()
 	<-drained
+	// 6. The responses queued without waiting (exchange.AsyncSender): sent
+	// or failed (and logged by the exchange) before Run returns.
+	if as, ok := r.ep.x.(exchange.AsyncSender); ok {
+		if err := as.Flush(base); err != nil {
+			log.Debug("agent: a response queued without waiting failed", "err", err)
+		}
+	}
 
 	r.mu.Lock()
 	defer r.mu.Unlock()

@@ -365,9 +365,17 @@ func (r *Runtime) invoke(a *action, m *exchange.Message) (res []byte, err error)
 // answered with an error response that names the action and the size, so
 // that its caller is never left waiting. Once the agent shuts down, a
 // response waits at most responseGrace for room in a full mailbox.
+//
+// When the exchange is an [exchange.AsyncSender], the response is queued
+// with SendAsync and not waited for (its failures are the exchange's to
+// log); Run flushes them before it returns.
 func (r *Runtime) respond(m *exchange.Message) {
 	ctx := r.sendCtx
-	err := r.ep.x.Send(ctx, m)
+	send := r.ep.x.Send
+	if as, ok := r.ep.x.(exchange.AsyncSender); ok {
+		send = as.SendAsync
+	}
+	err := send(ctx, m)
 	if err == nil {
 		return
 	}
@@ -379,7 +387,7 @@ func (r *Runtime) respond(m *exchange.Message) {
 		re.Message = fmt.Sprintf("action %q: its result of %d bytes could not be sent to %v: %v", m.Action, len(m.Result), m.Dest, err)
 		r.o.log.Debug("agent: answering with an error", "agent", r.ep.id, "err", re)
 		m.SetError(re)
-		if err = r.ep.x.Send(ctx, m); err == nil {
+		if err = send(ctx, m); err == nil {
 			return
 		}
 	}

@@ -59,6 +59,7 @@ var (
 	_ exchange.Exchange          = (*Hybrid)(nil)
 	_ exchange.Reopener          = (*Hybrid)(nil)
 	_ exchange.IncarnationSender = (*Hybrid)(nil)
+	_ exchange.AsyncSender       = (*Hybrid)(nil)
 )
 
 // NewHybrid returns a hybrid handle over the shared-memory exchange x of
@@ -205,6 +206,42 @@ func (h *Hybrid) SendIncarnation(ctx context.Context, m *exchange.Message) (uint
 		return inc, err
 	}
 	return h.route(ctx, m, err)
+}
+
+// SendAsync implements [exchange.AsyncSender]: to an entity of this node
+// it is the shared-memory exchange's Send, synchronous as Send is (a
+// ring's send is no round trip); to another node's entity it is
+// [Exchange.SendAsync], queued to Redis without waiting. A first send to
+// an entity that neither the ring registry nor the cache knows looks up its
+// node in Redis first, synchronously.
+func (h *Hybrid) SendAsync(ctx context.Context, m *exchange.Message) error {
+	if err := h.check(); err != nil {
+		return err
+	}
+	shmErr := h.shm.Send(ctx, m)
+	if shmErr == nil || !errors.Is(shmErr, exchange.ErrBadEntityID) && !errors.Is(shmErr, exchange.ErrMailboxClosed) {
+		return shmErr
+	}
+	node, err := h.nodeOf(ctx, m.Dest)
+	switch {
+	case errors.Is(err, exchange.ErrBadEntityID):
+		return shmErr
+	case err != nil:
+		return err
+	case node == h.node && !errors.Is(shmErr, exchange.ErrBadEntityID):
+		return shmErr // ours, and terminated
+	}
+	return h.rx.SendAsync(ctx, m)
+}
+
+// Flush implements [exchange.AsyncSender.Flush]: it waits for what
+// SendAsync queued to Redis (the same-node sends were done when SendAsync
+// returned).
+func (h *Hybrid) Flush(ctx context.Context) error {
+	if err := h.check(); err != nil {
+		return err
+	}
+	return h.rx.Flush(ctx)
 }
 
 // route sends m, which the ring registry refused with shmErr, through Redis

@@ -21,6 +21,7 @@ type Exchange struct {
 	s      *session
 	o      options
 	closed atomic.Bool
+	async  *asyncTracker // sends of SendAsync in flight
 
 	mu     sync.Mutex
 	mboxes map[*mailbox]struct{} // nil once closed
@@ -30,6 +31,7 @@ var (
 	_ exchange.Exchange          = (*Exchange)(nil)
 	_ exchange.Reopener          = (*Exchange)(nil)
 	_ exchange.IncarnationSender = (*Exchange)(nil)
+	_ exchange.AsyncSender       = (*Exchange)(nil)
 )
 
 // Open returns a handle on the exchange that the options name (server,
@@ -51,7 +53,7 @@ func Open(ctx context.Context, opts ...Option) (*Exchange, error) {
 	if err != nil {
 		return nil, fmt.Errorf("redisx: open %s (prefix %q): %w", o.addr, o.prefix, err)
 	}
-	return &Exchange{s: s, o: o, mboxes: map[*mailbox]struct{}{}}, nil
+	return &Exchange{s: s, o: o, mboxes: map[*mailbox]struct{}{}, async: newAsyncTracker(s.log)}, nil
 }
 
 // Node returns the node name this handle registers entities on.
@@ -573,8 +575,10 @@ func (x *Exchange) attach(ctx context.Context, id exchange.EntityID) (*mailbox, 
 	return mb, nil
 }
 
-// Close implements [exchange.Exchange.Close]: it closes this handle's
-// mailbox clients (waking their receivers, giving back what they took and
+// Close implements [exchange.Exchange.Close]: it first waits for the
+// messages this handle queued with SendAsync to be sent or to fail (up to
+// the outage wait and 5 s; those still waiting for room in a full mailbox
+// then are dropped, logged), then closes this handle's mailbox clients (waking their receivers, giving back what they took and
 // did not return) and releases the process's session when it was the last
 // handle: the heartbeat stops and is deleted, so that the other processes
 // see the entities this process still owns as terminated at once.
@@ -582,6 +586,7 @@ func (x *Exchange) Close() error {
 	if x.closed.Swap(true) {
 		return nil
 	}
+	x.async.close(x.o.outage + 5*time.Second)
 	x.mu.Lock()
 	mboxes := x.mboxes
 	x.mboxes = nil

@@ -38,6 +38,7 @@ type sendReq struct {
 	err        error
 	sent       atomic.Bool   // done: set before done gets its token
 	done       chan struct{} // capacity 1: one token when the request is done
+	async      *asyncSend    // set for SendAsync: nobody waits on done
 }
 
 // Requests are reused once their caller took the token of done (see
@@ -50,11 +51,12 @@ func getSendReq() *sendReq {
 	r.state.Store(reqQueued)
 	r.sent.Store(false)
 	r.res, r.inc, r.err = 0, 0, nil
+	r.async = nil
 	return r
 }
 
 func putSendReq(r *sendReq) {
-	r.msg = nil
+	r.msg, r.async = nil, nil
 	sendReqs.Put(r)
 }
 
@@ -233,7 +235,7 @@ func (sd *sender) exec(batch []*sendReq) {
 	if err != nil {
 		for _, r := range batch {
 			r.err = err
-			r.finish()
+			sd.complete(r)
 		}
 		return
 	}
@@ -296,7 +298,7 @@ func (sd *sender) exec(batch []*sendReq) {
 		}
 	}
 	for _, r := range batch {
-		r.finish()
+		sd.complete(r)
 	}
 }
 
