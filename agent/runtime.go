@@ -152,7 +152,9 @@ func (r *Runtime) fail(err error) {
 // when the shutdown request asked for it), cancels the actions' context and
 // waits for the running actions (requests queued behind the concurrency
 // bound are answered with [ErrorKindShuttingDown]), stops the loops and
-// waits for them, and runs the shutdown hook. It returns the setup hook's
+// waits for them, and runs the shutdown hook; on an exchange that sends
+// responses without waiting ([exchange.AsyncSender]), it then waits for
+// them to be sent or to fail. It returns the setup hook's
 // error, the loop error that stopped the agent, or nil. Run may be called
 // once ([ErrNotRunning] after).
 func (r *Runtime) Run(ctx context.Context) error {

@@ -81,6 +81,24 @@
 // receiver had taken is delivered to it again, first, in order. Messages
 // from one sending goroutine arrive in order.
 //
+// # Sending without waiting
+//
+// Exchange and Hybrid implement exchange.AsyncSender: [Exchange.SendAsync]
+// encodes the message, puts it in the same send queue as Send (the same
+// pipelines, in the same order) and returns without waiting for the round
+// trip; the agent layer sends its responses so, which spares an agent's
+// serving goroutine a Redis round trip per response. What fails after the
+// call (destination missing or terminated, a mailbox still full when the
+// context given to SendAsync ends, Redis unreachable for the outage wait,
+// a lost reply) is logged through [WithLogger] and returned by the next
+// [Exchange.Flush]. Delivery is at most once: a message whose commit
+// failed or whose reply was lost is not sent again; once committed it is
+// delivered as a Send's is (at least once, below). Messages queued by one
+// goroutine to one mailbox are committed in order, except one that found
+// the mailbox full, which waits for room apart. Close flushes first. On a
+// Hybrid, SendAsync to an entity of the same node is the ring's send,
+// synchronous; only the Redis leg is queued.
+//
 // # Redis failures
 //
 // Every call fails with a clear error within its context: [ErrUnavailable]
