@@ -21,7 +21,7 @@ func (x *SHM) Send(ctx context.Context, m *Message) error {
 	if err := m.Validate(); err != nil {
 		return err
 	}
-	_, err := x.send(ctx, m, true)
+	_, err := x.send(ctx, m)
 	return err
 }
 
@@ -33,7 +33,7 @@ func (x *SHM) SendIncarnation(ctx context.Context, m *Message) (uint32, error) {
 	if err := m.Validate(); err != nil {
 		return 0, err
 	}
-	return x.send(ctx, m, true)
+	return x.send(ctx, m)
 }
 
 // errStale tells send that the mailbox's stamp changed under its feet:
@@ -44,17 +44,17 @@ var errStale = errors.New("exchange: mailbox changed")
 var errRetired = errors.New("exchange: mailbox mapping retired")
 
 // send is Send without the validation; it returns the incarnation of the
-// mailbox that took m. wait says whether to wait for space in a full
-// mailbox. It needs no enter: the steady state touches mapped memory only
+// mailbox that took m, waiting for space in a full mailbox until ctx
+// ends. It needs no enter: the steady state touches mapped memory only
 // while holding a producer box, and the slow paths enter. Each step that
 // touches mapped memory turns faults into errors itself (see
 // shm_fault.go): on the steady-state path, deliver, in the deferred call
 // that gives its box back, so that a send pays no deferred call of its
 // own for it.
-func (x *SHM) send(ctx context.Context, m *Message, wait bool) (uint32, error) {
+func (x *SHM) send(ctx context.Context, m *Message) (uint32, error) {
 	lookup := false
 	for {
-		inc, err := x.sendOnce(ctx, m, wait, lookup)
+		inc, err := x.sendOnce(ctx, m, lookup)
 		switch {
 		case err == nil:
 			return inc, nil
@@ -85,7 +85,7 @@ func (x *SHM) send(ctx context.Context, m *Message, wait bool) (uint32, error) {
 // sendOnce is one attempt of send, on the ring of the mailbox's current
 // incarnation; errStale when the mailbox changed meanwhile. lookup skips
 // the cached mappings. It returns the incarnation of the ring that took m.
-func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) (uint32, error) {
+func (x *SHM) sendOnce(ctx context.Context, m *Message, lookup bool) (uint32, error) {
 	var d *dest
 	if !lookup {
 		d = x.cachedDest(m.Dest)
@@ -110,7 +110,7 @@ func (x *SHM) sendOnce(ctx context.Context, m *Message, wait, lookup bool) (uint
 		}
 		return 0, err
 	}
-	housekeep, err := x.deliver(ctx, d, b, m, n, wait)
+	housekeep, err := x.deliver(ctx, d, b, m, n)
 	switch {
 	case err == errOwnerDead:
 		return 0, x.ownerDied(d)
@@ -129,7 +129,7 @@ var errOwnerDead = errors.New("exchange: mailbox owner dead")
 // which the caller took and deliver gives back (also when the ring
 // faults). It reports whether the registry changed since this handle last
 // retired its stale mappings, when it looked (housekeep).
-func (x *SHM) deliver(ctx context.Context, d *dest, b *prodBox, m *Message, n int, wait bool) (housekeep bool, err error) {
+func (x *SHM) deliver(ctx context.Context, d *dest, b *prodBox, m *Message, n int) (housekeep bool, err error) {
 	defer x.delivered(d, b, &err, debug.SetPanicOnFault(true))
 	// From here on the box keeps d's ring and the registry mapped. The
 	// stamp is the one load of the registry a send makes: unchanged, the
@@ -150,7 +150,7 @@ func (x *SHM) deliver(ctx context.Context, d *dest, b *prodBox, m *Message, n in
 		housekeep = x.reg.generation() != x.seenGen.Load()
 	}
 	c, err := b.p.TryClaim(int32(m.Kind), n)
-	if errors.Is(err, ring.ErrFull) && wait {
+	if errors.Is(err, ring.ErrFull) {
 		c, err = x.claimSlow(ctx, d, b.p, m.Kind, n)
 	}
 	if err != nil {

@@ -379,6 +379,6 @@ func (x *SHM) answerTerminated(ctx context.Context, id EntityID, m *Message) err
 	m.SetErrorResponse(m, &RemoteError{Kind: ErrorKindMailboxTerminated, Message: "mailbox " + id.String() + " was terminated"})
 	step, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
 	defer cancel()
-	_, err := x.send(step, m, true)
+	_, err := x.send(step, m)
 	return err
 }
