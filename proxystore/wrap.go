@@ -171,6 +171,7 @@ type Exchange struct {
 var (
 	_ exchange.Exchange          = (*Exchange)(nil)
 	_ exchange.IncarnationSender = (*Exchange)(nil)
+	_ exchange.AsyncSender       = (*Exchange)(nil)
 )
 
 // Wrap returns ex wrapped with store. The wrapper does not own store:
@@ -300,6 +301,42 @@ func (x *Exchange) Send(ctx context.Context, m *exchange.Message) error {
 // the send when it is an [exchange.Reopener], else 0.
 func (x *Exchange) SendIncarnation(ctx context.Context, m *exchange.Message) (uint32, error) {
 	return x.send(ctx, m, true)
+}
+
+// SendAsync implements [exchange.AsyncSender]: a message whose payload
+// travels inline is queued with the wrapped exchange's SendAsync, when it
+// has one (its failures after the call are then the wrapped exchange's to
+// log, and its next Flush returns the first); a message whose payload the
+// wrapper puts in the store is sent as Send sends it, waiting, so that a
+// send that fails frees what was put. On a wrapped exchange that is not an
+// AsyncSender, SendAsync is Send.
+func (x *Exchange) SendAsync(ctx context.Context, m *exchange.Message) error {
+	as, ok := x.inner.(exchange.AsyncSender)
+	if !ok {
+		return x.Send(ctx, m)
+	}
+	field, _ := payloadField(m)
+	if field == nil {
+		return as.SendAsync(ctx, m)
+	}
+	n := int64(len(*field))
+	if !x.wants(*field) && n <= exchange.MaxPayloadSize && (x.o.maxPayload <= 0 || n <= x.o.maxPayload) {
+		err := as.SendAsync(ctx, m)
+		if !errors.Is(err, exchange.ErrMessageTooLarge) || n == 0 || IsPayload(*field) {
+			return err
+		}
+		// Too large for the wrapped exchange's mailbox: Send proxies it.
+	}
+	return x.Send(ctx, m)
+}
+
+// Flush implements [exchange.AsyncSender]: the wrapped exchange's Flush,
+// when it has one; nil otherwise (every send waited).
+func (x *Exchange) Flush(ctx context.Context) error {
+	if as, ok := x.inner.(exchange.AsyncSender); ok {
+		return as.Flush(ctx)
+	}
+	return nil
 }
 
 // sendInner sends m with the wrapped exchange, reporting the incarnation
