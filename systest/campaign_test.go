@@ -1,6 +1,7 @@
 package systest
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	mrand "math/rand/v2"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shmex/shmex/agent"
 	"github.com/shmex/shmex/exchange"
 )
 
@@ -197,6 +199,31 @@ func (tr *trial) killLater(k *kid) error {
 }
 
 // noteStuck records how long a mailbox took to clear a dead child's records.
+// callAfterKill calls action of h with the trial's sentinel record, queued
+// behind everything the killed child sent, within stuckBound (load-scaled):
+// once it answers with the record whole, every request committed before
+// it was taken. The time it took is noted as the trial's stuck time. what
+// names the agent in the error.
+func (tr *trial) callAfterKill(h *agent.Handle, action, what string) error {
+	start := time.Now()
+	cctx, cancel := context.WithTimeout(tr.ctx, bound(stuckBound))
+	defer cancel()
+	rec := appendRecord(nil, tr.id, sentinel, 0, nil)
+	var got []byte
+	f, err := h.ActionRaw(cctx, action, rec)
+	if err == nil {
+		got, err = f.Wait(cctx)
+	}
+	if err == nil && !bytes.Equal(got, rec) {
+		err = errTorn
+	}
+	if err != nil {
+		return fmt.Errorf("call to %s after the kill: %w (after %v; load-scaled bound %v)", what, err, time.Since(start), bound(stuckBound))
+	}
+	tr.noteStuck(time.Since(start))
+	return nil
+}
+
 func (tr *trial) noteStuck(d time.Duration) {
 	tr.c.mu.Lock()
 	tr.c.maxStuck = max(tr.c.maxStuck, d)

@@ -191,26 +191,7 @@ func TestCrashAgent(t *testing.T) {
 			}
 		}
 		// The client's mailbox is not stuck.
-		start := time.Now()
-		call := func() error {
-			cctx, cancel := context.WithTimeout(tr.ctx, bound(stuckBound))
-			defer cancel()
-			rec := appendRecord(nil, tr.id, sentinel, 0, nil)
-			res, err := liveH.ActionRaw(cctx, "echo", rec)
-			if err == nil {
-				var got []byte
-				got, err = res.Wait(cctx)
-				if err == nil && !bytes.Equal(got, rec) {
-					err = errTorn
-				}
-			}
-			return err
-		}
-		if err := call(); err != nil {
-			return fmt.Errorf("call to the live agent after the kill: %w (after %v; load-scaled bound %v)", err, time.Since(start), bound(stuckBound))
-		}
-		tr.noteStuck(time.Since(start))
-		return nil
+		return tr.callAfterKill(liveH, "echo", "the live agent")
 	})
 	c.done(map[string]any{"calls": calls.Load(), "calls_failed": failed.Load()})
 }

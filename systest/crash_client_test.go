@@ -1,7 +1,6 @@
 package systest
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -31,22 +30,12 @@ const (
 // then "ok <stream> <seq>" after each request was sent.
 // args: root, exchange name, agent id, trial.
 func clientChild(args []string) int {
-	say("hello")
-	if len(args) != 4 {
-		return childFail("client: args %q", args)
+	c, code := startStreamChild("client", args, 4<<10)
+	if code != 0 {
+		return code
 	}
-	dest, err := exchange.ParseEntityID(args[2])
-	if err != nil {
-		return childFail("agent id: %v", err)
-	}
-	trialID := atou(args[3])
-	ctx, cancel := context.WithTimeout(context.Background(), childLife)
-	defer cancel()
-	x, err := childX(args[0], args[1], 4<<10)
-	if err != nil {
-		return childFail("Open: %v", err)
-	}
-	defer x.Close()
+	defer c.close()
+	x, dest, trialID, ctx := c.x, c.dest, c.trial, c.ctx
 	cl, err := agent.NewClient(ctx, x, agent.WithName("crash-client"), agent.WithLogger(slog.New(slog.DiscardHandler)))
 	if err != nil {
 		return childFail("NewClient: %v", err)
@@ -228,25 +217,9 @@ func TestCrashClient(t *testing.T) {
 		}
 		// A call queued behind all the child sent: once it answers, every
 		// request the child committed has been taken.
-		start := time.Now()
-		call := func() error {
-			cctx, cancel := context.WithTimeout(tr.ctx, bound(stuckBound))
-			defer cancel()
-			rec := appendRecord(nil, tr.id, sentinel, 0, nil)
-			var got []byte
-			fut, err := h.ActionRaw(cctx, "work", rec)
-			if err == nil {
-				got, err = fut.Wait(cctx)
-			}
-			if err == nil && !bytes.Equal(got, rec) {
-				err = errTorn
-			}
+		if err := tr.callAfterKill(h, "work", "the agent"); err != nil {
 			return err
 		}
-		if err := call(); err != nil {
-			return fmt.Errorf("call to the agent after the kill: %w (after %v; load-scaled bound %v)", err, time.Since(start), bound(stuckBound))
-		}
-		tr.noteStuck(time.Since(start))
 		if _, ok := within(bound(callHang), func() bool { return w.inFlight.Load() == 0 }); !ok {
 			return fmt.Errorf("%d actions still running %v after the kill", w.inFlight.Load(), bound(callHang))
 		}

@@ -79,22 +79,12 @@ func putOpts(rng interface{ IntN(int) int }) []proxystore.PutOption {
 // record, to a mailbox, reporting "ok <stream> <seq>" after each Send,
 // until it is killed. args: root, exchange name, destination, trial.
 func ownerChild(args []string) int {
-	say("hello")
-	if len(args) != 4 {
-		return childFail("owner: args %q", args)
+	c, code := startStreamChild("owner", args, 8<<10)
+	if code != 0 {
+		return code
 	}
-	dest, err := exchange.ParseEntityID(args[2])
-	if err != nil {
-		return childFail("dest: %v", err)
-	}
-	trialID := atou(args[3])
-	ctx, cancel := context.WithTimeout(context.Background(), childLife)
-	defer cancel()
-	x, err := childX(args[0], args[1], 8<<10)
-	if err != nil {
-		return childFail("Open: %v", err)
-	}
-	defer x.Close()
+	defer c.close()
+	x, dest, trialID, ctx := c.x, c.dest, c.trial, c.ctx
 	a, err := proxystore.OpenArena(x.Dir(), proxystore.WithSegmentSize(256<<10), proxystore.WithPrefault(false))
 	if err != nil {
 		return childFail("OpenArena: %v", err)

@@ -1,7 +1,6 @@
 package systest
 
 import (
-	"context"
 	"testing"
 
 	"github.com/shmex/shmex/exchange"
@@ -15,22 +14,12 @@ const senderStreams = 4
 // reporting "ok <stream> <seq>" after each Send that returned nil, until it
 // is killed. args: root, exchange name, destination, trial.
 func senderChild(args []string) int {
-	say("hello")
-	if len(args) != 4 {
-		return childFail("sender: args %q", args)
+	c, code := startStreamChild("sender", args, 4<<10)
+	if code != 0 {
+		return code
 	}
-	dest, err := exchange.ParseEntityID(args[2])
-	if err != nil {
-		return childFail("dest: %v", err)
-	}
-	trialID := atou(args[3])
-	ctx, cancel := context.WithTimeout(context.Background(), childLife)
-	defer cancel()
-	x, err := childX(args[0], args[1], 4<<10)
-	if err != nil {
-		return childFail("Open: %v", err)
-	}
-	defer x.Close()
+	defer c.close()
+	x, dest, trialID, ctx := c.x, c.dest, c.trial, c.ctx
 	me, err := x.RegisterClient(ctx, exchange.WithName("sender"))
 	if err != nil {
 		return childFail("RegisterClient: %v", err)

@@ -471,6 +471,37 @@ func childX(root, name string, mailboxBytes int) (*exchange.SHM, error) {
 		exchange.WithLogger(slog.New(slog.DiscardHandler)))
 }
 
+// streamChild is what the crash campaign's streaming children (sender,
+// client, arena owner) start with: their args are root, exchange name,
+// destination and trial; each says hello, then opens the exchange with
+// mailboxes of mailboxBytes. code is not 0 when the child must exit with
+// it (it said why); else the child defers close.
+type streamChild struct {
+	x     *exchange.SHM
+	dest  exchange.EntityID
+	trial uint64
+	ctx   context.Context
+	close func()
+}
+
+func startStreamChild(role string, args []string, mailboxBytes int) (c streamChild, code int) {
+	say("hello")
+	if len(args) != 4 {
+		return c, childFail("%s: args %q", role, args)
+	}
+	dest, err := exchange.ParseEntityID(args[2])
+	if err != nil {
+		return c, childFail("%s: destination: %v", role, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), childLife)
+	x, err := childX(args[0], args[1], mailboxBytes)
+	if err != nil {
+		cancel()
+		return c, childFail("Open: %v", err)
+	}
+	return streamChild{x: x, dest: dest, trial: atou(args[3]), ctx: ctx, close: func() { x.Close(); cancel() }}, 0
+}
+
 // childRand returns a child's random source.
 func childRand() *mrand.Rand {
 	var b [16]byte
