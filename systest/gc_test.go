@@ -40,24 +40,7 @@ func TestGCRemovesDeadCreatorsTemp(t *testing.T) {
 	root := newRoot(t)
 	x := openX(t, root, "temps", &logSink{})
 	k := startKid(t, "creator", nil, x.Dir())
-	if _, err := k.waitReady(); err != nil {
-		t.Fatal(err)
-	}
-	if err := k.kill(); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), bound(30*time.Second))
-	defer cancel()
-	if err := gc(ctx, x); err != nil {
-		t.Fatal(err)
-	}
-	left, err := leftovers(x.Dir(), map[int]bool{k.pid: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(left) > 0 {
-		t.Fatalf("gc left files of a dead process: %q", left)
-	}
+	killThenGC(t, x, k)
 }
 
 // orphanChild leaves the state of a registration killed between creating
@@ -97,6 +80,13 @@ func TestGCRemovesOrphanRing(t *testing.T) {
 	x := openX(t, root, "orphan", &logSink{})
 	u := exchange.NewUUID()
 	k := startKid(t, "orphan", nil, x.Dir(), hex.EncodeToString(u[:]))
+	killThenGC(t, x, k)
+}
+
+// killThenGC waits for k to be ready, kills it, runs gc on x, and fails
+// the test if gc left a file of k's in x's directory.
+func killThenGC(t *testing.T, x *exchange.SHM, k *kid) {
+	t.Helper()
 	if _, err := k.waitReady(); err != nil {
 		t.Fatal(err)
 	}
