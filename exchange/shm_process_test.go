@@ -85,19 +85,8 @@ func testCtx(t testing.TB, d time.Duration) context.Context {
 	return ctx
 }
 
-// outMu keeps a child's report lines whole.
-var outMu sync.Mutex
-
-func say(words ...any) {
-	outMu.Lock()
-	defer outMu.Unlock()
-	fmt.Println(words...)
-}
-
-func childFail(format string, args ...any) int {
-	say("error", fmt.Sprintf(format, args...))
-	return 1
-}
+// say and childFail are a child's reports (childproc.Say, childproc.Fail).
+var say, childFail = childproc.Say, childproc.Fail
 
 // serve answers the requests that arrive in mb until the mailbox or the
 // handle is closed: an ActionRequest gets the result

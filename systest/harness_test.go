@@ -449,21 +449,8 @@ func (k *kid) reap() error {
 
 // ---- children's side ----
 
-// outMu keeps a child's report lines whole.
-var outMu sync.Mutex
-
-// say writes one report line to standard output. A line written (the
-// write returned) is one the parent reads, whatever happens next.
-func say(words ...any) {
-	outMu.Lock()
-	defer outMu.Unlock()
-	fmt.Println(words...)
-}
-
-func childFail(format string, args ...any) int {
-	say("error", fmt.Sprintf(format, args...))
-	return 1
-}
+// say and childFail are a child's reports (childproc.Say, childproc.Fail).
+var say, childFail = childproc.Say, childproc.Fail
 
 // childX opens the exchange of a campaign child.
 func childX(root, name string, mailboxBytes int) (*exchange.SHM, error) {

@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -184,3 +185,23 @@ func (c *Child) Wait(timeout time.Duration) error {
 
 // Done is closed when the child has exited and been reaped.
 func (c *Child) Done() <-chan struct{} { return c.done }
+
+// outMu keeps a child's report lines whole.
+var outMu sync.Mutex
+
+// Say writes one report line of a child to its standard output, the words
+// separated by spaces. A line written (Say returned) is one the parent
+// reads, whatever happens to the child next; lines of several goroutines
+// never interleave.
+func Say(words ...any) {
+	outMu.Lock()
+	defer outMu.Unlock()
+	fmt.Println(words...)
+}
+
+// Fail reports "error <message>" and returns 1: a role's exit status when
+// it cannot go on.
+func Fail(format string, args ...any) int {
+	Say("error", fmt.Sprintf(format, args...))
+	return 1
+}
