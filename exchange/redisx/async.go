@@ -205,18 +205,16 @@ func (s *session) sendAsync(ctx context.Context, m *exchange.Message, t *asyncTr
 	if err != nil {
 		return err
 	}
-	_, ek := s.keysFor(m.Dest)
-	buf := getSendBuf(m.Msgsize())
-	msg, err := m.MarshalMsg((*buf)[:0])
+	ek, buf, msg, err := s.encode(m)
 	if err != nil {
-		putSendBuf(buf)
 		t.done(gen, nil)
-		return fmt.Errorf("%w: %w", exchange.ErrMessageTooLarge, err)
+		return err
 	}
 	*buf = msg
 	r := getSendReq()
 	r.e, r.q, r.role, r.msg = ek.e, ek.q, roleArg(m.Dest.Role), msg
-	r.async = &asyncSend{t: t, gen: gen, ctx: ctx, dest: m.Dest, kind: m.Kind, buf: buf, backoff: 250 * time.Microsecond}
+	r.as = asyncSend{t: t, gen: gen, ctx: ctx, dest: m.Dest, kind: m.Kind, buf: buf, backoff: fullBackoffMin}
+	r.async = &r.as
 	s.snd.submitAsync(r)
 	return nil
 }
@@ -293,12 +291,14 @@ func (sd *sender) retryFull(r *sendReq) {
 	a := r.async
 	t := a.t
 	d := a.backoff
-	a.backoff = min(2*a.backoff, 20*time.Millisecond)
-	closedErr := fmt.Errorf("redisx: asynchronous send of a %v: mailbox %v full when the handle closed: %w", a.kind, a.dest, errAsyncClosed)
+	a.backoff = nextFullBackoff(a.backoff)
+	closedErr := func() error {
+		return fmt.Errorf("redisx: asynchronous send of a %v: mailbox %v full when the handle closed: %w", a.kind, a.dest, errAsyncClosed)
+	}
 	t.mu.Lock()
 	if t.quitting {
 		t.mu.Unlock()
-		sd.asyncEnd(r, closedErr, slog.LevelWarn)
+		sd.asyncEnd(r, closedErr(), slog.LevelWarn)
 		return
 	}
 	t.retries.Add(1)
@@ -312,19 +312,17 @@ func (sd *sender) retryFull(r *sendReq) {
 		case <-timer.C:
 			t.mu.Lock()
 			if !t.quitting {
-				r.state.Store(reqQueued)
-				r.sent.Store(false)
-				r.res, r.inc, r.err = 0, 0, nil
+				r.reset()
 				sd.submitAsync(r)
 				t.mu.Unlock()
 				return
 			}
 			t.mu.Unlock()
-			err = closedErr
+			err = closedErr()
 		case <-a.ctx.Done():
 			err = fmt.Errorf("redisx: asynchronous send of a %v: mailbox %v full: %w", a.kind, a.dest, a.ctx.Err())
 		case <-t.quit:
-			err = closedErr
+			err = closedErr()
 		}
 		sd.asyncEnd(r, err, slog.LevelWarn)
 	}()

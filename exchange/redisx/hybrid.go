@@ -188,11 +188,13 @@ func (h *Hybrid) Send(ctx context.Context, m *exchange.Message) error {
 		return err
 	}
 	err := h.shm.Send(ctx, m)
-	if err == nil || !errors.Is(err, exchange.ErrBadEntityID) && !errors.Is(err, exchange.ErrMailboxClosed) {
+	if !refusedByRing(err) {
 		return err
 	}
-	_, err = h.route(ctx, m, err)
-	return err
+	if err := h.toRedis(ctx, m, err); err != nil {
+		return err
+	}
+	return h.rx.Send(ctx, m)
 }
 
 // SendIncarnation implements [exchange.IncarnationSender]: Send that also
@@ -202,10 +204,13 @@ func (h *Hybrid) SendIncarnation(ctx context.Context, m *exchange.Message) (uint
 		return 0, err
 	}
 	inc, err := h.shm.SendIncarnation(ctx, m)
-	if err == nil || !errors.Is(err, exchange.ErrBadEntityID) && !errors.Is(err, exchange.ErrMailboxClosed) {
+	if !refusedByRing(err) {
 		return inc, err
 	}
-	return h.route(ctx, m, err)
+	if err := h.toRedis(ctx, m, err); err != nil {
+		return 0, err
+	}
+	return h.rx.SendIncarnation(ctx, m)
 }
 
 // SendAsync implements [exchange.AsyncSender]: to an entity of this node
@@ -218,18 +223,12 @@ func (h *Hybrid) SendAsync(ctx context.Context, m *exchange.Message) error {
 	if err := h.check(); err != nil {
 		return err
 	}
-	shmErr := h.shm.Send(ctx, m)
-	if shmErr == nil || !errors.Is(shmErr, exchange.ErrBadEntityID) && !errors.Is(shmErr, exchange.ErrMailboxClosed) {
-		return shmErr
-	}
-	node, err := h.nodeOf(ctx, m.Dest)
-	switch {
-	case errors.Is(err, exchange.ErrBadEntityID):
-		return shmErr
-	case err != nil:
+	err := h.shm.Send(ctx, m)
+	if !refusedByRing(err) {
 		return err
-	case node == h.node && !errors.Is(shmErr, exchange.ErrBadEntityID):
-		return shmErr // ours, and terminated
+	}
+	if err := h.toRedis(ctx, m, err); err != nil {
+		return err
 	}
 	return h.rx.SendAsync(ctx, m)
 }
@@ -244,20 +243,29 @@ func (h *Hybrid) Flush(ctx context.Context) error {
 	return h.rx.Flush(ctx)
 }
 
-// route sends m, which the ring registry refused with shmErr, through Redis
-// when its destination lives on another node (or is registered in Redis and
-// not yet in the ring registry).
-func (h *Hybrid) route(ctx context.Context, m *exchange.Message, shmErr error) (uint32, error) {
+// refusedByRing reports whether the shared-memory send's err says that
+// the ring registry does not know the destination, or knows it
+// terminated: the message may then be for another node.
+func refusedByRing(err error) bool {
+	return errors.Is(err, exchange.ErrBadEntityID) || errors.Is(err, exchange.ErrMailboxClosed)
+}
+
+// toRedis decides where m goes that the ring registry refused with shmErr:
+// nil when through Redis (its destination lives on another node, or is
+// registered in Redis and not yet in the ring registry); else the error
+// for the sender (shmErr when the destination is unknown everywhere, or
+// ours and terminated).
+func (h *Hybrid) toRedis(ctx context.Context, m *exchange.Message, shmErr error) error {
 	node, err := h.nodeOf(ctx, m.Dest)
 	switch {
 	case errors.Is(err, exchange.ErrBadEntityID):
-		return 0, shmErr
+		return shmErr
 	case err != nil:
-		return 0, err
+		return err
 	case node == h.node && !errors.Is(shmErr, exchange.ErrBadEntityID):
-		return 0, shmErr // ours, and terminated
+		return shmErr // ours, and terminated
 	}
-	return h.rx.SendIncarnation(ctx, m)
+	return nil
 }
 
 // Status implements [exchange.Exchange.Status].

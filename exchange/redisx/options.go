@@ -121,5 +121,7 @@ func WithRecvBatch(n int) Option { return func(o *options) { o.batch = min(max(n
 // makes (default 256): every receiver blocked in Recv holds a connection.
 func WithPoolSize(n int) Option { return func(o *options) { o.poolSize = max(n, 4) } }
 
-// WithLogger sets the logger (default: discard).
+// WithLogger sets the logger. By default warnings and errors (among them
+// an asynchronous send that failed after SendAsync returned) go to
+// slog.Default, and nothing else, as in the rest of shmex.
 func WithLogger(l *slog.Logger) Option { return func(o *options) { o.log = l } }

@@ -38,7 +38,26 @@ type sendReq struct {
 	err        error
 	sent       atomic.Bool   // done: set before done gets its token
 	done       chan struct{} // capacity 1: one token when the request is done
-	async      *asyncSend    // set for SendAsync: nobody waits on done
+	async      *asyncSend    // set for SendAsync (to as): nobody waits on done
+	as         asyncSend     // async's storage, so that SendAsync allocates no request state
+}
+
+// Backoff of a send that finds its mailbox full: it polls again after
+// fullBackoffMin, doubling up to fullBackoffMax.
+const (
+	fullBackoffMin = 250 * time.Microsecond
+	fullBackoffMax = 20 * time.Millisecond
+)
+
+// nextFullBackoff is the wait after d of a send that found its mailbox
+// full again.
+func nextFullBackoff(d time.Duration) time.Duration { return min(2*d, fullBackoffMax) }
+
+// reset makes r a request not yet sent, with no outcome.
+func (r *sendReq) reset() {
+	r.state.Store(reqQueued)
+	r.sent.Store(false)
+	r.res, r.inc, r.err = 0, 0, nil
 }
 
 // Requests are reused once their caller took the token of done (see
@@ -48,15 +67,13 @@ var sendReqs = sync.Pool{New: func() any { return &sendReq{done: make(chan struc
 
 func getSendReq() *sendReq {
 	r := sendReqs.Get().(*sendReq)
-	r.state.Store(reqQueued)
-	r.sent.Store(false)
-	r.res, r.inc, r.err = 0, 0, nil
+	r.reset()
 	r.async = nil
 	return r
 }
 
 func putSendReq(r *sendReq) {
-	r.msg, r.async = nil, nil
+	r.msg, r.async, r.as = nil, nil, asyncSend{}
 	sendReqs.Put(r)
 }
 
@@ -320,11 +337,9 @@ func (s *session) send(ctx context.Context, m *exchange.Message, fullWait time.D
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	_, ek := s.keysFor(m.Dest)
-	buf := getSendBuf(m.Msgsize())
-	msg, err := m.MarshalMsg((*buf)[:0])
+	ek, buf, msg, err := s.encode(m)
 	if err != nil {
-		return 0, fmt.Errorf("%w: %w", exchange.ErrMessageTooLarge, err)
+		return 0, err
 	}
 	// The buffer goes back to the pool only once the last request that
 	// held it is done: one abandoned, or cut short while being sent, may
@@ -338,7 +353,7 @@ func (s *session) send(ctx context.Context, m *exchange.Message, fullWait time.D
 	}()
 	role := roleArg(m.Dest.Role)
 	var full time.Time
-	backoff := 250 * time.Microsecond
+	backoff := fullBackoffMin
 	for {
 		r := getSendReq()
 		r.e, r.q, r.role, r.msg = ek.e, ek.q, role, msg
@@ -371,7 +386,7 @@ func (s *session) send(ctx context.Context, m *exchange.Message, fullWait time.D
 				return 0, ctx.Err()
 			case <-t.C:
 			}
-			backoff = min(2*backoff, 20*time.Millisecond)
+			backoff = nextFullBackoff(backoff)
 			continue
 		}
 		if res < 0 {
@@ -380,6 +395,20 @@ func (s *session) send(ctx context.Context, m *exchange.Message, fullWait time.D
 		s.noteInc(m.Dest, res)
 		return uint32(res), nil
 	}
+}
+
+// encode encodes m, validated, into a pooled buffer for a send: the keys
+// of its destination, the buffer (the caller gives it back once no request
+// holds it) and the encoded message in it.
+func (s *session) encode(m *exchange.Message) (entityKeys, *[]byte, []byte, error) {
+	_, ek := s.keysFor(m.Dest)
+	buf := getSendBuf(m.Msgsize())
+	msg, err := m.MarshalMsg((*buf)[:0])
+	if err != nil {
+		putSendBuf(buf)
+		return ek, nil, nil, fmt.Errorf("%w: %w", exchange.ErrMessageTooLarge, err)
+	}
+	return ek, buf, msg, nil
 }
 
 // Encoding buffers of sends, reused once their message is sent: up to

@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/shmex/shmex/exchange"
+	"github.com/shmex/shmex/internal/quietlog"
 )
 
 // A session is one process's participation in an exchange (one server,
@@ -114,14 +115,11 @@ func acquireSession(ctx context.Context, o options) (*session, error) {
 		k:        newKeys(o.prefix),
 		o:        o,
 		grace:    strconv.Itoa(int(math.Ceil(2*o.ttl.Seconds())) + 1),
-		log:      o.log,
+		log:      quietlog.Or(o.log),
 		owned:    map[exchange.UUID]*ownedEntity{},
 		releases: map[string]*mailbox{},
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
-	}
-	if s.log == nil {
-		s.log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s.snd.s = s
 	if o.client != nil {
