@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -194,9 +195,15 @@ func (e *exchangeObj) send(m *exchange.Message, ns int64) error {
 	if m.Tag.IsZero() {
 		m.Tag = exchange.NewTag()
 	}
-	// Send validates m: a malformed message is ErrBadMessage (EINVAL), a
-	// field over the codec limits ErrMessageTooLarge (ETOOLARGE).
+	// Send validates m: a malformed message is ErrBadMessage, the
+	// caller's doing here (EINVAL; elsewhere, a message received broken,
+	// it is not), a field over the codec limits ErrMessageTooLarge
+	// (ETOOLARGE).
 	ctx, cancel := timeout(e.ctx, ns)
 	defer cancel()
-	return e.x.Send(ctx, m)
+	err := e.x.Send(ctx, m)
+	if errors.Is(err, exchange.ErrBadMessage) {
+		return fmt.Errorf("%w: %w", errInval, err)
+	}
+	return err
 }

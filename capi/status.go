@@ -64,8 +64,7 @@ func statusOf(err error) (status int, kind string) {
 		return statusOK, ""
 	case errors.Is(err, errBadHandle):
 		return statusBadHandle, ""
-	case errors.Is(err, errInval), errors.Is(err, exchange.ErrInvalidArgument), errors.Is(err, exchange.ErrWrongRole),
-		errors.Is(err, exchange.ErrBadMessage): // a message the caller built (a received one is skipped)
+	case errors.Is(err, errInval), errors.Is(err, exchange.ErrInvalidArgument), errors.Is(err, exchange.ErrWrongRole):
 		return statusInval, ""
 	case errors.Is(err, errShutdown):
 		return statusShutdown, ""
