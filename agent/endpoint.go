@@ -38,6 +38,7 @@ type endpoint struct {
 	// send; neither for an exchange that cannot reopen mailboxes.
 	incSender exchange.IncarnationSender
 	reopener  exchange.Reopener
+	async     exchange.AsyncSender // when the exchange is one: responses go without waiting
 
 	tagPrefix uint64        // random, for newTag
 	tagSeq    atomic.Uint64 // requests made, for newTag
@@ -56,6 +57,7 @@ func newEndpoint(x exchange.Exchange, id exchange.EntityID, o *options) *endpoin
 	ep.tagPrefix = binary.BigEndian.Uint64(t[:8])
 	ep.incSender, _ = x.(exchange.IncarnationSender)
 	ep.reopener, _ = x.(exchange.Reopener)
+	ep.async, _ = x.(exchange.AsyncSender)
 	return ep
 }
 
@@ -321,4 +323,13 @@ func (ep *endpoint) answerStray(m *exchange.Message) {
 		ep.log.Debug("agent: client could not answer a request", "to", m.Dest, "err", err)
 	}
 	cancel()
+}
+
+// sendResponse sends a response: with SendAsync when the exchange is an
+// exchange.AsyncSender (not waited for; Runtime.Run flushes), else Send.
+func (ep *endpoint) sendResponse(ctx context.Context, m *exchange.Message) error {
+	if ep.async != nil {
+		return ep.async.SendAsync(ctx, m)
+	}
+	return ep.x.Send(ctx, m)
 }

@@ -415,12 +415,7 @@ func (r *receiver) lead(ctx context.Context, c *call) error {
 				dropped |= 1 << i
 				continue // m stays ours
 			}
-			if next == nil || msgBytes(next) > maxPooledBytes {
-				next = getMsg() // do not keep large buffers
-			} else {
-				clean(next)
-			}
-			bufs[i] = next
+			bufs[i] = recycled(next) // do not keep large buffers
 		}
 		for i, m := range bufs[:n] {
 			if dropped&(1<<i) != 0 { // rare: logged under the lock, while the buffers are ours
@@ -457,7 +452,7 @@ func clean(m *exchange.Message) { m.Kind, m.Tag = exchange.KindInvalid, exchange
 // by the receiver would otherwise pin the largest message it ever decoded
 // (a dropped late response, a stray request), one per buffer of the batch.
 func recycled(m *exchange.Message) *exchange.Message {
-	if msgBytes(m) > maxPooledBytes {
+	if m == nil || msgBytes(m) > maxPooledBytes {
 		return getMsg()
 	}
 	clean(m)

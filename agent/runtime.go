@@ -271,8 +271,8 @@ func (r *Runtime) Run(ctx context.Context) error {
 	<-drained
 	// 6. The responses queued without waiting (exchange.AsyncSender): sent
 	// or failed (and logged by the exchange) before Run returns.
-	if as, ok := r.ep.x.(exchange.AsyncSender); ok {
-		if err := as.Flush(base); err != nil {
+	if r.ep.async != nil {
+		if err := r.ep.async.Flush(base); err != nil {
 			log.Debug("agent: a response queued without waiting failed", "err", err)
 		}
 	}

@@ -371,11 +371,7 @@ func (r *Runtime) invoke(a *action, m *exchange.Message) (res []byte, err error)
 // log); Run flushes them before it returns.
 func (r *Runtime) respond(m *exchange.Message) {
 	ctx := r.sendCtx
-	send := r.ep.x.Send
-	if as, ok := r.ep.x.(exchange.AsyncSender); ok {
-		send = as.SendAsync
-	}
-	err := send(ctx, m)
+	err := r.ep.sendResponse(ctx, m)
 	if err == nil {
 		return
 	}
@@ -387,7 +383,7 @@ func (r *Runtime) respond(m *exchange.Message) {
 		re.Message = fmt.Sprintf("action %q: its result of %d bytes could not be sent to %v: %v", m.Action, len(m.Result), m.Dest, err)
 		r.o.log.Debug("agent: answering with an error", "agent", r.ep.id, "err", re)
 		m.SetError(re)
-		if err = send(ctx, m); err == nil {
+		if err = r.ep.sendResponse(ctx, m); err == nil {
 			return
 		}
 	}
