@@ -157,6 +157,7 @@ func WithWrapLogger(l *slog.Logger) WrapOption {
 // store directory.
 type Exchange struct {
 	inner exchange.Exchange
+	async exchange.AsyncSender // inner, when it is one
 	store Store
 	o     wrapOptions
 
@@ -187,7 +188,8 @@ func Wrap(ex exchange.Exchange, store Store, opts ...WrapOption) *Exchange {
 	if o.should == nil {
 		WithThreshold(DefaultThreshold)(&o)
 	}
-	return &Exchange{inner: ex, store: store, o: o, mboxes: map[*Mailbox]struct{}{}}
+	async, _ := ex.(exchange.AsyncSender)
+	return &Exchange{inner: ex, async: async, store: store, o: o, mboxes: map[*Mailbox]struct{}{}}
 }
 
 // Unwrap returns the wrapped exchange.
@@ -291,7 +293,7 @@ func payloadField(m *exchange.Message) (*exchange.Payload, string) {
 // is freed. Errors: those of the wrapped Send, and the store's when the Put
 // fails (the message is then not sent).
 func (x *Exchange) Send(ctx context.Context, m *exchange.Message) error {
-	_, err := x.send(ctx, m, false)
+	_, err := x.send(ctx, m, sendPlain)
 	return err
 }
 
@@ -300,7 +302,7 @@ func (x *Exchange) Send(ctx context.Context, m *exchange.Message) error {
 // SendIncarnation when it has one; otherwise the incarnation read before
 // the send when it is an [exchange.Reopener], else 0.
 func (x *Exchange) SendIncarnation(ctx context.Context, m *exchange.Message) (uint32, error) {
-	return x.send(ctx, m, true)
+	return x.send(ctx, m, sendIncarnation)
 }
 
 // SendAsync implements [exchange.AsyncSender]: a message whose payload
@@ -311,38 +313,35 @@ func (x *Exchange) SendIncarnation(ctx context.Context, m *exchange.Message) (ui
 // send that fails frees what was put. On a wrapped exchange that is not an
 // AsyncSender, SendAsync is Send.
 func (x *Exchange) SendAsync(ctx context.Context, m *exchange.Message) error {
-	as, ok := x.inner.(exchange.AsyncSender)
-	if !ok {
-		return x.Send(ctx, m)
-	}
-	field, _ := payloadField(m)
-	if field == nil {
-		return as.SendAsync(ctx, m)
-	}
-	n := int64(len(*field))
-	if !x.wants(*field) && n <= exchange.MaxPayloadSize && (x.o.maxPayload <= 0 || n <= x.o.maxPayload) {
-		err := as.SendAsync(ctx, m)
-		if !errors.Is(err, exchange.ErrMessageTooLarge) || n == 0 || IsPayload(*field) {
-			return err
-		}
-		// Too large for the wrapped exchange's mailbox: Send proxies it.
-	}
-	return x.Send(ctx, m)
+	_, err := x.send(ctx, m, sendQueued)
+	return err
 }
 
 // Flush implements [exchange.AsyncSender]: the wrapped exchange's Flush,
 // when it has one; nil otherwise (every send waited).
 func (x *Exchange) Flush(ctx context.Context) error {
-	if as, ok := x.inner.(exchange.AsyncSender); ok {
-		return as.Flush(ctx)
+	if x.async != nil {
+		return x.async.Flush(ctx)
 	}
 	return nil
 }
 
-// sendInner sends m with the wrapped exchange, reporting the incarnation
-// of its destination when inc is set.
-func (x *Exchange) sendInner(ctx context.Context, m *exchange.Message, inc bool) (uint32, error) {
-	if !inc {
+// sendMode is how the wrapper hands a message to the wrapped exchange.
+type sendMode uint8
+
+const (
+	sendPlain       sendMode = iota // Send
+	sendIncarnation                 // SendIncarnation, or the best the wrapped exchange offers
+	sendQueued                      // SendAsync when it has one, else Send
+)
+
+// sendInner sends m with the wrapped exchange in mode, reporting the
+// incarnation of its destination in mode sendIncarnation.
+func (x *Exchange) sendInner(ctx context.Context, m *exchange.Message, mode sendMode) (uint32, error) {
+	switch {
+	case mode == sendQueued && x.async != nil:
+		return 0, x.async.SendAsync(ctx, m)
+	case mode != sendIncarnation:
 		return 0, x.inner.Send(ctx, m)
 	}
 	if s, ok := x.inner.(exchange.IncarnationSender); ok {
@@ -357,15 +356,17 @@ func (x *Exchange) sendInner(ctx context.Context, m *exchange.Message, inc bool)
 	return n, x.inner.Send(ctx, m)
 }
 
-// send is Send, and SendIncarnation with inc.
-func (x *Exchange) send(ctx context.Context, m *exchange.Message, inc bool) (uint32, error) {
+// send is Send, SendIncarnation and SendAsync, by mode. A payload put in
+// the store is sent waiting (sendQueued becomes sendPlain), so that a send
+// that fails frees it.
+func (x *Exchange) send(ctx context.Context, m *exchange.Message, mode sendMode) (uint32, error) {
 	field, name := payloadField(m)
 	if field != nil && x.o.maxPayload > 0 && int64(len(*field)) > x.o.maxPayload {
 		return 0, fmt.Errorf("%w: %s of %d bytes, this wrapper carries at most %d (WithMaxPayload)",
 			exchange.ErrMessageTooLarge, name, len(*field), x.o.maxPayload)
 	}
 	if field == nil || !x.wants(*field) && len(*field) <= exchange.MaxPayloadSize {
-		n, err := x.sendInner(ctx, m, inc)
+		n, err := x.sendInner(ctx, m, mode)
 		if field == nil || !errors.Is(err, exchange.ErrMessageTooLarge) || len(*field) == 0 || IsPayload(*field) {
 			return n, err
 		}
@@ -389,7 +390,10 @@ func (x *Exchange) send(ctx context.Context, m *exchange.Message, inc bool) (uin
 		return 0, fmt.Errorf("proxystore: proxy the %s of %v: %w", name, m, err)
 	}
 	*field = AppendPayload(buf[:0], p)
-	n, err := x.sendInner(ctx, m, inc)
+	if mode == sendQueued {
+		mode = sendPlain
+	}
+	n, err := x.sendInner(ctx, m, mode)
 	if err != nil {
 		if ferr := x.store.Free(context.WithoutCancel(ctx), p); ferr != nil {
 			x.o.log.Warn("proxystore: free the proxy of an unsent message", "proxy", p, "err", ferr)
