@@ -2,11 +2,7 @@ package exchange
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"runtime/debug"
-
-	"github.com/shmex/shmex/ring"
 )
 
 // BatchReceiver is implemented by mailboxes that can receive several
@@ -83,27 +79,6 @@ func (mb *shmMailbox) RecvBatch(ctx context.Context, ms []*Message) (n int, err 
 		}
 	}
 	return n, derr
-}
-
-// recvErr is what Recv returns when its Receive failed with err, nothing
-// received (the same cases as Recv's, which keeps its own copy on its fast
-// path).
-func (mb *shmMailbox) recvErr(ctx context.Context, err error) error {
-	x := mb.x
-	switch {
-	case errors.Is(err, ring.ErrClosed):
-		x.removeIfDrained(mb.d, mb.c)
-		return ErrMailboxClosed
-	case errors.Is(err, ring.ErrInterrupted):
-		return ErrMailboxClosed
-	case errors.Is(err, ring.ErrCorrupt):
-		if x.reg.state(mb.d.index) != regTerminated {
-			x.opts.log.Error("shmex: mailbox ring corrupt; terminating the mailbox", "exchange", x.name, "mailbox", mb.d.id, "err", err)
-			x.terminateEntered(ctx, mb.d)
-		}
-		return fmt.Errorf("%w: mailbox %v: %w", ErrMailboxClosed, mb.d.id, err)
-	}
-	return err
 }
 
 var _ BatchReceiver = (*shmMailbox)(nil)

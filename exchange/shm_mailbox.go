@@ -120,29 +120,37 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) (err error) {
 		if got {
 			return derr
 		}
-		switch {
-		case err == nil:
+		if err == nil {
 			continue // a request was answered: look for the next message
-		case errors.Is(err, ring.ErrClosed):
-			// Terminated and drained: nothing is left in the ring for
-			// anyone, and no receiver attaches while this one is.
-			x.removeIfDrained(mb.d, mb.c)
-			return ErrMailboxClosed
-		case errors.Is(err, ring.ErrInterrupted):
-			return ErrMailboxClosed
-		case errors.Is(err, ring.ErrCorrupt):
-			// Nothing can be read from a damaged ring, now or later: not
-			// ErrBadMessage, which a receive loop skips (it would spin).
-			// Terminate the mailbox so that its senders and callers are
-			// not left waiting; a supervisor may Reopen it, on a new ring.
-			if x.reg.state(mb.d.index) != regTerminated {
-				x.opts.log.Error("shmex: mailbox ring corrupt; terminating the mailbox", "exchange", x.name, "mailbox", mb.d.id, "err", err)
-				x.terminateEntered(ctx, mb.d)
-			}
-			return fmt.Errorf("%w: mailbox %v: %w", ErrMailboxClosed, mb.d.id, err)
 		}
-		return err
+		return mb.recvErr(ctx, err)
 	}
+}
+
+// recvErr is what Recv (and RecvBatch) return when the ring's Receive
+// failed with err, nothing received.
+func (mb *shmMailbox) recvErr(ctx context.Context, err error) error {
+	x := mb.x
+	switch {
+	case errors.Is(err, ring.ErrClosed):
+		// Terminated and drained: nothing is left in the ring for anyone,
+		// and no receiver attaches while this one is.
+		x.removeIfDrained(mb.d, mb.c)
+		return ErrMailboxClosed
+	case errors.Is(err, ring.ErrInterrupted):
+		return ErrMailboxClosed
+	case errors.Is(err, ring.ErrCorrupt):
+		// Nothing can be read from a damaged ring, now or later: not
+		// ErrBadMessage, which a receive loop skips (it would spin).
+		// Terminate the mailbox so that its senders and callers are not
+		// left waiting; a supervisor may Reopen it, on a new ring.
+		if x.reg.state(mb.d.index) != regTerminated {
+			x.opts.log.Error("shmex: mailbox ring corrupt; terminating the mailbox", "exchange", x.name, "mailbox", mb.d.id, "err", err)
+			x.terminateEntered(ctx, mb.d)
+		}
+		return fmt.Errorf("%w: mailbox %v: %w", ErrMailboxClosed, mb.d.id, err)
+	}
+	return err
 }
 
 // exit ends a Recv, deferred (one deferred call for both jobs: Recv is on

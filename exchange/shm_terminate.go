@@ -144,17 +144,33 @@ func (x *SHM) terminateEntry(id EntityID, want stamp, owner uint64) bool {
 	}
 	defer x.reg.unlock()
 	i, s := x.lookup(id)
-	switch {
-	case i < 0 || !s.sameIncarnation(want):
-		return false
-	case s.state() == regTerminated:
-		return true
-	case s != want || owner != anyOwner && x.reg.owner(i) != owner:
+	if i < 0 {
 		return false
 	}
-	x.reg.setTerminated(i, s)
-	shm.Remove(ringPath(x.dir, id.UUID, s.inc()))
-	return true
+	terminated, marked := x.markTerminatedLocked(i, s, want, owner)
+	if marked {
+		shm.Remove(ringPath(x.dir, id.UUID, s.inc()))
+	}
+	return terminated
+}
+
+// markTerminatedLocked terminates the entry of registry slot i, whose
+// stamp is cur, if cur is want (the incarnation and state the caller
+// looked at) and its owner still owner (anyOwner: any); the caller holds
+// the registry's lock. It reports whether the entry is terminated in
+// want's incarnation (by this call or another), and whether this call
+// marked it.
+func (x *SHM) markTerminatedLocked(i int, cur, want stamp, owner uint64) (terminated, marked bool) {
+	switch {
+	case !cur.sameIncarnation(want):
+		return false, false
+	case cur.state() == regTerminated:
+		return true, false
+	case cur != want || owner != anyOwner && x.reg.owner(i) != owner:
+		return false, false
+	}
+	x.reg.setTerminated(i, cur)
+	return true, true
 }
 
 // terminateSlotEntry terminates the entry of registry slot i in the
@@ -168,17 +184,8 @@ func (x *SHM) terminateSlotEntry(i int, s stamp, owner uint64) bool {
 		return true // as terminateEntry: the owner is dead all the same
 	}
 	defer x.reg.unlock()
-	cur := x.reg.stamp(i)
-	switch {
-	case !cur.sameIncarnation(s):
-		return false
-	case cur.state() == regTerminated:
-		return true
-	case cur != s || owner != anyOwner && x.reg.owner(i) != owner:
-		return false
-	}
-	x.reg.setTerminated(i, cur)
-	return true
+	terminated, _ := x.markTerminatedLocked(i, x.reg.stamp(i), s, owner)
+	return terminated
 }
 
 // ownerDied terminates the mailbox of d, whose owner a send found dead,
