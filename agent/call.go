@@ -118,9 +118,16 @@ func (c *call) free() {
 	if !c.pooled {
 		return
 	}
-	m := c.msg
-	if m == nil || msgBytes(m) > maxPooledBytes {
-		c.msg = new(exchange.Message) // do not pin large buffers
+	c.reset()
+	callPool.Put(c)
+}
+
+// reset makes c, complete and out of the table, a call that may start
+// again: its message is kept unless it grew large (dropped then, so as not
+// to pin large buffers; initCall takes a pooled one).
+func (c *call) reset() {
+	if m := c.msg; m != nil && msgBytes(m) > maxPooledBytes {
+		c.msg = nil
 	}
 	c.ep, c.h, c.err = nil, nil, nil
 	c.deadSince = 0
@@ -128,7 +135,6 @@ func (c *call) free() {
 	c.phase.Store(phaseSending)
 	c.inc.Store(0)
 	c.done.Store(false)
-	callPool.Put(c)
 }
 
 // start registers c and sends its request; lead says that the caller

@@ -212,12 +212,8 @@ func (f *Future[T]) Release() {
 	var zero T
 	f.val, f.err, f.once = zero, nil, sync.Once{}
 	f.codec = nil
-	c.ep, c.h, c.err, c.waiter, c.doneCh = nil, nil, nil, nil, nil
-	c.deadSince = 0
-	c.resp, c.leads = false, false
-	c.phase.Store(phaseSending)
-	c.inc.Store(0)
-	c.done.Store(false)
+	c.reset()
+	c.waiter, c.doneCh = nil, nil
 	h.spareMu.Lock()
 	if len(h.spare) < maxSpareFutures {
 		h.spare = append(h.spare, f)
