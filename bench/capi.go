@@ -268,17 +268,22 @@ func (r *capiRun) phase(ctx context.Context, idle, placement string, fn func() e
 // goRTT measures no-op actions from a Go handle, as the C and Python
 // clients make them (raw MessagePack: 64 bytes in a bin).
 func (r *capiRun) goRTT(ctx context.Context, h *agent.Handle) (Latency, error) {
-	args := msgp.AppendBytes(nil, make([]byte, MsgSize))
 	unlock := r.env.LockThread()
 	defer unlock()
-	return r.env.MeasureRTT(ctx, func() error {
+	return r.env.MeasureRTT(ctx, goNoop(ctx, h))
+}
+
+// goNoop returns one no-op action of h, as goRTT measures it.
+func goNoop(ctx context.Context, h *agent.Handle) func() error {
+	args := msgp.AppendBytes(nil, make([]byte, MsgSize))
+	return func() error {
 		f, err := h.ActionRaw(ctx, "noop", args)
 		if err != nil {
 			return err
 		}
 		_, err = f.Wait(ctx)
 		return err
-	})
+	}
 }
 
 // rttRow is a latency row with a note.
@@ -289,47 +294,17 @@ func (r *capiRun) rttRow(metric string, l Latency, compareTo, note string) Row {
 }
 
 // goRTTRep adds one repetition of goRTT's measurement to l (warming up
-// first when warm), as MeasureRTT makes each: bulk and timed slices in
-// turn.
+// first when warm), as MeasureRTT makes each.
 func (r *capiRun) goRTTRep(ctx context.Context, h *agent.Handle, l *Latency, warm bool) error {
-	args := msgp.AppendBytes(nil, make([]byte, MsgSize))
 	unlock := r.env.LockThread()
 	defer unlock()
-	rt := func() error {
-		f, err := h.ActionRaw(ctx, "noop", args)
-		if err != nil {
-			return err
-		}
-		_, err = f.Wait(ctx)
-		return err
-	}
+	rt := goNoop(ctx, h)
 	if warm {
 		if _, _, err := r.env.WarmupPhase().Loop(ctx, rt); err != nil {
 			return fmt.Errorf("warm-up: %w", err)
 		}
 	}
-	const slices = 10
-	slice := Phase{Duration: r.env.Duration / slices}
-	if r.env.Iterations > 0 {
-		slice = Phase{Count: max(1, int64(r.env.Iterations)/slices)}
-	}
-	var n int64
-	var el time.Duration
-	for range slices {
-		sn, sel, err := slice.Loop(ctx, rt)
-		if err != nil {
-			return err
-		}
-		n, el = n+sn, el+sel
-		if _, _, err := slice.TimedLoop(ctx, l.Hist, rt); err != nil {
-			return err
-		}
-	}
-	if n == 0 {
-		return errors.New("bench: no round trip completed")
-	}
-	l.Reps = append(l.Reps, float64(el.Nanoseconds())/float64(n))
-	return nil
+	return r.env.MeasureRTTRep(ctx, rt, l)
 }
 
 // extRTT is a latency measured by a program of another language, one

@@ -122,30 +122,40 @@ func (e *Env) MeasureRTT(ctx context.Context, rt func() error) (Latency, error) 
 	if _, _, err := e.WarmupPhase().Loop(ctx, rt); err != nil {
 		return l, fmt.Errorf("warm-up: %w", err)
 	}
+	for range e.Reps {
+		if err := e.MeasureRTTRep(ctx, rt, &l); err != nil {
+			return l, err
+		}
+	}
+	l.Mean = median(l.Reps)
+	return l, nil
+}
+
+// MeasureRTTRep adds one repetition of MeasureRTT's measurement of rt to
+// l, without a warm-up: rttSlices bulk and timed slices in turn, the bulk
+// ones giving the repetition's mean.
+func (e *Env) MeasureRTTRep(ctx context.Context, rt func() error, l *Latency) error {
 	slice := Phase{Duration: e.Duration / rttSlices}
 	if e.Iterations > 0 {
 		slice = Phase{Count: max(1, int64(e.Iterations)/rttSlices)}
 	}
-	for range e.Reps {
-		var n int64
-		var el time.Duration
-		for range rttSlices {
-			sn, sel, err := slice.Loop(ctx, rt)
-			if err != nil {
-				return l, err
-			}
-			n, el = n+sn, el+sel
-			if _, _, err := slice.TimedLoop(ctx, l.Hist, rt); err != nil {
-				return l, err
-			}
+	var n int64
+	var el time.Duration
+	for range rttSlices {
+		sn, sel, err := slice.Loop(ctx, rt)
+		if err != nil {
+			return err
 		}
-		if n == 0 {
-			return l, errors.New("bench: no round trip completed")
+		n, el = n+sn, el+sel
+		if _, _, err := slice.TimedLoop(ctx, l.Hist, rt); err != nil {
+			return err
 		}
-		l.Reps = append(l.Reps, float64(el.Nanoseconds())/float64(n))
 	}
-	l.Mean = median(l.Reps)
-	return l, nil
+	if n == 0 {
+		return errors.New("bench: no round trip completed")
+	}
+	l.Reps = append(l.Reps, float64(el.Nanoseconds())/float64(n))
+	return nil
 }
 
 // LatencyRow returns the row of a round-trip latency in ns. When the mean is
