@@ -142,7 +142,7 @@ func pinAgentProcess() error {
 // agentPeer is the parent side of an agent scenario: a child process
 // running agents, and the exchange they are in.
 type agentPeer struct {
-	x     exchange.Exchange // the shared-memory exchange, or a cluster node's (clusterAgents)
+	x     exchange.Exchange // the shared-memory exchange, or a cluster node's (startClusterAgents)
 	child *Child
 	ids   []exchange.EntityID
 	ctx   context.Context // done when the child exits
@@ -256,24 +256,33 @@ func actionRTT(ctx context.Context, env *Env, root, mode string) (Latency, error
 	if err != nil {
 		return Latency{}, err
 	}
-	cl, err := agent.NewClient(ctx, p.x)
-	if err != nil {
-		p.close(ctx)
-		return Latency{}, err
-	}
-	h := cl.Handle(p.ids[0])
-	args := make([]byte, MsgSize)
-	unlock := env.LockThread()
-	l, err := env.MeasureRTT(ctx, func() error {
-		_, err := agent.Call[agent.NoArgs](p.ctx, h, "noop", args)
-		return err
-	})
-	unlock()
-	cl.Close()
+	l, err := p.noopRTT(ctx, env, true)
 	if cerr := p.close(ctx); err == nil {
 		err = cerr
 	}
 	return l, err
+}
+
+// noopRTT measures a no-op action's round trip from a client of p.x to
+// p's first agent, from a thread of its own (locked, pinned) when lock is
+// set, else from a goroutine the scheduler places (as the redis scenario
+// measures redis.rtt_ns).
+func (p *agentPeer) noopRTT(ctx context.Context, env *Env, lock bool) (Latency, error) {
+	cl, err := agent.NewClient(ctx, p.x)
+	if err != nil {
+		return Latency{}, err
+	}
+	defer cl.Close()
+	h := cl.Handle(p.ids[0])
+	args := make([]byte, MsgSize)
+	if lock {
+		unlock := env.LockThread()
+		defer unlock()
+	}
+	return env.MeasureRTT(ctx, func() error {
+		_, err := agent.Call[agent.NoArgs](p.ctx, h, "noop", args)
+		return err
+	})
 }
 
 // pipeline runs no-op actions through h with actionWindow in flight until

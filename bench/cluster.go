@@ -184,18 +184,15 @@ func childClusterEcho(args []string) error {
 	}
 }
 
-// clusterAgents is the parent side of an agent scenario across nodes.
-type clusterAgents struct{ agentPeer }
-
 // startClusterAgents joins the exchange as node a and starts a child
 // running n agents as node b, pinned ("pin") or floating ("float"; see
 // childClusterAgents).
-func startClusterAgents(ctx context.Context, env *Env, a, b clusterNode, n int, placement string) (*clusterAgents, error) {
+func startClusterAgents(ctx context.Context, env *Env, a, b clusterNode, n int, placement string) (*agentPeer, error) {
 	x, err := a.join(ctx)
 	if err != nil {
 		return nil, err
 	}
-	p := &clusterAgents{agentPeer{x: x}}
+	p := &agentPeer{x: x}
 	if p.child, err = env.StartChild(ctx, "cluster-agents", append(b.args(), strconv.Itoa(n), placement)...); err != nil {
 		x.Close()
 		return nil, err
@@ -204,28 +201,6 @@ func startClusterAgents(ctx context.Context, env *Env, a, b clusterNode, n int, 
 		return nil, err
 	}
 	return p, nil
-}
-
-// actionRTT measures a no-op action's round trip from a client of p.x to
-// p's first agent, from a thread of its own (locked, pinned as action/rtt
-// measures) when lock is set, else from a goroutine the scheduler places,
-// as the redis scenario measures redis.rtt_ns.
-func (p *clusterAgents) actionRTT(ctx context.Context, env *Env, lock bool) (Latency, error) {
-	cl, err := agent.NewClient(ctx, p.x)
-	if err != nil {
-		return Latency{}, err
-	}
-	defer cl.Close()
-	h := cl.Handle(p.ids[0])
-	args := make([]byte, MsgSize)
-	if lock {
-		unlock := env.LockThread()
-		defer unlock()
-	}
-	return env.MeasureRTT(ctx, func() error {
-		_, err := agent.Call[agent.NoArgs](p.ctx, h, "noop", args)
-		return err
-	})
 }
 
 func newPrefix(what string) string { return fmt.Sprintf("shmbench-%s-%d", what, os.Getpid()) }
@@ -255,7 +230,7 @@ func runClusterRTT(ctx context.Context, env *Env) ([]Row, error) {
 	// (a locked thread adds a futex hand-off per call, from the client's
 	// receiving goroutine to the caller's thread, which the peer does not
 	// pay).
-	l, err := p.actionRTT(ctx, env, false)
+	l, err := p.noopRTT(ctx, env, false)
 	if cerr := p.close(ctx); err == nil {
 		err = cerr
 	}
@@ -436,7 +411,7 @@ func runHybridRTT(ctx context.Context, env *Env) ([]Row, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", m.mode, err)
 		}
-		l, err := p.actionRTT(ctx, env, true) // as action/rtt
+		l, err := p.noopRTT(ctx, env, true) // as action/rtt
 		if cerr := p.close(ctx); err == nil {
 			err = cerr
 		}
