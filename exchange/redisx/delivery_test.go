@@ -115,20 +115,7 @@ func TestBatchLeftoversReceiverDies(t *testing.T) {
 		expectLine(t, child, "got")
 	}
 	child.Kill()
-	for {
-		st, err := a.Status(ctx, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st == exchange.StatusTerminated {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("the dead receiver's mailbox never read as terminated")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	waitTerminated(ctx, t, a, c)
 	mb, err := a.Mailbox(ctx, c)
 	if err != nil {
 		t.Fatal(err)

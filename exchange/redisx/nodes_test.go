@@ -1,6 +1,7 @@
 package redisx_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -242,20 +243,7 @@ func TestReceiverDiesRedelivery(t *testing.T) {
 	}
 	// The receivers' session expires; the mailboxes they owned are then
 	// terminated (by A's reaper, or the Status below).
-	for {
-		st, err := a.Status(ctx, c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if st == exchange.StatusTerminated {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal("the dead receiver's mailbox never read as terminated")
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
+	waitTerminated(ctx, t, a, c)
 	mb, err := a.Mailbox(ctx, c)
 	if err != nil {
 		t.Fatal(err)
@@ -351,6 +339,26 @@ func TestHybridTerminateOtherNode(t *testing.T) {
 	for _, x := range []exchange.Exchange{a, b} {
 		if st, err := x.Status(ctx, ag); err != nil || st != exchange.StatusTerminated {
 			t.Fatalf("Status = %v, %v", st, err)
+		}
+	}
+}
+
+// waitTerminated waits until x reads the mailbox of id as terminated (its
+// receiver's session expired), failing t when ctx ends first.
+func waitTerminated(ctx context.Context, t *testing.T, x exchange.Exchange, id exchange.EntityID) {
+	t.Helper()
+	for {
+		st, err := x.Status(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st == exchange.StatusTerminated {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("the dead receiver's mailbox never read as terminated")
+		case <-time.After(20 * time.Millisecond):
 		}
 	}
 }
