@@ -197,19 +197,7 @@ func TestSHMStatusDeadOwnerTakenOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := childproc.Start(t, "receiver", root, name, aid.String())
-	line(t, first, "first receiver start", childStart)
-	first.Kill()
-
-	var fired atomic.Bool
-	var second *childproc.Child
-	exchange.SetDeadOwnerHook(t, func(id exchange.EntityID) {
-		if id != aid || !fired.CompareAndSwap(false, true) {
-			return
-		}
-		second = childproc.Start(t, "receiver", root, name, aid.String())
-		line(t, second, "second receiver start", childStart)
-	})
+	fired, second := takeOverOnDeadOwner(t, root, name, aid)
 	st, err := obs.Status(ctx, aid)
 	if !fired.Load() {
 		t.Fatalf("Status = %v, %v without finding the owner dead", st, err)
@@ -220,7 +208,7 @@ func TestSHMStatusDeadOwnerTakenOver(t *testing.T) {
 	if err := obs.Send(ctx, exchange.NewActionRequest(cid, aid, "after", nil)); err != nil {
 		t.Fatalf("Send to the mailbox taken over: %v", err)
 	}
-	if f := line(t, second, "second receiver", 10*time.Second); f[1] != "after" {
+	if f := line(t, *second, "second receiver", 10*time.Second); f[1] != "after" {
 		t.Fatalf("second receiver got %q", f)
 	}
 }
@@ -243,19 +231,7 @@ func TestSHMSendDeadOwnerTakenOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := childproc.Start(t, "receiver", root, name, aid.String())
-	line(t, first, "first receiver start", childStart)
-	first.Kill()
-
-	var fired atomic.Bool
-	var second *childproc.Child
-	exchange.SetDeadOwnerHook(t, func(id exchange.EntityID) {
-		if id != aid || !fired.CompareAndSwap(false, true) {
-			return
-		}
-		second = childproc.Start(t, "receiver", root, name, aid.String())
-		line(t, second, "second receiver start", childStart)
-	})
+	fired, second := takeOverOnDeadOwner(t, root, name, aid)
 	// More than the mailbox holds: the sends wait for space, and find the
 	// owner dead by then at the latest.
 	const n = 200
@@ -272,11 +248,31 @@ func TestSHMSendDeadOwnerTakenOver(t *testing.T) {
 		t.Fatal("no send found the owner dead")
 	}
 	for {
-		if f := line(t, second, "second receiver", 10*time.Second); f[1] == "last" {
+		if f := line(t, *second, "second receiver", 10*time.Second); f[1] == "last" {
 			break
 		}
 	}
 	if st, err := x.Status(ctx, aid); err != nil || st != exchange.StatusActive {
 		t.Fatalf("Status after the take-over = %v, %v; want active", st, err)
 	}
+}
+
+// takeOverOnDeadOwner starts a receiving child of aid's mailbox and kills
+// it; the first time this process then finds that dead owner (before it
+// terminates the mailbox), a second child takes the mailbox over. fired
+// tells whether that happened, and *second is the second child then.
+func takeOverOnDeadOwner(t *testing.T, root, name string, aid exchange.EntityID) (fired *atomic.Bool, second **childproc.Child) {
+	t.Helper()
+	first := childproc.Start(t, "receiver", root, name, aid.String())
+	line(t, first, "first receiver start", childStart)
+	first.Kill()
+	fired, second = new(atomic.Bool), new(*childproc.Child)
+	exchange.SetDeadOwnerHook(t, func(id exchange.EntityID) {
+		if id != aid || !fired.CompareAndSwap(false, true) {
+			return
+		}
+		*second = childproc.Start(t, "receiver", root, name, aid.String())
+		line(t, *second, "second receiver start", childStart)
+	})
+	return fired, second
 }
