@@ -153,27 +153,50 @@ func (fo *futureObj) done() bool {
 	}
 }
 
-// wait waits up to ns for the future's outcome. A future that is complete
-// already (in a pipeline, most are) is taken without setting up a timer.
+// wait waits up to ns for the future's outcome.
 func (fo *futureObj) wait(ns int64) ([]byte, error) {
-	res, err := fo.f.Result()
-	if errors.Is(err, agent.ErrPending) {
-		if ns == 0 {
+	if ns == 0 {
+		res, err := fo.f.Result()
+		if errors.Is(err, agent.ErrPending) {
 			return nil, fmt.Errorf("%w: the future is pending", errTimedOut)
 		}
-		ctx, cancel := timeout(context.Background(), ns)
-		defer cancel()
-		res, err = fo.f.Wait(ctx)
 		if err != nil && fo.isClosed() {
-			return nil, fmt.Errorf("%w: the future was freed, or its handle closed, while waited on", errClosed)
+			return nil, fmt.Errorf("%w: the future was freed, or its handle closed", errClosed)
 		}
 		return res, err
 	}
+	// A future that is complete already (in a pipeline, most are) is
+	// taken without setting up a timer: Wait with a context that is done
+	// returns its outcome, or errNotYet while it is pending.
+	if res, err := fo.f.Wait(notYet{}); !errors.Is(err, errNotYet) {
+		if err != nil && fo.isClosed() {
+			return nil, fmt.Errorf("%w: the future was freed, or its handle closed", errClosed)
+		}
+		return res, err
+	}
+	ctx, cancel := timeout(context.Background(), ns)
+	defer cancel()
+	res, err := fo.f.Wait(ctx)
 	if err != nil && fo.isClosed() {
-		return nil, fmt.Errorf("%w: the future was freed, or its handle closed", errClosed)
+		return nil, fmt.Errorf("%w: the future was freed, or its handle closed, while waited on", errClosed)
 	}
 	return res, err
 }
+
+// notYet is a context that is done from the start, whose error is
+// errNotYet: a Wait with it returns the outcome of a complete future and
+// errNotYet for a pending one, which it leaves pending.
+type notYet struct{}
+
+// errNotYet is notYet's error.
+var errNotYet = errors.New("capi: not complete yet")
+
+func (notYet) Deadline() (time.Time, bool) { return time.Time{}, true }
+func (notYet) Done() <-chan struct{}       { return closedChan }
+func (notYet) Err() error                  { return errNotYet }
+func (notYet) Value(any) any               { return nil }
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 func (fo *futureObj) isClosed() bool {
 	fo.mu.Lock()
