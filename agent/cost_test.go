@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -100,11 +101,20 @@ func (mb *echoMailbox) Recv(ctx context.Context, m *exchange.Message) error {
 	return err
 }
 
-// threadCPU returns the calling thread's CPU time in ns.
+// threadCPU returns the calling thread's CPU time in ns. The caller locks
+// its goroutine to its thread (lockThread) for the span it measures:
+// otherwise the two readings may come from two threads.
 func threadCPU() int64 {
 	var ts unix.Timespec
 	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
 	return ts.Nano()
+}
+
+// lockThread locks the calling goroutine to its thread and returns the
+// unlock.
+func lockThread() func() {
+	runtime.LockOSThread()
+	return runtime.UnlockOSThread
 }
 
 func costClient(b *testing.B) (*agent.Handle, func()) {
@@ -129,6 +139,7 @@ func BenchmarkCostCall(b *testing.B) {
 	ctx := context.Background()
 	arg := args64()
 	b.ReportAllocs()
+	defer lockThread()()
 	start := threadCPU()
 	for b.Loop() {
 		if _, err := agent.Call[agent.NoArgs](ctx, h, "noop64", arg); err != nil {
@@ -148,6 +159,7 @@ func BenchmarkCostAction(b *testing.B) {
 	var fs [64]*agent.Future[agent.NoArgs]
 	i := 0
 	b.ReportAllocs()
+	defer lockThread()()
 	start := threadCPU()
 	for b.Loop() {
 		if f := fs[i]; f != nil {
