@@ -24,8 +24,9 @@ import (
 //  3. complete: removed from the table and finished, exactly once, under
 //     ep.mu, by whoever removed it; its waiter (if any) is woken.
 //  4. Its owner reads the outcome and recycles what it owns: a pooled call
-//     (Call, Ping, Shutdown) goes back to the pool; a Future keeps its call
-//     and gives back its message.
+//     (Call, Ping, Shutdown) goes back to the pool with its message; a
+//     Future keeps both, for the action that reuses it after
+//     [Future.Release] (a large message is let go).
 //
 // Ownership of the Message: a call always owns exactly one Message, msg:
 // the request it encodes and sends; after the send, a free buffer that the

@@ -204,11 +204,8 @@ func (f *Future[T]) Release() {
 		f.Cancel()
 	}
 	// Complete: out of the table, touched by nobody else (see
-	// completeLocked), and its owner is done with it.
-	if c.msg != nil {
-		putMsg(c.msg)
-		c.msg = nil
-	}
+	// completeLocked), and its owner is done with it. Its Message stays
+	// (reset drops a large one): the next action's request reuses it.
 	var zero T
 	f.val, f.err, f.once = zero, nil, sync.Once{}
 	f.codec = nil
@@ -240,8 +237,11 @@ func spareFuture[T any](h *Handle) *Future[T] {
 func (f *Future[T]) result() (T, error) {
 	f.once.Do(func() {
 		f.val, f.err = decodeResult(&f.c, f.codec)
-		if f.c.msg != nil {
-			putMsg(f.c.msg)
+		// The future keeps its Message, as a pooled call does, for the
+		// request of the action that reuses it after Release: no trip
+		// through the pool per action. A large one is let go (a read
+		// future may be kept for long).
+		if m := f.c.msg; m != nil && msgBytes(m) > maxPooledBytes {
 			f.c.msg = nil
 		}
 	})
