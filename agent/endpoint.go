@@ -40,7 +40,7 @@ type endpoint struct {
 	reopener  exchange.Reopener
 	async     exchange.AsyncSender // when the exchange is one: responses go without waiting
 
-	tagPrefix uint64        // random, for newTag
+	tagPrefix uint64        // random, with the version bits: newTag's first half
 	tagSeq    atomic.Uint64 // requests made, for newTag
 
 	mu       sync.Mutex
@@ -54,7 +54,7 @@ type endpoint struct {
 func newEndpoint(x exchange.Exchange, id exchange.EntityID, o *options) *endpoint {
 	ep := &endpoint{x: x, id: id, log: o.log, poll: o.statusPoll, grace: o.grace}
 	t := exchange.NewTag()
-	ep.tagPrefix = binary.BigEndian.Uint64(t[:8])
+	ep.tagPrefix = binary.BigEndian.Uint64(t[:8])&^0xf000 | 0x4000 // version 4 (byte 6)
 	ep.incSender, _ = x.(exchange.IncarnationSender)
 	ep.reopener, _ = x.(exchange.Reopener)
 	ep.async, _ = x.(exchange.AsyncSender)
@@ -96,12 +96,12 @@ func resetMsg(m *exchange.Message) {
 // routing needs) and, with 64 random bits, across endpoints; cheaper than
 // drawing 128 random bits per call.
 func (ep *endpoint) newTag() exchange.UUID {
-	n := ep.tagSeq.Add(1)
+	// The count's top two bits are the variant (RFC 9562, 0b10): it never
+	// gets there. Whole words, no byte edits: copying a UUID built byte by
+	// byte stalls on store forwarding.
 	var u exchange.UUID
 	binary.BigEndian.PutUint64(u[:8], ep.tagPrefix)
-	binary.BigEndian.PutUint64(u[8:], n)
-	u[6] = u[6]&0x0f | 0x40 // version 4
-	u[8] = u[8]&0x3f | 0x80 // variant RFC 9562 (the count's top bits: it never gets there)
+	binary.BigEndian.PutUint64(u[8:], ep.tagSeq.Add(1)&^(3<<62)|1<<63)
 	return u
 }
 
