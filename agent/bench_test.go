@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -24,6 +23,7 @@ var idleModes = []struct {
 	{"spin", ring.Spin},
 	{"spinpark", ring.SpinThenPark(2000)},
 	{"park", ring.Park},
+	{"backoff", ring.Backoff}, // the default
 }
 
 func args64() []byte { return bytes.Repeat([]byte{'a'}, 64) }
@@ -69,7 +69,7 @@ func benchRawPipelined(b *testing.B, idle ring.IdleStrategy) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	child := childproc.Start(b, "echo", x.Name(), filepath.Dir(x.Dir()), agentID.String(), strconv.Itoa(idle.Spins))
+	child := childproc.Start(b, "echo", x.Name(), filepath.Dir(x.Dir()), agentID.String(), idle.String())
 	if l, err := child.Line(testTimeout); err != nil || l != "ready" {
 		b.Fatalf("child: %q, %v", l, err)
 	}
@@ -122,7 +122,7 @@ func benchRaw(b *testing.B, idle ring.IdleStrategy) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	child := childproc.Start(b, "echo", x.Name(), filepath.Dir(x.Dir()), agentID.String(), strconv.Itoa(idle.Spins))
+	child := childproc.Start(b, "echo", x.Name(), filepath.Dir(x.Dir()), agentID.String(), idle.String())
 	if l, err := child.Line(testTimeout); err != nil || l != "ready" {
 		b.Fatalf("child: %q, %v", l, err)
 	}

@@ -39,12 +39,19 @@ func newSHM(t testing.TB, opts ...exchange.Option) *exchange.SHM {
 	return x
 }
 
+// openSHM opens the exchange name under root for a child, with the idle
+// strategy idle: a spin count, or a strategy as ring.IdleStrategy.String
+// writes it.
 func openSHM(name, root, idle string) (*exchange.SHM, error) {
-	n, err := strconv.Atoi(idle)
+	s, err := ring.ParseIdleStrategy(idle)
 	if err != nil {
-		return nil, err
+		n, aerr := strconv.Atoi(idle)
+		if aerr != nil {
+			return nil, err
+		}
+		s = ring.IdleStrategy{Spins: n}
 	}
-	return exchange.Open(name, exchange.WithRoot(root), exchange.WithIdle(ring.IdleStrategy{Spins: n}))
+	return exchange.Open(name, exchange.WithRoot(root), exchange.WithIdle(s))
 }
 
 var envs = []env{
