@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 )
 
@@ -118,9 +119,18 @@ type Reopener interface {
 // incarnation (see Reopener) of the mailbox that took the message.
 type IncarnationSender interface {
 	// SendIncarnation is Send that also returns the incarnation of the
-	// destination mailbox the message was delivered to.
+	// destination mailbox the message was delivered to, or
+	// IncarnationUnknown when the send succeeded and the incarnation
+	// could not be learnt.
 	SendIncarnation(ctx context.Context, m *Message) (uint32, error)
 }
+
+// IncarnationUnknown is what SendIncarnation reports for a message it
+// sent when it cannot tell the incarnation of the mailbox that took it (a
+// wrapper over an exchange whose look-up failed). No incarnation exceeds
+// it, so a caller that compares incarnations to detect a restart never
+// takes it for one.
+const IncarnationUnknown = math.MaxUint32
 
 // Mailbox is a client that receives from one mailbox. Closing it closes this
 // client only, never the mailbox in the exchange: others may still send to

@@ -347,8 +347,9 @@ func (x *Exchange) sendInner(ctx context.Context, m *exchange.Message, mode send
 	if s, ok := x.inner.(exchange.IncarnationSender); ok {
 		return s.SendIncarnation(ctx, m)
 	}
-	var n uint32
+	var n uint32 // an exchange that cannot reopen: always the first incarnation
 	if r, ok := x.inner.(exchange.Reopener); ok {
+		n = exchange.IncarnationUnknown // not 0: a later look-up above it would read as a restart
 		if v, err := r.Incarnation(ctx, m.Dest); err == nil {
 			n = v
 		}

@@ -2,6 +2,7 @@ package proxystore
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"testing"
 
@@ -153,5 +154,65 @@ func TestWrapSendIncarnation(t *testing.T) {
 	}
 	if _, err := x.SendIncarnation(ctx, exchange.NewPingRequest(client, exchange.NewAgentID())); !errors.Is(err, exchange.ErrBadEntityID) {
 		t.Fatalf("to a missing id: %v", err)
+	}
+}
+
+// reopenOnly is an exchange that can reopen mailboxes and tell their
+// incarnation, but whose Send does not report it (no SendIncarnation), and
+// whose Incarnation fails while failing is set.
+type reopenOnly struct {
+	exchange.Exchange
+	r       exchange.Reopener
+	failing bool
+}
+
+func (x *reopenOnly) Reopen(ctx context.Context, id exchange.EntityID) error {
+	return x.r.Reopen(ctx, id)
+}
+
+func (x *reopenOnly) Incarnation(ctx context.Context, id exchange.EntityID) (uint32, error) {
+	if x.failing {
+		return 0, errors.New("reopenOnly: incarnation unknown")
+	}
+	return x.r.Incarnation(ctx, id)
+}
+
+// TestWrapSendIncarnationUnknown: over an exchange that cannot report the
+// incarnation with the send, the wrapper looks it up; when the look-up
+// fails it reports IncarnationUnknown, which no restart exceeds, rather
+// than 0, which the agent layer's watcher would take for a restart once
+// the agent's incarnation reads above 0.
+func TestWrapSendIncarnationUnknown(t *testing.T) {
+	ctx := t.Context()
+	local := exchange.NewLocal()
+	defer local.Close()
+	inner := &reopenOnly{Exchange: local, r: local}
+	store := NewMemStore()
+	defer store.Close()
+	x := Wrap(inner, store)
+	agent, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "A"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := local.Terminate(ctx, agent); err != nil {
+		t.Fatal(err)
+	}
+	if err := local.Reopen(ctx, agent); err != nil {
+		t.Fatal(err)
+	}
+	want, err := local.Incarnation(ctx, agent)
+	if err != nil || want == 0 {
+		t.Fatalf("incarnation after a reopen: %d, %v", want, err)
+	}
+	if got, err := x.SendIncarnation(ctx, exchange.NewPingRequest(client, agent)); err != nil || got != want {
+		t.Fatalf("SendIncarnation = %d, %v; want %d", got, err, want)
+	}
+	inner.failing = true
+	if got, err := x.SendIncarnation(ctx, exchange.NewPingRequest(client, agent)); err != nil || got != exchange.IncarnationUnknown {
+		t.Fatalf("SendIncarnation with the look-up failing = %d, %v; want IncarnationUnknown", got, err)
 	}
 }
