@@ -7,7 +7,10 @@ import (
 	"fmt"
 	"math"
 	"reflect"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/shmex/shmex/agent"
 	"github.com/shmex/shmex/exchange"
@@ -321,4 +324,84 @@ func FuzzActionArgs(f *testing.F) {
 			}
 		}
 	})
+}
+
+// slowCodec decodes a string slowly, counting its decodes, and panics on
+// "boom!" (the result of action "id" of "boom").
+type slowCodec struct{ decodes *atomic.Int32 }
+
+func (slowCodec) Append(b []byte, v string) ([]byte, error) { return append(b, v...), nil }
+func (c slowCodec) Decode(b []byte, v *string) error {
+	c.decodes.Add(1)
+	time.Sleep(20 * time.Millisecond) // let the other readers race this one
+	if string(b) == "boom!" {
+		panic("slowCodec: boom")
+	}
+	*v = string(b)
+	return nil
+}
+
+// TestFutureResultOnce: a future's result is decoded once, whatever the
+// number of goroutines that wait for it at once, and each gets it; a codec
+// that panics panics in the reader that decodes, and the others (and later
+// ones) get an error instead of a zero result.
+func TestFutureResultOnce(t *testing.T) {
+	x := exchange.NewLocal()
+	defer x.Close()
+	ctx := testCtx(t)
+	var decodes atomic.Int32
+	codec := slowCodec{&decodes}
+	b := agent.NewBehavior("Slow")
+	if err := agent.AddActionCodec(b, "id", codec, codec, func(_ context.Context, s string) (string, error) { return s + "!", nil }); err != nil {
+		t.Fatal(err)
+	}
+	rt, err := agent.NewRuntime(ctx, x, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go rt.Run(ctx)
+	defer rt.Shutdown()
+	c, err := agent.NewClient(ctx, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, in := range []string{"abc", "boom"} {
+		f, err := agent.ActionCodec[string](ctx, c.Handle(rt.ID()), "id", in, codec, codec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-f.Done()
+		decodes.Store(0) // the agent's decode of the argument
+		want := in + "!"
+		const readers = 4
+		var wg sync.WaitGroup
+		var panics, fails atomic.Int32
+		for range readers {
+			wg.Go(func() {
+				defer func() {
+					if recover() != nil {
+						panics.Add(1)
+					}
+				}()
+				got, err := f.Wait(ctx)
+				switch {
+				case err != nil:
+					fails.Add(1)
+				case got != want:
+					t.Errorf("Wait = %q, want %q", got, want)
+				}
+			})
+		}
+		wg.Wait()
+		if n := decodes.Load(); n != 1 {
+			t.Errorf("%q: decoded %d times, want 1", in, n)
+		}
+		if in == "boom" && (panics.Load() != 1 || fails.Load() != readers-1) {
+			t.Errorf("panicking codec: %d panics and %d errors, want 1 and %d", panics.Load(), fails.Load(), readers-1)
+		}
+		if in != "boom" && (panics.Load() != 0 || fails.Load() != 0) {
+			t.Errorf("%d panics and %d errors", panics.Load(), fails.Load())
+		}
+	}
 }

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -131,10 +132,20 @@ type Future[T any] struct {
 	c     call
 	codec Codec[T]
 
-	once sync.Once
-	val  T
-	err  error
+	// The result, decoded once by the first reader (result): state goes
+	// from resultNone to resultDecoding (that reader's CAS) to resultDone,
+	// after which val and err are read-only until Release.
+	state atomic.Uint32
+	val   T
+	err   error
 }
+
+// The states of a Future's result.
+const (
+	resultNone     = iota // not decoded
+	resultDecoding        // a reader decodes it
+	resultDone            // decoded: val and err hold it
+)
 
 // Done returns a channel closed when the future is complete.
 func (f *Future[T]) Done() <-chan struct{} {
@@ -207,7 +218,8 @@ func (f *Future[T]) Release() {
 	// completeLocked), and its owner is done with it. Its Message stays
 	// (reset drops a large one): the next action's request reuses it.
 	var zero T
-	f.val, f.err, f.once = zero, nil, sync.Once{}
+	f.val, f.err = zero, nil
+	f.state.Store(resultNone)
 	f.codec = nil
 	c.reset()
 	c.waiter, c.doneCh = nil, nil
@@ -234,18 +246,46 @@ func spareFuture[T any](h *Handle) *Future[T] {
 	return new(Future[T])
 }
 
+// result returns the result of the complete future, decoding it on the
+// first call. A sync.Once would do, at the price of a lock and a deferred
+// unlock per action; readers that race the first one (concurrent Waits
+// of one future: rare) yield until it is done.
 func (f *Future[T]) result() (T, error) {
-	f.once.Do(func() {
-		f.val, f.err = decodeResult(&f.c, f.codec)
-		// The future keeps its Message, as a pooled call does, for the
-		// request of the action that reuses it after Release: no trip
-		// through the pool per action. A large one is let go (a read
-		// future may be kept for long).
-		if m := f.c.msg; m != nil && msgBytes(m) > maxPooledBytes {
-			f.c.msg = nil
-		}
-	})
+	if f.state.Load() != resultDone {
+		f.decode()
+	}
 	return f.val, f.err
+}
+
+// errResultPanicked is what a future returns after the codec decoding its
+// result panicked in an earlier reader.
+var errResultPanicked = errors.New("agent: decoding the result panicked")
+
+// decode decodes the result, or waits until another reader has.
+func (f *Future[T]) decode() {
+	if !f.state.CompareAndSwap(resultNone, resultDecoding) {
+		for f.state.Load() != resultDone {
+			runtime.Gosched()
+		}
+		return
+	}
+	decoded := false
+	defer func() {
+		if !decoded { // a codec panicked: the panic goes on, later readers get an error
+			var zero T
+			f.val, f.err = zero, errResultPanicked
+		}
+		f.state.Store(resultDone)
+	}()
+	f.val, f.err = decodeResult(&f.c, f.codec)
+	decoded = true
+	// The future keeps its Message, as a pooled call does, for the
+	// request of the action that reuses it after Release: no trip through
+	// the pool per action. A large one is let go (a read future may be
+	// kept for long).
+	if m := f.c.msg; m != nil && msgBytes(m) > maxPooledBytes {
+		f.c.msg = nil
+	}
 }
 
 // rawCodec passes raw bytes through (a copy on decode).
