@@ -46,9 +46,14 @@
 //
 // Caveats: a yield may run some other busy thread rather than the
 // producer; on a busy machine Backoff then yields rather than spins, which
-// is the polite thing there. A goroutine locked to its OS thread pays a
-// hand-off of the thread for each runtime.Gosched (15 to 25 µs), so
-// Receive calls it rarely there. IdleStrategy is a small comparable value:
+// is the polite thing there. A runtime.Gosched lets goroutines of the
+// consumer's own process run on its P; with more than one P, Receive calls
+// it only when the runtime counts goroutines waiting for a P, because a
+// Gosched with a P idle wakes a thread of the runtime to look for work on
+// another CPU (often the peer's), which cost a pipelined client up to
+// 400 ns per action. A goroutine locked to its OS thread pays a hand-off
+// of the thread for each runtime.Gosched (15 to 25 µs), so Receive calls
+// it rarely there. IdleStrategy is a small comparable value:
 // String and [ParseIdleStrategy] turn it into text and back, for options
 // and environment variables.
 //
