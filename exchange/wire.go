@@ -97,6 +97,9 @@ func (t Text) Msgsize() int { return strHeaderSize(len(t)) + len(t) }
 // MarshalMsg appends t as a MessagePack str. It fails with
 // [ErrMessageTooLarge] when t is longer than [MaxTextSize].
 func (t Text) MarshalMsg(b []byte) ([]byte, error) {
+	if len(t) <= 31 { // fast path: a fixstr, as msgp writes it
+		return append(append(b, 0xa0|byte(len(t))), t...), nil
+	}
 	if len(t) > MaxTextSize {
 		return b, errTextTooLarge
 	}
@@ -109,7 +112,7 @@ func (t *Text) UnmarshalMsg(b []byte) ([]byte, error) {
 	// Fast path: a fixstr (up to 31 bytes), the form of every action name.
 	if len(b) > 0 && b[0]&0xe0 == 0xa0 {
 		if n := int(b[0] & 0x1f); len(b) > n {
-			*t = append((*t)[:0], b[1:1+n]...)
+			t.set(b[1 : 1+n])
 			return b[1+n:], nil
 		}
 	}
@@ -124,8 +127,22 @@ func (t *Text) UnmarshalMsg(b []byte) ([]byte, error) {
 	if len(v) > MaxTextSize {
 		return b, errTextTooLarge
 	}
-	*t = append((*t)[:0], v...)
+	t.set(v)
 	return o, nil
+}
+
+// set makes t a copy of v, reusing t's capacity. An empty v, the common
+// case of the error fields, costs a comparison: t is stored only when its
+// length changes (a store of a slice into a Message on the heap passes
+// the write barrier).
+func (t *Text) set(v []byte) {
+	if len(v) == 0 {
+		if len(*t) != 0 {
+			*t = (*t)[:0]
+		}
+		return
+	}
+	*t = append((*t)[:0], v...)
 }
 
 // EncodeMsg writes t as a MessagePack str.
@@ -160,6 +177,9 @@ func (p Payload) Msgsize() int { return binHeaderSize(len(p)) + len(p) }
 // MarshalMsg appends p as a MessagePack bin. It fails with
 // [ErrMessageTooLarge] when p is longer than [MaxPayloadSize].
 func (p Payload) MarshalMsg(b []byte) ([]byte, error) {
+	if len(p) <= 0xff { // fast path: a bin8, as msgp writes it
+		return append(append(b, 0xc4, byte(len(p))), p...), nil
+	}
 	if len(p) > MaxPayloadSize {
 		return b, errPayloadTooLarge
 	}
@@ -172,7 +192,7 @@ func (p *Payload) UnmarshalMsg(b []byte) ([]byte, error) {
 	// Fast path: a bin8 (up to 255 bytes).
 	if len(b) > 1 && b[0] == 0xc4 {
 		if n := int(b[1]); len(b) >= 2+n {
-			*p = append((*p)[:0], b[2:2+n]...)
+			p.set(b[2 : 2+n])
 			return b[2+n:], nil
 		}
 	}
@@ -187,8 +207,19 @@ func (p *Payload) UnmarshalMsg(b []byte) ([]byte, error) {
 	if len(v) > MaxPayloadSize {
 		return b, errPayloadTooLarge
 	}
-	*p = append((*p)[:0], v...)
+	p.set(v)
 	return o, nil
+}
+
+// set makes p a copy of v, reusing p's capacity (see Text.set).
+func (p *Payload) set(v []byte) {
+	if len(v) == 0 {
+		if len(*p) != 0 {
+			*p = (*p)[:0]
+		}
+		return
+	}
+	*p = append((*p)[:0], v...)
 }
 
 // EncodeMsg writes p as a MessagePack bin.
@@ -250,7 +281,12 @@ func (u *UUID) DecodeMsg(r *msgp.Reader) error { return r.ReadExactBytes(u[:]) }
 func (r Role) Msgsize() int { return uintSize(uint8(r)) }
 
 // MarshalMsg appends r as a MessagePack unsigned integer.
-func (r Role) MarshalMsg(b []byte) ([]byte, error) { return msgp.AppendUint8(b, uint8(r)), nil }
+func (r Role) MarshalMsg(b []byte) ([]byte, error) {
+	if r < 0x80 { // fast path: a positive fixint, as msgp writes it
+		return append(b, byte(r)), nil
+	}
+	return msgp.AppendUint8(b, uint8(r)), nil
+}
 
 // UnmarshalMsg reads a MessagePack integer in 0..255 into r. It does not
 // check that r is valid; [Message.Validate] does.
@@ -284,7 +320,12 @@ func (r *Role) DecodeMsg(rd *msgp.Reader) error {
 func (k Kind) Msgsize() int { return uintSize(uint8(k)) }
 
 // MarshalMsg appends k as a MessagePack unsigned integer.
-func (k Kind) MarshalMsg(b []byte) ([]byte, error) { return msgp.AppendUint8(b, uint8(k)), nil }
+func (k Kind) MarshalMsg(b []byte) ([]byte, error) {
+	if k < 0x80 { // fast path: a positive fixint, as msgp writes it
+		return append(b, byte(k)), nil
+	}
+	return msgp.AppendUint8(b, uint8(k)), nil
+}
 
 // UnmarshalMsg reads a MessagePack integer in 0..255 into k. It does not
 // check that k is valid; [Message.Validate] does.
