@@ -85,6 +85,27 @@ func FuzzWireFastPaths(f *testing.F) {
 		if (err == nil) != (werr == nil) || err == nil && (!bytes.Equal(p, ws) || !bytes.Equal(rest, wrest)) {
 			t.Fatalf("Payload of % x: %v % x, msgp: %v % x", b, err, p, werr, ws)
 		}
+		// The encoders' fast paths write what msgp writes: b as a Text,
+		// as a Payload, and its first byte as a Kind and a Role.
+		if len(b) <= exchange.MaxTextSize {
+			got, err := exchange.Text(b).MarshalMsg([]byte{0x90})
+			if want := msgp.AppendStringFromBytes([]byte{0x90}, b); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("Text(% x).MarshalMsg = % x, %v; msgp = % x", b, got, err, want)
+			}
+		}
+		enc, err := exchange.Payload(b).MarshalMsg([]byte{0x90})
+		if want := msgp.AppendBytes([]byte{0x90}, b); err != nil || !bytes.Equal(enc, want) {
+			t.Fatalf("Payload(% x).MarshalMsg = % x, %v; msgp = % x", b, enc, err, want)
+		}
+		if len(b) > 0 {
+			want := msgp.AppendUint8([]byte{0x90}, b[0])
+			if got, err := exchange.Kind(b[0]).MarshalMsg([]byte{0x90}); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("Kind(%d).MarshalMsg = % x, %v; msgp = % x", b[0], got, err, want)
+			}
+			if got, err := exchange.Role(b[0]).MarshalMsg([]byte{0x90}); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("Role(%d).MarshalMsg = % x, %v; msgp = % x", b[0], got, err, want)
+			}
+		}
 		if !bytes.Equal(b, orig) {
 			t.Fatal("input modified")
 		}
