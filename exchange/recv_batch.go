@@ -23,9 +23,9 @@ type BatchReceiver interface {
 }
 
 // RecvBatch implements [BatchReceiver]: Recv, then the messages already
-// in the ring, one by one (a message that does not decode ends the batch,
-// so that nothing behind it is consumed unseen), under one lock and one
-// fault guard.
+// in the ring, in one batch of the ring that stops at a message that does
+// not decode (so that nothing behind it is consumed unseen), under one
+// lock and one fault guard.
 func (mb *shmMailbox) RecvBatch(ctx context.Context, ms []*Message) (n int, err error) {
 	if len(ms) == 0 {
 		return 0, ErrInvalidArgument
@@ -69,14 +69,21 @@ func (mb *shmMailbox) RecvBatch(ctx context.Context, ms []*Message) (n int, err 
 		return 0, mb.recvErr(ctx, err)
 	}
 	n = 1
-	for n < len(ms) && derr == nil && mb.c.Ready() {
-		got = false
-		if _, err := mb.c.Read(fn, 1); err != nil {
-			break // corrupt: the next RecvBatch says so
-		}
-		if got {
+	if n < len(ms) && derr == nil {
+		// The rest in one batch of the ring: fn decodes into ms[n] and
+		// stops it when ms is full or a message does not decode.
+		// An error says the ring is corrupt: the next RecvBatch says so.
+		mb.c.ReadWhile(func(typ int32, p []byte) bool {
+			if Kind(typ).IsRequest() && mb.terminated() {
+				if mb.answer.Decode(p) == nil {
+					x.answerTerminated(ctx, mb.d.id, &mb.answer)
+				}
+				return true
+			}
+			derr = ms[n].Decode(p)
 			n++
-		}
+			return derr == nil && n < len(ms)
+		}, 0)
 	}
 	return n, derr
 }

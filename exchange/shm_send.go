@@ -150,7 +150,7 @@ func (x *SHM) deliver(ctx context.Context, d *dest, b *prodBox, m *Message, n in
 		housekeep = x.reg.generation() != x.seenGen.Load()
 	}
 	c, err := b.p.TryClaim(int32(m.Kind), n)
-	if errors.Is(err, ring.ErrFull) {
+	if err != nil && errors.Is(err, ring.ErrFull) { // errors.Is is a call, even for nil
 		c, err = x.claimSlow(ctx, d, b.p, m.Kind, n)
 	}
 	if err != nil {

@@ -178,24 +178,33 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 		}
 		pos += size
 	}
-	if counting && n > 0 { // on the line of the consumed word, stored below
-		bump(&r.cc.received, uint64(n))
-		bump(&r.cc.receivedBytes, uint64(bytes))
-	}
-	switch {
-	case pos != head && atomic.LoadUint32(r.spaceWaiters) != 0:
-		c.head = pos
-		shm.StoreRelease(r.consumed, pos)
-		c.publish(pos) // a producer waits for space
-	case pos != head:
-		c.release(pos)
-	case c.pub != head:
+	if pos != head {
+		c.advance(pos, n, bytes)
+	} else if c.pub != head {
 		c.publish(head) // idle: hand back what was consumed
 	}
 	if n == 0 && c.err != nil {
 		return 0, c.err
 	}
 	return n, nil
+}
+
+// advance ends a batch that handed n records (bytes of payload) over and
+// read up to pos, past the consumer's position: it counts them and marks
+// them consumed.
+func (c *Consumer) advance(pos uint64, n, bytes int) {
+	r := c.r
+	if counting && n > 0 { // on the line of the consumed word, stored below
+		bump(&r.cc.received, uint64(n))
+		bump(&r.cc.receivedBytes, uint64(bytes))
+	}
+	if atomic.LoadUint32(r.spaceWaiters) != 0 {
+		c.head = pos
+		shm.StoreRelease(r.consumed, pos)
+		c.publish(pos) // a producer waits for space
+		return
+	}
+	c.release(pos)
 }
 
 // committed returns the record committed at pos: its type, its payload and
