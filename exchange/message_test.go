@@ -149,6 +149,34 @@ func TestEncodedSizeExact(t *testing.T) {
 		m.Kind, m.Src.Role, m.Dest.Role = Kind(v), Role(v), Role(255-v)
 		check()
 	}
+	// Every field at the bounds of EncodedSize's fast path (fixints,
+	// fixstrs, bin8s), alone and together, with kinds and roles on
+	// either side of theirs.
+	for _, v := range []uint8{1, 127, 128} {
+		for _, ts := range []int{0, 31, 32} {
+			for _, ps := range []int{0, 255, 256} {
+				for f := range 5 {
+					m.Kind, m.Src.Role, m.Dest.Role = Kind(v), RoleAgent, Role(v)
+					m.Action, m.ErrorKind, m.ErrorMessage = m.Action[:0], m.ErrorKind[:0], m.ErrorMessage[:0]
+					m.Args, m.Result = m.Args[:0], m.Result[:0]
+					text, payload := bytes.Repeat([]byte{'t'}, ts), make([]byte, ps)
+					switch f {
+					case 0:
+						m.Action, m.Args = text, payload
+					case 1:
+						m.ErrorKind, m.Result = text, payload
+					case 2:
+						m.ErrorMessage, m.Args = text, payload
+					case 3:
+						m.Action, m.ErrorKind, m.ErrorMessage, m.Args, m.Result = text, text, text, payload, payload
+					case 4:
+						m.Src.Role = Role(v)
+					}
+					check()
+				}
+			}
+		}
+	}
 }
 
 func TestEncodeLimits(t *testing.T) {
