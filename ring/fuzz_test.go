@@ -95,12 +95,19 @@ func FuzzCorruptData(f *testing.F) {
 			}
 			return
 		}
+		check := func(typ int32, p []byte) {
+			if typ < 0 || len(p) > 256 {
+				t.Fatalf("delivered type %d, %d bytes", typ, len(p))
+			}
+		}
 		for i := 0; i < 8; i++ {
-			_, err := c.Read(func(typ int32, p []byte) {
-				if typ < 0 || len(p) > 256 {
-					t.Fatalf("delivered type %d, %d bytes", typ, len(p))
-				}
-			}, 0)
+			var err error
+			if i%2 == 0 {
+				_, err = c.Read(check, 0)
+			} else { // ReadWhile, stopping at every second record
+				k := 0
+				_, err = c.ReadWhile(func(typ int32, p []byte) bool { check(typ, p); k++; return k%2 != 0 }, 0)
+			}
 			if err != nil && !isRingSentinel(err) {
 				t.Fatalf("Read: %v is none of the sentinels", err)
 			}
