@@ -107,7 +107,7 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) (err error) {
 	for {
 		got := false
 		var derr error
-		_, err := mb.c.Receive(ctx, func(typ int32, p []byte) {
+		fn := func(typ int32, p []byte) {
 			if Kind(typ).IsRequest() && mb.terminated() {
 				if mb.answer.Decode(p) == nil {
 					x.answerTerminated(ctx, mb.d.id, &mb.answer)
@@ -116,7 +116,12 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) (err error) {
 			}
 			got = true
 			derr = m.Decode(p)
-		}, 1)
+		}
+		// A message waiting is taken without Receive's setup for a wait.
+		_, err := mb.c.Read(fn, 1)
+		if err == nil && !got {
+			_, err = mb.c.Receive(ctx, fn, 1)
+		}
 		if got {
 			return derr
 		}
