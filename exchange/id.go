@@ -1,11 +1,5 @@
 package exchange
 
-//go:generate go tool msgp
-
-//msgp:limit arrays:16 maps:16 marshal:true
-//msgp:tuple EntityID
-//msgp:ignore UUID Role
-
 import (
 	"crypto/rand"
 	"encoding/binary"
@@ -164,18 +158,7 @@ func (r Role) String() string {
 	return fmt.Sprintf("Role(%d)", uint8(r))
 }
 
-// EntityID identifies an entity (agent or client) and its mailbox. It is
-// comparable, allocation-free and usable as a map key. A human-readable name
-// is not part of the id: names live in the registry (see [WithName] and
-// [Exchange.Info]). On the wire an EntityID is the MessagePack array
-// [uuid bin16, role uint].
-type EntityID struct {
-	// UUID identifies the entity; an exchange never holds two entities with
-	// the same UUID.
-	UUID UUID
-	// Role is the kind of entity.
-	Role Role
-}
+// EntityID is declared in message.go, beside Message (see there why).
 
 // NewAgentID returns a fresh random agent id.
 func NewAgentID() EntityID { return EntityID{UUID: NewUUID(), Role: RoleAgent} }

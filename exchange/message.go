@@ -3,7 +3,7 @@ package exchange
 //go:generate go tool msgp
 
 //msgp:limit arrays:16 maps:16 marshal:true
-//msgp:tuple Message
+//msgp:tuple Message EntityID
 
 import (
 	"bytes"
@@ -12,6 +12,23 @@ import (
 	"io"
 	"unicode/utf8"
 )
+
+// EntityID identifies an entity (agent or client) and its mailbox. It is
+// comparable, allocation-free and usable as a map key. A human-readable name
+// is not part of the id: names live in the registry (see [WithName] and
+// [Exchange.Info]). On the wire an EntityID is the MessagePack array
+// [uuid bin16, role uint].
+//
+// It is declared here, beside Message, rather than in id.go with the rest
+// of its methods, so that msgp, which sees one file at a time, generates
+// its two fields into Message's codec instead of a call per id.
+type EntityID struct {
+	// UUID identifies the entity; an exchange never holds two entities with
+	// the same UUID.
+	UUID UUID
+	// Role is the kind of entity.
+	Role Role
+}
 
 // Message is the one envelope for all six kinds of messages. A single
 // concrete struct, rather than one type per kind, lets a receiver decode

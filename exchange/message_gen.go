@@ -13,6 +13,105 @@ const (
 )
 
 // DecodeMsg implements msgp.Decodable
+func (z *EntityID) DecodeMsg(dc *msgp.Reader) (err error) {
+	var zb0001 uint32
+	zb0001, err = dc.ReadArrayHeader()
+	if err != nil {
+		err = msgp.WrapError(err)
+		return
+	}
+	if zb0001 > zdc5d9100limitArrays {
+		err = msgp.ErrLimitExceeded
+		return
+	}
+	if zb0001 != 2 {
+		err = msgp.ArrayError{Wanted: 2, Got: zb0001}
+		return
+	}
+	err = z.UUID.DecodeMsg(dc)
+	if err != nil {
+		err = msgp.WrapError(err, "UUID")
+		return
+	}
+	err = z.Role.DecodeMsg(dc)
+	if err != nil {
+		err = msgp.WrapError(err, "Role")
+		return
+	}
+	return
+}
+
+// EncodeMsg implements msgp.Encodable
+func (z *EntityID) EncodeMsg(en *msgp.Writer) (err error) {
+	// array header, size 2
+	err = en.Append(0x92)
+	if err != nil {
+		return
+	}
+	err = z.UUID.EncodeMsg(en)
+	if err != nil {
+		err = msgp.WrapError(err, "UUID")
+		return
+	}
+	err = z.Role.EncodeMsg(en)
+	if err != nil {
+		err = msgp.WrapError(err, "Role")
+		return
+	}
+	return
+}
+
+// MarshalMsg implements msgp.Marshaler
+func (z *EntityID) MarshalMsg(b []byte) (o []byte, err error) {
+	o = msgp.Require(b, z.Msgsize())
+	// array header, size 2
+	o = append(o, 0x92)
+	o, err = z.UUID.MarshalMsg(o)
+	if err != nil {
+		err = msgp.WrapError(err, "UUID")
+		return
+	}
+	o, err = z.Role.MarshalMsg(o)
+	if err != nil {
+		err = msgp.WrapError(err, "Role")
+		return
+	}
+	return
+}
+
+// UnmarshalMsg implements msgp.Unmarshaler
+func (z *EntityID) UnmarshalMsg(bts []byte) (o []byte, err error) {
+	var zb0001 uint32
+	zb0001, bts, err = msgp.ReadArrayHeaderBytes(bts)
+	if err != nil {
+		err = msgp.WrapError(err)
+		return
+	}
+	if zb0001 != 2 {
+		err = msgp.ArrayError{Wanted: 2, Got: zb0001}
+		return
+	}
+	bts, err = z.UUID.UnmarshalMsg(bts)
+	if err != nil {
+		err = msgp.WrapError(err, "UUID")
+		return
+	}
+	bts, err = z.Role.UnmarshalMsg(bts)
+	if err != nil {
+		err = msgp.WrapError(err, "Role")
+		return
+	}
+	o = bts
+	return
+}
+
+// Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
+func (z *EntityID) Msgsize() (s int) {
+	s = 1 + z.UUID.Msgsize() + z.Role.Msgsize()
+	return
+}
+
+// DecodeMsg implements msgp.Decodable
 func (z *Message) DecodeMsg(dc *msgp.Reader) (err error) {
 	var zb0001 uint32
 	zb0001, err = dc.ReadArrayHeader()
@@ -38,14 +137,52 @@ func (z *Message) DecodeMsg(dc *msgp.Reader) (err error) {
 		err = msgp.WrapError(err, "Tag")
 		return
 	}
-	err = z.Src.DecodeMsg(dc)
+	var zb0002 uint32
+	zb0002, err = dc.ReadArrayHeader()
 	if err != nil {
 		err = msgp.WrapError(err, "Src")
 		return
 	}
-	err = z.Dest.DecodeMsg(dc)
+	if zb0002 > zdc5d9100limitArrays {
+		err = msgp.ErrLimitExceeded
+		return
+	}
+	if zb0002 != 2 {
+		err = msgp.ArrayError{Wanted: 2, Got: zb0002}
+		return
+	}
+	err = z.Src.UUID.DecodeMsg(dc)
+	if err != nil {
+		err = msgp.WrapError(err, "Src", "UUID")
+		return
+	}
+	err = z.Src.Role.DecodeMsg(dc)
+	if err != nil {
+		err = msgp.WrapError(err, "Src", "Role")
+		return
+	}
+	var zb0003 uint32
+	zb0003, err = dc.ReadArrayHeader()
 	if err != nil {
 		err = msgp.WrapError(err, "Dest")
+		return
+	}
+	if zb0003 > zdc5d9100limitArrays {
+		err = msgp.ErrLimitExceeded
+		return
+	}
+	if zb0003 != 2 {
+		err = msgp.ArrayError{Wanted: 2, Got: zb0003}
+		return
+	}
+	err = z.Dest.UUID.DecodeMsg(dc)
+	if err != nil {
+		err = msgp.WrapError(err, "Dest", "UUID")
+		return
+	}
+	err = z.Dest.Role.DecodeMsg(dc)
+	if err != nil {
+		err = msgp.WrapError(err, "Dest", "Role")
 		return
 	}
 	err = z.Label.DecodeMsg(dc)
@@ -103,14 +240,34 @@ func (z *Message) EncodeMsg(en *msgp.Writer) (err error) {
 		err = msgp.WrapError(err, "Tag")
 		return
 	}
-	err = z.Src.EncodeMsg(en)
+	// array header, size 2
+	err = en.Append(0x92)
 	if err != nil {
-		err = msgp.WrapError(err, "Src")
 		return
 	}
-	err = z.Dest.EncodeMsg(en)
+	err = z.Src.UUID.EncodeMsg(en)
 	if err != nil {
-		err = msgp.WrapError(err, "Dest")
+		err = msgp.WrapError(err, "Src", "UUID")
+		return
+	}
+	err = z.Src.Role.EncodeMsg(en)
+	if err != nil {
+		err = msgp.WrapError(err, "Src", "Role")
+		return
+	}
+	// array header, size 2
+	err = en.Append(0x92)
+	if err != nil {
+		return
+	}
+	err = z.Dest.UUID.EncodeMsg(en)
+	if err != nil {
+		err = msgp.WrapError(err, "Dest", "UUID")
+		return
+	}
+	err = z.Dest.Role.EncodeMsg(en)
+	if err != nil {
+		err = msgp.WrapError(err, "Dest", "Role")
 		return
 	}
 	err = z.Label.EncodeMsg(en)
@@ -166,14 +323,28 @@ func (z *Message) MarshalMsg(b []byte) (o []byte, err error) {
 		err = msgp.WrapError(err, "Tag")
 		return
 	}
-	o, err = z.Src.MarshalMsg(o)
+	// array header, size 2
+	o = append(o, 0x92)
+	o, err = z.Src.UUID.MarshalMsg(o)
 	if err != nil {
-		err = msgp.WrapError(err, "Src")
+		err = msgp.WrapError(err, "Src", "UUID")
 		return
 	}
-	o, err = z.Dest.MarshalMsg(o)
+	o, err = z.Src.Role.MarshalMsg(o)
 	if err != nil {
-		err = msgp.WrapError(err, "Dest")
+		err = msgp.WrapError(err, "Src", "Role")
+		return
+	}
+	// array header, size 2
+	o = append(o, 0x92)
+	o, err = z.Dest.UUID.MarshalMsg(o)
+	if err != nil {
+		err = msgp.WrapError(err, "Dest", "UUID")
+		return
+	}
+	o, err = z.Dest.Role.MarshalMsg(o)
+	if err != nil {
+		err = msgp.WrapError(err, "Dest", "Role")
 		return
 	}
 	o, err = z.Label.MarshalMsg(o)
@@ -232,14 +403,44 @@ func (z *Message) UnmarshalMsg(bts []byte) (o []byte, err error) {
 		err = msgp.WrapError(err, "Tag")
 		return
 	}
-	bts, err = z.Src.UnmarshalMsg(bts)
+	var zb0002 uint32
+	zb0002, bts, err = msgp.ReadArrayHeaderBytes(bts)
 	if err != nil {
 		err = msgp.WrapError(err, "Src")
 		return
 	}
-	bts, err = z.Dest.UnmarshalMsg(bts)
+	if zb0002 != 2 {
+		err = msgp.ArrayError{Wanted: 2, Got: zb0002}
+		return
+	}
+	bts, err = z.Src.UUID.UnmarshalMsg(bts)
+	if err != nil {
+		err = msgp.WrapError(err, "Src", "UUID")
+		return
+	}
+	bts, err = z.Src.Role.UnmarshalMsg(bts)
+	if err != nil {
+		err = msgp.WrapError(err, "Src", "Role")
+		return
+	}
+	var zb0003 uint32
+	zb0003, bts, err = msgp.ReadArrayHeaderBytes(bts)
 	if err != nil {
 		err = msgp.WrapError(err, "Dest")
+		return
+	}
+	if zb0003 != 2 {
+		err = msgp.ArrayError{Wanted: 2, Got: zb0003}
+		return
+	}
+	bts, err = z.Dest.UUID.UnmarshalMsg(bts)
+	if err != nil {
+		err = msgp.WrapError(err, "Dest", "UUID")
+		return
+	}
+	bts, err = z.Dest.Role.UnmarshalMsg(bts)
+	if err != nil {
+		err = msgp.WrapError(err, "Dest", "Role")
 		return
 	}
 	bts, err = z.Label.UnmarshalMsg(bts)
@@ -283,6 +484,6 @@ func (z *Message) UnmarshalMsg(bts []byte) (o []byte, err error) {
 
 // Msgsize returns an upper bound estimate of the number of bytes occupied by the serialized message
 func (z *Message) Msgsize() (s int) {
-	s = 1 + z.Kind.Msgsize() + z.Tag.Msgsize() + z.Src.Msgsize() + z.Dest.Msgsize() + z.Label.Msgsize() + z.Action.Msgsize() + z.Args.Msgsize() + z.Result.Msgsize() + z.ErrorKind.Msgsize() + z.ErrorMessage.Msgsize() + msgp.BoolSize
+	s = 1 + z.Kind.Msgsize() + z.Tag.Msgsize() + 1 + z.Src.UUID.Msgsize() + z.Src.Role.Msgsize() + 1 + z.Dest.UUID.Msgsize() + z.Dest.Role.Msgsize() + z.Label.Msgsize() + z.Action.Msgsize() + z.Args.Msgsize() + z.Result.Msgsize() + z.ErrorKind.Msgsize() + z.ErrorMessage.Msgsize() + msgp.BoolSize
 	return
 }
