@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -156,4 +158,49 @@ func TestBackoffOneP(t *testing.T) {
 	}
 	pingPong(t, ring.Spin, 20, false, func() error { return nil })
 	pingPong(t, yieldOnly, 20, false, func() error { return nil })
+}
+
+// TestSpinnersLetTimersRun: with every P held by a receiver that spins on
+// an empty ring, the process's timers still fire about on time: a waiting
+// receiver lets its P go (runtime.Gosched) once per goschedEvery, so that
+// a P enters the scheduler, where timers, context deadlines and runnable
+// goroutines get their turn. A rule that let the P go only when the
+// runtime counted runnable goroutines (timers are not counted) left a
+// 200 µs sleep 18-21 ms late, until the runtime preempted a spinner.
+func TestSpinnersLetTimersRun(t *testing.T) {
+	for _, idle := range []ring.IdleStrategy{ring.Spin, ring.SpinThenPark(1 << 30), ring.Backoff} {
+		t.Run(idle.String(), func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(2))
+			count := ring.CountGosched()
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			for range 2 {
+				r := newRing(t, ring.Config{Capacity: 1024, MaxRecord: 256}, ring.Options{})
+				c, err := r.NewConsumer(1, idle)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wg.Go(func() { c.Receive(ctx, func(int32, []byte) {}, 1) })
+			}
+			time.Sleep(5 * time.Millisecond) // the receivers are waiting
+			var lates []time.Duration
+			for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); {
+				t0 := time.Now()
+				time.Sleep(200 * time.Microsecond)
+				lates = append(lates, time.Since(t0)-200*time.Microsecond)
+			}
+			cancel()
+			wg.Wait()
+			n := count()
+			slices.Sort(lates)
+			p50 := lates[len(lates)/2]
+			t.Logf("%s: %d sleeps, late p50 %v, max %v; %d Goscheds by the time bound", idle, len(lates), p50, lates[len(lates)-1], n)
+			if p50 > 5*time.Millisecond {
+				t.Errorf("a 200 µs sleep woke %v late (p50) while two receivers spun", p50)
+			}
+			if idle != ring.Backoff && n == 0 { // Backoff parks soon: its wait may never reach the bound
+				t.Errorf("no Gosched in 200 ms of spinning")
+			}
+		})
+	}
 }

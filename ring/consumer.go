@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"runtime/metrics"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -58,11 +57,10 @@ type Consumer struct {
 	stuckPos   uint64
 	stuckSince time.Time
 
-	burst       int              // records handed over by the last Receive
-	spins       int              // adaptive spin budget of an IdleStrategy with Yields (idle.go)
-	goschedMin  time.Duration    // shortest runtime.Gosched of this consumer's yields, 0 before the first
-	runnable    []metrics.Sample // the count of runnable goroutines, for othersRunnable (idle.go)
-	sink        byte             // what fetchLines loaded, kept so that the loads stay
+	burst       int           // records handed over by the last Receive
+	spins       int           // adaptive spin budget of an IdleStrategy with Yields (idle.go)
+	goschedMin  time.Duration // shortest runtime.Gosched of this consumer's yields, 0 before the first
+	sink        byte          // what fetchLines loaded, kept so that the loads stay
 	interrupted atomic.Bool
 	cancel      shm.CancelRinger // rings recvBell when Receive's context is done
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"runtime"
-	"runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -213,6 +212,7 @@ type waitState struct {
 	shared    bool // a yield (or Gosched) of this wait let another thread run
 	oneP      bool // see Consumer.oneP, valid when onePKnown
 	onePKnown bool
+	gosched   time.Time // when the wait last let its P go (see goschedDue); zero before the first look
 }
 
 // spinBudget is how many polls the current spin phase makes.
@@ -269,19 +269,20 @@ func (c *Consumer) learn(w *waitState, parked bool) {
 // this thread's P: a producer goroutine needs it when every P is taken,
 // as with GOMAXPROCS 1 (a goroutine of the agent runtime that answers a
 // request, say). With GOMAXPROCS 1 that is the first yield and every
-// fourth after it; with more Ps, the eighth and every eighth after it, and
-// only when a goroutine of this process waits for a P (othersRunnable),
-// because a Gosched there wakes another thread of the runtime to look for
-// work, which the next sched_yield then runs (the goroutine kept yielding
-// to its own runtime, and a ping-pong between two goroutines of one process
-// looked like one CPU shared). A goroutine locked to its thread pays a
+// fourth after it; with more Ps, once per goschedEvery of waiting
+// (goschedDue), because a Gosched there wakes another thread of the
+// runtime to look for work, which the next sched_yield then runs (the
+// goroutine kept yielding to its own runtime, and a ping-pong between two
+// goroutines of one process looked like one CPU shared). A goroutine locked to its thread pays a
 // hand-off of the thread for each Gosched (15 to 25 µs measured): a
 // consumer whose Gosched never took less than 8 times an unlocked one's
 // is treated as if it had more Ps.
 func (c *Consumer) yield(w *waitState) {
-	gosched := w.yields&7 == 7 && c.othersRunnable()
+	var gosched bool
 	if c.oneP(w) {
 		gosched = w.yields&3 == 0
+	} else {
+		gosched = c.goschedDue(w)
 	}
 	w.yields++
 	if gosched {
@@ -291,21 +292,22 @@ func (c *Consumer) yield(w *waitState) {
 	}
 }
 
-// spinPause is what a spin phase does every 256 polls: an adaptive
-// strategy yields as in its yield phase, a Gosched only when GOMAXPROCS is
-// 1 (see yield), timed either way; the others call runtime.Gosched when
-// GOMAXPROCS is 1 or a goroutine of this process waits for a P
-// (othersRunnable), so that a spinning goroutine does not keep a P from
-// the others for long.
+// spinPause is what a spin phase does every 256 polls: with GOMAXPROCS 1,
+// a Gosched (timed, see yield, for an adaptive strategy); with more Ps, a
+// Gosched once per goschedEvery (goschedDue), so that a spinning goroutine
+// does not keep its P from the others for long; otherwise an adaptive
+// strategy yields as in its yield phase, and the others go on polling.
 func (c *Consumer) spinPause(w *waitState) {
 	switch {
-	case !c.idle.adaptive():
-		if c.oneP(w) || c.othersRunnable() {
+	case c.oneP(w):
+		if c.idle.adaptive() {
+			c.gosched(w)
+		} else {
 			runtime.Gosched()
 		}
-	case c.oneP(w):
-		c.gosched(w)
-	default:
+	case c.goschedDue(w):
+		runtime.Gosched()
+	case c.idle.adaptive():
 		c.schedYield(w)
 	}
 }
@@ -337,26 +339,47 @@ func (c *Consumer) gosched(w *waitState) {
 	}
 }
 
-// othersRunnable reports whether goroutines of this process are ready to
-// run and wait for a P: only then is a runtime.Gosched worth its price
-// with GOMAXPROCS above 1. A Gosched there wakes an idle P's thread
-// (runtime.wakep: a futex wake-up, and a thread that looks for work for
-// microseconds, on the CPU the peer process runs on) even when nothing
-// waits. In a pipelined stream of actions, where waits are short and
-// many, those wake-ups made up most of the client's futex and scheduler
-// time (perf), and the client's CPU per action went from 597-1021 ns to
-// 545-653 ns without them (2 vCPUs). Reading the runtime's count costs
-// about 120 ns, a fraction of the sched_yield it comes with; the count is
-// approximate, so a goroutine it misses gets its turn at a later check or
-// when this consumer parks.
-func (c *Consumer) othersRunnable() bool {
-	if c.runnable == nil {
-		c.runnable = []metrics.Sample{{Name: "/sched/goroutines/runnable:goroutines"}}
+// goschedEvery is how long a wait polls, with GOMAXPROCS above 1, before
+// it lets its P go with a runtime.Gosched (and then again after as long).
+//
+// Why not more often: a Gosched while a P is idle wakes a thread of the
+// runtime to look for work (runtime.wakep: a futex wake-up, and a thread
+// that searches for microseconds, on the CPU the peer process runs on),
+// even when nothing waits. The old rule (every eighth yield) paid that in
+// every short wait of a pipelined stream of actions: it was most of the
+// client's futex and scheduler time (perf), and the client's CPU per
+// action went from 597-1021 ns to 545-653 ns without it (2 vCPUs).
+//
+// Why at all: goroutines of this process may wait for a P, and timers
+// (time.Sleep, context deadlines, time.AfterFunc) and the GC's workers run
+// only when a P enters the scheduler. With every P held by a spinning
+// receiver, nothing else would let them run until the runtime preempts the
+// spinners (10 ms and more): a 200 µs sleep woke 18-21 ms late in a review
+// of a rule that looked only at the runtime's count of runnable goroutines
+// (which counts neither timers nor the GC). Once per goschedEvery bounds
+// that delay, and costs a wait at most one wake-up of a thread per 50 µs.
+const goschedEvery = 50 * time.Microsecond
+
+// goschedDue reports whether the wait w has polled goschedEvery since it
+// last let its P go (or since its first look, the first time), and if so
+// starts the next period.
+func (c *Consumer) goschedDue(w *waitState) bool {
+	now := time.Now()
+	if w.gosched.IsZero() {
+		w.gosched = now
+		return false
 	}
-	metrics.Read(c.runnable)
-	v := c.runnable[0].Value
-	return v.Kind() != metrics.KindUint64 || v.Uint64() > 0
+	if now.Sub(w.gosched) < goschedEvery {
+		return false
+	}
+	w.gosched = now
+	goschedHook()
+	return true
 }
+
+// goschedHook is called for every Gosched that goschedDue allows: a test
+// counts them (export_test.go).
+var goschedHook = func() {}
 
 // oneP reports whether every goroutine of this process shares this
 // consumer's P: GOMAXPROCS is 1 and the consumer's goroutine is not locked
