@@ -160,7 +160,7 @@ func (c *call) start(ctx context.Context, lead bool) error {
 	var err error
 	if ep.incSender != nil {
 		var n uint32
-		if n, err = ep.incSender.SendIncarnation(ctx, m); err == nil {
+		if n, err = ep.incSender.SendIncarnation(ctx, m); err == nil && n != exchange.IncarnationUnknown {
 			inc, useInc = n, true
 		}
 	} else {

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -132,20 +131,15 @@ type Future[T any] struct {
 	c     call
 	codec Codec[T]
 
-	// The result, decoded once by the first reader (result): state goes
-	// from resultNone to resultDecoding (that reader's CAS) to resultDone,
-	// after which val and err are read-only until Release.
-	state atomic.Uint32
-	val   T
-	err   error
+	once sync.Once // decodes the result for the first reader (result)
+	val  T
+	err  error
 }
 
-// The states of a Future's result.
-const (
-	resultNone     = iota // not decoded
-	resultDecoding        // a reader decodes it
-	resultDone            // decoded: val and err hold it
-)
+// maxKeptBytes bounds the buffers of the Message a future keeps for its
+// next action (see result and Release): a handle keeps up to
+// maxSpareFutures released futures, outside any pool the GC empties.
+const maxKeptBytes = 4 << 10
 
 // Done returns a channel closed when the future is complete.
 func (f *Future[T]) Done() <-chan struct{} {
@@ -216,10 +210,13 @@ func (f *Future[T]) Release() {
 	}
 	// Complete: out of the table, touched by nobody else (see
 	// completeLocked), and its owner is done with it. Its Message stays
-	// (reset drops a large one): the next action's request reuses it.
+	// when it is small: the next action's request reuses it.
+	if m := c.msg; m != nil && msgBytes(m) > maxKeptBytes {
+		putMsg(m)
+		c.msg = nil
+	}
 	var zero T
-	f.val, f.err = zero, nil
-	f.state.Store(resultNone)
+	f.val, f.err, f.once = zero, nil, sync.Once{}
 	f.codec = nil
 	c.reset()
 	c.waiter, c.doneCh = nil, nil
@@ -246,14 +243,10 @@ func spareFuture[T any](h *Handle) *Future[T] {
 	return new(Future[T])
 }
 
-// result returns the result of the complete future, decoding it on the
-// first call. A sync.Once would do, at the price of a lock and a deferred
-// unlock per action; readers that race the first one (concurrent Waits
-// of one future: rare) yield until it is done.
+// result returns the result of the complete future, decoding it for the
+// first reader.
 func (f *Future[T]) result() (T, error) {
-	if f.state.Load() != resultDone {
-		f.decode()
-	}
+	f.once.Do(f.decode)
 	return f.val, f.err
 }
 
@@ -261,29 +254,23 @@ func (f *Future[T]) result() (T, error) {
 // result panicked in an earlier reader.
 var errResultPanicked = errors.New("agent: decoding the result panicked")
 
-// decode decodes the result, or waits until another reader has.
+// decode decodes the result, once (result).
 func (f *Future[T]) decode() {
-	if !f.state.CompareAndSwap(resultNone, resultDecoding) {
-		for f.state.Load() != resultDone {
-			runtime.Gosched()
-		}
-		return
-	}
 	decoded := false
 	defer func() {
 		if !decoded { // a codec panicked: the panic goes on, later readers get an error
 			var zero T
 			f.val, f.err = zero, errResultPanicked
 		}
-		f.state.Store(resultDone)
 	}()
 	f.val, f.err = decodeResult(&f.c, f.codec)
 	decoded = true
-	// The future keeps its Message, as a pooled call does, for the
+	// The future keeps a small Message, as a pooled call does, for the
 	// request of the action that reuses it after Release: no trip through
-	// the pool per action. A large one is let go (a read future may be
-	// kept for long).
-	if m := f.c.msg; m != nil && msgBytes(m) > maxPooledBytes {
+	// the pool per action. A larger one goes back to the pool now (a read
+	// future may be kept for long, or released to its handle).
+	if m := f.c.msg; m != nil && msgBytes(m) > maxKeptBytes {
+		putMsg(m)
 		f.c.msg = nil
 	}
 }

@@ -300,7 +300,8 @@ func (x *Exchange) Send(ctx context.Context, m *exchange.Message) error {
 // SendIncarnation is Send that also returns the incarnation of the
 // destination mailbox (exchange.IncarnationSender): the wrapped exchange's
 // SendIncarnation when it has one; otherwise the incarnation read before
-// the send when it is an [exchange.Reopener], else 0.
+// the send when it is an [exchange.Reopener] ([exchange.IncarnationUnknown]
+// when that read fails), else 0.
 func (x *Exchange) SendIncarnation(ctx context.Context, m *exchange.Message) (uint32, error) {
 	return x.send(ctx, m, sendIncarnation)
 }
