@@ -7,7 +7,7 @@ import (
 )
 
 // callTable holds an endpoint's calls in flight, by tag. The endpoint
-// makes its tags from a count (see endpoint.newTag), so a call goes in the
+// makes its tags from a count (see endpoint.putTag), so a call goes in the
 // slot of its count's low bits: an insert, a look-up and a removal are an
 // index and a comparison, no hashing. A call whose slot is taken (by one
 // still in flight callSlots tags earlier) goes in the map more. Guarded

@@ -40,8 +40,8 @@ type endpoint struct {
 	reopener  exchange.Reopener
 	async     exchange.AsyncSender // when the exchange is one: responses go without waiting
 
-	tagPrefix uint64        // random, with the version bits: newTag's first half
-	tagSeq    atomic.Uint64 // requests made, for newTag
+	tagPrefix uint64        // random, with the version bits: a tag's first half (putTag)
+	tagSeq    atomic.Uint64 // requests made, for nextTag
 
 	mu       sync.Mutex
 	calls    callTable
@@ -91,18 +91,21 @@ func resetMsg(m *exchange.Message) {
 	m.ErrorMessage = m.ErrorMessage[:0]
 }
 
-// newTag returns a tag for a request: the endpoint's random prefix and a
-// count, as a version 4 UUID. Unique among the endpoint's requests (what
-// routing needs) and, with 64 random bits, across endpoints; cheaper than
-// drawing 128 random bits per call.
-func (ep *endpoint) newTag() exchange.UUID {
-	// The count's top two bits are the variant (RFC 9562, 0b10): it never
-	// gets there. Whole words, no byte edits: copying a UUID built byte by
-	// byte stalls on store forwarding.
-	var u exchange.UUID
+// Request tags: the endpoint's random prefix and a count, as a version 4
+// UUID. Unique among the endpoint's requests (what routing needs) and, with
+// 64 random bits, across endpoints; cheaper than drawing 128 random bits
+// per call.
+
+// nextTag returns the count of the next tag (see putTag).
+func (ep *endpoint) nextTag() uint64 { return ep.tagSeq.Add(1) }
+
+// putTag writes the tag of count n to u, in two whole words (version and
+// variant bits folded in: no byte edits, which would stall the next copy
+// of u on store forwarding). The count's top two bits are the variant
+// (RFC 9562, 0b10): it never gets there.
+func (ep *endpoint) putTag(u *exchange.UUID, n uint64) {
 	binary.BigEndian.PutUint64(u[:8], ep.tagPrefix)
-	binary.BigEndian.PutUint64(u[8:], ep.tagSeq.Add(1)&^(3<<62)|1<<63)
-	return u
+	binary.BigEndian.PutUint64(u[8:], n&^(3<<62)|1<<63)
 }
 
 // register adds c to the calls in flight; with lead, it also gives c's

@@ -15,7 +15,8 @@ func TestNewTag(t *testing.T) {
 		seen := map[exchange.UUID]bool{}
 		var first exchange.UUID
 		for i := range 1000 {
-			u := ep.newTag()
+			var u exchange.UUID
+			ep.putTag(&u, ep.nextTag())
 			if v := u[6] >> 4; v != 4 {
 				t.Fatalf("tag %x: version %d, want 4", u, v)
 			}
