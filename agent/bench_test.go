@@ -61,26 +61,48 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 }
 
-// benchRawPipelined is the raw side of BenchmarkThroughput.
-func benchRawPipelined(b *testing.B, idle ring.IdleStrategy) {
-	x := newSHM(b, exchange.WithIdle(idle))
+// rawEcho is a child process that answers every request to its agent
+// mailbox with an empty result (the raw side of the benchmarks), and a
+// client mailbox to send to it from.
+type rawEcho struct {
+	x             *exchange.SHM
+	agent, client exchange.EntityID
+	mb            exchange.Mailbox
+	child         *childproc.Child
+}
+
+// startRawEcho starts a rawEcho whose processes use idle.
+func startRawEcho(b *testing.B, idle ring.IdleStrategy) *rawEcho {
+	e := &rawEcho{x: newSHM(b, exchange.WithIdle(idle))}
 	ctx := context.Background()
-	agentID, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "RawEcho"})
-	if err != nil {
+	var err error
+	if e.agent, err = e.x.RegisterAgent(ctx, exchange.Behavior{Name: "RawEcho"}); err != nil {
 		b.Fatal(err)
 	}
-	child := childproc.Start(b, "echo", x.Name(), filepath.Dir(x.Dir()), agentID.String(), idle.String())
-	if l, err := child.Line(testTimeout); err != nil || l != "ready" {
+	e.child = childproc.Start(b, "echo", e.x.Name(), filepath.Dir(e.x.Dir()), e.agent.String(), idle.String())
+	if l, err := e.child.Line(testTimeout); err != nil || l != "ready" {
 		b.Fatalf("child: %q, %v", l, err)
 	}
-	client, err := x.RegisterClient(ctx)
-	if err != nil {
+	if e.client, err = e.x.RegisterClient(ctx); err != nil {
 		b.Fatal(err)
 	}
-	mb, err := x.Mailbox(ctx, client)
-	if err != nil {
+	if e.mb, err = e.x.Mailbox(ctx, e.client); err != nil {
 		b.Fatal(err)
 	}
+	return e
+}
+
+// stop shuts the echo child down and waits for it.
+func (e *rawEcho) stop() {
+	e.x.Send(context.Background(), exchange.NewShutdownRequest(e.client, e.agent, false))
+	e.child.Wait(5 * time.Second)
+}
+
+// benchRawPipelined is the raw side of BenchmarkThroughput.
+func benchRawPipelined(b *testing.B, idle ring.IdleStrategy) {
+	e := startRawEcho(b, idle)
+	x, agentID, client, mb := e.x, e.agent, e.client, e.mb
+	ctx := context.Background()
 	req := exchange.NewActionRequest(client, agentID, "noop64", msgp.AppendBytes(nil, args64()))
 	var resp exchange.Message
 	const window = 64
@@ -111,29 +133,13 @@ func benchRawPipelined(b *testing.B, idle ring.IdleStrategy) {
 	}
 	b.ReportMetric(float64(n)/time.Since(start).Seconds(), "actions/s")
 	b.ReportMetric(float64(processCPU()-cpu)/float64(n), "cpu-ns/action")
-	x.Send(ctx, exchange.NewShutdownRequest(client, agentID, false))
-	child.Wait(5 * time.Second)
+	e.stop()
 }
 
 func benchRaw(b *testing.B, idle ring.IdleStrategy) {
-	x := newSHM(b, exchange.WithIdle(idle))
+	e := startRawEcho(b, idle)
+	x, agentID, client, mb := e.x, e.agent, e.client, e.mb
 	ctx := context.Background()
-	agentID, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "RawEcho"})
-	if err != nil {
-		b.Fatal(err)
-	}
-	child := childproc.Start(b, "echo", x.Name(), filepath.Dir(x.Dir()), agentID.String(), idle.String())
-	if l, err := child.Line(testTimeout); err != nil || l != "ready" {
-		b.Fatalf("child: %q, %v", l, err)
-	}
-	client, err := x.RegisterClient(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
-	mb, err := x.Mailbox(ctx, client)
-	if err != nil {
-		b.Fatal(err)
-	}
 	req := exchange.NewActionRequest(client, agentID, "noop64", args64())
 	var resp exchange.Message
 	b.ReportAllocs()
@@ -150,8 +156,7 @@ func benchRaw(b *testing.B, idle ring.IdleStrategy) {
 	if resp.Tag != req.Tag || resp.Kind != exchange.KindActionResponse {
 		b.Fatalf("last response %v to %v", &resp, req)
 	}
-	x.Send(ctx, exchange.NewShutdownRequest(client, agentID, false))
-	child.Wait(5 * time.Second)
+	e.stop()
 }
 
 func benchAgent(b *testing.B, idle ring.IdleStrategy, pipelined bool, arg []byte) {

@@ -126,8 +126,6 @@ func (upperCodec) Append(b []byte, v string) ([]byte, error) {
 func (upperCodec) Decode(b []byte, v *string) error { *v = string(b); return nil }
 
 func TestCustomCodec(t *testing.T) {
-	x := exchange.NewLocal()
-	defer x.Close()
 	ctx := testCtx(t)
 	b := agent.NewBehavior("Custom")
 	if err := agent.AddActionCodec(b, "id", upperCodec{}, upperCodec{}, func(_ context.Context, s string) (string, error) {
@@ -135,18 +133,8 @@ func TestCustomCodec(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	rt, err := agent.NewRuntime(ctx, x, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go rt.Run(ctx)
-	defer rt.Shutdown()
-	c, err := agent.NewClient(ctx, x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	f, err := agent.ActionCodec[string](ctx, c.Handle(rt.ID()), "id", "abc", upperCodec{}, upperCodec{})
+	h := serveLocal(t, ctx, b)
+	f, err := agent.ActionCodec[string](ctx, h, "id", "abc", upperCodec{}, upperCodec{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,8 +334,6 @@ func (c slowCodec) Decode(b []byte, v *string) error {
 // that panics panics in the reader that decodes, and the others (and later
 // ones) get an error instead of a zero result.
 func TestFutureResultOnce(t *testing.T) {
-	x := exchange.NewLocal()
-	defer x.Close()
 	ctx := testCtx(t)
 	var decodes atomic.Int32
 	codec := slowCodec{&decodes}
@@ -355,19 +341,9 @@ func TestFutureResultOnce(t *testing.T) {
 	if err := agent.AddActionCodec(b, "id", codec, codec, func(_ context.Context, s string) (string, error) { return s + "!", nil }); err != nil {
 		t.Fatal(err)
 	}
-	rt, err := agent.NewRuntime(ctx, x, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go rt.Run(ctx)
-	defer rt.Shutdown()
-	c, err := agent.NewClient(ctx, x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	h := serveLocal(t, ctx, b)
 	for _, in := range []string{"abc", "boom"} {
-		f, err := agent.ActionCodec[string](ctx, c.Handle(rt.ID()), "id", in, codec, codec)
+		f, err := agent.ActionCodec[string](ctx, h, "id", in, codec, codec)
 		if err != nil {
 			t.Fatal(err)
 		}

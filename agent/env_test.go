@@ -96,6 +96,26 @@ func forEnvs(t *testing.T, f func(t *testing.T, e env, x exchange.Exchange, m *a
 // works; only a hang reaches it.
 const testTimeout = time.Minute
 
+// serveLocal runs behavior b in a runtime on a new Local exchange and
+// returns a handle to it from a new client; the client, the runtime and
+// the exchange are closed, in that order, when the test ends.
+func serveLocal(t testing.TB, ctx context.Context, b *agent.Behavior) *agent.Handle {
+	x := exchange.NewLocal()
+	t.Cleanup(func() { x.Close() })
+	rt, err := agent.NewRuntime(ctx, x, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go rt.Run(ctx)
+	t.Cleanup(rt.Shutdown)
+	c, err := agent.NewClient(ctx, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c.Handle(rt.ID())
+}
+
 func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	t.Cleanup(cancel)

@@ -266,26 +266,13 @@ func TestFutureRelease(t *testing.T) {
 // Message: releasing 256 futures of 40 KiB results keeps well under a MiB
 // (it kept 12.5 MiB when every future kept its Message up to 64 KiB).
 func TestReleasedFuturesKeepLittle(t *testing.T) {
-	x := exchange.NewLocal()
-	defer x.Close()
 	ctx := testCtx(t)
 	b := agent.NewBehavior("Big")
 	big := make([]byte, 40<<10)
 	if err := agent.AddAction(b, "big", func(context.Context, agent.NoArgs) ([]byte, error) { return big, nil }); err != nil {
 		t.Fatal(err)
 	}
-	rt, err := agent.NewRuntime(ctx, x, b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	go rt.Run(ctx)
-	defer rt.Shutdown()
-	c, err := agent.NewClient(ctx, x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	h := c.Handle(rt.ID())
+	h := serveLocal(t, ctx, b)
 	heap := func() int64 {
 		runtime.GC()
 		runtime.GC()
@@ -296,9 +283,11 @@ func TestReleasedFuturesKeepLittle(t *testing.T) {
 	before := heap()
 	fs := make([]*agent.Future[[]byte], 256)
 	for i := range fs {
-		if fs[i], err = agent.Action[[]byte](ctx, h, "big", agent.NoArgs{}); err != nil {
+		f, err := agent.Action[[]byte](ctx, h, "big", agent.NoArgs{})
+		if err != nil {
 			t.Fatal(err)
 		}
+		fs[i] = f
 	}
 	for _, f := range fs {
 		if v, err := f.Wait(ctx); err != nil || len(v) != len(big) {
