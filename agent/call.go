@@ -114,12 +114,22 @@ func (h *Handle) initCall(c *call, kind exchange.Kind) {
 	}
 	dest := h.target.Load()
 	n := ep.nextTag()
-	c.ep, c.h, c.dest, c.kind = ep, h, *dest, kind
+	// One assignment per statement: a tuple assignment of ids copies them
+	// to temporaries on the stack first, and reading a 17-byte temporary
+	// back stalls the same way.
+	c.ep = ep
+	c.h = h
+	c.dest = *dest
+	c.kind = kind
 	ep.putTag(&c.tag, n)
 	// Every field of the request, as resetMsg and then the envelope would
 	// (TestInitCallMsg), without resetMsg's zero ids and tags, which the
 	// compiler copies from just-zeroed memory.
-	m.Kind, m.Src, m.Dest, m.Label, m.Terminate = kind, ep.id, *dest, h.label, false
+	m.Kind = kind
+	m.Src = ep.id
+	m.Dest = *dest
+	m.Label = h.label
+	m.Terminate = false
 	ep.putTag(&m.Tag, n)
 	m.Action = m.Action[:0]
 	m.Args = m.Args[:0]

@@ -83,7 +83,14 @@ func putMsg(m *exchange.Message) {
 // which costs a bulk write barrier while the GC runs (TestResetMsg checks
 // that the two agree).
 func resetMsg(m *exchange.Message) {
-	m.Kind, m.Tag, m.Src, m.Dest, m.Label, m.Terminate = 0, exchange.UUID{}, exchange.EntityID{}, exchange.EntityID{}, exchange.UUID{}, false
+	// One field per statement: a tuple assignment zeroes temporaries and
+	// copies them, and the copy of a 17-byte one stalls on store forwarding.
+	m.Kind = 0
+	m.Tag = exchange.UUID{}
+	m.Src = exchange.EntityID{}
+	m.Dest = exchange.EntityID{}
+	m.Label = exchange.UUID{}
+	m.Terminate = false
 	m.Action = m.Action[:0]
 	m.Args = m.Args[:0]
 	m.Result = m.Result[:0]

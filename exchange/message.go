@@ -153,7 +153,14 @@ func (m *Message) ErrorResponse(err error) *Message {
 // result may alias req.Args.
 func (r *Message) SetResponse(req *Message, result []byte) {
 	kind := req.Kind.ResponseKind()
-	tag, label, src, dest := req.Tag, req.Label, req.Dest, req.Src
+	// The ids swap, and r may be req: copied through temporaries by part,
+	// a UUID and a byte, because a 17-byte temporary read back (a tuple
+	// assignment of ids makes those) stalls on store forwarding. One field
+	// per statement below for the same reason.
+	srcUUID, srcRole := req.Dest.UUID, req.Dest.Role
+	destUUID, destRole := req.Src.UUID, req.Src.Role
+	r.Tag = req.Tag
+	r.Label = req.Label
 	if r != req {
 		r.Action = append(r.Action[:0], req.Action...)
 	}
@@ -162,7 +169,11 @@ func (r *Message) SetResponse(req *Message, result []byte) {
 	} else {
 		r.Result = r.Result[:0]
 	}
-	r.Kind, r.Tag, r.Label, r.Src, r.Dest = kind, tag, label, src, dest
+	r.Kind = kind
+	r.Src.UUID = srcUUID
+	r.Src.Role = srcRole
+	r.Dest.UUID = destUUID
+	r.Dest.Role = destRole
 	if kind != KindActionResponse {
 		r.Action = r.Action[:0]
 	}
@@ -226,7 +237,13 @@ func (m *Message) CopyFrom(src *Message) {
 	if m == src {
 		return
 	}
-	m.Kind, m.Tag, m.Src, m.Dest, m.Label, m.Terminate = src.Kind, src.Tag, src.Src, src.Dest, src.Label, src.Terminate
+	// One field per statement: see SetResponse.
+	m.Kind = src.Kind
+	m.Tag = src.Tag
+	m.Src = src.Src
+	m.Dest = src.Dest
+	m.Label = src.Label
+	m.Terminate = src.Terminate
 	m.Action = append(m.Action[:0], src.Action...)
 	m.Args = append(m.Args[:0], src.Args...)
 	m.Result = append(m.Result[:0], src.Result...)
