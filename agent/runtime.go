@@ -46,6 +46,7 @@ type Runtime struct {
 	leader      atomic.Pointer[worker]
 	lastAction  atomic.Pointer[action] // the action last run (a look-up cache)
 	watched     atomic.Bool            // in the watchdog's set
+	in          inbox                  // the leader's: received, not dispatched yet
 	servingDone chan struct{}
 	wwg         sync.WaitGroup // serving goroutines
 }
@@ -216,6 +217,7 @@ func (r *Runtime) Run(ctx context.Context) error {
 		scancel()
 	}()
 	r.sctx = sctx
+	r.initInbox()
 	r.wmu.Lock()
 	r.promoteLocked()
 	r.wmu.Unlock()
@@ -255,6 +257,10 @@ func (r *Runtime) Run(ctx context.Context) error {
 		r.answerErr(m, &exchange.RemoteError{Kind: ErrorKindShuttingDown, Message: "agent " + r.ep.id.String() + " is shutting down"})
 	}
 	r.wwg.Wait()
+	for _, m := range r.in.bufs { // answered by the last leader (endServing)
+		putMsg(m)
+	}
+	r.in.bufs = nil
 
 	// 4. Stop the loops.
 	lcancel()

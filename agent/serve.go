@@ -36,8 +36,9 @@ import (
 // when it was handed off.
 //
 // Leader/followers invariants (under wmu): at most one worker is stLead or
-// stBusy, and only it calls mb.Recv (the drain after serving ends starts
-// only once servingDone is closed, when none is); running never exceeds a
+// stBusy, and only it calls mb.Recv or RecvBatch and touches the inbox
+// (see inbox; the drain after serving ends starts only once servingDone
+// is closed, when none is); running never exceeds a
 // non-zero maxConcurrency; a request is queued only when no slot was free
 // or others were queued before it, and started in queue order, by a
 // goroutine holding a slot (see finishSlot for why none is stranded).
@@ -118,38 +119,137 @@ func (r *Runtime) endServingLocked(w *worker) {
 	}
 }
 
+// serveBatch is how many messages the leader takes from a mailbox that
+// receives in batches (exchange.BatchReceiver) in one receive: the
+// mailbox's lock, fault guard and ring bookkeeping are paid once per
+// batch.
+const serveBatch = 16
+
+// inbox holds the messages the leader received and has not dispatched
+// yet: bufs[next:n], in the order they came; err is bufs[n-1]'s (received,
+// but not whole). Every other buffer reads "nothing received" (clean).
+//
+// Only the current leader touches the inbox, without a lock; leadership
+// passes it on with a happens-before edge each way it can pass:
+//   - hand-off: the leader takes its message out of the inbox (next++)
+//     before runAction stores stBusy; handoff's CAS from stBusy reads that
+//     store, and promotes the next leader under wmu, which starts it with
+//     a go statement or wakes it with a send on its wake channel, which it
+//     receives before it reads the inbox. The former leader's CAS back to
+//     stLead fails, and it never touches the inbox again unless promoted
+//     the same way.
+//   - end of serving: the leader that ends it (stopped, under wmu) answers
+//     what is left in the inbox; none is promoted after, and Run reads
+//     the inbox only after wwg.Wait.
+//
+// So a slow action never holds the messages received behind it: its
+// leader took it out before running it, and the next leader continues
+// from the inbox before it receives again.
+type inbox struct {
+	batch   exchange.BatchReceiver // the mailbox's, or nil: one Recv at a time
+	bufs    []*exchange.Message    // serveBatch of them with batch, else 1
+	next, n int
+	err     error
+}
+
+// initInbox sets the inbox up for r.mb (before the first leader starts).
+func (r *Runtime) initInbox() {
+	in := &r.in
+	in.batch, _ = r.mb.(exchange.BatchReceiver)
+	size := 1
+	if in.batch != nil {
+		size = serveBatch
+	}
+	in.bufs = make([]*exchange.Message, size)
+	for i := range in.bufs {
+		in.bufs[i] = recycled(nil)
+	}
+}
+
+// receive fills the (empty) inbox: what is in the mailbox, at least one
+// message, at most len(bufs). It returns the error of the receive when
+// nothing was received.
+func (r *Runtime) receive() error {
+	in := &r.in
+	var n int
+	var err error
+	if in.batch != nil {
+		n, err = in.batch.RecvBatch(r.sctx, in.bufs)
+	} else {
+		err = r.mb.Recv(r.sctx, in.bufs[0])
+		if err == nil || in.bufs[0].Kind != exchange.KindInvalid {
+			n = 1 // received, whole or not
+		}
+	}
+	if n == 0 {
+		clean(in.bufs[0]) // what did decode of it
+		return err
+	}
+	in.next, in.n, in.err = 0, n, err
+	return nil
+}
+
+// take takes the next message out of the inbox, putting spare, made
+// clean, in its place; it returns the message and its error (received,
+// but not whole).
+func (r *Runtime) take(spare *exchange.Message) (*exchange.Message, error) {
+	in := &r.in
+	i := in.next
+	m := in.bufs[i]
+	var err error
+	if i == in.n-1 {
+		err, in.err = in.err, nil
+	}
+	in.bufs[i] = recycled(spare) // do not keep large buffers
+	in.next++
+	return m, err
+}
+
 // serveLoop is a serving goroutine: it leads (receives and dispatches)
 // while it is the leader, runs actions, and parks as a follower otherwise.
-// Its Message is the receive buffer, the request and then the response:
-// an inline action costs no buffer from a pool.
+// Its Message, m, is its spare buffer: it trades it for the message it
+// takes out of the inbox, which is the request and then the response,
+// and which it keeps as its spare after: an inline action costs no buffer
+// from a pool.
 func (r *Runtime) serveLoop(w *worker) {
 	defer r.wwg.Done()
 	defer w.timer.Stop()
 	m := getMsg()
 	defer func() { putMsg(m) }()
 	for r.follow(w) {
-		// Leading.
-		m.Kind, m.Tag = exchange.KindInvalid, exchange.UUID{} // nothing received yet
-		err := r.mb.Recv(r.sctx, m)
-		if err != nil && m.Kind != exchange.KindInvalid {
-			// Received, but not whole: a payload that did not resolve, a
-			// message that did not decode.
-			m = r.receivedBroken(m, err)
-			continue
-		}
-		if errors.Is(err, exchange.ErrBadMessage) {
-			r.o.log.Warn("agent: dropped a bad message", "agent", r.ep.id, "err", err)
-			continue
-		}
-		if err != nil {
-			if r.sctx.Err() == nil {
-				r.o.log.Debug("agent: mailbox closed", "agent", r.ep.id, "err", err)
-				r.requestStop(false)
+		// Leading: the inbox is ours.
+		if r.in.next == r.in.n {
+			err := r.receive()
+			if errors.Is(err, exchange.ErrBadMessage) {
+				r.o.log.Warn("agent: dropped a bad message", "agent", r.ep.id, "err", err)
+				continue
 			}
-			r.wmu.Lock()
-			r.endServingLocked(w)
-			r.wmu.Unlock()
+			if err != nil {
+				if r.sctx.Err() == nil {
+					r.o.log.Debug("agent: mailbox closed", "agent", r.ep.id, "err", err)
+					r.requestStop(false)
+				}
+				r.endServing(w)
+				return
+			}
+		}
+		if r.sctx.Err() != nil {
+			// Asked to stop with messages in the inbox: they are
+			// answered as those that arrive after serving ends.
+			r.endServing(w)
 			return
+		}
+		var err error
+		m, err = r.take(m)
+		if err != nil {
+			if m.Kind == exchange.KindInvalid {
+				r.o.log.Warn("agent: dropped a bad message", "agent", r.ep.id, "err", err)
+			} else {
+				// Received, but not whole: a payload that did not
+				// resolve, a message that did not decode.
+				m = r.receivedBroken(m, err)
+			}
+			continue
 		}
 		switch m.Kind {
 		case exchange.KindActionRequest:
@@ -173,14 +273,50 @@ func (r *Runtime) serveLoop(w *worker) {
 			m.SetResponse(m, nil)
 			r.respond(m)
 			r.requestStop(term)
-			r.wmu.Lock()
-			r.endServingLocked(w)
-			r.wmu.Unlock()
+			r.endServing(w)
 			return
 		default: // a response to one of the agent's own handles
 			m = r.ep.deliver(m)
 		}
 	}
+}
+
+// endServing ends serving from the leader w, then answers what is left in
+// the inbox as drain answers what arrives after serving ends: requests
+// with ErrorKindShuttingDown (their responses wait at most responseGrace,
+// which Run starts once serving ended), responses to their calls. Nothing
+// received is dropped unanswered.
+func (r *Runtime) endServing(w *worker) {
+	r.wmu.Lock()
+	r.endServingLocked(w)
+	r.wmu.Unlock()
+	in := &r.in
+	for ; in.next < in.n; in.next++ {
+		i := in.next
+		m := in.bufs[i]
+		var err error
+		if i == in.n-1 {
+			err, in.err = in.err, nil
+		}
+		switch {
+		case err != nil && m.Kind == exchange.KindInvalid:
+			r.o.log.Warn("agent: dropped a bad message", "agent", r.ep.id, "err", err)
+		case err != nil:
+			m = r.receivedBroken(m, err)
+		case m.Kind.IsRequest():
+			r.answerShuttingDown(m)
+		default:
+			m = r.ep.deliver(m)
+		}
+		in.bufs[i] = recycled(m)
+	}
+}
+
+// answerShuttingDown answers the request m, received after serving ended,
+// with ErrorKindShuttingDown.
+func (r *Runtime) answerShuttingDown(m *exchange.Message) {
+	m.SetErrorResponse(m, &exchange.RemoteError{Kind: ErrorKindShuttingDown, Message: "agent " + r.ep.id.String() + " is shutting down"})
+	r.respond(m)
 }
 
 // receivedBroken handles a message received with the error err (its
@@ -427,8 +563,7 @@ func (r *Runtime) drain(ctx context.Context, done chan<- struct{}) {
 			return
 		}
 		if m.Kind.IsRequest() {
-			m.SetErrorResponse(m, &exchange.RemoteError{Kind: ErrorKindShuttingDown, Message: "agent " + r.ep.id.String() + " is shutting down"})
-			r.respond(m)
+			r.answerShuttingDown(m)
 		} else {
 			m = r.ep.deliver(m)
 		}
