@@ -220,3 +220,69 @@ func TestServeBatchShutdownMidBatch(t *testing.T) {
 		})
 	}
 }
+
+// TestServeBatchQuickActionTurnsSlow: an action that blocks in the middle
+// of a batch and waits for a request later in the same batch gets it (the
+// hand-off timer); one that ran quick often enough to go without the
+// timer, then blocks, holds none of the pings behind it (the watchdog
+// hands leadership off, and the next leader continues from the batch).
+func TestServeBatchQuickActionTurnsSlow(t *testing.T) {
+	// Read only, after it is made: the channels are closed, not replaced.
+	gates := map[string]chan struct{}{"block1": make(chan struct{}), "block2": make(chan struct{})}
+	b := agent.NewBehavior("Quick")
+	if err := b.AddRawAction("maybe", func(ctx context.Context, args, out []byte) ([]byte, error) {
+		if gate := gates[string(args)]; gate != nil {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return append(out, args...), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.AddRawAction("open", func(ctx context.Context, args, out []byte) ([]byte, error) {
+		close(gates["block1"])
+		return out, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	p := newPreloaded(t, newSHM(t), b)
+	id := p.rt.ID()
+	var all []*exchange.Message
+	for range 15 { // a batch of 16 holds them, the blocking one and a ping
+		all = append(all, exchange.NewActionRequest(p.client, id, "maybe", []byte("quick")))
+	}
+	block := exchange.NewActionRequest(p.client, id, "maybe", []byte("block1"))
+	ping := exchange.NewPingRequest(p.client, id)
+	open := exchange.NewActionRequest(p.client, id, "open", nil)
+	all = append(all, block, ping, open)
+	p.send(t, all...)
+	p.run(testCtx(t))
+	got, _ := p.recv(t, len(all))
+	for _, m := range all {
+		if r := got[m.Tag]; r == nil || r.IsError() {
+			t.Fatalf("%v: got %v", m, r)
+		}
+	}
+	// A second round: 17 quick runs in a row (the first round's blocked
+	// one, handed off, made the count start again) make "maybe" quick, so
+	// that it runs without the timer and the watchdog hands off.
+	all = all[:0]
+	for range 17 {
+		all = append(all, exchange.NewActionRequest(p.client, id, "maybe", []byte("quick")))
+	}
+	block = exchange.NewActionRequest(p.client, id, "maybe", []byte("block2"))
+	pings := []*exchange.Message{exchange.NewPingRequest(p.client, id), exchange.NewPingRequest(p.client, id)}
+	all = append(all, block, pings[0], pings[1])
+	p.send(t, all...)
+	got, order := p.recv(t, len(all)-1) // all but the blocked one
+	if got[block.Tag] != nil {
+		t.Fatalf("the blocked action answered before its gate opened: %v", order)
+	}
+	close(gates["block2"])
+	if got, _ = p.recv(t, 1); got[block.Tag] == nil {
+		t.Fatalf("want the blocked action's response, got %v", got)
+	}
+}
