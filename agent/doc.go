@@ -44,8 +44,12 @@
 // every millisecond hands off the run that turns slow: such an action
 // delays the mailbox by about 2 ms, once (longer when it keeps the
 // process's only CPU busy: the watchdog needs one to run), and is timed
-// again from then on. Requests beyond the bound wait in the runtime, in arrival
-// order. An action that returns an error is answered with an error
+// again from then on. The receiving goroutine takes what is waiting in a
+// shared-memory mailbox in batches of up to 16 messages, and the next
+// receiver continues from them, so a slow action holds none of the
+// messages received behind it; those still untaken when the agent stops
+// are answered with [ErrorKindShuttingDown]. Requests beyond the bound
+// wait in the runtime, in arrival order. An action that returns an error is answered with an error
 // response carrying a [*exchange.RemoteError] (return one to choose its
 // kind); one that panics is answered with [ErrorKindActionPanic]; an
 // unknown action with [ErrorKindUnknownAction]; arguments that do not
