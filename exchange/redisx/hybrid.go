@@ -184,6 +184,12 @@ func (h *Hybrid) remote(id exchange.EntityID) bool {
 // (nothing else on the same-node path), then, for a destination the ring
 // registry does not know, Redis.
 func (h *Hybrid) Send(ctx context.Context, m *exchange.Message) error {
+	return h.send(ctx, m, false)
+}
+
+// send is Send, and SendAsync with async: the ring first, then Redis,
+// waited for or queued.
+func (h *Hybrid) send(ctx context.Context, m *exchange.Message, async bool) error {
 	if err := h.check(); err != nil {
 		return err
 	}
@@ -193,6 +199,9 @@ func (h *Hybrid) Send(ctx context.Context, m *exchange.Message) error {
 	}
 	if err := h.toRedis(ctx, m, err); err != nil {
 		return err
+	}
+	if async {
+		return h.rx.SendAsync(ctx, m)
 	}
 	return h.rx.Send(ctx, m)
 }
@@ -220,17 +229,7 @@ func (h *Hybrid) SendIncarnation(ctx context.Context, m *exchange.Message) (uint
 // an entity that neither the ring registry nor the cache knows looks up its
 // node in Redis first, synchronously.
 func (h *Hybrid) SendAsync(ctx context.Context, m *exchange.Message) error {
-	if err := h.check(); err != nil {
-		return err
-	}
-	err := h.shm.Send(ctx, m)
-	if !refusedByRing(err) {
-		return err
-	}
-	if err := h.toRedis(ctx, m, err); err != nil {
-		return err
-	}
-	return h.rx.SendAsync(ctx, m)
+	return h.send(ctx, m, true)
 }
 
 // Flush implements [exchange.AsyncSender.Flush]: it waits for what
