@@ -148,11 +148,23 @@ func (c *Consumer) Close() error {
 // returns how many it handed over; it never blocks. A ring found corrupt
 // returns ErrCorrupt, now and on every later call.
 func (c *Consumer) Read(fn Handler, limit int) (int, error) {
+	n, idle, err := c.read(func(typ int32, payload []byte) bool { fn(typ, payload); return true }, limit)
+	if idle && c.r != nil && c.pub != c.head {
+		c.publish(c.head) // idle: hand back what was consumed
+	}
+	return n, err
+}
+
+// read is Read and ReadWhile: it hands committed records to fn, in order,
+// until fn returns false, limit records were handed over (none when limit
+// <= 0) or none is left, and marks what it read consumed. idle says that
+// it found nothing to read at all (not even padding).
+func (c *Consumer) read(fn func(typ int32, payload []byte) bool, limit int) (n int, idle bool, err error) {
 	if c.err != nil {
-		return 0, c.err
+		return 0, false, c.err
 	}
 	if c.r == nil {
-		return 0, ErrClosed
+		return 0, false, ErrClosed
 	}
 	if limit <= 0 {
 		limit = math.MaxInt
@@ -160,17 +172,18 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 	r := c.r
 	head := c.head
 	pos := head
-	n, bytes := 0, 0
+	bytes := 0
+	more := true
 	// Every claim lies in [pub, pub+capacity): past that a batch would
 	// meet records consumed but not yet zeroed.
-	for n < limit && pos < c.pub+r.capacity {
+	for more && n < limit && pos < c.pub+r.capacity {
 		typ, payload, size, ok := c.committed(pos)
 		if !ok {
 			break
 		}
 		if typ != PaddingType {
 			c.sink = fetchLines(payload)
-			fn(typ, payload)
+			more = fn(typ, payload)
 			n++
 			bytes += len(payload)
 		}
@@ -178,13 +191,11 @@ func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 	}
 	if pos != head {
 		c.advance(pos, n, bytes)
-	} else if c.pub != head {
-		c.publish(head) // idle: hand back what was consumed
 	}
 	if n == 0 && c.err != nil {
-		return 0, c.err
+		return 0, false, c.err
 	}
-	return n, nil
+	return n, pos == head, nil
 }
 
 // advance ends a batch that handed n records (bytes of payload) over and

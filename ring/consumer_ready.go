@@ -1,7 +1,5 @@
 package ring
 
-import "math"
-
 // Ready reports whether Read would find something at the consumer's
 // position now: a committed record, or padding before one. It is one load
 // of the header word there, and never blocks: a receiver that has just
@@ -23,39 +21,6 @@ func (c *Consumer) Ready() bool {
 // (see Ready). It returns how many records it handed over, and
 // ErrCorrupt, now and on every later call, for a ring found corrupt.
 func (c *Consumer) ReadWhile(fn func(typ int32, payload []byte) bool, limit int) (int, error) {
-	if c.err != nil {
-		return 0, c.err
-	}
-	if c.r == nil {
-		return 0, ErrClosed
-	}
-	if limit <= 0 {
-		limit = math.MaxInt
-	}
-	r := c.r
-	head := c.head
-	pos := head
-	n, bytes := 0, 0
-	more := true
-	// As in Read: every claim lies in [pub, pub+capacity).
-	for more && n < limit && pos < c.pub+r.capacity {
-		typ, payload, size, ok := c.committed(pos)
-		if !ok {
-			break
-		}
-		if typ != PaddingType {
-			c.sink = fetchLines(payload)
-			more = fn(typ, payload)
-			n++
-			bytes += len(payload)
-		}
-		pos += size
-	}
-	if pos != head {
-		c.advance(pos, n, bytes)
-	}
-	if n == 0 && c.err != nil {
-		return 0, c.err
-	}
-	return n, nil
+	n, _, err := c.read(fn, limit)
+	return n, err
 }
