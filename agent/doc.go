@@ -48,8 +48,11 @@
 // shared-memory mailbox in batches of up to 16 messages, and the next
 // receiver continues from them, so a slow action holds none of the
 // messages received behind it; those still untaken when the agent stops
-// are answered with [ErrorKindShuttingDown]. Requests beyond the bound
-// wait in the runtime, in arrival order. An action that returns an error is answered with an error
+// are answered with [ErrorKindShuttingDown]. (With
+// [WithTerminateOnExit](false) it takes one at a time, so that what it has
+// not taken stays in the mailbox for the next runtime.) Requests beyond
+// the bound wait in the runtime, in arrival order. An action that returns
+// an error is answered with an error
 // response carrying a [*exchange.RemoteError] (return one to choose its
 // kind); one that panics is answered with [ErrorKindActionPanic]; an
 // unknown action with [ErrorKindUnknownAction]; arguments that do not

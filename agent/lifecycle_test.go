@@ -541,3 +541,59 @@ func TestShutdownWithStuckRequester(t *testing.T) {
 		t.Fatal("the agent did not finish shutting down: a response to a full mailbox held it")
 	}
 }
+
+// TestTerminateOnExitFalseKeepsQueued: with WithTerminateOnExit(false), a
+// request queued behind the shutdown that stops the runtime stays in the
+// mailbox for the next runtime with the same id, even on a mailbox that
+// receives in batches (the runtime then receives one message at a time: a
+// batch would take the request out of the mailbox and answer it
+// ShuttingDown).
+func TestTerminateOnExitFalseKeepsQueued(t *testing.T) {
+	x := newSHM(t)
+	ctx := testCtx(t)
+	b, _ := newEcho()
+	rt, err := agent.NewRuntime(ctx, x, b, agent.WithTerminateOnExit(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := rt.ID()
+	cid, err := x.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.Send(ctx, exchange.NewShutdownRequest(cid, id, false)); err != nil {
+		t.Fatal(err)
+	}
+	c, err := agent.NewClient(ctx, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	f, err := agent.Action[[]byte](ctx, c.Handle(id), "echo", []byte("queued"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rt.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	got, err := f.Wait(wctx)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("the queued call, with no runtime serving: %q, %v; want it pending", got, err)
+	}
+	b2, _ := newEcho()
+	rt2, err := agent.NewRuntime(ctx, x, b2, agent.WithAgentID(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- rt2.Run(ctx) }()
+	if got, err := f.Wait(ctx); err != nil || string(got) != "queued" {
+		t.Fatalf("queued call = %q, %v", got, err)
+	}
+	rt2.Shutdown()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

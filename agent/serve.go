@@ -156,6 +156,12 @@ type inbox struct {
 func (r *Runtime) initInbox() {
 	in := &r.in
 	in.batch, _ = r.mb.(exchange.BatchReceiver)
+	if !r.o.terminateOnExit {
+		// A request not taken when the runtime stops stays in the mailbox
+		// for the next runtime with this id (WithTerminateOnExit): a
+		// batch would have taken it out.
+		in.batch = nil
+	}
 	size := 1
 	if in.batch != nil {
 		size = serveBatch
