@@ -248,13 +248,7 @@ func (r *Runtime) serveLoop(w *worker) {
 		var err error
 		m, err = r.take(m)
 		if err != nil {
-			if m.Kind == exchange.KindInvalid {
-				r.o.log.Warn("agent: dropped a bad message", "agent", r.ep.id, "err", err)
-			} else {
-				// Received, but not whole: a payload that did not
-				// resolve, a message that did not decode.
-				m = r.receivedBroken(m, err)
-			}
+			m = r.receivedBroken(m, err)
 			continue
 		}
 		switch m.Kind {
@@ -296,17 +290,13 @@ func (r *Runtime) endServing(w *worker) {
 	r.wmu.Lock()
 	r.endServingLocked(w)
 	r.wmu.Unlock()
-	in := &r.in
-	for ; in.next < in.n; in.next++ {
-		i := in.next
-		m := in.bufs[i]
-		var err error
-		if i == in.n-1 {
-			err, in.err = in.err, nil
-		}
+	if r.in.next == r.in.n {
+		return
+	}
+	spare := getMsg()
+	for r.in.next < r.in.n {
+		m, err := r.take(spare)
 		switch {
-		case err != nil && m.Kind == exchange.KindInvalid:
-			r.o.log.Warn("agent: dropped a bad message", "agent", r.ep.id, "err", err)
 		case err != nil:
 			m = r.receivedBroken(m, err)
 		case m.Kind.IsRequest():
@@ -314,8 +304,9 @@ func (r *Runtime) endServing(w *worker) {
 		default:
 			m = r.ep.deliver(m)
 		}
-		in.bufs[i] = recycled(m)
+		spare = m
 	}
+	putMsg(spare)
 }
 
 // answerShuttingDown answers the request m, received after serving ended,
@@ -325,11 +316,16 @@ func (r *Runtime) answerShuttingDown(m *exchange.Message) {
 	r.respond(m)
 }
 
-// receivedBroken handles a message received with the error err (its
-// payload did not resolve, or it did not decode whole): a request is
+// receivedBroken handles a message received with the error err: one of
+// which nothing decoded is dropped (logged); of one received but not whole
+// (its payload did not resolve, it did not decode whole), a request is
 // answered with an error that says so, a response fails its call. It
 // returns the Message to receive into next.
 func (r *Runtime) receivedBroken(m *exchange.Message, err error) *exchange.Message {
+	if m.Kind == exchange.KindInvalid {
+		r.o.log.Warn("agent: dropped a bad message", "agent", r.ep.id, "err", err)
+		return m
+	}
 	r.o.log.Debug("agent: a message could not be received whole", "agent", r.ep.id, "kind", m.Kind, "err", err)
 	switch {
 	case m.Kind == exchange.KindActionRequest:
@@ -557,11 +553,8 @@ func (r *Runtime) drain(ctx context.Context, done chan<- struct{}) {
 	for {
 		m.Kind, m.Tag = exchange.KindInvalid, exchange.UUID{}
 		err := r.mb.Recv(ctx, m)
-		if err != nil && m.Kind != exchange.KindInvalid {
+		if err != nil && (m.Kind != exchange.KindInvalid || errors.Is(err, exchange.ErrBadMessage)) {
 			m = r.receivedBroken(m, err)
-			continue
-		}
-		if errors.Is(err, exchange.ErrBadMessage) {
 			continue
 		}
 		if err != nil {
