@@ -30,7 +30,6 @@ func (mb *shmMailbox) RecvBatch(ctx context.Context, ms []*Message) (n int, err 
 	if len(ms) == 0 {
 		return 0, ErrInvalidArgument
 	}
-	x := mb.x
 	var derr error
 	mb.mu.Lock()
 	defer func() {
@@ -47,37 +46,18 @@ func (mb *shmMailbox) RecvBatch(ctx context.Context, ms []*Message) (n int, err 
 	if mb.closed.Load() {
 		return 0, ErrMailboxClosed
 	}
-	got := false
-	fn := func(typ int32, p []byte) {
-		if Kind(typ).IsRequest() && mb.terminated() {
-			if mb.answer.Decode(p) == nil {
-				x.answerTerminated(ctx, mb.d.id, &mb.answer)
-			}
-			return
-		}
-		got = true
-		derr = ms[n].Decode(p)
+	got, rerr := mb.recvLocked(ctx, ms[0])
+	if !got {
+		return 0, rerr
 	}
-	for !got {
-		_, err := mb.c.Receive(ctx, fn, 1)
-		if got {
-			break
-		}
-		if err == nil {
-			continue // a request was answered: look for the next message
-		}
-		return 0, mb.recvErr(ctx, err)
-	}
+	derr = rerr
 	n = 1
 	if n < len(ms) && derr == nil {
 		// The rest in one batch of the ring: fn decodes into ms[n] and
 		// stops it when ms is full or a message does not decode.
 		// An error says the ring is corrupt: the next RecvBatch says so.
 		mb.c.ReadWhile(func(typ int32, p []byte) bool {
-			if Kind(typ).IsRequest() && mb.terminated() {
-				if mb.answer.Decode(p) == nil {
-					x.answerTerminated(ctx, mb.d.id, &mb.answer)
-				}
+			if mb.answerIfTerminated(ctx, typ, p) {
 				return true
 			}
 			derr = ms[n].Decode(p)

@@ -94,7 +94,6 @@ func (mb *shmMailbox) ID() EntityID { return mb.d.id }
 // was damaged (by a faulty or hostile process) terminates the mailbox:
 // Recv returns [ErrMailboxClosed], wrapping [ring.ErrCorrupt].
 func (mb *shmMailbox) Recv(ctx context.Context, m *Message) (err error) {
-	x := mb.x
 	// mu, not enter, keeps the ring and the registry mapped: Close of the
 	// handle waits for it (see Close).
 	mb.mu.Lock()
@@ -104,32 +103,44 @@ func (mb *shmMailbox) Recv(ctx context.Context, m *Message) (err error) {
 	if mb.closed.Load() {
 		return ErrMailboxClosed
 	}
+	_, err = mb.recvLocked(ctx, m)
+	return err
+}
+
+// recvLocked receives the next message for Recv and RecvBatch, which hold
+// mu and the fault guard: got says a message came (err is then its decode
+// error); otherwise err says why none did.
+func (mb *shmMailbox) recvLocked(ctx context.Context, m *Message) (got bool, err error) {
 	for {
-		got := false
 		var derr error
-		fn := func(typ int32, p []byte) {
-			if Kind(typ).IsRequest() && mb.terminated() {
-				if mb.answer.Decode(p) == nil {
-					x.answerTerminated(ctx, mb.d.id, &mb.answer)
-				}
+		_, err := mb.c.Receive(ctx, func(typ int32, p []byte) {
+			if mb.answerIfTerminated(ctx, typ, p) {
 				return
 			}
 			got = true
 			derr = m.Decode(p)
-		}
-		// A message waiting is taken without Receive's setup for a wait.
-		_, err := mb.c.Read(fn, 1)
-		if err == nil && !got {
-			_, err = mb.c.Receive(ctx, fn, 1)
-		}
+		}, 1)
 		if got {
-			return derr
+			return true, derr
 		}
 		if err == nil {
 			continue // a request was answered: look for the next message
 		}
-		return mb.recvErr(ctx, err)
+		return false, mb.recvErr(ctx, err)
 	}
+}
+
+// answerIfTerminated answers a request read from the ring of a terminated
+// mailbox (see answerTerminated) and reports whether it did: the record
+// is then not the receiver's.
+func (mb *shmMailbox) answerIfTerminated(ctx context.Context, typ int32, p []byte) bool {
+	if !Kind(typ).IsRequest() || !mb.terminated() {
+		return false
+	}
+	if mb.answer.Decode(p) == nil {
+		mb.x.answerTerminated(ctx, mb.d.id, &mb.answer)
+	}
+	return true
 }
 
 // recvErr is what Recv (and RecvBatch) return when the ring's Receive

@@ -312,17 +312,25 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 	if r == nil {
 		return 0, ErrClosed
 	}
+	// A record waiting is taken before the setup for a wait (whose
+	// learning a wait that never waited would not change).
+	if n, err := c.Read(fn, limit); n > 0 || err != nil {
+		c.burst = n
+		return n, err
+	}
 	var w waitState
 	parked := false
 	spins := c.spinBudget()
 	for i := 0; ; i++ {
-		n, err := c.Read(fn, limit)
-		if n > 0 || err != nil {
-			c.burst = n
-			if n > 0 {
-				c.learn(&w, parked)
+		if i > 0 {
+			n, err := c.Read(fn, limit)
+			if n > 0 || err != nil {
+				c.burst = n
+				if n > 0 {
+					c.learn(&w, parked)
+				}
+				return n, err
 			}
-			return n, err
 		}
 		if i == 0 && c.burst >= BurstSize && !c.idle.NoBurstBackoff {
 			for range burstRelaxes {
@@ -378,7 +386,7 @@ func (c *Consumer) Receive(ctx context.Context, fn Handler, limit int) (int, err
 			continue
 		}
 		bump(&r.cc.sleeps, 1)
-		err = c.cancel.Wait(ctx, r.recvBell, seq, c.parkTimeout(drained))
+		err := c.cancel.Wait(ctx, r.recvBell, seq, c.parkTimeout(drained))
 		atomic.StoreUint32(r.recvWaiting, 0)
 		if err != nil && ctx.Err() != nil {
 			return 0, ctx.Err()
