@@ -149,7 +149,7 @@ func (c *Consumer) Close() error {
 // returns ErrCorrupt, now and on every later call.
 func (c *Consumer) Read(fn Handler, limit int) (int, error) {
 	n, idle, err := c.read(func(typ int32, payload []byte) bool { fn(typ, payload); return true }, limit)
-	if idle && c.r != nil && c.pub != c.head {
+	if idle && c.pub != c.head {
 		c.publish(c.head) // idle: hand back what was consumed
 	}
 	return n, err

@@ -198,7 +198,6 @@ func (tr *trial) killLater(k *kid) error {
 	return k.kill()
 }
 
-// noteStuck records how long a mailbox took to clear a dead child's records.
 // callAfterKill calls action of h with the trial's sentinel record, queued
 // behind everything the killed child sent, within stuckBound (load-scaled):
 // once it answers with the record whole, every request committed before
@@ -224,6 +223,7 @@ func (tr *trial) callAfterKill(h *agent.Handle, action, what string) error {
 	return nil
 }
 
+// noteStuck records how long a mailbox took to clear a dead child's records.
 func (tr *trial) noteStuck(d time.Duration) {
 	tr.c.mu.Lock()
 	tr.c.maxStuck = max(tr.c.maxStuck, d)

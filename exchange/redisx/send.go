@@ -260,9 +260,10 @@ func (sd *sender) exec(batch []*sendReq) {
 	var undo []*sendReq
 	for _, g := range order {
 		v := g.rec.Val()
-		if len(v) != 4 {
+		if len(v) != 4 { // not from a Redis that keeps HMGET's contract
 			for _, r := range g.reqs {
 				r.err = fmt.Errorf("%w: HMGET of a record returned %d fields", ErrProtocol, len(v))
+				undo = append(undo, r) // failed: not left in the mailbox
 			}
 			continue
 		}
