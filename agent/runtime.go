@@ -276,11 +276,14 @@ func (r *Runtime) Run(ctx context.Context) error {
 	r.mb.Close()
 	<-drained
 	// 6. The responses queued without waiting (exchange.AsyncSender): sent
-	// or failed (and logged by the exchange) before Run returns.
+	// or failed (and logged by the exchange) before Run returns, within
+	// responseGrace, as a response sent waiting is.
 	if r.ep.async != nil {
-		if err := r.ep.async.Flush(base); err != nil {
+		fctx, cancel := context.WithTimeout(base, r.o.responseGrace)
+		if err := r.ep.async.Flush(fctx); err != nil {
 			log.Debug("agent: a response queued without waiting failed", "err", err)
 		}
+		cancel()
 	}
 
 	r.mu.Lock()
