@@ -127,3 +127,64 @@ func TestBatchLeftoversReceiverDies(t *testing.T) {
 		t.Fatalf("Recv on the drained mailbox: %v", err)
 	}
 }
+
+// TestBatchLeftoversTerminated: a receiver has moved ten requests to its
+// taken list and returned two when its mailbox is terminated (Terminate
+// answers only what is left in the mailbox: here nothing). Closing its
+// Mailbox then answers the eight requests it did not return with errors,
+// rather than putting them back into a terminated mailbox that nobody
+// reads: every requester hears.
+func TestBatchLeftoversTerminated(t *testing.T) {
+	srv := sharedServer(t)
+	prefix := newPrefix()
+	a := open(t, srv.Addr, prefix, redisx.WithRecvBatch(2))
+	ctx := ctxT(t, 30*time.Second)
+	ag, err := a.RegisterAgent(ctx, exchange.Behavior{Name: "A"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := a.RegisterClient(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := map[exchange.UUID]bool{}
+	for i := range 10 {
+		m := exchange.NewActionRequest(c, ag, "f", []byte(fmt.Sprint(i)))
+		tags[m.Tag] = true
+		if err := a.Send(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mb, err := a.Mailbox(ctx, ag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m exchange.Message
+	for range 2 {
+		if err := mb.Recv(ctx, &m); err != nil {
+			t.Fatal(err)
+		}
+		delete(tags, m.Tag)
+	}
+	if err := a.Terminate(ctx, ag); err != nil {
+		t.Fatal(err)
+	}
+	mb.Close()
+	cmb, err := a.Mailbox(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cmb.Close()
+	for len(tags) > 0 {
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := cmb.Recv(wctx, &m)
+		cancel()
+		if err != nil {
+			t.Fatalf("%d requests not answered: %v", len(tags), err)
+		}
+		if !tags[m.Tag] || !m.IsError() {
+			t.Fatalf("got %v, want an error response to one of the %d requests left", &m, len(tags))
+		}
+		delete(tags, m.Tag)
+	}
+}

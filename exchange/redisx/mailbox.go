@@ -421,13 +421,22 @@ func (mb *mailbox) release(ctx context.Context) error {
 		}
 	}
 	returned := max(len(mb.held)-len(mb.buf), 0)
+	var res []any
 	err := s.retry(ctx, true, func(ctx context.Context) error {
-		return releaseScript.Run(ctx, s.cl, []string{mb.k.e, mb.k.q, mb.f}, s.k.tag, s.grace, mb.token, returned).Err()
+		var err error
+		res, err = releaseScript.Run(ctx, s.cl, []string{mb.k.e, mb.k.q, mb.f}, s.k.tag, s.grace, mb.token, returned).Slice()
+		return err
 	})
 	if err != nil {
 		return err
 	}
 	s.setReceiver(mb.id.UUID, "")
+	if len(res) > 1 {
+		// The mailbox was terminated while this receiver held these
+		// requests (Terminate answers only what the mailbox holds):
+		// answered here, not put back where nobody reads.
+		s.answerRaw(ctx, mb.id.UUID, res[1:])
+	}
 	return nil
 }
 

@@ -219,15 +219,29 @@ return redis.call('LRANGE', KEYS[1], 0, -1)
 // release detaches a Mailbox client: the elements of its taken list it
 // returned (the oldest) are dropped, the rest go back to the head of the
 // mailbox. When the client is no longer the receiver (it was seen dead, or
-// the mailbox was reopened), everything goes back. KEYS: e, q, f. ARGV: P,
-// grace, token, returned.
+// the mailbox was reopened), everything goes back. Of a terminated
+// mailbox, whose requests Terminate answered while this client held these,
+// the requests do not go back: they are returned, {1, request...}, for the
+// caller to answer. KEYS: e, q, f. ARGV: P, grace, token, returned.
 var releaseScript = script(`
-local mine = redis.call('HGET', KEYS[1], 'rcv') == ARGV[3]
+local r = redis.call('HMGET', KEYS[1], 'rcv', 'st')
+local mine = r[1] == ARGV[3]
 local k = tonumber(ARGV[4])
 if mine and k > 0 then redis.call('LTRIM', KEYS[3], 0, -(k + 1)) end
-restore(KEYS[3], KEYS[2])
+local out = {1}
+if r[2] and r[2] ~= '1' then
+  while true do
+    local m = redis.call('LPOP', KEYS[3])
+    if not m then break end
+    if m ~= '' then
+      if isreq(m) then out[#out+1] = m else redis.call('RPUSH', KEYS[2], m) end
+    end
+  end
+else
+  restore(KEYS[3], KEYS[2])
+end
 if mine then redis.call('HSET', KEYS[1], 'rcv', '') end
-return 1
+return out
 `)
 
 // reopen brings a terminated mailbox back, empty, owned by the caller's
