@@ -141,6 +141,15 @@ type Future[T any] struct {
 // maxSpareFutures released futures, outside any pool the GC empties.
 const maxKeptBytes = 4 << 10
 
+// keepSmallMsg gives c's Message back to the pool when its buffers are
+// over maxKeptBytes: a future keeps only a small one.
+func (c *call) keepSmallMsg() {
+	if m := c.msg; m != nil && msgBytes(m) > maxKeptBytes {
+		putMsg(m)
+		c.msg = nil
+	}
+}
+
 // Done returns a channel closed when the future is complete.
 func (f *Future[T]) Done() <-chan struct{} {
 	ch := f.c.doneChan()
@@ -211,10 +220,7 @@ func (f *Future[T]) Release() {
 	// Complete: out of the table, touched by nobody else (see
 	// completeLocked), and its owner is done with it. Its Message stays
 	// when it is small: the next action's request reuses it.
-	if m := c.msg; m != nil && msgBytes(m) > maxKeptBytes {
-		putMsg(m)
-		c.msg = nil
-	}
+	c.keepSmallMsg()
 	var zero T
 	f.val, f.err, f.once = zero, nil, sync.Once{}
 	f.codec = nil
@@ -269,10 +275,7 @@ func (f *Future[T]) decode() {
 	// request of the action that reuses it after Release: no trip through
 	// the pool per action. A larger one goes back to the pool now (a read
 	// future may be kept for long, or released to its handle).
-	if m := f.c.msg; m != nil && msgBytes(m) > maxKeptBytes {
-		putMsg(m)
-		f.c.msg = nil
-	}
+	f.c.keepSmallMsg()
 }
 
 // rawCodec passes raw bytes through (a copy on decode).

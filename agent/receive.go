@@ -83,6 +83,9 @@ func (r *receiver) init(ep *endpoint, mb exchange.Mailbox) {
 	r.wake = &exchange.Message{Kind: exchange.KindPingResponse, Tag: exchange.NewTag(), Src: ep.id, Dest: ep.id}
 	r.batch, _ = mb.(exchange.BatchReceiver)
 	for i := range r.bufs {
+		if i > 0 && r.batch == nil {
+			break // one Recv at a time: lead uses bufs[:1]
+		}
 		r.bufs[i] = new(exchange.Message)
 	}
 }
@@ -467,11 +470,20 @@ func recycled(m *exchange.Message) *exchange.Message {
 // Every buffer in bufs must read "nothing received" (clean): a message
 // that does not decode whole may leave only part of the envelope.
 func (r *receiver) receive(ctx context.Context, bufs []*exchange.Message) (int, error) {
-	if r.batch != nil {
-		return r.batch.RecvBatch(ctx, bufs)
+	return recvInto(ctx, r.mb, r.batch, bufs)
+}
+
+// recvInto receives from mb into bufs: with batch (mb's, when it is an
+// exchange.BatchReceiver) what is there, up to len(bufs); else one
+// message with Recv. It returns how many it filled, and the error of the
+// last one (received, but not whole) or, with 0, why nothing was
+// received. The client's receiver and the runtime's leader share it.
+func recvInto(ctx context.Context, mb exchange.Mailbox, batch exchange.BatchReceiver, bufs []*exchange.Message) (int, error) {
+	if batch != nil {
+		return batch.RecvBatch(ctx, bufs)
 	}
 	m := bufs[0]
-	err := r.mb.Recv(ctx, m)
+	err := mb.Recv(ctx, m)
 	if err != nil && m.Kind == exchange.KindInvalid {
 		return 0, err
 	}

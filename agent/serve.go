@@ -177,16 +177,7 @@ func (r *Runtime) initInbox() {
 // nothing was received.
 func (r *Runtime) receive() error {
 	in := &r.in
-	var n int
-	var err error
-	if in.batch != nil {
-		n, err = in.batch.RecvBatch(r.sctx, in.bufs)
-	} else {
-		err = r.mb.Recv(r.sctx, in.bufs[0])
-		if err == nil || in.bufs[0].Kind != exchange.KindInvalid {
-			n = 1 // received, whole or not
-		}
-	}
+	n, err := recvInto(r.sctx, r.mb, in.batch, in.bufs)
 	if n == 0 {
 		clean(in.bufs[0]) // what did decode of it
 		return err
