@@ -18,21 +18,8 @@ import (
 // behind it; an empty mailbox waits as Recv does, and a closed client says
 // so.
 func TestSHMRecvBatch(t *testing.T) {
-	root := testRoot(t)
 	ctx := testCtx(t, time.Minute)
-	x := openSHM(t, root, "batch")
-	agent, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Batch"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := x.RegisterClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, err := x.Mailbox(ctx, client)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, x, agent, client, _, mb := shmPair(t)
 	br, ok := mb.(exchange.BatchReceiver)
 	if !ok {
 		t.Fatalf("%T is not a BatchReceiver", mb)
@@ -191,21 +178,8 @@ func TestSHMRecvBatchFaultAfterFirst(t *testing.T) {
 	if raceEnabled {
 		t.Skip("a truncation under -race may fault in the race runtime's C code (see TestSHMProcessTruncation)")
 	}
-	root := testRoot(t)
 	ctx := testCtx(t, time.Minute)
-	x := openSHM(t, root, "batchfault", exchange.WithMailboxBytes(1<<16))
-	agent, err := x.RegisterAgent(ctx, exchange.Behavior{Name: "Batch"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := x.RegisterClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mb, err := x.Mailbox(ctx, client)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, x, agent, client, _, mb := shmPair(t, exchange.WithMailboxBytes(1<<16))
 	defer mb.Close()
 	first := exchange.NewActionResponse(agent, client, exchange.NewTag(), []byte("one"))
 	second := exchange.NewActionResponse(agent, client, exchange.NewTag(), bytes.Repeat([]byte("x"), 12000))

@@ -3,7 +3,6 @@ package redisx_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -217,14 +216,7 @@ func TestReceiverDiesRedelivery(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var want []*exchange.Message
-	for i := range 3 {
-		m := exchange.NewActionResponse(d, c, exchange.NewTag(), []byte(fmt.Sprint("r", i)))
-		if err := a.Send(ctx, m); err != nil {
-			t.Fatal(err)
-		}
-		want = append(want, m)
-	}
+	want := sendResponses(t, a, d, c, 3)
 	ag, err := a.RegisterAgent(ctx, exchange.Behavior{Name: "Victim"})
 	if err != nil {
 		t.Fatal(err)
