@@ -222,20 +222,7 @@ func TestTerminateOnExitFalse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		b2, _ := newEcho()
-		rt2, err := agent.NewRuntime(ctx, x, b2, agent.WithAgentID(id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- rt2.Run(ctx) }()
-		if got, err := f.Wait(ctx); err != nil || string(got) != "queued" {
-			t.Fatalf("queued call = %q, %v", got, err)
-		}
-		rt2.Shutdown()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
+		b2 := serveQueued(t, ctx, x, id, f)
 		if _, err := agent.NewRuntime(ctx, x, b2, agent.WithAgentID(id)); !errors.Is(err, agent.ErrAgentTerminated) {
 			t.Fatalf("runtime for a terminated id: %v", err)
 		}
@@ -582,6 +569,15 @@ func TestTerminateOnExitFalseKeepsQueued(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("the queued call, with no runtime serving: %q, %v; want it pending", got, err)
 	}
+	serveQueued(t, ctx, x, id, f)
+}
+
+// serveQueued runs a new runtime of the Echo behavior under the agent id
+// of a stopped one, checks that f, an "echo" of "queued" sent while no
+// runtime served, gets its answer from it, and shuts it down; it returns
+// the behavior.
+func serveQueued(t *testing.T, ctx context.Context, x exchange.Exchange, id exchange.EntityID, f *agent.Future[[]byte]) *agent.Behavior {
+	t.Helper()
 	b2, _ := newEcho()
 	rt2, err := agent.NewRuntime(ctx, x, b2, agent.WithAgentID(id))
 	if err != nil {
@@ -596,4 +592,5 @@ func TestTerminateOnExitFalseKeepsQueued(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	return b2
 }

@@ -18,6 +18,20 @@ import (
 // beyond what Recv returned goes back to the mailbox, in order, whether
 // the receiver closes its Mailbox or dies.
 
+// twoClients registers two clients in x.
+func twoClients(t *testing.T, x exchange.Exchange) (c, d exchange.EntityID) {
+	t.Helper()
+	ctx := ctxT(t, 20*time.Second)
+	var err error
+	if c, err = x.RegisterClient(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d, err = x.RegisterClient(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return c, d
+}
+
 // sendResponses sends n action responses from d to c, with results
 // "r0".."r<n-1>", and returns them.
 func sendResponses(t *testing.T, x exchange.Exchange, d, c exchange.EntityID, n int) []*exchange.Message {
@@ -59,14 +73,7 @@ func TestBatchLeftoversClose(t *testing.T) {
 	prefix := newPrefix()
 	a := open(t, srv.Addr, prefix, redisx.WithRecvBatch(2))
 	ctx := ctxT(t, 30*time.Second)
-	c, err := a.RegisterClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := a.RegisterClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, d := twoClients(t, a)
 	sent := sendResponses(t, a, d, c, 10)
 	mb, err := a.Mailbox(ctx, c)
 	if err != nil {
@@ -101,14 +108,7 @@ func TestBatchLeftoversReceiverDies(t *testing.T) {
 	prefix := newPrefix()
 	a := joinT(t, spec(t, srv.Addr, prefix, "redis", "A"))
 	ctx := ctxT(t, 60*time.Second)
-	c, err := a.RegisterClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := a.RegisterClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, d := twoClients(t, a)
 	sent := sendResponses(t, a, d, c, 10)
 	child := childproc.Start(t, "receiver", append(spec(t, srv.Addr, prefix, "redis", "B").args(), c.String(), "2")...)
 	for range 2 {

@@ -208,14 +208,7 @@ func TestReceiverDiesRedelivery(t *testing.T) {
 	prefix := newPrefix()
 	a := joinT(t, spec(t, srv.Addr, prefix, "redis", "A"))
 	ctx := ctxT(t, 60*time.Second)
-	c, err := a.RegisterClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d, err := a.RegisterClient(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, d := twoClients(t, a)
 	want := sendResponses(t, a, d, c, 3)
 	ag, err := a.RegisterAgent(ctx, exchange.Behavior{Name: "Victim"})
 	if err != nil {
